@@ -1,0 +1,105 @@
+"""Prompt artifacts: the YAML file an optimize run writes and `--metadata abo_prompt=...` reads.
+
+An artifact holds the prompt with everything needed to trust it: task, method, target and optimizer
+models, scores per split, the examples each split used, the round trace, call/token/cost counts,
+meta-prompt template hashes, versions and creation time. It is schema-checked on load and written
+atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.files import read_yaml, write_yaml
+from lm_eval_abo.prompt import Prompt
+
+SCHEMA_VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for dist in ("lm-eval-abo", "lm-eval", "litellm", "llama-cpp-python"):
+        try:
+            found[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Artifact:
+    task: str
+    method: str
+    prompt: Prompt
+    target: dict = field(default_factory=dict)  # {"model": backend, "model_args": ...}, secrets removed
+    optimizer: dict = field(default_factory=dict)  # {"model": litellm string, "args": {...}}
+    scores: dict = field(default_factory=dict)  # split -> {"metric", "value", "stderr", "n"}
+    splits: dict = field(default_factory=dict)  # split -> example ids used
+    trace: list = field(default_factory=list)  # one entry per round
+    usage: dict = field(default_factory=dict)  # optimizer calls, tokens, cost; target calls; seconds
+    templates: dict = field(default_factory=dict)  # meta-prompt name -> sha256
+    versions: dict = field(default_factory=versions)
+    created: str = field(default_factory=_now)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["prompt"] = self.prompt.to_dict()
+        data["prompt_sha256"] = self.prompt.sha256()
+        return {"schema_version": data.pop("schema_version"), **data}
+
+    @classmethod
+    def from_dict(cls, data, source: str) -> Artifact:
+        if not isinstance(data, dict):
+            raise AboError(f"{source}: an artifact must be a YAML mapping")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise AboError(f"{source}: schema_version must be {SCHEMA_VERSION}, got {version!r}")
+        for name in ("task", "method"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                raise AboError(f"{source}: missing or empty field '{name}'")
+        if "prompt" not in data:
+            raise AboError(f"{source}: missing field 'prompt'")
+        prompt = Prompt.from_dict(data["prompt"], where=f"{source}: prompt")
+        known = {f.name: f for f in fields(cls)}
+        kwargs = {}
+        for name, value in data.items():
+            if name in ("prompt", "prompt_sha256"):
+                continue
+            if name not in known:
+                raise AboError(f"{source}: unknown field '{name}'")
+            default = known[name].default_factory() if callable(known[name].default_factory) else known[name].default
+            if default is not None and not isinstance(value, type(default)):
+                raise AboError(f"{source}: field '{name}' must be a {type(default).__name__}")
+            kwargs[name] = value
+        recorded = data.get("prompt_sha256")
+        if recorded is not None and recorded != prompt.sha256():
+            raise AboError(f"{source}: prompt_sha256 does not match the prompt (edited by hand? delete the field)")
+        return cls(prompt=prompt, **kwargs)
+
+
+def load(path: str | Path, task: str | None = None) -> Artifact:
+    """Read and check an artifact; with `task`, also check that it was made for that task."""
+    artifact = Artifact.from_dict(read_yaml(path), source=str(path))
+    if task is not None and artifact.task != task:
+        raise AboError(f"{path}: artifact is for task '{artifact.task}', not '{task}'")
+    return artifact
+
+
+def save(artifact: Artifact, path: str | Path) -> Path:
+    return write_yaml(path, artifact.to_dict())
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+

@@ -1,0 +1,103 @@
+"""The abo_* tasks: where their YAMLs live, and the task class that renders a prompt artifact.
+
+Every abo_* YAML names `class: !function lm_eval_abo.tasks.AboTask`. The class reads the prompt given
+at run time (`--metadata '{"abo_prompt": "runs/x/best.yaml"}'`, or a prompt mapping passed by the
+optimizer), falls back to the YAML's `metadata.abo_default_prompt`, adds the prompt's parts to every
+document as fields the YAML templates name, and records the artifact's method and hashes in lm-eval's
+results (`configs.<task>.metadata.abo`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lm_eval.api.task import ConfigurableTask
+
+from lm_eval_abo import store
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.files import bundled_dir
+from lm_eval_abo.prompt import DEMO_OUTPUT, DEMO_SPLIT, Prompt, demo_rows
+
+PROMPT_KEY = "abo_prompt"  # the --metadata key naming an artifact (fixed interface)
+DEFAULT_PROMPT_KEY = "abo_default_prompt"
+
+
+def tasks_dir() -> Path:
+    """The directory to give lm-eval as --include_path (it ships inside the wheel)."""
+    return bundled_dir("task_configs")
+
+
+def list_tasks() -> dict[str, str]:
+    """Each abo_* task with where its data comes from."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    found = {}
+    for path in sorted(tasks_dir().glob("abo_*.yaml")):
+        config = load_yaml(path, resolve_func=False)
+        loader = str(config.get("custom_dataset", "")).rsplit(".", 1)[-1]
+        source = " ".join(str(v) for v in (config.get("dataset_kwargs") or {}).values())
+        found[config["task"]] = f"{loader} {source}".strip()
+    return found
+
+
+def resolve_prompt(metadata: dict, task: str) -> tuple[Prompt, dict]:
+    """The prompt a task run uses, and what the results should record about where it came from."""
+    given = metadata.get(PROMPT_KEY)
+    if isinstance(given, dict):  # an inline candidate from the optimizer
+        prompt = Prompt.from_dict(given, where=f"{task}: metadata.{PROMPT_KEY}")
+        return prompt, {"source": "inline", "prompt_sha256": prompt.sha256()}
+    if given:
+        artifact = store.load(given, task=_base_task(metadata, task))
+        return artifact.prompt, {
+            "source": str(given),
+            "method": artifact.method,
+            "artifact_sha256": store.file_sha256(given),
+            "prompt_sha256": artifact.prompt.sha256(),
+        }
+    prompt = Prompt.from_dict(metadata.get(DEFAULT_PROMPT_KEY) or {}, where=f"{task}: metadata.{DEFAULT_PROMPT_KEY}")
+    return prompt, {"source": "default", "method": "baseline", "prompt_sha256": prompt.sha256()}
+
+
+def _base_task(metadata: dict, task: str) -> str:
+    """The registered task a (possibly renamed) task object stands for."""
+    return metadata.get("abo_task", task)
+
+
+class AboTask(ConfigurableTask):
+    def __init__(self, config: dict | None = None, **kwargs):
+        config = {k: v for k, v in (config or {}).items() if k != "class"}  # lm-eval passes its `class:` key along
+        metadata = config.get("metadata") or {}
+        try:
+            self.abo_prompt, self.abo_record = resolve_prompt(metadata, config.get("task", "?"))
+        except AboError as e:
+            raise AboError(f"{config.get('task')}: {e}") from None
+        if config.get("num_fewshot") is None:  # the demonstrations are the few-shot examples
+            config["num_fewshot"] = len(self.abo_prompt.demonstrations)
+        super().__init__(config=config, **kwargs)
+
+    def download(self, dataset_kwargs=None, **kwargs) -> None:
+        import datasets
+
+        try:
+            super().download(dataset_kwargs, **kwargs)
+        except AboError as e:
+            raise AboError(f"{self.config.task}: {e}") from None
+        # every split carries the demonstration column, so lm-eval reads it as a field, not a template
+        fields = {**self.abo_prompt.doc_fields(), DEMO_OUTPUT: ""}
+        splits = {}
+        for name, ds in self.dataset.items():
+            for key, value in fields.items():
+                ds = ds.add_column(key, [value] * len(ds))
+            splits[name] = ds
+        demos = demo_rows(self.abo_prompt)
+        splits[DEMO_SPLIT] = datasets.Dataset.from_list(demos) if demos else splits[self.config.training_split].select([])
+        self.dataset = datasets.DatasetDict(splits)
+
+    def dump_config(self) -> dict:
+        config = super().dump_config()
+        metadata = dict(config.get("metadata") or {})
+        if isinstance(metadata.get(PROMPT_KEY), dict):  # the inline prompt is recorded by its hash
+            metadata[PROMPT_KEY] = self.abo_record["prompt_sha256"]
+        metadata["abo"] = self.abo_record
+        config["metadata"] = metadata
+        return config
