@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import get_type_hints
 
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import read_yaml, write_yaml
@@ -71,16 +72,15 @@ class Artifact:
         if "prompt" not in data:
             raise AboError(f"{source}: missing field 'prompt'")
         prompt = Prompt.from_dict(data["prompt"], where=f"{source}: prompt")
-        known = {f.name: f for f in fields(cls)}
+        types = get_type_hints(cls)
         kwargs = {}
         for name, value in data.items():
             if name in ("prompt", "prompt_sha256"):
                 continue
-            if name not in known:
+            if name not in types:
                 raise AboError(f"{source}: unknown field '{name}'")
-            default = known[name].default_factory() if callable(known[name].default_factory) else known[name].default
-            if default is not None and not isinstance(value, type(default)):
-                raise AboError(f"{source}: field '{name}' must be a {type(default).__name__}")
+            if not isinstance(value, types[name]):
+                raise AboError(f"{source}: field '{name}' must be a {types[name].__name__}")
             kwargs[name] = value
         recorded = data.get("prompt_sha256")
         if recorded is not None and recorded != prompt.sha256():

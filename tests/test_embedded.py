@@ -1,0 +1,71 @@
+"""The embedded models, for real: llama.cpp in-process, through lm-eval's and litellm's interfaces."""
+
+import hashlib
+
+import pytest
+from lm_eval.api.instance import Instance
+
+from lm_eval_abo import embedded, serve
+from lm_eval_abo.errors import AboError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def target():
+    return embedded.EmbeddedLM(model=embedded.DEFAULT_TARGET)
+
+
+def test_generation_and_loglikelihood_agree(target):
+    context = "The days of the week are Monday, Tuesday,"
+    [text] = target.generate_until([Instance("generate_until", {}, (context, {"until": ["\n"], "max_gen_toks": 6}), 0)], disable_tqdm=True)
+    assert text.strip(), "greedy generation produced nothing"
+    requests = [Instance("loglikelihood", {}, (context, text), 0), Instance("loglikelihood", {}, (context, " Banana pancake"), 1)]
+    (greedy_lp, is_greedy), (other_lp, other_greedy) = target.loglikelihood(requests, disable_tqdm=True)
+    assert is_greedy and not other_greedy, "the model's own greedy continuation must be flagged greedy"
+    assert greedy_lp > other_lp and greedy_lp < 0
+    [rolling] = target.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("Hello there.",), 0)], disable_tqdm=True)
+    assert rolling < 0
+
+
+def test_the_model_is_loaded_once_per_process(target):
+    assert embedded.EmbeddedLM(model=embedded.DEFAULT_TARGET).llm is target.llm
+
+
+def test_target_has_no_chat_template(target):
+    with pytest.raises(AboError, match="no chat template"):
+        target.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
+def test_optimizer_through_litellm_in_process():
+    import litellm
+
+    embedded.register_litellm_provider()
+    reply = litellm.completion(
+        model=f"embedded/{embedded.DEFAULT_OPTIMIZER}",
+        messages=[{"role": "user", "content": "Write the number seven as a digit. Reply with the digit only."}],
+        max_tokens=5,
+        temperature=0,
+    )
+    assert "7" in reply.choices[0].message.content
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+
+
+def test_optimizer_file_is_assembled_and_hash_checked():
+    path = embedded.model_path(embedded.DEFAULT_OPTIMIZER)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == embedded.QWEN_SHA256
+
+
+def test_serve_port_clash_is_one_clear_error():
+    import socket
+
+    with socket.socket() as s:
+        s.bind((serve.HOST, 0))
+        s.listen()
+        with pytest.raises(AboError, match=f"port {s.getsockname()[1]} on 127.0.0.1 is in use"):
+            serve.start("gemma-3-270m", s.getsockname()[1])
+
+
+def test_unknown_model_is_one_clear_error():
+    with pytest.raises(AboError, match="unknown embedded model 'gpt-9'"):
+        embedded.model_path("gpt-9")
