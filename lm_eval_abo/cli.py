@@ -36,6 +36,48 @@ def cmd_serve(args) -> None:
     serve_forever(args.model, ports)
 
 
+def parse_pairs(text: str | None, flag: str) -> dict:
+    """`k=v,k2=v2` (or a JSON object) into a dict; numbers and booleans become values, like lm-eval."""
+    import json
+
+    if not text:
+        return {}
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise AboError(f"{flag}: not valid JSON ({e.msg})") from None
+        if not isinstance(value, dict):
+            raise AboError(f"{flag}: expected a JSON object")
+        return value
+    from lm_eval.utils import simple_parse_args_string
+
+    try:
+        return simple_parse_args_string(text)
+    except (ValueError, SyntaxError):
+        raise AboError(f"{flag}: expected key=value pairs separated by commas, got {text!r}") from None
+
+
+def cmd_optimize(args) -> None:
+    from lm_eval_abo.optimize import OptimizeConfig, optimize
+
+    config = OptimizeConfig(
+        task=args.task, method=args.method, model=args.model, model_args=args.model_args,
+        optimizer=args.optimizer, optimizer_args=parse_pairs(args.optimizer_args, "--optimizer_args"),
+        preset=args.preset, rounds=args.rounds, beam=args.beam, minibatch=args.minibatch,
+        train_limit=args.train_limit, dev_limit=args.dev_limit, test_limit=args.test_limit,
+        method_args=parse_pairs(args.method_args, "--method-args"), patience=args.patience,
+        output=args.output, resume=args.resume, max_optimizer_calls=args.max_optimizer_calls, max_cost=args.max_cost,
+        use_cache=args.use_cache, optimizer_cache=None if args.no_optimizer_cache else args.optimizer_cache, seed=args.seed,
+        metadata=parse_pairs(args.metadata, "--metadata"), include_path=args.include_path or [],
+        gen_kwargs=parse_pairs(args.gen_kwargs, "--gen_kwargs"), system_instruction=args.system_instruction,
+        apply_chat_template=args.apply_chat_template, fewshot_as_multiturn=args.fewshot_as_multiturn,
+        batch_size=args.batch_size, device=args.device, concurrency=args.concurrency, dry_run=args.dry_run,
+        verbose=args.verbose,
+    )
+    optimize(config)
+
+
 def cmd_run(argv: list[str]) -> None:
     """lm-eval's own `run`, with the abo_* tasks on the include path and the embedded model registered."""
     import lm_eval.models  # noqa: F401  (before the plugin registers its model)
@@ -79,7 +121,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     sub.add_parser("run", help="evaluate with lm-eval (all `lm-eval run` flags; abo_* tasks and --model abo-embedded available)")
+    add_optimize_parser(sub)
     return parser
+
+
+def add_optimize_parser(sub) -> None:
+    from lm_eval_abo.optimize import DEFAULT_MODEL, DEFAULT_MODEL_ARGS, DEFAULT_OPTIMIZER, PRESETS
+    from lm_eval_abo.optimizers import METHODS
+
+    p = sub.add_parser(
+        "optimize", help="optimize a task's prompt (APO methods or ABO), scored by lm-eval",
+        description="Run a prompt-optimization method on an abo_* task: candidates are scored by lm-eval on "
+        "train/dev, the best prompt is saved as <output>/<task>/<method>/best.yaml and evaluated once on test.",
+    )
+    p.add_argument("--task", required=True, help="an abo_* task (see `lm-eval-abo tasks`)")
+    p.add_argument("--method", default="ape", choices=sorted(METHODS), help="optimization method (default: ape)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"target: any lm-eval model backend (default: {DEFAULT_MODEL})")
+    p.add_argument("--model_args", default=DEFAULT_MODEL_ARGS, help=f"lm-eval model_args (default: {DEFAULT_MODEL_ARGS})")
+    p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, help=f"optimizer: a litellm model string (default: {DEFAULT_OPTIMIZER})")
+    p.add_argument("--optimizer_args", help="key=value pairs for litellm, e.g. api_base=http://...,temperature=1.0")
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS), help="run sizes: small (laptop) or paper (published settings)")
+    p.add_argument("--rounds", type=int, help="optimization rounds after the initial one (preset: small 2, paper 6)")
+    p.add_argument("--beam", type=int, help="prompts kept per round (preset: small 2, paper 4)")
+    p.add_argument("--minibatch", type=int, help="train examples scored per round to find errors (small 8, paper 64)")
+    p.add_argument("--train-limit", dest="train_limit", type=int, help="train examples the run may use (small 20)")
+    p.add_argument("--dev-limit", dest="dev_limit", type=int, help="dev examples candidates are scored on (small 20)")
+    p.add_argument("--test-limit", dest="test_limit", type=int, help="test examples of the final evaluation (small 50)")
+    p.add_argument("--method-args", dest="method_args", help="method parameters as key=value pairs (see README)")
+    p.add_argument("--patience", type=int, help="stop when the best dev score has not improved for this many rounds")
+    p.add_argument("--output", default="runs", help="output directory (default: runs)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the output directory from its last completed round")
+    p.add_argument("--max-optimizer-calls", dest="max_optimizer_calls", type=int, help="stop after this many optimizer calls")
+    p.add_argument("--max-cost", dest="max_cost", type=float, help="stop when the optimizer has cost this many US dollars")
+    p.add_argument("--use_cache", help="lm-eval's target cache: a path prefix for sqlite files (as lm_eval --use_cache)")
+    p.add_argument("--optimizer-cache", dest="optimizer_cache", default="default",
+                   help="directory of the optimizer's reply cache (default: ~/.cache/lm-eval-abo/optimizer)")
+    p.add_argument("--no-optimizer-cache", dest="no_optimizer_cache", action="store_true", help="do not cache optimizer replies")
+    p.add_argument("--seed", type=int, default=1234, help="seed of minibatches, example picks and optimizer sampling")
+    p.add_argument("--metadata", help="task knobs as JSON or key=value (as lm_eval --metadata), e.g. '{\"abo_difficulty\": 2}'")
+    p.add_argument("--include_path", action="append", help="another directory of abo task YAMLs (repeatable)")
+    p.add_argument("--gen_kwargs", help="generation settings for the target, as lm_eval --gen_kwargs")
+    p.add_argument("--system_instruction", help="as lm_eval --system_instruction")
+    p.add_argument("--apply_chat_template", action="store_true", help="as lm_eval --apply_chat_template")
+    p.add_argument("--fewshot_as_multiturn", action="store_true", help="as lm_eval --fewshot_as_multiturn")
+    p.add_argument("--batch_size", default=1, help="as lm_eval --batch_size")
+    p.add_argument("--device", help="as lm_eval --device")
+    p.add_argument("--concurrency", type=int, default=4, help="optimizer calls in flight at once (default 4)")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the projected calls and stop")
+    p.add_argument("--verbose", action="store_true", help="show lm-eval's own log while scoring")
+    p.set_defaults(func=cmd_optimize)
 
 
 def main(argv: list[str] | None = None) -> int:

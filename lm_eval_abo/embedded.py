@@ -12,9 +12,10 @@ Each model file is loaded once per process and closed at exit.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import hashlib
-import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -126,6 +127,22 @@ class Loaded:
 
 
 @cache
+def _log_errors_only():
+    """A llama.cpp log callback that keeps errors only (its warnings about caches are noise here).
+    Cached: ctypes must keep the callback alive for as long as llama.cpp may call it."""
+    import llama_cpp
+
+    ggml_log_level_error = 4  # ggml's enum: none, debug, info, warn, error, cont
+
+    @llama_cpp.llama_log_callback
+    def callback(level, text, user_data):
+        if level == ggml_log_level_error:
+            sys.stderr.write(text.decode("utf-8", "replace"))
+
+    return callback
+
+
+@cache
 def load(name: str, n_ctx: int = 4096) -> Loaded:
     """The model, loaded once per process (and per context size)."""
     path = model_path(name)
@@ -133,12 +150,12 @@ def load(name: str, n_ctx: int = 4096) -> Loaded:
         import llama_cpp
     except ImportError:
         raise AboError(f"llama-cpp-python is not installed; {INSTALL_HINT}") from None
+    llama_cpp.llama_log_set(_log_errors_only(), ctypes.c_void_p(0))
     try:
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=N_THREADS, verbose=False)
     except (ValueError, RuntimeError) as e:
         raise AboError(f"cannot load {path}: {e}; delete the file and run again to re-assemble it") from None
     atexit.register(llm.close)  # an open Llama prints a traceback from __del__ at interpreter exit
-    logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)  # llama.cpp's cache notes are noise
     return Loaded(llm, threading.Lock())
 
 
@@ -321,3 +338,6 @@ def register_litellm_provider() -> None:
     provider = {"provider": "embedded", "custom_handler": EmbeddedProvider()}
     litellm.custom_provider_map = [*litellm.custom_provider_map, provider]
     litellm.utils.custom_llm_setup()
+    # local models cost nothing: a known price of 0 keeps the cost ledger exact
+    free = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "litellm_provider": "embedded", "mode": "chat"}
+    litellm.register_model({f"embedded/{name}": free for name in MODELS})

@@ -89,5 +89,12 @@ def write_yaml(path: str | Path, data) -> Path:
     return write_text_atomic(path, dump_yaml(data))
 
 
+def read_json(path: str | Path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AboError(f"{path}: cannot read JSON ({e})") from None
+
+
 def write_json(path: str | Path, data) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -37,15 +37,15 @@ class Prompt:
     instruction: str = ""
     placement: str = "system"
     procedure: tuple[str, ...] = ()
+    answer_format: str = ""  # how the answer must end, so the task's filter finds it (kept fixed by optimizers)
     demonstrations: tuple[Demonstration, ...] = ()
     answer_prefix: str = ""
 
     def instruction_block(self) -> str:
-        """The instruction followed by the numbered procedure steps."""
-        parts = [self.instruction.strip()] if self.instruction.strip() else []
-        if self.procedure:
-            parts.append("\n".join(f"Step {i}: {step}" for i, step in enumerate(self.procedure, 1)))
-        return "\n\n".join(parts)
+        """The instruction, the numbered procedure steps, then the answer format."""
+        steps = "\n".join(f"Step {i}: {step}" for i, step in enumerate(self.procedure, 1))
+        parts = [self.instruction.strip(), steps, self.answer_format.strip()]
+        return "\n\n".join(p for p in parts if p)
 
     def doc_fields(self) -> dict[str, str]:
         """The document fields the abo_* task YAMLs read (see module docstring)."""
@@ -75,7 +75,7 @@ class Prompt:
         unknown = set(data) - {f.name for f in cls.__dataclass_fields__.values()}
         if unknown:
             raise AboError(f"{where} has unknown field(s): {', '.join(sorted(unknown))}")
-        for name in ("instruction", "answer_prefix", "placement"):
+        for name in ("instruction", "answer_format", "answer_prefix", "placement"):
             if not isinstance(data.get(name, ""), str):
                 raise AboError(f"{where}.{name} must be text")
         placement = data.get("placement", "system")
@@ -93,6 +93,7 @@ class Prompt:
             instruction=data.get("instruction", ""),
             placement=placement,
             procedure=tuple(procedure),
+            answer_format=data.get("answer_format", ""),
             demonstrations=tuple(demos),
             answer_prefix=data.get("answer_prefix", ""),
         )

@@ -49,6 +49,7 @@ class Artifact:
     trace: list = field(default_factory=list)  # one entry per round
     usage: dict = field(default_factory=dict)  # optimizer calls, tokens, cost; target calls; seconds
     templates: dict = field(default_factory=dict)  # meta-prompt name -> sha256
+    settings: dict = field(default_factory=dict)  # how the run was configured (rounds, beam, seed, ...)
     versions: dict = field(default_factory=versions)
     created: str = field(default_factory=_now)
     schema_version: int = SCHEMA_VERSION

@@ -35,7 +35,7 @@ def test_default_prompt_is_zero_shot_chain_of_thought():
     doc = task.test_docs()[0]
     assert task.config.num_fewshot == 0
     assert contexts[0] == (
-        'Questions that involve enumerating objects and asking the model to count them. End your answer with '
+        'Questions that involve enumerating objects and asking the model to count them.\n\nEnd your answer with '
         f'"So the answer is N." where N is a number.\n\nQ: {doc["input"]}\nA: Let\'s think step by step.'
     )
     assert task.dump_config()["metadata"]["abo"]["method"] == "baseline"

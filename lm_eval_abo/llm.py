@@ -1,0 +1,176 @@
+"""The optimizer LLM, called through litellm: any model string litellm knows, or `embedded/<name>`.
+
+What this adds to litellm: bounded concurrency, retries with exponential backoff on the errors worth
+retrying (rate limits, time-outs, connection errors, 5xx), an on-disk cache (litellm's own), a ledger
+of calls, tokens and cost per round, and budget caps that stop the run gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lm_eval_abo.errors import AboError
+
+log = logging.getLogger("lm_eval_abo")
+RETRIES = 4
+TIMEOUT_S = 120.0
+CONCURRENCY = 4
+
+
+class BudgetExhausted(Exception):
+    """A budget cap was reached; the search stops and keeps the best prompt so far."""
+
+
+@dataclass
+class Usage:
+    calls: int = 0  # requests answered (from the model or the cache)
+    cache_hits: int = 0
+    failures: int = 0  # requests that failed after all retries
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_known: bool = True  # False once a call had no price (tokens are still counted)
+
+    def minus(self, earlier: Usage) -> Usage:
+        return Usage(
+            self.calls - earlier.calls, self.cache_hits - earlier.cache_hits, self.failures - earlier.failures,
+            self.prompt_tokens - earlier.prompt_tokens, self.completion_tokens - earlier.completion_tokens,
+            round(self.cost_usd - earlier.cost_usd, 8), self.cost_known,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _retryable() -> tuple[type[Exception], ...]:
+    import litellm
+
+    return (
+        litellm.RateLimitError,
+        litellm.Timeout,
+        litellm.APIConnectionError,
+        litellm.InternalServerError,
+        litellm.ServiceUnavailableError,
+        litellm.BadGatewayError,
+    )
+
+
+class OptimizerLLM:
+    """One optimizer model with its settings, cache, ledger and budget."""
+
+    def __init__(
+        self,
+        model: str,
+        args: dict | None = None,
+        cache_dir: str | Path | None = None,
+        max_calls: int | None = None,
+        max_cost: float | None = None,
+        concurrency: int = CONCURRENCY,
+        timeout: float = TIMEOUT_S,
+        retries: int = RETRIES,
+        usage: Usage | None = None,
+    ):
+        import litellm
+
+        if model.startswith("embedded/"):
+            from lm_eval_abo.embedded import model_info, register_litellm_provider
+
+            model_info(model.split("/", 1)[1])  # unknown names fail here, with the known ones listed
+            register_litellm_provider()
+        if cache_dir is not None:
+            from litellm.caching.caching import Cache
+
+            litellm.cache = Cache(type="disk", disk_cache_dir=str(cache_dir))
+        litellm.suppress_debug_info = True
+        self.model = model
+        self.args = dict(args or {})
+        self.cached = cache_dir is not None
+        self.max_calls, self.max_cost = max_calls, max_cost
+        self.concurrency, self.timeout, self.retries = concurrency, timeout, retries
+        self.usage = usage or Usage()
+        self._lock = threading.Lock()
+
+    def _reserve(self) -> None:
+        with self._lock:
+            if self.max_calls is not None and self.usage.calls >= self.max_calls:
+                raise BudgetExhausted(f"optimizer call budget of {self.max_calls} reached")
+            if self.max_cost is not None and self.usage.cost_usd >= self.max_cost:
+                raise BudgetExhausted(f"optimizer cost budget of ${self.max_cost} reached")
+            self.usage.calls += 1
+
+    def _record(self, response) -> None:
+        import litellm
+
+        hidden = getattr(response, "_hidden_params", {}) or {}
+        cost = hidden.get("response_cost")
+        if cost is None:
+            try:
+                cost = litellm.completion_cost(completion_response=response)
+            except Exception:  # litellm knows no price for this model
+                cost = None
+        with self._lock:
+            if hidden.get("cache_hit"):
+                self.usage.cache_hits += 1
+                return
+            usage = getattr(response, "usage", None)
+            self.usage.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
+            self.usage.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+            if cost is None:
+                self.usage.cost_known = False
+            else:
+                self.usage.cost_usd += float(cost)
+
+    def complete(self, messages: list[dict], seed: int = 0, **overrides) -> str:
+        """One chat completion; `seed` tells apart requests that would otherwise be identical."""
+        import litellm
+        from tenacity import retry_if_exception_type, stop_after_attempt, wait_exponential_jitter, Retrying
+
+        self._reserve()
+        kwargs = {
+            **self.args, **overrides, "model": self.model, "messages": messages, "seed": seed,
+            "timeout": self.timeout, "num_retries": 0, "max_retries": 0, "caching": self.cached,
+        }
+        retrying = Retrying(
+            retry=retry_if_exception_type(_retryable()),
+            wait=wait_exponential_jitter(initial=1, max=30),
+            stop=stop_after_attempt(self.retries + 1),
+            reraise=True,
+        )
+        try:
+            response = retrying(litellm.completion, **kwargs)
+        except (litellm.AuthenticationError, litellm.NotFoundError, litellm.BadRequestError) as e:
+            raise AboError(f"optimizer {self.model}: {str(e).splitlines()[0][:300]}") from None
+        except Exception:
+            with self._lock:
+                self.usage.failures += 1
+            raise
+        self._record(response)
+        return response.choices[0].message.content or ""
+
+    def complete_many(self, requests: list[tuple[list[dict], int]], desc: str = "optimizer") -> list[str | None]:
+        """Several completions at once (bounded concurrency); a request that fails after its retries
+        gives None and a warning, so one bad call never ends the run. Budget exhaustion still raises."""
+        from tqdm import tqdm
+
+        def one(request):
+            messages, seed = request
+            try:
+                return self.complete(messages, seed=seed)
+            except (BudgetExhausted, AboError):
+                raise
+            except Exception as e:  # after retries: drop this one request
+                log.warning("optimizer call failed and was dropped: %s", str(e).splitlines()[0][:200])
+                return None
+
+        if not requests:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
+            futures = [pool.submit(one, r) for r in requests]
+            results = []
+            for future in tqdm(futures, desc=desc, leave=False, disable=len(requests) < 2):
+                results.append(future.result())
+        return results

@@ -1,0 +1,52 @@
+"""Meta-prompts: the jinja2 files in templates/, and the tagged blocks parsed from the replies.
+
+Templates render in a sandbox with StrictUndefined. Untrusted text (documents, target outputs,
+optimizer replies) only ever enters as a variable's value, and jinja2 never evaluates a value, so
+`{{ 7*7 }}` inside an error message stays `{{ 7*7 }}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import cache
+from pathlib import Path
+
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from lm_eval_abo.files import bundled_dir
+
+
+@cache
+def _environment(directory: str) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=FileSystemLoader(directory), undefined=StrictUndefined, keep_trailing_newline=False,
+        trim_blocks=True, lstrip_blocks=True, autoescape=False,
+    )
+    env.filters["numbered"] = lambda items: "\n".join(f"{i}. {item}" for i, item in enumerate(items, 1))
+    return env
+
+
+def templates_dir() -> Path:
+    return bundled_dir("templates")
+
+
+def render(name: str, **variables) -> list[dict]:
+    """The chat messages of meta-prompt `name` (templates/<name>.j2): one user message."""
+    text = _environment(str(templates_dir())).get_template(f"{name}.j2").render(**variables)
+    return [{"role": "user", "content": text.strip()}]
+
+
+@cache
+def template_sha256(name: str) -> str:
+    return hashlib.sha256((templates_dir() / f"{name}.j2").read_bytes()).hexdigest()
+
+
+def tagged(text: str, tag: str) -> list[str]:
+    """The stripped contents of every <tag>...</tag> block (an unclosed last block counts too)."""
+    found = [m.strip() for m in re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.S | re.I)]
+    last_open = text.lower().rfind(f"<{tag}>")
+    if last_open != -1 and f"</{tag}>" not in text[last_open:].lower():
+        found.append(text[last_open + len(tag) + 2 :].strip())  # a reply cut off by the token limit
+    return [f for f in found if f]

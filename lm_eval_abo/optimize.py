@@ -1,0 +1,323 @@
+"""`optimize`: a search run end to end, from the command line or from Python.
+
+Loads the target once through lm-eval's model registry, runs the rounds of the chosen method, writes
+the artifact, a checkpoint and a readable report after every round, then evaluates the best prompt once
+on the test split through lm-eval (its normal results JSON and samples, beside the artifact).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from lm_eval_abo import embedded, metaprompts, report, store
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.files import read_json, write_json, write_text_atomic
+from lm_eval_abo.redact import redact_arg_string, redact_args
+
+DEFAULT_MODEL = "abo-embedded"
+DEFAULT_MODEL_ARGS = f"model={embedded.DEFAULT_TARGET}"
+DEFAULT_OPTIMIZER = f"embedded/{embedded.DEFAULT_OPTIMIZER}"
+
+# Run sizes: "small" fits a laptop and the embedded models; "paper" follows the published settings
+# (ProTeGi: 6 rounds, beam 4, minibatch 64; PromptAgent: beam 3), on the full splits.
+PRESETS = {
+    "small": {"rounds": 2, "beam": 2, "minibatch": 8, "train_limit": 20, "dev_limit": 20, "test_limit": 50},
+    "paper": {"rounds": 6, "beam": 4, "minibatch": 64, "train_limit": None, "dev_limit": None, "test_limit": None},
+}
+
+
+@dataclass
+class OptimizeConfig:
+    task: str
+    method: str = "ape"
+    model: str = DEFAULT_MODEL
+    model_args: str = DEFAULT_MODEL_ARGS
+    optimizer: str = DEFAULT_OPTIMIZER
+    optimizer_args: dict = field(default_factory=dict)  # passed to litellm.completion
+    preset: str = "small"
+    rounds: int | None = None  # None: from the preset
+    beam: int | None = None
+    minibatch: int | None = None  # train examples scored per round to find errors
+    train_limit: int | None = None
+    dev_limit: int | None = None
+    test_limit: int | None = None
+    method_args: dict = field(default_factory=dict)
+    patience: int | None = None  # stop when the best dev score has not improved for this many rounds
+    output: str = "runs"
+    resume: bool = False
+    max_optimizer_calls: int | None = None
+    max_cost: float | None = None
+    use_cache: str | None = None  # lm-eval's target cache (a path prefix)
+    optimizer_cache: str | None = "default"  # a directory; "default": the user cache; None: no cache
+    seed: int = 1234
+    metadata: dict = field(default_factory=dict)  # task knobs, as lm_eval --metadata
+    include_path: list[str] = field(default_factory=list)
+    gen_kwargs: dict = field(default_factory=dict)
+    system_instruction: str | None = None
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+    batch_size: str | int = 1
+    device: str | None = None
+    concurrency: int = 4
+    dry_run: bool = False
+    verbose: bool = False
+
+    def resolved(self) -> OptimizeConfig:
+        """The config with preset and method defaults filled in, checked."""
+        from lm_eval_abo.optimizers import METHODS
+
+        if self.method not in METHODS:
+            raise AboError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.preset not in PRESETS:
+            raise AboError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
+        sizes = {k: getattr(self, k) if getattr(self, k) is not None else v for k, v in PRESETS[self.preset].items()}
+        method = METHODS[self.method]
+        params = {**(getattr(method, "paper", {}) if self.preset == "paper" else method.defaults), **self.method_args}
+        unknown = set(params) - set(method.defaults)
+        if unknown:
+            raise AboError(f"unknown --method-args for {self.method}: {', '.join(sorted(unknown))}; known: {', '.join(method.defaults)}")
+        for name, value in [*sizes.items(), *params.items(), ("concurrency", self.concurrency)]:
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < (0 if name in params else 1)):
+                raise AboError(f"{name.replace('_', '-')} must be a whole number of at least {0 if name in params else 1}, got {value!r}")
+        for name in ("max_optimizer_calls", "max_cost", "patience"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise AboError(f"{name.replace('_', '-')} must not be negative, got {value!r}")
+        patience = self.patience if self.patience is not None else getattr(method, "patience", None)
+        return replace(self, **sizes, method_args=params, patience=patience)
+
+    def fingerprint(self) -> dict:
+        """The settings a resumed run must share with the run it continues."""
+        keys = ("task", "method", "model", "optimizer", "seed", "beam", "minibatch", "train_limit", "dev_limit",
+                "method_args", "metadata", "gen_kwargs", "system_instruction", "apply_chat_template")
+        return {
+            **{k: getattr(self, k) for k in keys},
+            "model_args": redact_arg_string(self.model_args),
+            "optimizer_args": redact_args(self.optimizer_args),
+        }
+
+
+@dataclass
+class Outcome:
+    run_dir: Path
+    artifact: Path
+    results: Path | None  # lm-eval results JSON of the test evaluation
+    artifact_data: store.Artifact
+
+
+def _task_manager(config: OptimizeConfig, **extra_metadata):
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_abo.tasks import tasks_dir
+
+    paths = [str(tasks_dir()), *config.include_path]
+    return TaskManager(include_path=paths, include_defaults=False, metadata={**config.metadata, **extra_metadata})
+
+
+def _load_target(config: OptimizeConfig):
+    import lm_eval.models  # noqa: F401  (built-in backends before the plugin's own)
+    from lm_eval.api.registry import get_model
+
+    try:
+        model_class = get_model(config.model)
+    except (KeyError, ValueError):
+        raise AboError(f"unknown lm-eval model backend {config.model!r} (see lm-eval's model list)") from None
+    try:
+        return model_class.create_from_arg_string(config.model_args, {"batch_size": config.batch_size, "device": config.device})
+    except AboError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise AboError(f"--model {config.model} --model_args {redact_arg_string(config.model_args)}: {e}") from None
+
+
+def _indices(n_available: int, limit: int | None, split: str) -> list[int]:
+    if n_available == 0:
+        raise AboError(f"the {split} split is empty")
+    return list(range(min(limit, n_available) if limit else n_available))
+
+
+def projection(config: OptimizeConfig, n_dev: int, n_train: int, n_test: int) -> dict:
+    """Most calls the run can make (before format retries; caches and early stops make it fewer)."""
+    from lm_eval_abo.optimizers import METHODS
+
+    method = METHODS[config.method]
+    rows = []
+    for r in range(config.rounds + 1):
+        calls, candidates = method.projected(config.method_args, config.beam, initial=r == 0)
+        candidates += r == 0  # the baseline
+        train = 0 if r == 0 or not getattr(method, "uses_errors", True) else config.beam * min(config.minibatch, n_train)
+        rows.append({"round": r, "optimizer_calls": calls, "target_requests": train + candidates * n_dev})
+    total_optimizer = sum(r["optimizer_calls"] for r in rows)
+    if config.max_optimizer_calls is not None:
+        total_optimizer = min(total_optimizer, config.max_optimizer_calls)
+    return {
+        "rounds": rows, "test_requests": n_test,
+        "optimizer_calls": total_optimizer,
+        "target_requests": sum(r["target_requests"] for r in rows) + n_test,
+    }
+
+
+class Run:
+    """The files of one run directory: <output>/<task>/<method>/."""
+
+    def __init__(self, config: OptimizeConfig):
+        self.dir = Path(config.output) / config.task / config.method
+        self.artifact = self.dir / "best.yaml"
+        self.state = self.dir / "state.json"
+        self.report = self.dir / "report.md"
+        self.results = self.dir / "results"
+
+
+def optimize(config: OptimizeConfig, out=None) -> Outcome | None:
+    """Run the search and the final test evaluation; returns None for a dry run.
+    `out` receives the lines to show (default: printed above any progress bars)."""
+    from tqdm import tqdm
+
+    from lm_eval_abo.llm import OptimizerLLM
+    from lm_eval_abo.optimizers import METHODS
+    from lm_eval_abo.optimizers.base import Context
+    from lm_eval_abo.optimizers.search import Search, SearchState
+    from lm_eval_abo.scoring import Bridge, quiet_lm_eval
+
+    out = out or tqdm.write
+    config = config.resolved()
+    run = Run(config)
+    state = _resume_state(config, run, out)
+    manager = _task_manager(config)
+    if config.task not in manager.task_index:
+        raise AboError(f"unknown task {config.task!r}; see `lm-eval-abo tasks` (or add --include_path)")
+    with quiet_lm_eval(not config.verbose):
+        task = manager.load([config.task])["tasks"][config.task]
+    sizes = {split: len(task.dataset[getattr(task.config, key)]) for split, key in
+             (("train", "training_split"), ("dev", "validation_split"), ("test", "test_split"))}
+    train_pool = _indices(sizes["train"], config.train_limit, "train")
+    dev_indices = _indices(sizes["dev"], config.dev_limit, "dev")
+    n_test = min(config.test_limit, sizes["test"]) if config.test_limit else sizes["test"]
+    plan = projection(config, len(dev_indices), len(train_pool), n_test)
+    out(report.projection_text(config, plan))
+    if config.dry_run:
+        return None
+
+    started = time.time()
+    lm = _load_target(config)
+    bridge = Bridge(
+        lm, config.task, manager, gen_kwargs=config.gen_kwargs, use_cache=_target_cache(config),
+        system_instruction=config.system_instruction, apply_chat_template=config.apply_chat_template,
+        fewshot_as_multiturn=config.fewshot_as_multiturn, quiet=not config.verbose,
+    )
+    llm = OptimizerLLM(
+        config.optimizer, config.optimizer_args,
+        cache_dir=embedded.cache_dir() / "optimizer" if config.optimizer_cache == "default" else config.optimizer_cache,
+        max_calls=config.max_optimizer_calls, max_cost=config.max_cost, concurrency=config.concurrency,
+    )
+    method = METHODS[config.method]
+    ctx = Context(llm=llm, bridge=bridge, params=config.method_args, seed=config.seed, train_pool=train_pool)
+    docs = {split: bridge.docs(split) for split in ("train", "dev")}
+    splits = {"train": [docs["train"][i]["id"] for i in train_pool], "dev": [docs["dev"][i]["id"] for i in dev_indices]}
+
+    def artifact_of(search_state) -> store.Artifact:
+        best = search_state.best
+        return store.Artifact(
+            task=config.task, method=config.method, prompt=best.prompt,
+            target={"model": config.model, "model_args": redact_arg_string(config.model_args)},
+            optimizer={"model": config.optimizer, "args": redact_args(config.optimizer_args)},
+            scores={"dev": {"metric": bridge.metric_key, "value": best.dev, "stderr": best.dev_stderr, "n": best.dev_n},
+                    "baseline_dev": {"metric": bridge.metric_key, "value": search_state.nodes[0].dev, "n": search_state.nodes[0].dev_n}},
+            splits=splits, trace=search_state.trace,
+            usage={"optimizer": search_state.usage.to_dict(), "target_requests": search_state.target_requests,
+                   "seconds": round(time.time() - started, 1), "stopped": search_state.stopped},
+            templates={name: metaprompts.template_sha256(name) for name in method.templates},
+            settings={"rounds": config.rounds, "beam": config.beam, "minibatch": config.minibatch,
+                      "method_args": config.method_args, "seed": config.seed, "metadata": config.metadata},
+        )
+
+    def checkpoint(search_state, record) -> None:
+        write_json(run.state, {"config": config.fingerprint(), "state": search_state.to_dict()})
+        if search_state.beam:
+            store.save(artifact_of(search_state), run.artifact)
+            write_text_atomic(run.report, report.run_report(config, search_state, docs["dev"], bridge))
+
+    out(report.round_header())
+    search = Search(method, ctx, config.beam, dev_indices, config.minibatch, config.patience)
+    state = search.run(config.rounds, state, checkpoint, lambda record: out(report.round_row(record)))
+    if not state.beam:
+        raise AboError(f"stopped before any prompt was scored: {state.stopped}")
+    if state.stopped:
+        out(f"search stopped early: {state.stopped}; the best prompt so far is kept")
+
+    requests_before = bridge.target_requests
+    results_path, test_ids = _evaluate_test(config, run, bridge, n_test)
+    final = artifact_of(state)
+    results = json.loads(results_path.read_text())
+    metric = results["results"][config.task]
+    final.scores["test"] = {
+        "metric": bridge.metric_key, "value": metric.get(bridge.metric_key),
+        "stderr": metric.get(bridge.metric_key.replace(",", "_stderr,", 1)), "n": n_test,
+        "results_file": str(results_path.relative_to(run.dir)),
+    }
+    final.splits["test"] = test_ids
+    final.usage["test_requests"] = bridge.target_requests - requests_before
+    final.usage["target_requests"] = state.target_requests + final.usage["test_requests"]
+    store.save(final, run.artifact)
+    write_text_atomic(run.report, report.run_report(config, state, docs["dev"], bridge, final))
+    out(report.final_text(final, run.artifact, results_path))
+    return Outcome(run.dir, run.artifact, results_path, final)
+
+
+def _target_cache(config: OptimizeConfig) -> str | None:
+    """lm-eval's cache keys requests by prompt only, so each target model gets its own file."""
+    if not config.use_cache:
+        return None
+    import hashlib
+
+    identity = hashlib.sha256(f"{config.model}|{config.model_args}".encode()).hexdigest()[:12]
+    return f"{config.use_cache}_{identity}"
+
+
+def _resume_state(config: OptimizeConfig, run: Run, out):
+    from lm_eval_abo.optimizers.search import SearchState
+
+    if not run.state.exists():
+        if config.resume:
+            out(f"nothing to resume in {run.dir}: starting a new run")
+        return None
+    if not config.resume:
+        if config.dry_run:
+            return None
+        raise AboError(f"{run.dir} holds an earlier run; pass --resume to continue it, or choose another --output")
+    saved = read_json(run.state)
+    differs = [k for k, v in config.fingerprint().items() if saved["config"].get(k) != v]
+    if differs:
+        raise AboError(f"--resume: the run in {run.dir} was made with other settings ({', '.join(differs)})")
+    state = SearchState.from_dict(saved["state"])
+    state.stopped = None  # e.g. a budget stop: resuming with a larger budget continues
+    out(f"resuming {run.dir} after round {state.round}")
+    return state
+
+
+def _evaluate_test(config: OptimizeConfig, run: Run, bridge, n_test: int) -> tuple[Path, list[str]]:
+    """The best prompt on the test split, once, through lm-eval exactly as `lm_eval --metadata` runs it."""
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+
+    from lm_eval_abo.scoring import quiet_lm_eval
+
+    manager = _task_manager(config, abo_prompt=str(run.artifact))
+    tracker = EvaluationTracker(output_path=str(run.results))
+    with quiet_lm_eval(not config.verbose):
+        results = simple_evaluate(
+            model=bridge.counter, model_args=redact_arg_string(config.model_args), tasks=[config.task],
+            task_manager=manager, limit=n_test, log_samples=True, use_cache=_target_cache(config),
+            gen_kwargs=config.gen_kwargs or None, system_instruction=config.system_instruction,
+            apply_chat_template=config.apply_chat_template, fewshot_as_multiturn=config.fewshot_as_multiturn,
+            evaluation_tracker=tracker, bootstrap_iters=1000, random_seed=config.seed,
+        )
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples)
+    tracker.save_results_samples(task_name=config.task, samples=samples[config.task])
+    found = sorted(run.results.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
+    test_ids = list(dict.fromkeys(row["doc"]["id"] for row in samples[config.task]))
+    return found[-1], test_ids

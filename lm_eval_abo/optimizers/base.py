@@ -1,0 +1,145 @@
+"""What every method shares: candidates, scored nodes, the context a method works in, its interface."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from lm_eval_abo import metaprompts
+from lm_eval_abo.llm import OptimizerLLM
+from lm_eval_abo.prompt import Prompt
+from lm_eval_abo.scoring import Bridge, Sample
+
+log = logging.getLogger("lm_eval_abo")
+
+
+@dataclass
+class Candidate:
+    """A proposed prompt and how it came about."""
+
+    prompt: Prompt
+    origin: str  # baseline, initial, paraphrase, edit, revision, ...
+    parent: str | None = None  # key of the prompt it was derived from
+    notes: dict = field(default_factory=dict)  # reflections and other method data, as plain values
+
+    @property
+    def key(self) -> str:
+        return self.prompt.sha256()
+
+
+@dataclass
+class Node:
+    """A candidate with its dev score (and, while a round runs, its train-batch results)."""
+
+    candidate: Candidate
+    round: int
+    dev: float
+    dev_stderr: float | None
+    dev_n: int
+    dev_per_example: dict[int, float]
+    train_samples: list[Sample] = field(default_factory=list)  # not kept in checkpoints
+
+    @property
+    def key(self) -> str:
+        return self.candidate.key
+
+    @property
+    def prompt(self) -> Prompt:
+        return self.candidate.prompt
+
+    def train_errors(self) -> list[Sample]:
+        return [s for s in self.train_samples if not s.correct]
+
+
+@dataclass
+class Context:
+    """Everything a method may use: the optimizer, the task (through the bridge), settings, seeds."""
+
+    llm: OptimizerLLM
+    bridge: Bridge
+    params: dict
+    seed: int
+    train_pool: list[int]  # train examples the run may use
+    format_retries: int = 1
+
+    @property
+    def task_description(self) -> str:
+        return self.bridge.default_prompt.instruction
+
+    def rng(self, *purpose) -> random.Random:
+        return random.Random(f"{self.seed}:" + ":".join(map(str, purpose)))
+
+    def seed_for(self, *purpose) -> int:
+        text = f"{self.seed}:" + ":".join(map(str, purpose))
+        return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+    def example(self, doc: dict) -> dict:
+        """A training example as the meta-prompts show it."""
+        return {"question": self.bridge.question(doc), "target": str(doc.get("target", ""))}
+
+    def error(self, sample: Sample) -> dict:
+        """A target mistake as the meta-prompts show it."""
+        return {**self.example(sample.doc), "output": sample.output, "answer": sample.answer}
+
+    def ask(self, purpose: str, requests: list[tuple[str, dict]], parse: Callable[[str], object], tag: str) -> list:
+        """Render each (template, variables), ask the optimizer, parse each reply. A reply that does
+        not parse is asked again (up to `format_retries` times), then dropped with a warning."""
+        messages = [metaprompts.render(name, **variables) for name, variables in requests]
+        pending = list(range(len(requests)))
+        results: list = [None] * len(requests)
+        replies: list[str | None] = [None] * len(requests)
+        for attempt in range(self.format_retries + 1):
+            batch = []
+            for i in pending:
+                if attempt and replies[i] is not None:  # show the bad reply and ask for the tagged part
+                    messages[i] = messages[i] + [
+                        {"role": "assistant", "content": replies[i]},
+                        *metaprompts.render("format_reminder", tag=tag),
+                    ]
+                batch.append((messages[i], self.seed_for(purpose, i, attempt)))
+            answered = self.llm.complete_many(batch, desc=purpose)
+            for i, reply in zip(pending, answered):
+                replies[i] = reply
+                results[i] = parse(reply) if reply is not None else None
+            pending = [i for i in pending if results[i] is None and replies[i] is not None]
+            if not pending:
+                break
+        for i in pending:
+            log.warning("%s: dropped a reply without <%s>...</%s>: %r", purpose, tag, tag, (replies[i] or "")[:120])
+        return results
+
+
+def first_tag(tag: str) -> Callable[[str], str | None]:
+    def parse(text: str) -> str | None:
+        found = metaprompts.tagged(text, tag)
+        return found[0] if found else None
+
+    return parse
+
+
+def all_tags(tag: str) -> Callable[[str], list[str] | None]:
+    def parse(text: str) -> list[str] | None:
+        return metaprompts.tagged(text, tag) or None
+
+    return parse
+
+
+class Method(Protocol):
+    """A prompt-optimization method: proposes candidates; the shared search loop scores and selects."""
+
+    name: str
+    defaults: dict  # method parameters, documented in the README
+    templates: tuple[str, ...]  # meta-prompts it renders (their hashes go into the artifact)
+
+    def initial(self, ctx: Context, beam: int) -> list[Candidate]: ...
+
+    def propose(self, ctx: Context, beam: list[Node], history: list[Node], round: int) -> list[Candidate]: ...
+
+    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
+        """At most how many optimizer calls and new candidates round 0 (initial=True) or a later
+        round makes, before format retries."""
+        ...

@@ -1,0 +1,38 @@
+"""Steps shared by the instruction-rewriting (APO family) methods: LLM-written initial instructions
+(the paper's unified starting point) and paraphrases of an instruction."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
+
+INITIAL_EXAMPLES = 5
+
+
+def initial_candidates(ctx: Context, count: int) -> list[Candidate]:
+    """`count` instructions induced from a few training examples (each request sees other examples)."""
+    docs = ctx.bridge.docs("train")
+    requests = []
+    for i in range(count):
+        picked = ctx.rng("initial", i).sample(ctx.train_pool, min(INITIAL_EXAMPLES, len(ctx.train_pool)))
+        requests.append(("initial_instruction", {
+            "examples": [ctx.example(docs[j]) for j in picked], "task_description": ctx.task_description,
+        }))
+    texts = ctx.ask("initial instructions", requests, first_tag("prompt"), "prompt")
+    base = ctx.bridge.default_prompt
+    return [Candidate(replace(base, instruction=t), "initial") for t in texts if t]
+
+
+def paraphrases(ctx: Context, purpose: str, sources: list[tuple[Node | Candidate, int]]) -> list[Candidate]:
+    """`n` paraphrases of each source's instruction, keeping the rest of its prompt."""
+    owners, requests = [], []
+    for source, n in sources:
+        for _ in range(n):
+            owners.append(source)
+            requests.append(("paraphrase", {"instruction": source.prompt.instruction}))
+    texts = ctx.ask(purpose, requests, first_tag("prompt"), "prompt")
+    return [
+        Candidate(replace(src.prompt, instruction=t), "paraphrase", src.key)
+        for src, t in zip(owners, texts) if t
+    ]
