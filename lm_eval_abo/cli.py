@@ -58,24 +58,50 @@ def parse_pairs(text: str | None, flag: str) -> dict:
         raise AboError(f"{flag}: expected key=value pairs separated by commas, got {text!r}") from None
 
 
-def cmd_optimize(args) -> None:
-    from lm_eval_abo.optimize import OptimizeConfig, optimize
+def config_from(args, **fixed):
+    """The OptimizeConfig of a command's flags (flags a command lacks keep their defaults)."""
+    from lm_eval_abo.optimize import OptimizeConfig
 
-    config = OptimizeConfig(
-        task=args.task, method=args.method, model=args.model, model_args=args.model_args,
-        optimizer=args.optimizer, optimizer_args=parse_pairs(args.optimizer_args, "--optimizer_args"),
-        preset=args.preset, rounds=args.rounds, beam=args.beam, minibatch=args.minibatch,
-        train_limit=args.train_limit, dev_limit=args.dev_limit, test_limit=args.test_limit,
-        method_args=parse_pairs(args.method_args, "--method-args"), patience=args.patience,
-        output=args.output, resume=args.resume, max_optimizer_calls=args.max_optimizer_calls, max_cost=args.max_cost,
-        use_cache=args.use_cache, optimizer_cache=None if args.no_optimizer_cache else args.optimizer_cache, seed=args.seed,
-        metadata=parse_pairs(args.metadata, "--metadata"), include_path=args.include_path or [],
-        gen_kwargs=parse_pairs(args.gen_kwargs, "--gen_kwargs"), system_instruction=args.system_instruction,
-        apply_chat_template=args.apply_chat_template, fewshot_as_multiturn=args.fewshot_as_multiturn,
-        batch_size=args.batch_size, device=args.device, concurrency=args.concurrency, dry_run=args.dry_run,
-        verbose=args.verbose,
-    )
-    optimize(config)
+    given = {
+        "task": getattr(args, "task", None), "method": getattr(args, "method", "ape"), "model": args.model,
+        "model_args": args.model_args, "optimizer": args.optimizer,
+        "optimizer_args": parse_pairs(args.optimizer_args, "--optimizer_args"), "preset": args.preset,
+        "rounds": args.rounds, "beam": args.beam, "minibatch": args.minibatch, "train_limit": args.train_limit,
+        "dev_limit": args.dev_limit, "test_limit": args.test_limit,
+        "method_args": parse_pairs(getattr(args, "method_args", None), "--method-args"),
+        "patience": getattr(args, "patience", None), "output": args.output, "resume": getattr(args, "resume", False),
+        "max_optimizer_calls": args.max_optimizer_calls, "max_cost": args.max_cost, "use_cache": args.use_cache,
+        "optimizer_cache": None if args.no_optimizer_cache else args.optimizer_cache, "seed": args.seed,
+        "metadata": parse_pairs(args.metadata, "--metadata"), "include_path": args.include_path or [],
+        "gen_kwargs": parse_pairs(args.gen_kwargs, "--gen_kwargs"), "system_instruction": args.system_instruction,
+        "apply_chat_template": args.apply_chat_template, "fewshot_as_multiturn": args.fewshot_as_multiturn,
+        "batch_size": args.batch_size, "device": args.device, "concurrency": args.concurrency,
+        "dry_run": getattr(args, "dry_run", False), "verbose": args.verbose,
+    }
+    return OptimizeConfig(**{**given, **fixed})
+
+
+def cmd_optimize(args) -> None:
+    from lm_eval_abo.optimize import optimize
+
+    optimize(config_from(args))
+
+
+def cmd_diagnose(args) -> None:
+    from lm_eval_abo import diagnose
+
+    if args.study == "reflection":
+        diagnose.reflection_study(config_from(args), args.prompt, samples=args.samples, k=args.errors, other_task=args.other_task)
+    else:
+        diagnose.refinement_study(config_from(args), args.prompt)
+
+
+def cmd_paper_table(args) -> None:
+    from lm_eval_abo.table import paper_table
+
+    tasks = [t for t in args.tasks.split(",") if t]
+    methods = [m for m in args.apo_methods.split(",") if m]
+    paper_table(config_from(args, task=tasks[0] if tasks else ""), tasks, methods)
 
 
 def cmd_run(argv: list[str]) -> None:
@@ -121,36 +147,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     sub.add_parser("run", help="evaluate with lm-eval (all `lm-eval run` flags; abo_* tasks and --model abo-embedded available)")
-    add_optimize_parser(sub)
+    add_commands(sub)
     return parser
 
 
-def add_optimize_parser(sub) -> None:
+def add_common_arguments(p) -> None:
+    """Flags shared by optimize, diagnose and paper-table: models, sizes, data, caches, lm-eval settings."""
     from lm_eval_abo.optimize import DEFAULT_MODEL, DEFAULT_MODEL_ARGS, DEFAULT_OPTIMIZER, PRESETS
-    from lm_eval_abo.optimizers import METHODS
 
-    p = sub.add_parser(
-        "optimize", help="optimize a task's prompt (APO methods or ABO), scored by lm-eval",
-        description="Run a prompt-optimization method on an abo_* task: candidates are scored by lm-eval on "
-        "train/dev, the best prompt is saved as <output>/<task>/<method>/best.yaml and evaluated once on test.",
-    )
-    p.add_argument("--task", required=True, help="an abo_* task (see `lm-eval-abo tasks`)")
-    p.add_argument("--method", default="ape", choices=sorted(METHODS), help="optimization method (default: ape)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"target: any lm-eval model backend (default: {DEFAULT_MODEL})")
     p.add_argument("--model_args", default=DEFAULT_MODEL_ARGS, help=f"lm-eval model_args (default: {DEFAULT_MODEL_ARGS})")
     p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, help=f"optimizer: a litellm model string (default: {DEFAULT_OPTIMIZER})")
     p.add_argument("--optimizer_args", help="key=value pairs for litellm, e.g. api_base=http://...,temperature=1.0")
     p.add_argument("--preset", default="small", choices=sorted(PRESETS), help="run sizes: small (laptop) or paper (published settings)")
-    p.add_argument("--rounds", type=int, help="optimization rounds after the initial one (preset: small 2, paper 6)")
-    p.add_argument("--beam", type=int, help="prompts kept per round (preset: small 2, paper 4)")
-    p.add_argument("--minibatch", type=int, help="train examples scored per round to find errors (small 8, paper 64)")
-    p.add_argument("--train-limit", dest="train_limit", type=int, help="train examples the run may use (small 20)")
-    p.add_argument("--dev-limit", dest="dev_limit", type=int, help="dev examples candidates are scored on (small 20)")
-    p.add_argument("--test-limit", dest="test_limit", type=int, help="test examples of the final evaluation (small 50)")
-    p.add_argument("--method-args", dest="method_args", help="method parameters as key=value pairs (see README)")
-    p.add_argument("--patience", type=int, help="stop when the best dev score has not improved for this many rounds")
+    small, paper = PRESETS["small"], PRESETS["paper"]
+
+    def sized(text: str, key: str) -> str:
+        return f"{text} (preset small: {small[key] or 'all'}, paper: {paper[key] or 'all'})"
+
+    p.add_argument("--rounds", type=int, help=sized("optimization rounds after the initial one", "rounds"))
+    p.add_argument("--beam", type=int, help=sized("prompts kept per round", "beam"))
+    p.add_argument("--minibatch", type=int, help=sized("train examples scored per round to find errors", "minibatch"))
+    p.add_argument("--train-limit", dest="train_limit", type=int, help=sized("train examples the run may use", "train_limit"))
+    p.add_argument("--dev-limit", dest="dev_limit", type=int, help=sized("dev examples candidates are scored on", "dev_limit"))
+    p.add_argument("--test-limit", dest="test_limit", type=int, help=sized("test examples of the final evaluation", "test_limit"))
     p.add_argument("--output", default="runs", help="output directory (default: runs)")
-    p.add_argument("--resume", action="store_true", help="continue the run in the output directory from its last completed round")
     p.add_argument("--max-optimizer-calls", dest="max_optimizer_calls", type=int, help="stop after this many optimizer calls")
     p.add_argument("--max-cost", dest="max_cost", type=float, help="stop when the optimizer has cost this many US dollars")
     p.add_argument("--use_cache", help="lm-eval's target cache: a path prefix for sqlite files (as lm_eval --use_cache)")
@@ -167,9 +188,44 @@ def add_optimize_parser(sub) -> None:
     p.add_argument("--batch_size", default=1, help="as lm_eval --batch_size")
     p.add_argument("--device", help="as lm_eval --device")
     p.add_argument("--concurrency", type=int, default=4, help="optimizer calls in flight at once (default 4)")
-    p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the projected calls and stop")
     p.add_argument("--verbose", action="store_true", help="show lm-eval's own log while scoring")
+
+
+def add_commands(sub) -> None:
+    from lm_eval_abo.optimizers import METHODS
+    from lm_eval_abo.table import APO_METHODS
+
+    p = sub.add_parser(
+        "optimize", help="optimize a task's prompt (APO methods or ABO), scored by lm-eval",
+        description="Run a prompt-optimization method on an abo_* task: candidates are scored by lm-eval on "
+        "train/dev, the best prompt is saved as <output>/<task>/<method>/best.yaml and evaluated once on test.",
+    )
+    p.add_argument("--task", required=True, help="an abo_* task (see `lm-eval-abo tasks`)")
+    p.add_argument("--method", default="ape", choices=sorted(METHODS), help="optimization method (default: ape)")
+    p.add_argument("--method-args", dest="method_args", help="method parameters as key=value pairs (see README)")
+    p.add_argument("--patience", type=int, help="stop when the best dev score has not improved for this many rounds (0: never)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the output directory from its last completed round")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the projected calls and stop")
+    add_common_arguments(p)
     p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("diagnose", help="the paper's studies: reflection sensitivity, refinement fix/break rates")
+    p.add_argument("study", choices=["reflection", "refinement"])
+    p.add_argument("--task", required=True, help="an abo_* task")
+    p.add_argument("--prompt", help="artifact whose prompt is studied (default: the task's default prompt)")
+    p.add_argument("--method", default="apo", choices=sorted(METHODS), help="refinement: the method making the step (default: apo)")
+    p.add_argument("--method-args", dest="method_args", help="refinement: method parameters as key=value pairs")
+    p.add_argument("--samples", type=int, default=3, help="reflection: reflections per error set (default 3)")
+    p.add_argument("--errors", type=int, default=4, help="reflection: examples shown per reflection (default 4)")
+    p.add_argument("--other-task", dest="other_task", help="reflection: the task whose errors are the off-task set")
+    add_common_arguments(p)
+    p.set_defaults(func=cmd_diagnose)
+
+    p = sub.add_parser("paper-table", help="the paper's Table 2 layout for one target/optimizer pair")
+    p.add_argument("--tasks", default="abo_object_counting_synth", help="comma-separated abo_* tasks")
+    p.add_argument("--apo-methods", dest="apo_methods", default=",".join(APO_METHODS), help="APO methods compared for the 'best APO method' row")
+    add_common_arguments(p)
+    p.set_defaults(func=cmd_paper_table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,6 +72,7 @@ class OptimizerLLM:
         concurrency: int = CONCURRENCY,
         timeout: float = TIMEOUT_S,
         retries: int = RETRIES,
+        backoff_s: float = 1.0,
         usage: Usage | None = None,
     ):
         import litellm
@@ -90,7 +91,7 @@ class OptimizerLLM:
         self.args = dict(args or {})
         self.cached = cache_dir is not None
         self.max_calls, self.max_cost = max_calls, max_cost
-        self.concurrency, self.timeout, self.retries = concurrency, timeout, retries
+        self.concurrency, self.timeout, self.retries, self.backoff_s = concurrency, timeout, retries, backoff_s
         self.usage = usage or Usage()
         self._lock = threading.Lock()
 
@@ -127,7 +128,7 @@ class OptimizerLLM:
     def complete(self, messages: list[dict], seed: int = 0, **overrides) -> str:
         """One chat completion; `seed` tells apart requests that would otherwise be identical."""
         import litellm
-        from tenacity import retry_if_exception_type, stop_after_attempt, wait_exponential_jitter, Retrying
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
         self._reserve()
         kwargs = {
@@ -136,7 +137,7 @@ class OptimizerLLM:
         }
         retrying = Retrying(
             retry=retry_if_exception_type(_retryable()),
-            wait=wait_exponential_jitter(initial=1, max=30),
+            wait=wait_exponential_jitter(multiplier=self.backoff_s, max=30 * self.backoff_s),
             stop=stop_after_attempt(self.retries + 1),
             reraise=True,
         )

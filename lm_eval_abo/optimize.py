@@ -7,7 +7,6 @@ on the test split through lm-eval (its normal results JSON and samples, beside t
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +23,7 @@ DEFAULT_OPTIMIZER = f"embedded/{embedded.DEFAULT_OPTIMIZER}"
 # Run sizes: "small" fits a laptop and the embedded models; "paper" follows the published settings
 # (ProTeGi: 6 rounds, beam 4, minibatch 64; PromptAgent: beam 3), on the full splits.
 PRESETS = {
-    "small": {"rounds": 2, "beam": 2, "minibatch": 8, "train_limit": 20, "dev_limit": 20, "test_limit": 50},
+    "small": {"rounds": 2, "beam": 2, "minibatch": 4, "train_limit": 16, "dev_limit": 10, "test_limit": 30},
     "paper": {"rounds": 6, "beam": 4, "minibatch": 64, "train_limit": None, "dev_limit": None, "test_limit": None},
 }
 
@@ -79,9 +78,12 @@ class OptimizeConfig:
         unknown = set(params) - set(method.defaults)
         if unknown:
             raise AboError(f"unknown --method-args for {self.method}: {', '.join(sorted(unknown))}; known: {', '.join(method.defaults)}")
-        for name, value in [*sizes.items(), *params.items(), ("concurrency", self.concurrency)]:
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < (0 if name in params else 1)):
-                raise AboError(f"{name.replace('_', '-')} must be a whole number of at least {0 if name in params else 1}, got {value!r}")
+        for name, value in [*sizes.items(), ("concurrency", self.concurrency)]:
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise AboError(f"{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        for name, value in params.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise AboError(f"method argument {name} must be a whole number of at least 0, got {value!r}")
         for name in ("max_optimizer_calls", "max_cost", "patience"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
@@ -171,21 +173,33 @@ class Run:
         self.results = self.dir / "results"
 
 
-def optimize(config: OptimizeConfig, out=None) -> Outcome | None:
-    """Run the search and the final test evaluation; returns None for a dry run.
-    `out` receives the lines to show (default: printed above any progress bars)."""
-    from tqdm import tqdm
+@dataclass
+class Session:
+    """A task ready to optimize: its splits, the loaded target behind the lm-eval bridge, the optimizer."""
 
-    from lm_eval_abo.llm import OptimizerLLM
-    from lm_eval_abo.optimizers import METHODS
-    from lm_eval_abo.optimizers.base import Context
-    from lm_eval_abo.optimizers.search import Search, SearchState
-    from lm_eval_abo.scoring import Bridge, quiet_lm_eval
+    config: OptimizeConfig
+    manager: object  # lm-eval TaskManager
+    train_pool: list[int]  # train examples the run may use
+    dev_indices: list[int]  # dev examples candidates are scored on
+    n_test: int  # test examples of the final evaluation
+    bridge: object = None  # scoring.Bridge, once the target is loaded
+    llm: object = None  # llm.OptimizerLLM
 
-    out = out or tqdm.write
-    config = config.resolved()
-    run = Run(config)
-    state = _resume_state(config, run, out)
+    def context(self, params: dict | None = None):
+        from lm_eval_abo.optimizers.base import Context
+
+        params = self.config.method_args if params is None else params
+        return Context(llm=self.llm, bridge=self.bridge, params=params, seed=self.config.seed, train_pool=self.train_pool)
+
+    def split_ids(self) -> dict[str, list[str]]:
+        docs = {split: self.bridge.docs(split) for split in ("train", "dev")}
+        return {"train": [docs["train"][i]["id"] for i in self.train_pool], "dev": [docs["dev"][i]["id"] for i in self.dev_indices]}
+
+
+def plan_session(config: OptimizeConfig) -> Session:
+    """The task and its split sizes, without loading any model (enough for a dry run)."""
+    from lm_eval_abo.scoring import quiet_lm_eval
+
     manager = _task_manager(config)
     if config.task not in manager.task_index:
         raise AboError(f"unknown task {config.task!r}; see `lm-eval-abo tasks` (or add --include_path)")
@@ -193,78 +207,102 @@ def optimize(config: OptimizeConfig, out=None) -> Outcome | None:
         task = manager.load([config.task])["tasks"][config.task]
     sizes = {split: len(task.dataset[getattr(task.config, key)]) for split, key in
              (("train", "training_split"), ("dev", "validation_split"), ("test", "test_split"))}
-    train_pool = _indices(sizes["train"], config.train_limit, "train")
-    dev_indices = _indices(sizes["dev"], config.dev_limit, "dev")
     n_test = min(config.test_limit, sizes["test"]) if config.test_limit else sizes["test"]
-    plan = projection(config, len(dev_indices), len(train_pool), n_test)
-    out(report.projection_text(config, plan))
-    if config.dry_run:
-        return None
+    if n_test == 0:
+        raise AboError("the test split is empty")
+    return Session(config, manager, _indices(sizes["train"], config.train_limit, "train"),
+                   _indices(sizes["dev"], config.dev_limit, "dev"), n_test)
 
-    started = time.time()
-    lm = _load_target(config)
-    bridge = Bridge(
-        lm, config.task, manager, gen_kwargs=config.gen_kwargs, use_cache=_target_cache(config),
-        system_instruction=config.system_instruction, apply_chat_template=config.apply_chat_template,
-        fewshot_as_multiturn=config.fewshot_as_multiturn, quiet=not config.verbose,
+
+def open_session(config: OptimizeConfig, lm=None) -> Session:
+    """Load the target (unless one is given: a model loads once per process) and the optimizer."""
+    from lm_eval_abo.llm import OptimizerLLM
+    from lm_eval_abo.scoring import Bridge
+
+    session = plan_session(config)
+    session.bridge = Bridge(
+        lm or _load_target(config), config.task, session.manager, gen_kwargs=config.gen_kwargs,
+        use_cache=_target_cache(config), system_instruction=config.system_instruction,
+        apply_chat_template=config.apply_chat_template, fewshot_as_multiturn=config.fewshot_as_multiturn,
+        quiet=not config.verbose,
     )
-    llm = OptimizerLLM(
+    session.llm = OptimizerLLM(
         config.optimizer, config.optimizer_args,
         cache_dir=embedded.cache_dir() / "optimizer" if config.optimizer_cache == "default" else config.optimizer_cache,
         max_calls=config.max_optimizer_calls, max_cost=config.max_cost, concurrency=config.concurrency,
     )
-    method = METHODS[config.method]
-    ctx = Context(llm=llm, bridge=bridge, params=config.method_args, seed=config.seed, train_pool=train_pool)
-    docs = {split: bridge.docs(split) for split in ("train", "dev")}
-    splits = {"train": [docs["train"][i]["id"] for i in train_pool], "dev": [docs["dev"][i]["id"] for i in dev_indices]}
+    return session
 
-    def artifact_of(search_state) -> store.Artifact:
+
+def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
+    """Run the search and the final test evaluation; returns None for a dry run.
+    `out` receives the lines to show (default: printed above any progress bars); `lm` is an
+    already loaded lm-eval model to reuse."""
+    from tqdm import tqdm
+
+    from lm_eval_abo.optimizers import METHODS
+    from lm_eval_abo.optimizers.search import Search
+
+    out = out or tqdm.write
+    config = config.resolved()
+    run = Run(config)
+    state = _resume_state(config, run, out)
+    planned = plan_session(config)
+    out(report.projection_text(config, projection(config, len(planned.dev_indices), len(planned.train_pool), planned.n_test)))
+    if config.dry_run:
+        return None
+
+    started = time.time()
+    session = open_session(config, lm)
+    bridge, method = session.bridge, METHODS[config.method]
+    splits = session.split_ids()
+    dev_docs = bridge.docs("dev")
+
+    def artifact_of(search_state, prompt=None) -> store.Artifact:
         best = search_state.best
         return store.Artifact(
-            task=config.task, method=config.method, prompt=best.prompt,
+            task=config.task, method=config.method, prompt=prompt or best.prompt,
             target={"model": config.model, "model_args": redact_arg_string(config.model_args)},
             optimizer={"model": config.optimizer, "args": redact_args(config.optimizer_args)},
             scores={"dev": {"metric": bridge.metric_key, "value": best.dev, "stderr": best.dev_stderr, "n": best.dev_n},
                     "baseline_dev": {"metric": bridge.metric_key, "value": search_state.nodes[0].dev, "n": search_state.nodes[0].dev_n}},
-            splits=splits, trace=search_state.trace,
+            splits=dict(splits), trace=search_state.trace,
             usage={"optimizer": search_state.usage.to_dict(), "target_requests": search_state.target_requests,
                    "seconds": round(time.time() - started, 1), "stopped": search_state.stopped},
             templates={name: metaprompts.template_sha256(name) for name in method.templates},
-            settings={"rounds": config.rounds, "beam": config.beam, "minibatch": config.minibatch,
-                      "method_args": config.method_args, "seed": config.seed, "metadata": config.metadata},
+            settings={"rounds": config.rounds, "beam": config.beam, "minibatch": config.minibatch, "method_args": config.method_args,
+                      "seed": config.seed, "metadata": config.metadata, "gen_kwargs": config.gen_kwargs},
         )
 
     def checkpoint(search_state, record) -> None:
         write_json(run.state, {"config": config.fingerprint(), "state": search_state.to_dict()})
         if search_state.beam:
             store.save(artifact_of(search_state), run.artifact)
-            write_text_atomic(run.report, report.run_report(config, search_state, docs["dev"], bridge))
+            write_text_atomic(run.report, report.run_report(config, search_state, dev_docs, bridge))
+
+    def announce(record) -> None:
+        out(report.round_row(record))
+        for table in report.diagnosis_tables(record):
+            out(table)
 
     out(report.round_header())
-    search = Search(method, ctx, config.beam, dev_indices, config.minibatch, config.patience)
-    state = search.run(config.rounds, state, checkpoint, lambda record: out(report.round_row(record)))
+    search = Search(method, session.context(), config.beam, session.dev_indices, config.minibatch, config.patience)
+    state = search.run(config.rounds, state, checkpoint, announce)
     if not state.beam:
         raise AboError(f"stopped before any prompt was scored: {state.stopped}")
     if state.stopped:
         out(f"search stopped early: {state.stopped}; the best prompt so far is kept")
 
-    requests_before = bridge.target_requests
-    results_path, test_ids = _evaluate_test(config, run, bridge, n_test)
+    test = evaluate_on_test(session, run.artifact, run.results)
     final = artifact_of(state)
-    results = json.loads(results_path.read_text())
-    metric = results["results"][config.task]
-    final.scores["test"] = {
-        "metric": bridge.metric_key, "value": metric.get(bridge.metric_key),
-        "stderr": metric.get(bridge.metric_key.replace(",", "_stderr,", 1)), "n": n_test,
-        "results_file": str(results_path.relative_to(run.dir)),
-    }
-    final.splits["test"] = test_ids
-    final.usage["test_requests"] = bridge.target_requests - requests_before
-    final.usage["target_requests"] = state.target_requests + final.usage["test_requests"]
+    final.scores["test"] = {**test["score"], "results_file": str(test["results"].relative_to(run.dir))}
+    final.splits["test"] = test["ids"]
+    final.usage["test_requests"] = test["requests"]
+    final.usage["target_requests"] = state.target_requests + test["requests"]
     store.save(final, run.artifact)
-    write_text_atomic(run.report, report.run_report(config, state, docs["dev"], bridge, final))
-    out(report.final_text(final, run.artifact, results_path))
-    return Outcome(run.dir, run.artifact, results_path, final)
+    write_text_atomic(run.report, report.run_report(config, state, dev_docs, bridge, final))
+    out(report.final_text(final, run.artifact, test["results"]))
+    return Outcome(run.dir, run.artifact, test["results"], final)
 
 
 def _target_cache(config: OptimizeConfig) -> str | None:
@@ -298,19 +336,22 @@ def _resume_state(config: OptimizeConfig, run: Run, out):
     return state
 
 
-def _evaluate_test(config: OptimizeConfig, run: Run, bridge, n_test: int) -> tuple[Path, list[str]]:
-    """The best prompt on the test split, once, through lm-eval exactly as `lm_eval --metadata` runs it."""
+def evaluate_on_test(session: Session, artifact: Path, results_dir: Path) -> dict:
+    """An artifact on the test split, once, through lm-eval exactly as `lm_eval --metadata` runs it;
+    lm-eval's results JSON and samples go to `results_dir`."""
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
 
     from lm_eval_abo.scoring import quiet_lm_eval
 
-    manager = _task_manager(config, abo_prompt=str(run.artifact))
-    tracker = EvaluationTracker(output_path=str(run.results))
+    config, bridge = session.config, session.bridge
+    manager = _task_manager(config, abo_prompt=str(artifact))
+    tracker = EvaluationTracker(output_path=str(results_dir))
+    before = bridge.target_requests
     with quiet_lm_eval(not config.verbose):
         results = simple_evaluate(
             model=bridge.counter, model_args=redact_arg_string(config.model_args), tasks=[config.task],
-            task_manager=manager, limit=n_test, log_samples=True, use_cache=_target_cache(config),
+            task_manager=manager, limit=session.n_test, log_samples=True, use_cache=_target_cache(config),
             gen_kwargs=config.gen_kwargs or None, system_instruction=config.system_instruction,
             apply_chat_template=config.apply_chat_template, fewshot_as_multiturn=config.fewshot_as_multiturn,
             evaluation_tracker=tracker, bootstrap_iters=1000, random_seed=config.seed,
@@ -318,6 +359,21 @@ def _evaluate_test(config: OptimizeConfig, run: Run, bridge, n_test: int) -> tup
     samples = results.pop("samples")
     tracker.save_results_aggregated(results=results, samples=samples)
     tracker.save_results_samples(task_name=config.task, samples=samples[config.task])
-    found = sorted(run.results.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
-    test_ids = list(dict.fromkeys(row["doc"]["id"] for row in samples[config.task]))
-    return found[-1], test_ids
+    found = sorted(Path(results_dir).rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
+    metrics = results["results"][config.task]
+    key = bridge.metric_key
+    return {
+        "results": found[-1],
+        "score": {"metric": key, "value": _number(metrics.get(key)), "stderr": _number(metrics.get(key.replace(",", "_stderr,", 1))),
+                  "n": int(results["n-samples"][config.task]["effective"])},
+        "ids": list(dict.fromkeys(row["doc"]["id"] for row in samples[config.task])),
+        "requests": bridge.target_requests - before,
+    }
+
+
+def _number(value) -> float | None:
+    """A metric from lm-eval's results (numpy scalars, or "N/A" where no stderr was computed) as a float."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

@@ -100,7 +100,15 @@ class Prompt:
 
 
 def demo_rows(prompt: Prompt) -> list[dict]:
-    """The few-shot split: each demonstration's document with its worked answer."""
+    """The few-shot split: each demonstration's document with its worked answer. lm-eval puts the
+    answer prefix before every demonstration answer, so an answer already starting with it loses it."""
     fields = prompt.doc_fields()
-    return [{**demo.doc, **fields, DEMO_OUTPUT: demo.output} for demo in prompt.demonstrations]
+    prefix = prompt.answer_prefix.strip()
+    rows = []
+    for demo in prompt.demonstrations:
+        output = demo.output.strip()
+        if prefix and output.startswith(prefix):
+            output = output[len(prefix) :].lstrip()
+        rows.append({**demo.doc, **fields, DEMO_OUTPUT: output})
+    return rows
 

@@ -47,6 +47,25 @@ def round_row(record: dict) -> str:
     return "| " + " | ".join(map(str, cells)) + " |"
 
 
+def diagnosis_tables(record: dict) -> list[str]:
+    """ABO's step-failure tables of a round: per diagnosed beam prompt, failures per step and kind."""
+    seen, tables = set(), []
+    for c in record["candidates"]:
+        diagnosis = (c.get("notes") or {}).get("diagnosis")
+        if not diagnosis or diagnosis["parent"] in seen:
+            continue
+        seen.add(diagnosis["parent"])
+        rows = [f"| {r['step']} | {r['not_followed']} | {r['wrong']} |" for r in diagnosis["step_failures"]]
+        located = ", ".join(
+            f"{e['id']}: step {e['step']} {e['kind']}" if e["step"] else f"{e['id']}: not located" for e in diagnosis["errors"]
+        )
+        tables.append("\n".join([
+            f"step failures of {diagnosis['parent']} (round {record['round']}):",
+            "| step | not followed | wrong |", "|---:|---:|---:|", *rows, f"errors: {located}",
+        ]))
+    return tables
+
+
 def _rendered(prompt) -> str:
     parts = [prompt.instruction_block()]
     for demo in prompt.demonstrations:
@@ -89,6 +108,8 @@ def run_report(config, state, dev_docs: list[dict], bridge, final=None) -> str:
             *(f"| {c['key']} | {c['origin']} | {c['parent'] or '-'} | {_fmt(c['dev'])} |" for c in record["candidates"]),
             "",
         ]
+        for table in diagnosis_tables(record):
+            out += [table.replace("\n", "\n\n", 1), ""]
         by_key = {n.key[:12]: n for n in state.nodes}
         out += ["<details><summary>Candidate prompts</summary>", ""]
         for c in record["candidates"]:

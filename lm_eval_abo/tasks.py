@@ -16,10 +16,11 @@ from lm_eval.api.task import ConfigurableTask
 from lm_eval_abo import store
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import bundled_dir
-from lm_eval_abo.prompt import DEMO_OUTPUT, DEMO_SPLIT, Prompt, demo_rows
+from lm_eval_abo.prompt import DEMO_OUTPUT, DEMO_SPLIT, Demonstration, Prompt, demo_rows
 
 PROMPT_KEY = "abo_prompt"  # the --metadata key naming an artifact (fixed interface)
 DEFAULT_PROMPT_KEY = "abo_default_prompt"
+COT_KEY = "abo_cot_exemplars"
 
 
 def tasks_dir() -> Path:
@@ -38,6 +39,20 @@ def list_tasks() -> dict[str, str]:
         source = " ".join(str(v) for v in (config.get("dataset_kwargs") or {}).values())
         found[config["task"]] = f"{loader} {source}".strip()
     return found
+
+
+def cot_exemplars(metadata: dict) -> tuple[Demonstration, ...]:
+    """The chain-of-thought exemplars lm-eval ships for this task (metadata.abo_cot_exemplars names the
+    file under lm-eval's tasks directory), as demonstrations: the few-shot CoT baseline."""
+    import lm_eval.tasks
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    relative = metadata.get(COT_KEY)
+    if not relative:
+        return ()
+    config = load_yaml(Path(lm_eval.tasks.__file__).parent / relative, resolve_func=False)
+    samples = (config.get("fewshot_config") or {}).get("samples") or []
+    return tuple(Demonstration(doc={"input": s.get("input", s.get("question", ""))}, output=s["target"]) for s in samples)
 
 
 def resolve_prompt(metadata: dict, task: str) -> tuple[Prompt, dict]:

@@ -61,3 +61,61 @@ def samples(output_dir: Path, task: str) -> list[dict]:
     files = sorted(output_dir.rglob(f"samples_{task}_*.jsonl"))
     assert files, f"no samples for {task} under {output_dir}"
     return [json.loads(line) for line in files[-1].read_text().splitlines() if line.strip()]
+
+
+class ScriptedLLM:
+    """A stand-in optimizer for unit tests: `reply(messages)` decides each answer; every request is
+    recorded. It offers what the methods use of OptimizerLLM: complete_many and usage."""
+
+    def __init__(self, reply):
+        from lm_eval_abo.llm import Usage
+
+        self.reply = reply
+        self.requests: list[list[dict]] = []
+        self.usage = Usage()
+
+    def complete_many(self, requests, desc=""):
+        out = []
+        for messages, _seed in requests:
+            self.requests.append(messages)
+            self.usage.calls += 1
+            out.append(self.reply(messages))
+        return out
+
+    def prompts_sent(self, containing: str = "") -> list[str]:
+        return [m[0]["content"] for m in self.requests if containing in m[0]["content"]]
+
+
+def rule_lm(keyword: str = "magic"):
+    """A stand-in target for unit tests: answers right exactly when the prompt contains `keyword`."""
+    from lm_eval.api.model import LM
+
+    class RuleLM(LM):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[str] = []
+
+        def generate_until(self, requests, disable_tqdm=False):
+            out = []
+            for r in requests:
+                self.seen.append(r.args[0])
+                out.append(f" So the answer is {r.doc['target']}." if keyword in r.args[0] else " I do not know.")
+            return out
+
+        def loglikelihood(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+    return RuleLM()
+
+
+def make_bridge(lm, task="abo_object_counting_synth", **metadata):
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_abo.scoring import Bridge
+    from lm_eval_abo.tasks import tasks_dir
+
+    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"abo_n_test": 5, **metadata})
+    return Bridge(lm, task, manager)

@@ -42,6 +42,7 @@ def test_default_prompt_is_zero_shot_chain_of_thought():
 
 
 def test_artifact_prompt_with_demonstrations_as_few_shot_examples(tmp_path):
+    # the demonstration already starts with the answer prefix, which lm-eval must not repeat
     demo_doc = {"id": "d1", "input": "I have a cat. How many animals do I have?", "target": "1"}
     prompt = Prompt(
         instruction="Follow the steps exactly.",
@@ -55,7 +56,7 @@ def test_artifact_prompt_with_demonstrations_as_few_shot_examples(tmp_path):
     assert task.config.num_fewshot == 1
     assert contexts[0] == (
         "Follow the steps exactly.\n\nStep 1: List the items of the asked kind.\nStep 2: Add their counts.\n\n"
-        "Q: I have a cat. How many animals do I have?\nA: Step 1: Step 1: a cat (1).\nStep 2: 1. So the answer is 1.\n\n"
+        "Q: I have a cat. How many animals do I have?\nA: Step 1: a cat (1).\nStep 2: 1. So the answer is 1.\n\n"
         f"Q: {doc['input']}\nA: Step 1:"
     )
     record = task.dump_config()["metadata"]["abo"]
@@ -76,9 +77,11 @@ def test_user_placement_puts_the_instruction_before_the_question_only():
 
 def test_template_like_text_reaches_the_model_literally():
     demo = Demonstration(doc={"id": "d", "input": "I have {{ 1+1 }} {% raw %} cats.", "target": "2"}, output=HOSTILE)
-    prompt = Prompt(instruction=HOSTILE, procedure=(HOSTILE,), demonstrations=(demo,), answer_prefix=HOSTILE)
+    prefix = "Then {{ x }} {% if %}:"
+    prompt = Prompt(instruction=HOSTILE, procedure=(HOSTILE,), demonstrations=(demo,), answer_prefix=prefix)
     _, contexts = build({"abo_prompt": prompt.to_dict(), "abo_n_test": 2})
-    assert contexts[0].count(HOSTILE) == 5  # instruction, step, demo answer prefix + output, eval answer prefix
+    assert contexts[0].count(HOSTILE) == 3  # instruction, step, demonstration
+    assert contexts[0].count(prefix) == 2  # before the demonstration's answer and the question's
     assert "I have {{ 1+1 }} {% raw %} cats." in contexts[0]
     assert "49" not in contexts[0] and "<class" not in contexts[0]
 

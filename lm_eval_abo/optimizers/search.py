@@ -7,6 +7,7 @@ not reachable from here (the bridge refuses it). After every completed round the
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
@@ -39,7 +40,7 @@ class SearchState:
             "round": self.round,
             "nodes": [_node_to_dict(n) for n in self.nodes],
             "beam": self.beam,
-            "trace": self.trace,
+            "trace": copy.deepcopy(self.trace),
             "usage": self.usage.to_dict(),
             "target_requests": self.target_requests,
             "stopped": self.stopped,
@@ -61,7 +62,7 @@ class SearchState:
 def _node_to_dict(node: Node) -> dict:
     c = node.candidate
     return {
-        "prompt": c.prompt.to_dict(), "origin": c.origin, "parent": c.parent, "notes": c.notes, "round": node.round,
+        "prompt": c.prompt.to_dict(), "origin": c.origin, "parent": c.parent, "notes": copy.deepcopy(c.notes), "round": node.round,
         "dev": node.dev, "dev_stderr": node.dev_stderr, "dev_n": node.dev_n,
         "dev_per_example": {str(k): v for k, v in node.dev_per_example.items()},
     }

@@ -1,0 +1,103 @@
+"""`optimize` end to end on the real embedded models (target gemma-3-270m, optimizer Qwen2.5-0.5B),
+scored by real lm-eval, with a tiny budget."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import bin_path, results_file, run_cli
+
+from lm_eval_abo import store
+from lm_eval_abo.files import read_json
+
+pytestmark = pytest.mark.slow
+TASK = "abo_object_counting_synth"
+TINY = ["--beam", "1", "--train-limit", "4", "--dev-limit", "3", "--test-limit", "3", "--minibatch", "2",
+        "--gen_kwargs", "max_gen_toks=48"]
+
+
+def optimize(tmp_path, method, *extra, rounds="1", output="runs", check=True):
+    return run_cli(
+        bin_path("lm-eval-abo"), "optimize", "--task", TASK, "--method", method, "--rounds", rounds, *TINY,
+        "--output", output, "--optimizer-cache", str(tmp_path / "optimizer-cache"), *extra, cwd=tmp_path, check=check,
+    )
+
+
+def comparable(artifact: store.Artifact) -> dict:
+    """An artifact without what legitimately differs between runs (times, cache hits, dates)."""
+    trace = [{k: v for k, v in r.items() if k not in ("seconds", "optimizer", "target_requests")} for r in artifact.trace]
+    scores = {k: {kk: vv for kk, vv in v.items() if kk != "results_file"} for k, v in artifact.scores.items()}
+    return {"prompt": artifact.prompt.to_dict(), "scores": scores, "splits": artifact.splits, "trace": trace}
+
+
+@pytest.mark.parametrize("method", ["ape", "apo"])
+def test_optimize_end_to_end_then_the_stock_harness_runs_the_artifact(tmp_path, method):
+    proc = optimize(tmp_path, method, "--method-args", "paraphrases=1" if method == "ape" else "gradients=1,paraphrases=0")
+    assert "projected at most" in proc.stdout + proc.stderr and "| round |" in proc.stdout + proc.stderr
+    run_dir = tmp_path / "runs" / TASK / method
+    artifact = store.load(run_dir / "best.yaml", task=TASK)
+    assert [r["round"] for r in artifact.trace] == [0, 1]
+    assert artifact.trace[0]["candidates"][0]["origin"] == "baseline"
+    assert artifact.usage["optimizer"]["calls"] >= 2 and artifact.usage["optimizer"]["prompt_tokens"] > 0
+    assert artifact.usage["optimizer"]["cost_known"] and artifact.usage["optimizer"]["cost_usd"] == 0.0
+    assert len(artifact.splits["train"]) == 4 and len(artifact.splits["dev"]) == 3 and len(artifact.splits["test"]) == 3
+    assert set(artifact.templates) >= {"paraphrase"} and all(len(h) == 64 for h in artifact.templates.values())
+
+    results = results_file(run_dir / "results")
+    assert artifact.scores["test"]["value"] == results["results"][TASK]["exact_match,answer"]
+    assert results["configs"][TASK]["metadata"]["abo"]["prompt_sha256"] == artifact.prompt.sha256()
+    assert (run_dir / "report.md").read_text().count("## Round") == 2
+
+    # the artifact through lm-eval's own run command, on the same test examples
+    run_cli(bin_path("lm-eval-abo"), "run", "--model", "abo-embedded", "--tasks", TASK, "--limit", "3",
+            "--gen_kwargs", "max_gen_toks=48", "--metadata", json.dumps({"abo_prompt": str(run_dir / "best.yaml")}),
+            "--output_path", str(tmp_path / "rerun"), cwd=tmp_path)
+    assert results_file(tmp_path / "rerun")["results"][TASK]["exact_match,answer"] == artifact.scores["test"]["value"]
+
+
+def test_abo_end_to_end(tmp_path):
+    optimize(tmp_path, "abo", "--patience", "0", "--method-args", "demo_attempts=2,max_errors=2,revisions=1")
+    run_dir = tmp_path / "runs" / TASK / "abo"
+    artifact = store.load(run_dir / "best.yaml", task=TASK)
+    state = read_json(run_dir / "state.json")["state"]
+    procedures = [n for n in state["nodes"] if n["origin"] in ("procedure", "revision")]
+    assert procedures, "ABO wrote at least one behaviour prompt"
+    for node in procedures:
+        assert len(node["prompt"]["procedure"]) >= 2 and node["prompt"]["answer_prefix"] == "Step 1:"
+        verified, tried = map(int, node["notes"]["demos_verified"].split("/"))
+        assert verified == len(node["prompt"]["demonstrations"]) <= tried
+    assert artifact.scores["test"]["n"] == 3 and 0 <= artifact.scores["test"]["value"] <= 1
+
+
+def test_kill_after_round_one_then_resume_gives_the_uninterrupted_artifact(tmp_path):
+    optimize(tmp_path, "ape", "--method-args", "paraphrases=1", rounds="2", output="whole")
+    whole = store.load(tmp_path / "whole" / TASK / "ape" / "best.yaml")
+
+    command = [bin_path("lm-eval-abo"), "optimize", "--task", TASK, "--method", "ape", "--rounds", "2", *TINY,
+               "--output", "killed", "--optimizer-cache", str(tmp_path / "optimizer-cache"), "--method-args", "paraphrases=1"]
+    state_file = tmp_path / "killed" / TASK / "ape" / "state.json"
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        if state_file.exists() and read_json(state_file)["state"]["round"] >= 1:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed after round 1"
+    assert read_json(state_file)["state"]["round"] == 1
+    assert not list(state_file.parent.glob(".*.tmp")), "no half-written file is left"
+
+    proc = optimize(tmp_path, "ape", "--method-args", "paraphrases=1", "--resume", rounds="2", output="killed")
+    assert "resuming" in proc.stdout + proc.stderr
+    resumed = store.load(state_file.parent / "best.yaml")
+    assert comparable(resumed) == comparable(whole)
+
+
+def test_dry_run_projects_calls_without_loading_models(tmp_path):
+    proc = optimize(tmp_path, "apo", "--dry-run")
+    text = proc.stdout + proc.stderr
+    assert "| total |" in text and not (tmp_path / "runs").exists()

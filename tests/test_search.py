@@ -1,0 +1,146 @@
+"""The shared search loop, with stand-ins for both models: a rule-based target (right exactly when
+the prompt says "magic") and a scripted optimizer. Scoring still runs through lm-eval."""
+
+import logging
+import re
+
+import pytest
+from conftest import ScriptedLLM, make_bridge, rule_lm
+
+from lm_eval_abo.llm import BudgetExhausted
+from lm_eval_abo.optimizers import METHODS
+from lm_eval_abo.optimizers.base import Context
+from lm_eval_abo.optimizers.search import Search, SearchState
+
+
+def context(reply, method="apo", **params):
+    bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4)
+    llm = ScriptedLLM(reply)
+    ctx = Context(llm=llm, bridge=bridge, params={**METHODS[method].defaults, **params}, seed=1, train_pool=list(range(8)))
+    return ctx, llm
+
+
+def improving_reply(messages):
+    """Edits add "magic" (the target then gets everything right); other replies are plain."""
+    text = messages[0]["content"]
+    if "<reason>" in text:
+        return "<reason>The instruction never says the magic word.</reason>"
+    if "improved instruction" in text:
+        return "<prompt>Say the magic word, then count.</prompt>"
+    if "variation" in text:
+        return "<prompt>Count every item one by one.</prompt>"
+    return "<prompt>Count the items.</prompt>"
+
+
+def run(ctx, rounds=2, beam=2, state=None, checkpoints=None, method="apo"):
+    search = Search(METHODS[method], ctx, beam, dev_indices=[0, 1, 2, 3], minibatch=4, patience=None)
+    saved = checkpoints if checkpoints is not None else []
+    return search.run(rounds, state, lambda s, r: saved.append(SearchState.from_dict(s.to_dict())), lambda r: None)
+
+
+def test_apo_round_finds_errors_reflects_edits_and_selects_on_dev():
+    ctx, llm = context(improving_reply, gradients=1, paraphrases=1)
+    state = run(ctx, rounds=1)
+    assert [r["round"] for r in state.trace] == [0, 1]
+    round0, round1 = state.trace
+    assert [c["origin"] for c in round0["candidates"]] == ["baseline", "initial"]
+    assert {c["origin"] for c in round1["candidates"]} == {"edit", "paraphrase"}
+    best = state.best
+    assert best.prompt.instruction == "Say the magic word, then count." and best.dev == 1.0
+    assert best.prompt.answer_format == ctx.bridge.default_prompt.answer_format, "edits keep the answer format"
+    assert round1["flips"] == {"fixed": [0, 1, 2, 3], "broken": []}
+    gradient = llm.prompts_sent("Give 1 reason")[0]
+    assert "I do not know." in gradient, "reflection sees the target's real (train) errors"
+    assert "magic" not in state.nodes[0].prompt.instruction and len(state.beam) == 2
+
+
+def test_beam_keeps_the_incumbent_on_ties():
+    ctx, _ = context(lambda m: "<prompt>Count the items.</prompt>" if "variation" not in m[0]["content"] else "<prompt>Another plain one.</prompt>")
+    state = run(ctx, rounds=1, beam=1, method="ape")
+    assert state.best.candidate.origin == "baseline"
+
+
+def test_malformed_replies_are_retried_then_dropped_and_the_run_goes_on(caplog):
+    def reply(messages):
+        if len(messages) > 1:  # the format reminder: still no tags
+            return "Sorry, here it is: count things."
+        return "I would rather chat about the weather." if "variation" in messages[0]["content"] else "<prompt>Count.</prompt>"
+
+    ctx, llm = context(reply, method="ape")
+    with caplog.at_level(logging.WARNING, logger="lm_eval_abo"):
+        state = run(ctx, rounds=1, method="ape")
+    assert state.round == 1 and state.trace[1]["candidates"] == []
+    assert "dropped a reply without <prompt>" in caplog.text
+    reminders = [m for m in llm.requests if len(m) == 3]
+    assert reminders and "did not contain" in reminders[0][2]["content"]
+
+
+def test_budget_exhaustion_keeps_the_last_completed_round():
+    ctx, llm = context(improving_reply, gradients=1, paraphrases=1)
+
+    def limited(requests, desc=""):
+        if llm.usage.calls >= 2:
+            raise BudgetExhausted("optimizer call budget of 2 reached")
+        return ScriptedLLM.complete_many(llm, requests, desc)
+
+    llm.complete_many = limited
+    checkpoints = []
+    state = run(ctx, rounds=2, checkpoints=checkpoints)
+    assert state.round == 0 and state.stopped == "optimizer call budget of 2 reached"
+    assert checkpoints[-1].stopped and checkpoints[-1].round == 0 and state.best.candidate.origin in ("baseline", "initial")
+
+
+def test_budget_exhausted_in_round_zero_still_scores_the_baseline():
+    ctx, llm = context(improving_reply)
+    llm.complete_many = lambda requests, desc="": (_ for _ in ()).throw(BudgetExhausted("no budget"))
+    state = run(ctx, rounds=2)
+    assert state.round == 0 and [n.candidate.origin for n in state.nodes] == ["baseline"]
+
+
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result():
+    ctx, _ = context(improving_reply, gradients=1, paraphrases=1)
+    checkpoints = []
+    full = run(ctx, rounds=2, checkpoints=checkpoints)
+    after_round_1 = next(c for c in checkpoints if c.round == 1)
+    ctx2, _ = context(improving_reply, gradients=1, paraphrases=1)
+    resumed = run(ctx2, rounds=2, state=after_round_1)
+
+    def comparable(state):
+        d = state.to_dict()
+        for r in d["trace"]:
+            r.pop("seconds")
+        return d["beam"], [n["prompt"] for n in d["nodes"]], [{k: v for k, v in r.items() if k != "target_requests"} for r in d["trace"]]
+
+    assert comparable(resumed) == comparable(full)
+
+
+def test_patience_stops_a_stalled_search():
+    ctx, _ = context(lambda m: "<prompt>Count the items.</prompt>", method="ape")
+    search = Search(METHODS["ape"], ctx, 1, [0, 1], 4, patience=1)
+    state = search.run(5, None, lambda s, r: None, lambda r: None)
+    assert state.round == 1 and "did not improve" in state.stopped
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_runs_a_round_on_the_scripted_optimizer(name):
+    calls = []
+
+    def reply(messages):
+        """Well-formed, ever different replies that never fix the (rule-based) target's errors."""
+        calls.append(1)
+        text = messages[0]["content"]
+        if "<procedure>" in text:
+            return f"<procedure>1. List the items.\n2. Add the counts, version {len(calls)}.\n3. Say the answer.</procedure>"
+        if "<solution>" in text:
+            target = re.search(r"correct final answer is (\d+)", text)
+            return f"<solution>Step 1: count.\nSo the answer is {target.group(1) if target else 0}.</solution>"
+        if "<step>" in text:
+            return "<step>2</step><kind>not_followed</kind><why>It skipped step 2.</why>"
+        tag = next(t for t in ("reason", "summary", "prompt") if f"<{t}>" in text)
+        return f"<{tag}>Count plainly, version {len(calls)}.</{tag}>"
+
+    ctx, llm = context(reply, method=name)
+    state = run(ctx, rounds=1, method=name)
+    assert state.round == 1 and len(state.trace[1]["candidates"]) >= 1, state.trace
+    calls0, _ = METHODS[name].projected(ctx.params, 2, initial=True)
+    assert llm.usage.calls >= 1 and calls0 >= 1
