@@ -19,10 +19,10 @@ TINY = ["--beam", "1", "--train-limit", "4", "--dev-limit", "3", "--test-limit",
         "--gen_kwargs", "max_gen_toks=48"]
 
 
-def optimize(tmp_path, method, *extra, rounds="1", output="runs", check=True):
+def optimize(tmp_path, method, *extra, rounds="1", output="runs", cache="optimizer-cache", check=True):
     return run_cli(
         bin_path("lm-eval-abo"), "optimize", "--task", TASK, "--method", method, "--rounds", rounds, *TINY,
-        "--output", output, "--optimizer-cache", str(tmp_path / "optimizer-cache"), *extra, cwd=tmp_path, check=check,
+        "--output", output, "--optimizer-cache", str(tmp_path / cache), *extra, cwd=tmp_path, check=check,
     )
 
 
@@ -76,8 +76,10 @@ def test_kill_after_round_one_then_resume_gives_the_uninterrupted_artifact(tmp_p
     optimize(tmp_path, "ape", "--method-args", "paraphrases=1", rounds="2", output="whole")
     whole = store.load(tmp_path / "whole" / TASK / "ape" / "best.yaml")
 
+    # its own optimizer cache: replies cached by the whole run would let round 2 finish before the kill
+    # (greedy decoding makes the replies the same anyway)
     command = [bin_path("lm-eval-abo"), "optimize", "--task", TASK, "--method", "ape", "--rounds", "2", *TINY,
-               "--output", "killed", "--optimizer-cache", str(tmp_path / "optimizer-cache"), "--method-args", "paraphrases=1"]
+               "--output", "killed", "--optimizer-cache", str(tmp_path / "killed-cache"), "--method-args", "paraphrases=1"]
     state_file = tmp_path / "killed" / TASK / "ape" / "state.json"
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
@@ -85,13 +87,13 @@ def test_kill_after_round_one_then_resume_gives_the_uninterrupted_artifact(tmp_p
         if state_file.exists() and read_json(state_file)["state"]["round"] >= 1:
             os.kill(process.pid, signal.SIGKILL)
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed after round 1"
     assert read_json(state_file)["state"]["round"] == 1
     assert not list(state_file.parent.glob(".*.tmp")), "no half-written file is left"
 
-    proc = optimize(tmp_path, "ape", "--method-args", "paraphrases=1", "--resume", rounds="2", output="killed")
+    proc = optimize(tmp_path, "ape", "--method-args", "paraphrases=1", "--resume", rounds="2", output="killed", cache="killed-cache")
     assert "resuming" in proc.stdout + proc.stderr
     resumed = store.load(state_file.parent / "best.yaml")
     assert comparable(resumed) == comparable(whole)
