@@ -168,7 +168,13 @@ def complete(name: str, prompt: str, max_tokens: int, temperature: float = 0.0, 
         )
 
 
-def chat(name: str, messages: list[dict], max_tokens: int, temperature: float = 0.0, stop=None, seed: int = 0) -> dict:
+# Small chat models loop without it: a Qwen-0.5B paraphrase ran to a 300-token cap at 1.0, and
+# ended after 23 tokens at 1.1.
+CHAT_REPEAT_PENALTY = 1.1
+
+
+def chat(name: str, messages: list[dict], max_tokens: int, temperature: float = 0.0, stop=None, seed: int = 0,
+         repeat_penalty: float = CHAT_REPEAT_PENALTY) -> dict:
     """A chat completion through the model's own chat template (or plain text for a base model)."""
     if not model_info(name).chat:
         prompt = "\n\n".join(m["content"] for m in messages) + "\n\n"
@@ -182,7 +188,8 @@ def chat(name: str, messages: list[dict], max_tokens: int, temperature: float = 
     model = load(name)
     with model.lock:
         return model.llm.create_chat_completion(
-            messages=messages, max_tokens=max_tokens, temperature=temperature, stop=stop or [], seed=seed
+            messages=messages, max_tokens=max_tokens, temperature=temperature, stop=stop or [], seed=seed,
+            repeat_penalty=repeat_penalty,
         )
 
 
@@ -328,6 +335,7 @@ def register_litellm_provider() -> None:
                 temperature=float(params.get("temperature", 0.0) or 0.0),
                 stop=params.get("stop"),
                 seed=int(params.get("seed", 0) or 0),
+                repeat_penalty=float(params.get("repeat_penalty", CHAT_REPEAT_PENALTY)),
             )
             result["created"] = int(started)
             return litellm.ModelResponse(**result)

@@ -74,7 +74,8 @@ class OptimizeConfig:
             raise AboError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
         sizes = {k: getattr(self, k) if getattr(self, k) is not None else v for k, v in PRESETS[self.preset].items()}
         method = METHODS[self.method]
-        params = {**(getattr(method, "paper", {}) if self.preset == "paper" else method.defaults), **self.method_args}
+        published = method.paper if self.preset == "paper" else {}
+        params = {**method.defaults, **published, **self.method_args}
         unknown = set(params) - set(method.defaults)
         if unknown:
             raise AboError(f"unknown --method-args for {self.method}: {', '.join(sorted(unknown))}; known: {', '.join(method.defaults)}")

@@ -103,3 +103,15 @@ def test_dry_run_projects_calls_without_loading_models(tmp_path):
     proc = optimize(tmp_path, "apo", "--dry-run")
     text = proc.stdout + proc.stderr
     assert "| total |" in text and not (tmp_path / "runs").exists()
+
+
+def test_malformed_optimizer_replies_are_survived(tmp_path):
+    """The real optimizer cut to two tokens cannot write the tagged block: every reply is malformed, gets
+    its one format retry, is dropped with a warning, and the run still ends with the baseline prompt."""
+    proc = optimize(tmp_path, "ape", "--method-args", "paraphrases=1", "--optimizer_args", "max_tokens=2")
+    assert "dropped a reply without <prompt>" in proc.stderr
+    artifact = store.load(tmp_path / "runs" / TASK / "ape" / "best.yaml", task=TASK)
+    assert artifact.trace[0]["candidates"] == [artifact.trace[0]["candidates"][0]] and artifact.trace[1]["candidates"] == []
+    assert artifact.prompt.instruction.startswith("Questions that involve enumerating objects"), "the baseline stands"
+    assert artifact.usage["optimizer"]["calls"] == 4, "round 0 and round 1: one request each, each asked twice"
+    assert artifact.scores["test"]["n"] == 3

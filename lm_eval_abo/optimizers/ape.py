@@ -9,6 +9,7 @@ from lm_eval_abo.optimizers.instructions import initial_candidates, paraphrases
 class Ape:
     name = "ape"
     defaults = {"paraphrases": 2}
+    paper = {}  # APE resamples each kept prompt; the paper's unified setting fixes no other number
     templates = ("initial_instruction", "paraphrase", "format_reminder")
     uses_errors = False
 

@@ -34,6 +34,7 @@ def edit_and_paraphrase(ctx: Context, round_no: int, jobs: list[tuple[Node, list
 class Apo:
     name = "apo"
     defaults = {"gradients": 2, "errors_per_gradient": 4, "edits_per_gradient": 1, "paraphrases": 1}
+    paper = {"gradients": 4, "paraphrases": 2}  # ProTeGi: 4 gradients from groups of 4 errors, 2 paraphrases per edit
     templates = ("initial_instruction", "apo_gradient", "apo_edit", "paraphrase", "format_reminder")
 
     def initial(self, ctx: Context, beam: int) -> list[Candidate]:
@@ -66,6 +67,7 @@ class Apo:
 class ApoSum:
     name = "apo-sum"
     defaults = {"max_errors": 16, "errors_shown": 4, "edits": 2, "paraphrases": 1}
+    paper = {"max_errors": 64, "edits": 4, "paraphrases": 2}  # ProTeGi's budget, one summary over all errors
     templates = ("initial_instruction", "apo_sum_reflect", "apo_edit", "paraphrase", "format_reminder")
 
     def initial(self, ctx: Context, beam: int) -> list[Candidate]:

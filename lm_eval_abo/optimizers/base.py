@@ -133,6 +133,7 @@ class Method(Protocol):
 
     name: str
     defaults: dict  # method parameters, documented in the README
+    paper: dict  # what `--preset paper` changes: the values the method's source publishes
     templates: tuple[str, ...]  # meta-prompts it renders (their hashes go into the artifact)
 
     def initial(self, ctx: Context, beam: int) -> list[Candidate]: ...

@@ -12,6 +12,7 @@ from lm_eval_abo.optimizers.instructions import initial_candidates
 class Opro:
     name = "opro"
     defaults = {"new_prompts": 4, "history": 20, "exemplars": 3}
+    paper = {"new_prompts": 8}  # OPRO: 8 prompts per step, the 20 best earlier ones shown, 3 exemplars
     templates = ("initial_instruction", "opro", "format_reminder")
     uses_errors = False
 

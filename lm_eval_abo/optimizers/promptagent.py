@@ -21,6 +21,7 @@ def trajectory(node: Node, history: list[Node]) -> list[dict]:
 class PromptAgent:
     name = "promptagent"
     defaults = {"expand": 2, "error_batch": 5}
+    paper = {"expand": 3}  # PromptAgent (beam variant): expand 3, error batch 5
     templates = ("initial_instruction", "promptagent_reflect", "promptagent_edit", "format_reminder")
 
     def initial(self, ctx: Context, beam: int) -> list[Candidate]:
