@@ -53,7 +53,11 @@ def read_yaml(path: str | Path, max_bytes: int = MAX_YAML_BYTES):
 
 
 class _Dumper(yaml.SafeDumper):
-    """Multi-line text as literal blocks, so prompts read as they are in the file."""
+    """Multi-line text as literal blocks, so prompts read as they are in the file. Never writes
+    anchors/aliases (an object met twice is written twice), since read_yaml refuses them."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
 
 
 def _str_representer(dumper, text: str):

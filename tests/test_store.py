@@ -52,6 +52,13 @@ def test_malformed_artifacts_give_one_line_naming_file_and_problem(tmp_path, edi
     assert str(path) in str(err.value) and problem in str(err.value) and "\n" not in str(err.value)
 
 
+def test_an_object_met_twice_is_written_twice_and_reads_back(tmp_path):
+    shared = {"step_failures": [{"step": 1, "wrong": 2}]}
+    trace = [{"candidates": [{"notes": {"diagnosis": shared}}, {"notes": {"diagnosis": shared}}]}]
+    path = store.save(artifact(trace=trace), tmp_path / "a.yaml")
+    assert "&id" not in path.read_text() and store.load(path).trace == trace
+
+
 def test_wrong_task_and_missing_file(tmp_path):
     path = store.save(artifact(), tmp_path / "a.yaml")
     with pytest.raises(AboError, match="is for task 'abo_object_counting_synth', not 'abo_navigate_synth'"):
