@@ -146,3 +146,15 @@ def test_every_method_runs_a_round_on_the_scripted_optimizer(name):
     assert state.round == 1 and len(state.trace[1]["candidates"]) >= 1, state.trace
     calls0, _ = METHODS[name].projected(ctx.params, 2, initial=True)
     assert llm.usage.calls >= 1 and calls0 >= 1
+
+
+def test_a_resumed_run_that_had_converged_stays_stopped():
+    ctx, llm = context(lambda m: "<prompt>Count the items.</prompt>", method="ape")
+    search = Search(METHODS["ape"], ctx, 1, dev_indices=[0, 1, 2, 3], minibatch=4, patience=1)
+    state = search.run(3, None, lambda s, r: None, lambda r: None)
+    assert state.round == 1 and "did not improve" in state.stopped
+    asked = len(llm.requests)
+    resumed = SearchState.from_dict(state.to_dict())
+    resumed.stopped = None  # what --resume does, so a budget stop can continue with a larger budget
+    again = search.run(3, resumed, lambda s, r: None, lambda r: None)
+    assert again.round == 1 and "did not improve" in again.stopped and len(llm.requests) == asked

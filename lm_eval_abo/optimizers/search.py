@@ -134,6 +134,9 @@ class Search:
         state = state or SearchState()
         ctx.llm.usage = state.usage
         target_offset = state.target_requests - ctx.bridge.target_requests
+        if self._stalled(state):  # a resumed run that had already converged stays stopped
+            state.stopped = self._stall_reason()
+            return state
         for round_no in range(state.round + 1, rounds + 1):
             started, target_before = time.time(), ctx.bridge.target_requests
             usage_before = Usage(**ctx.llm.usage.to_dict())
@@ -157,7 +160,7 @@ class Search:
             record = self._record(state, round_no, new, previous_best, started, usage_before, target_before)
             state.trace.append(record)
             if not state.stopped and self._stalled(state):
-                state.stopped = f"dev score did not improve for {self.patience} round(s)"
+                state.stopped = self._stall_reason()
             checkpoint(state, record)
             announce(record)
             if state.stopped:
@@ -184,6 +187,9 @@ class Search:
         scores = self.ctx.bridge.score([n.prompt for n in beam], "train", batch)
         for node, score in zip(beam, scores):
             node.train_samples = score.samples
+
+    def _stall_reason(self) -> str:
+        return f"dev score did not improve for {self.patience} round(s)"
 
     def _stalled(self, state: SearchState) -> bool:
         if not self.patience or len(state.trace) <= self.patience:
