@@ -1,0 +1,267 @@
+"""`lm-eval-abo leaderboard`: method x task x model tables and plots from lm-eval results.
+
+Scores come from lm-eval's own results files; each is joined to the artifact that made its prompt (via
+`configs.<task>.metadata.abo`: the source path, checked by the prompt's sha256) for the optimizer's
+calls, tokens, cost and wall time and the best dev score of every round. Per (task, model, method) the
+newest result is kept. Written as markdown, CSV and one self-contained HTML page whose plots (matplotlib,
+embedded as PNG data) show per task the score of each method and the dev score per round.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lm_eval_abo import results as lm_results
+from lm_eval_abo import store
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.files import write_text_atomic
+from lm_eval_abo.report import cost_text
+
+PLOTS_MISSING = "plots need matplotlib: pip install 'lm-eval-abo[plots]'"
+COLUMNS = ("task", "model", "method", "metric", "score", "stderr", "n", "optimizer_calls", "tokens", "cost_usd",
+           "optimize_seconds", "eval_seconds", "dev_by_round", "results_file", "artifact")
+
+
+@dataclass
+class Row:
+    result: lm_results.TaskResult
+    artifact: store.Artifact | None = None
+    artifact_path: Path | None = None
+
+    @property
+    def metric(self) -> str:
+        return self.result.primary
+
+    @property
+    def score(self) -> tuple[float | None, float | None]:
+        return self.result.metrics[self.metric]
+
+    @property
+    def usage(self) -> dict:
+        return (self.artifact.usage if self.artifact else {}).get("optimizer") or {}
+
+    @property
+    def tokens(self) -> int | None:
+        return self.usage["prompt_tokens"] + self.usage["completion_tokens"] if self.usage else None
+
+    @property
+    def dev_by_round(self) -> list[float]:
+        return [r["best"]["dev"] for r in (self.artifact.trace if self.artifact else [])]
+
+    def record(self) -> dict:
+        value, stderr = self.score
+        return {
+            "task": self.result.task, "model": self.result.model, "method": self.result.method, "metric": self.metric,
+            "score": value, "stderr": stderr, "n": self.result.n, "optimizer_calls": self.usage.get("calls"),
+            "tokens": self.tokens, "cost_usd": self.usage.get("cost_usd") if self.usage.get("cost_known", True) else None,
+            "optimize_seconds": (self.artifact.usage.get("seconds") if self.artifact else None),
+            "eval_seconds": self.result.eval_seconds, "dev_by_round": ";".join(f"{v:.4f}" for v in self.dev_by_round),
+            "results_file": str(self.result.file), "artifact": str(self.artifact_path or ""),
+        }
+
+
+@dataclass
+class Board:
+    rows: list[Row]
+    markdown: str
+    files: list[Path] = field(default_factory=list)
+
+
+# --- joining results to artifacts ---------------------------------------------------------------
+
+
+def _load_artifact(path: Path) -> store.Artifact | None:
+    try:
+        return store.load(path)
+    except AboError:
+        return None
+
+
+def artifact_index(dirs) -> dict[str, list[tuple[Path, store.Artifact]]]:
+    """Artifacts under the given directories (optimize's best.yaml files, and every artifact YAML in
+    directories named with --artifacts), by prompt sha256."""
+    index: dict[str, list] = {}
+    for directory, pattern in dirs:
+        for path in sorted(Path(directory).rglob(pattern)):
+            artifact = _load_artifact(path)
+            if artifact is not None:
+                index.setdefault(artifact.prompt.sha256(), []).append((path, artifact))
+    return index
+
+
+def find_artifact(result: lm_results.TaskResult, index) -> tuple[Path | None, store.Artifact | None]:
+    """The artifact a result was evaluated with: its recorded source path (relative to where the run
+    started, so tried against the results file's parent directories), else one with the same prompt."""
+    sha, source = result.abo.get("prompt_sha256"), result.abo.get("source")
+    if not sha:
+        return None, None
+    if source and source not in ("inline", "default"):
+        path = Path(source)
+        for candidate in [path] if path.is_absolute() else [Path.cwd() / path, *(p / path for p in result.file.parents)]:
+            if candidate.is_file():
+                artifact = _load_artifact(candidate)
+                if artifact and artifact.prompt.sha256() == sha:
+                    return candidate, artifact
+    for path, artifact in index.get(sha, []):
+        if artifact.task == result.task or result.task.startswith(f"{artifact.task}@"):
+            return path, artifact
+    return None, None
+
+
+def collect(paths, artifact_dirs=()) -> list[Row]:
+    found = lm_results.read_all(paths)
+    index = artifact_index([(p, "best.yaml") for p in paths if Path(p).is_dir()] + [(d, "*.yaml") for d in artifact_dirs])
+    newest = lm_results.latest(found, key=lambda r: (r.task, r.model, r.method))
+    rows = [Row(r, *reversed(find_artifact(r, index))) for r in newest.values()]
+    return sorted(rows, key=lambda row: (row.result.task, row.result.model, -(row.score[0] or 0.0), row.result.method))
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or value == "":
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _cost(row: Row) -> str:
+    return cost_text(row.usage) if row.usage else "-"
+
+
+def table_rows(rows: list[Row]) -> list[list[str]]:
+    out = []
+    for row in rows:
+        value, stderr = row.score
+        r = row.record()
+        out.append([r["task"], r["model"], r["method"], f"{_fmt(value)} ± {_fmt(stderr)}", _fmt(r["n"]), _fmt(r["optimizer_calls"]),
+                    _fmt(r["tokens"]), _cost(row), _fmt(r["optimize_seconds"], 1), _fmt(r["eval_seconds"], 1)])
+    return out
+
+
+HEADER = ["task", "model", "method", "score ± stderr", "n", "optimizer calls", "tokens", "cost", "optimize s", "eval s"]
+
+
+def pivot(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """Method (and model) by task: the score of each."""
+    tasks = sorted({r.result.task for r in rows})
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for row in rows:
+        cells.setdefault((row.result.method, row.result.model), {})[row.result.task] = _fmt(row.score[0])
+    header = ["method", "model", *tasks]
+    return header, [[m, model, *(cells[(m, model)].get(t, "-") for t in tasks)] for (m, model) in sorted(cells)]
+
+
+def markdown(rows: list[Row]) -> str:
+    def table(header, body):
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|"]
+        return lines + ["| " + " | ".join(cells) + " |" for cells in body]
+
+    metrics = ", ".join(sorted({f"{r.result.task}: {r.metric}" for r in rows}))
+    p_header, p_body = pivot(rows)
+    return "\n".join([
+        "## Leaderboard", "", f"Scores on each results file's examples (metrics: {metrics}).", "",
+        *table(HEADER, table_rows(rows)), "", "### Method x task", "", *table(p_header, p_body),
+    ])
+
+
+def csv_text(rows: list[Row]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row.record())
+    return buffer.getvalue()
+
+
+# --- plots and HTML -----------------------------------------------------------------------------
+
+
+def plots(rows: list[Row]) -> dict[str, str] | None:
+    """Per task a PNG (base64): score per method and model with stderr bars, and the best dev score
+    per round of each optimized prompt. None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    images = {}
+    for task in sorted({r.result.task for r in rows}):
+        mine = [r for r in rows if r.result.task == task]
+        traced = [r for r in mine if r.dev_by_round]
+        fig, axes = plt.subplots(1, 2 if traced else 1, figsize=(11 if traced else 6, 3.6), squeeze=False)
+        bars = axes[0][0]
+        labels = [f"{r.result.method}\n{r.result.model}" for r in mine]
+        values, errors = [r.score[0] or 0.0 for r in mine], [r.score[1] or 0.0 for r in mine]
+        bars.bar(range(len(mine)), values, yerr=errors, capsize=4, color="#4c72b0")
+        bars.set_xticks(range(len(mine)), labels, fontsize=8)
+        bars.set_ylabel(mine[0].metric)
+        if min(values) >= 0:  # scores and rates: show them on their whole scale
+            bars.set_ylim(0, max(1.0, max(v + e for v, e in zip(values, errors))))
+        bars.set_title(f"{task}: score per method")
+        if traced:
+            lines = axes[0][1]
+            for r in traced:
+                lines.plot(range(len(r.dev_by_round)), r.dev_by_round, marker="o", label=f"{r.result.method} ({r.result.model})")
+            lines.set_xticks(range(max(len(r.dev_by_round) for r in traced)))
+            lines.set_ylim(bars.get_ylim())
+            lines.set_xlabel("round")
+            lines.set_ylabel("best dev score")
+            lines.set_title("dev score per round")
+            lines.legend(fontsize=8)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90)
+        plt.close(fig)
+        images[task] = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return images
+
+
+def html_page(rows: list[Row], images: dict[str, str] | None) -> str:
+    def table(header, body):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"
+
+    figures = (
+        "".join(f'<h3>{html.escape(t)}</h3><img alt="plots for {html.escape(t)}" src="data:image/png;base64,{png}">' for t, png in images.items())
+        if images else f"<p>{html.escape(PLOTS_MISSING)}</p>"
+    )
+    p_header, p_body = pivot(rows)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>lm-eval-abo leaderboard</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:75em}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:nth-child(-n+3),th:nth-child(-n+3){{text-align:left}}
+img{{max-width:100%}}</style></head><body>
+<h1>lm-eval-abo leaderboard</h1><p>Generated {stamp} from {len({r.result.file for r in rows})} lm-eval results file(s).</p>
+<h2>Results</h2>{table(HEADER, table_rows(rows))}
+<h2>Method x task</h2>{table(p_header, p_body)}
+<h2>Plots</h2>{figures}
+</body></html>
+"""
+
+
+def leaderboard(paths, out_dir, artifact_dirs=()) -> Board:
+    rows = collect(paths, artifact_dirs)
+    if not rows:
+        raise AboError(f"no task scores in the results under {', '.join(map(str, paths))}")
+    text = markdown(rows)
+    images = plots(rows)
+    out = Path(out_dir)
+    files = [
+        write_text_atomic(out / "leaderboard.md", text + "\n"),
+        write_text_atomic(out / "leaderboard.csv", csv_text(rows)),
+        write_text_atomic(out / "leaderboard.html", html_page(rows, images)),
+    ]
+    if images is None:
+        text += f"\n\n({PLOTS_MISSING})"
+    return Board(rows, text, files)

@@ -1,0 +1,361 @@
+"""`lm-eval-abo export promptfoo`: an optimized prompt as a promptfoo config that sends the target the
+exact text lm-eval sends and grades the reply as lm-eval's metric does.
+
+lm-eval builds the prompt: the artifact's task is loaded with the artifact as its prompt and lm-eval
+assembles each request (description, demonstrations as few-shot examples, question template, answer
+prefix, separators; or the chat messages under --apply_chat_template). The document's fields become
+`{{var}}` placeholders, found by rendering a document whose fields are markers, and every exported
+example is checked: the template filled with its fields must equal lm-eval's request byte for byte.
+Literal text and vars are escaped for promptfoo's Nunjucks (see `syntax`), so an instruction holding
+`{{ 7*7 }}` reaches the model as written. Grading: the task's regex filter and exact_match as a
+JavaScript assertion, or, for a task imported from promptfoo, its original assertions. Secrets never
+reach the file: the API key is named by an environment variable, model_args are redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from lm_eval_abo import store
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.files import write_text_atomic
+from lm_eval_abo.promptfoo import PROMPTFOO_VERSION, assertions, dump_yaml, syntax
+from lm_eval_abo.prompt import DEMO_OUTPUT
+from lm_eval_abo.redact import redact_arg_string
+
+_MARK = re.compile("\ue000([A-Za-z_]\\w*)\ue001")  # a document field inside a rendered prompt
+CHAT_BACKENDS = {"local-chat-completions", "openai-chat-completions"}
+COMPLETION_BACKENDS = {"local-completions", "openai-completions", "abo-embedded"}
+
+# lm-eval's answer extraction (the task's filter pipeline) and exact_match, step for step (see
+# lm_eval.filters.extraction.RegexFilter and lm_eval.api.metrics.exact_match_hf_evaluate). The code is
+# the same for every task (its settings are in the assertion's `config`, which promptfoo does not
+# render) and holds no Nunjucks tag opener, since promptfoo renders assertion values.
+EXACT_MATCH_JS = """\
+const c = context.config;
+const unescape = (s) => String(s ?? "").replace(/\\{\\{ '([\\s\\S])' \\}\\}/g, "$1");
+const pick = (m) => (m.length === 1 ? m[0] : m.length === 2 ? (m[1] ?? "") : (m.slice(1).find((g) => g) ?? null));
+let answer = String(output ?? "");
+for (const step of c.filters) {
+  if (step.function === "regex") {
+    const found = [...answer.matchAll(new RegExp(step.pattern, step.flags + "g"))].map(pick);
+    const i = step.group_select < 0 ? found.length + step.group_select : step.group_select;
+    const hit = i >= 0 && i < found.length ? found[i] : null;
+    answer = found.length === 0 ? step.fallback : (hit ?? step.fallback).trim();
+  } else if (step.function === "lowercase") answer = answer.toLowerCase();
+  else if (step.function === "uppercase") answer = answer.toUpperCase();
+}
+const norm = (s) => {
+  let t = s;
+  for (const r of c.regexes_to_ignore) t = t.replace(new RegExp(r.pattern, r.flags + "g"), "");
+  if (c.ignore_case) t = t.toLowerCase();
+  if (c.ignore_punctuation) t = [...t].filter((ch) => !c.punctuation.includes(ch)).join("");
+  if (c.ignore_numbers) t = t.replace(/[0-9]/g, "");
+  return t;
+};
+const gold = unescape(context.vars[c.gold_var]);
+const pass = norm(answer) === norm(gold);
+return { pass, score: pass ? 1 : 0, reason: "answer " + JSON.stringify(answer) + (pass ? " = " : " != ") + "gold " + JSON.stringify(gold) };
+"""
+
+
+@dataclass
+class ExportOptions:
+    split: str = "test"
+    limit: int | None = None
+    include_path: list[str] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)  # task knobs, over those the artifact was made with
+    gen_kwargs: dict = field(default_factory=dict)  # over those the artifact was made with
+    provider: str | None = None  # a promptfoo provider id, instead of the one mapped from the target
+    api_base: str | None = None  # an OpenAI-compatible server's base URL (…/v1)
+    api_key_env: str | None = None  # the environment variable holding the API key
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+    system_instruction: str | None = None
+
+
+@dataclass
+class Request:
+    """One exported example: its document and what lm-eval sends for it."""
+
+    doc: dict
+    context: str | list[dict]  # the prompt text, or the chat messages
+    gen_kwargs: dict
+
+
+def _messages_json(messages: list[dict], add_generation_prompt: bool = True) -> str:
+    """A `chat_template` for lm-eval that returns the messages themselves (as JSON)."""
+    return json.dumps(messages, ensure_ascii=False)
+
+
+def load_task(artifact_path: Path, artifact: store.Artifact, options: ExportOptions):
+    """The artifact's task as lm-eval builds it for `--metadata abo_prompt=<artifact>`."""
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_abo.scoring import LOGICAL_SPLITS, quiet_lm_eval
+    from lm_eval_abo.tasks import PROMPT_KEY, tasks_dir
+
+    if options.split not in LOGICAL_SPLITS:
+        raise AboError(f"--split must be one of {', '.join(LOGICAL_SPLITS)}, got {options.split!r}")
+    metadata = {**(artifact.settings.get("metadata") or {}), **options.metadata, PROMPT_KEY: str(artifact_path)}
+    manager = TaskManager(include_path=[str(tasks_dir()), *options.include_path], include_defaults=False, metadata=metadata)
+    if artifact.task not in manager.task_index:
+        raise AboError(f"unknown task {artifact.task!r}; add the directory of its YAML with --include_path")
+    with quiet_lm_eval():
+        task = manager.load([artifact.task])["tasks"][artifact.task]
+    if task.OUTPUT_TYPE != "generate_until":
+        raise AboError(f"{artifact.task} is a {task.OUTPUT_TYPE} task; only generate_until tasks export to promptfoo")
+    gen_kwargs = {**(artifact.settings.get("gen_kwargs") or {}), **options.gen_kwargs}
+    if gen_kwargs:
+        task.set_config("generation_kwargs", gen_kwargs, update=True)
+    task.set_config("test_split", getattr(task.config, LOGICAL_SPLITS[options.split]))
+    task.set_fewshot_seed(1234)  # lm-eval's default few-shot seed
+    return task
+
+
+def _render_kwargs(task, options: ExportOptions, chat: bool) -> dict:
+    return dict(
+        system_instruction=options.system_instruction, apply_chat_template=chat,
+        fewshot_as_multiturn=options.fewshot_as_multiturn, chat_template=_messages_json if chat else None,
+    )
+
+
+def requests(task, options: ExportOptions, chat: bool) -> list[Request]:
+    """lm-eval's own requests for the first `limit` documents of the split."""
+    from lm_eval_abo.scoring import quiet_lm_eval
+
+    with quiet_lm_eval():
+        task.build_all_requests(limit=options.limit, rank=0, world_size=1, **_render_kwargs(task, options, chat))
+    out = []
+    for inst in task.instances:
+        context, gen_kwargs = inst.arguments
+        out.append(Request(dict(inst.doc), json.loads(context) if chat else context, dict(gen_kwargs)))
+    if not out:
+        raise AboError(f"the {options.split} split has no examples")
+    return out
+
+
+def var_fields(doc: dict) -> list[str]:
+    """The document fields promptfoo gets as vars (not the prompt parts an abo task adds)."""
+    internal = {DEMO_OUTPUT, assertions.GRADING_FIELD}
+    return [k for k in doc if not k.startswith("abo_") and k not in internal]
+
+
+def template(task, doc: dict, options: ExportOptions, chat: bool) -> list[str] | list[dict]:
+    """The prompt with each text field of the document as a placeholder: [text, name, text, ...], or
+    per chat message {"role", "parts"}."""
+    marked = {k: (f"\ue000{k}\ue001" if k in var_fields(doc) and isinstance(v, str) else v) for k, v in doc.items()}
+    rendered = task.fewshot_context(marked, num_fewshot=task.config.num_fewshot or 0, gen_prefix=task.doc_to_prefix(marked),
+                                    **_render_kwargs(task, options, chat))
+
+    def parts(text: str) -> list[str]:
+        split = _MARK.split(text)
+        if any("\ue000" in p or "\ue001" in p for p in split[::2]):
+            raise AboError(f"{task.config.task}: its prompt transforms a document field; only fields used as they are can become promptfoo vars")
+        return split
+
+    if chat:
+        return [{"role": m["role"], "parts": parts(m["content"])} for m in json.loads(rendered)]
+    return parts(rendered)
+
+
+def _fill(parts: list[str], doc: dict) -> str:
+    return "".join(p if i % 2 == 0 else str(doc[p]) for i, p in enumerate(parts))
+
+
+def check_template(shape, reqs: list[Request], chat: bool) -> None:
+    """Every example's lm-eval request must be the template filled with its document's fields."""
+    for req in reqs:
+        if chat:
+            filled = [{"role": m["role"], "content": _fill(m["parts"], req.doc)} for m in shape]
+        else:
+            filled = _fill(shape, req.doc)
+        if filled != req.context:
+            raise AboError(f"example {req.doc.get('id', '?')}: lm-eval's prompt is not the template filled with the document's "
+                           "fields (a field transformed by a filter or condition?); cannot export it faithfully")
+
+
+def promptfoo_prompt(shape, chat: bool) -> str:
+    """The prompt for promptfoo: literal text escaped, fields as {{name}}."""
+    if chat:
+        return json.dumps([{"role": m["role"], "content": syntax.jinja_template(m["parts"])} for m in shape], ensure_ascii=False, indent=2)
+    text = syntax.jinja_template(shape)
+    if re.match(r"[a-z]+://|package:|exec:", text):
+        text = "{{ '" + text[0] + "' }}" + text[1:]  # promptfoo would read it as a file reference
+    if "\n" not in text:
+        text += "{{ '' -}}\n"  # promptfoo reads a one-line prompt as a file path; the tag prints nothing and eats the newline
+    try:
+        json.loads(text)
+    except ValueError:
+        return text
+    raise AboError("the prompt is valid JSON on its own, which promptfoo would read as chat messages; cannot export it as text")
+
+
+def test_vars(req: Request, chat: bool, gold: tuple[str, str] | None) -> dict:
+    values = {k: syntax.js_str(req.doc[k]) for k in var_fields(req.doc)}
+    if gold and gold[0] not in values:
+        values[gold[0]] = gold[1]
+    if chat:
+        for name, value in values.items():
+            problem = syntax.chat_var_problem(value, values)
+            if problem:
+                raise AboError(f"example {req.doc.get('id', '?')}: var {name} {problem}; cannot export it to a chat prompt")
+        return values
+    return {k: syntax.escape_var(v) for k, v in values.items()}
+
+
+def _is_promptfoo_graded(task) -> bool:
+    fn = task.config.process_results
+    return getattr(fn, "__module__", "") == assertions.__name__ and getattr(fn, "__name__", "") == "process_results"
+
+
+def gold_answers(task, reqs: list[Request]) -> tuple[str, list[str]]:
+    """(var name, gold answer per example): the field doc_to_target names, else an added var abo_gold."""
+    golds = [str(task.doc_to_target(r.doc)) for r in reqs]
+    name = task.config.doc_to_target
+    if isinstance(name, str) and all(name in r.doc and str(r.doc[name]) == g for r, g in zip(reqs, golds)):
+        return name, golds
+    return "abo_gold", golds
+
+
+def exact_match_assertion(task, gold_name: str) -> dict:
+    """The task's first filter pipeline and exact_match, as a JavaScript assertion."""
+    where = f"{task.config.task}"
+    metric = dict((task.config.metric_list or [{}])[0])
+    if metric.get("metric") != "exact_match":
+        raise AboError(f"{where}: its metric {metric.get('metric')!r} has no promptfoo export (exact_match and promptfoo assertions have)")
+    filters = task.config.filter_list or []
+    steps = []
+    for step in (filters[0]["filter"] if filters else []):
+        fn = step.get("function")
+        if fn == "regex":
+            pattern, flags = syntax.python_regex_to_js(step.get("regex_pattern", r"#### (\-?[0-9\.\,]+)"), f"{where}: filter regex")
+            steps.append({"function": "regex", "pattern": pattern, "flags": flags, "group_select": int(step.get("group_select", 0)),
+                          "fallback": step.get("fallback", "[invalid]")})
+        elif fn in ("lowercase", "uppercase"):
+            steps.append({"function": fn})
+        elif fn != "take_first":
+            raise AboError(f"{where}: the filter {fn!r} has no promptfoo export (regex, take_first, lowercase, uppercase have)")
+    ignore = []
+    for pattern in metric.get("regexes_to_ignore") or []:
+        source, flags = syntax.python_regex_to_js(pattern, f"{where}: regexes_to_ignore")
+        ignore.append({"pattern": source, "flags": flags})
+    config = {"filters": steps, "gold_var": gold_name, "regexes_to_ignore": ignore, "punctuation": string.punctuation,
+              **{k: bool(metric.get(k, False)) for k in ("ignore_case", "ignore_punctuation", "ignore_numbers")}}
+    return {"type": "javascript", "value": EXACT_MATCH_JS, "config": config, "metric": "exact_match"}
+
+
+def _escaped_assertion(assertion: dict) -> dict:
+    """An imported assertion for promptfoo, which renders assertion values with Nunjucks."""
+    value = assertion["value"]
+    return {**assertion, "value": syntax.escape_literal(value) if isinstance(value, str) else value}
+
+
+def _target_text(target: dict) -> str:
+    """The target model and its arguments, secrets masked and credentials dropped from URLs."""
+    args = re.sub(r"://[^/@,\s]+@", "://", redact_arg_string(str(target.get("model_args", ""))))
+    return f"{target.get('model', '')} {args}".strip() or "-"
+
+
+def _base_url(url: str) -> str:
+    """An endpoint URL as promptfoo's apiBaseUrl: without the route and any user:password."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    path = re.sub(r"/(chat/)?completions/?$", "", parts.path)
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+def provider(artifact: store.Artifact, options: ExportOptions, gen_kwargs: dict, chat: bool) -> dict:
+    """The target as a promptfoo provider with lm-eval's generation settings (greedy, same stops)."""
+    from lm_eval.utils import simple_parse_args_string
+
+    backend = artifact.target.get("model", "")
+    args = simple_parse_args_string(artifact.target.get("model_args") or "")
+    base = options.api_base
+    if options.provider:
+        pid = options.provider
+    else:
+        if backend not in CHAT_BACKENDS | COMPLETION_BACKENDS:
+            raise AboError(f"no promptfoo provider is known for the lm-eval model {backend or '(none)'}; "
+                           "pass --provider (e.g. openai:chat:gpt-4o-mini) and --api-base for an OpenAI-compatible server")
+        name = args.get("model") or args.get("pretrained")
+        if not name:
+            raise AboError("the artifact's target has no model name in its model_args; pass --provider")
+        if backend.startswith("local-") and not base and args.get("base_url"):
+            base = _base_url(str(args["base_url"]))
+        pid = f"openai:{'chat' if chat else 'completion'}:{name}"
+    gen = dict(gen_kwargs)
+    until = gen.pop("until", None)
+    gen.pop("do_sample", None)  # lm-eval's API backends send the temperature as it is
+    max_tokens = gen.pop("max_tokens") if "max_tokens" in gen else gen.pop("max_gen_toks", 256)
+    config = {"temperature": float(gen.pop("temperature", 0.0) or 0.0), "max_tokens": int(max_tokens)}
+    if until:
+        config["stop"] = [until] if isinstance(until, str) else list(until)
+    if base:
+        config["apiBaseUrl"] = base
+    if options.api_key_env:
+        config["apiKeyEnvar"] = options.api_key_env
+    if gen:
+        config["passthrough"] = gen  # lm-eval sends the remaining generation settings as they are
+    return {"id": pid, "label": f"{backend or 'target'}:{args.get('model', pid)}", "config": config}
+
+
+def export(artifact_path: str | Path, output: str | Path, options: ExportOptions) -> dict:
+    """Write the promptfoo config; returns it."""
+    artifact_path = Path(artifact_path)
+    artifact = store.load(artifact_path)
+    chat = options.apply_chat_template or artifact.target.get("model") in CHAT_BACKENDS
+    task = load_task(artifact_path, artifact, options)
+    reqs = requests(task, options, chat)
+    shape = template(task, reqs[0].doc, options, chat)
+    check_template(shape, reqs, chat)
+    promptfoo_graded = _is_promptfoo_graded(task)
+    gold_name, golds = gold_answers(task, reqs)
+    tests = []
+    for i, req in enumerate(reqs):
+        gold = None if promptfoo_graded else (gold_name, golds[i])
+        test = {"description": str(req.doc.get("id", f"{options.split}[{i}]")), "vars": test_vars(req, chat, gold)}
+        if promptfoo_graded:
+            grading = json.loads(req.doc[assertions.GRADING_FIELD])
+            test["assert"] = [_escaped_assertion(a) for a in grading["assert"]]
+            if grading.get("threshold"):
+                test["threshold"] = grading["threshold"]
+        tests.append(test)
+    sha = artifact.prompt.sha256()
+    config = {
+        "description": f"{artifact.task}: prompt optimized by {artifact.method} (lm-eval-abo), {options.split} split, {len(tests)} examples",
+        "tags": {
+            "abo_task": artifact.task, "abo_method": artifact.method, "abo_artifact": str(artifact_path),
+            "abo_artifact_sha256": store.file_sha256(artifact_path), "abo_prompt_sha256": sha,
+            "abo_target": _target_text(artifact.target), "abo_optimizer": str(artifact.optimizer.get("model", "-")),
+            "abo_created": artifact.created,
+            "abo_split": options.split, "abo_examples": str(len(tests)),
+            "abo_metric": f"{assertions.METRIC} (promptfoo assertions)" if promptfoo_graded else "exact_match (lm-eval filter + metric)",
+            **({"abo_test_score": str(artifact.scores["test"].get("value"))} if "test" in artifact.scores else {}),
+        },
+        "prompts": [{"raw": promptfoo_prompt(shape, chat), "label": f"{artifact.method}:{sha[:12]}"}],
+        "providers": [provider(artifact, options, reqs[0].gen_kwargs, chat)],
+        "defaultTest": {"assert": [] if promptfoo_graded else [exact_match_assertion(task, gold_name)]},
+        "tests": tests,
+    }
+    write_text_atomic(output, _header(artifact_path, artifact, config) + dump_yaml(config))
+    return config
+
+
+def _header(artifact_path: Path, artifact: store.Artifact, config: dict) -> str:
+    provider_config = config["providers"][0]["config"]
+    key_env = provider_config.get("apiKeyEnvar", "OPENAI_API_KEY")
+    lines = [
+        f"# promptfoo config written by `lm-eval-abo export promptfoo` from {artifact_path} ({artifact.task}, {artifact.method}).",
+        "# promptfoo sends the target exactly the text lm-eval sends (checked for every test) and grades as lm-eval does.",
+        f"# Run: PROMPTFOO_DISABLE_TELEMETRY=1 npx promptfoo@{PROMPTFOO_VERSION} eval -c <this file> --no-cache",
+        f"# The API key comes from the environment variable {key_env} (any value for a local server).",
+    ]
+    if "apiBaseUrl" not in provider_config:
+        lines.append("# No server URL is set: set OPENAI_BASE_URL (for the embedded model: the URL `lm-eval-abo serve` prints), or re-export with --api-base.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,446 @@
+"""`lm-eval-abo import promptfoo`: a promptfoo config becomes an abo task that `optimize` and `lm_eval` run.
+
+The tests become the data (a seeded train/dev/test partition), their assertions the metric
+(`assertions.process_results`, promptfoo's pass rate), the first prompt the task's question template
+and initial prompt: the leading paragraphs without placeholders become the instruction the optimizers
+rewrite, the rest the fixed question template. The first provider's settings become the generation
+settings, and its lm-eval equivalent is suggested. What cannot be carried over exactly is refused in one
+error that lists it all. The config is read with the safe YAML loader; `file://` references resolve
+only inside the config's directory; imported text is never executed as a template.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.files import read_yaml, write_text_atomic
+from lm_eval_abo.promptfoo import FunctionRef, assertions, dump_yaml, syntax
+from lm_eval_abo.synth import example_id
+from lm_eval_abo.tasks import tasks_dir
+
+# Keys that do not change what is asked or how it is graded (reporting, sharing, concurrency, env).
+IGNORED_KEYS = {"description", "tags", "providers", "prompts", "tests", "defaultTest", "outputPath", "evaluateOptions",
+                "commandLineOptions", "sharing", "env", "metadata", "writeLatestResults", "$schema"}
+TEST_KEYS = {"description", "vars", "assert", "threshold", "metadata"}
+ASSERT_KEYS = {"type", "value", "weight", "metric", "description"}
+RESERVED_FIELDS = {assertions.GRADING_FIELD}
+DEFAULT_MAX_TOKENS = 256
+
+
+class _TaskLoader(yaml.SafeLoader):
+    """Reads the package's own task template, whose `class:` is a `!function` reference."""
+
+
+_TaskLoader.add_constructor("!function", lambda loader, node: FunctionRef(loader.construct_scalar(node)))
+
+
+@dataclass
+class Imported:
+    """What was read from the promptfoo config (problems: everything that cannot be carried over)."""
+
+    config: Path
+    problems: list[str] = field(default_factory=list)
+    prompt: str = ""  # the Nunjucks template of the first prompt (user turn)
+    system: str = ""  # a chat prompt's system message
+    other_prompts: int = 0
+    provider: dict = field(default_factory=dict)  # {"id", "config"} of the first provider
+    lm_eval: dict = field(default_factory=dict)  # {"model", "model_args"} suggestion
+    rows: list[dict] = field(default_factory=list)
+
+
+def _inside(base: Path, ref: str, where: str) -> Path:
+    """A `file://` reference resolved inside the config's directory, or a clear error."""
+    relative = ref[len("file://"):]
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base):
+        raise AboError(f"{where}: {ref} points outside the config's directory {base}")
+    if not path.is_file():
+        raise AboError(f"{where}: {ref}: no such file in {base}")
+    return path
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise AboError(f"{path}: cannot read ({e})") from None
+
+
+# --- prompts ------------------------------------------------------------------------------------
+
+
+def _prompt_entries(prompts) -> list:
+    """promptfoo's forms: one prompt, a list of prompts, or a map {file://x: label}."""
+    if isinstance(prompts, list):
+        return prompts
+    if isinstance(prompts, dict) and not ("raw" in prompts or "id" in prompts):
+        return list(prompts)
+    return [prompts] if prompts else []
+
+
+def _read_prompts(imp: Imported, prompts, base: Path) -> None:
+    entries = _prompt_entries(prompts)
+    if not entries:
+        imp.problems.append("no prompts")
+        return
+    imp.other_prompts = len(entries) - 1
+    entry = entries[0]
+    if isinstance(entry, dict):
+        entry = entry.get("raw", entry.get("id"))
+    if not isinstance(entry, str):
+        imp.problems.append("prompt 1 is neither text nor a file:// reference")
+        return
+    text, suffix = entry, ""
+    if entry.startswith("file://"):
+        path = _inside(base, entry, "prompts[0]")
+        suffix = path.suffix.lower()
+        if suffix not in (".txt", ".md", ".j2", ".json"):
+            imp.problems.append(f"prompt file type {suffix or '(none)'} (supported: .txt, .md, .j2, .json chat)")
+            return
+        text = _read_text(path)
+        if suffix == ".txt":  # as promptfoo reads it: prompts separated by lines "---", each trimmed
+            pieces = [p.strip() for p in re.split(r"^---$", "\n".join(text.splitlines()), flags=re.M)]
+            pieces = [p for p in pieces if p]
+            text, imp.other_prompts = (pieces[0] if pieces else ""), imp.other_prompts + max(0, len(pieces) - 1)
+    stripped = text.strip()
+    if suffix == ".json" or stripped.startswith("[") and stripped.endswith("]"):
+        _read_chat(imp, text)
+    else:
+        imp.prompt = text
+
+
+def _read_chat(imp: Imported, text: str) -> None:
+    try:
+        messages = json.loads(text)
+    except json.JSONDecodeError:
+        imp.problems.append("a chat prompt that is not plain JSON (e.g. with {{ var | dump }})")
+        return
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if roles not in (["user"], ["system", "user"]) or not all(isinstance(m.get("content"), str) for m in messages):
+        imp.problems.append("a chat prompt other than [system,] user with text content")
+        return
+    imp.prompt = messages[-1]["content"]
+    imp.system = messages[0]["content"] if len(messages) == 2 else ""
+    if syntax.PLACEHOLDER.search(imp.system):
+        imp.problems.append("a system message with {{ vars }}")
+
+
+# --- providers ----------------------------------------------------------------------------------
+
+
+def _lm_eval_model(provider_id: str, config: dict) -> dict | None:
+    """The lm-eval backend for a promptfoo provider id, or None if there is no faithful one."""
+    kind, _, rest = provider_id.partition(":")
+    base = (config.get("apiBaseUrl") or config.get("apiHost") or "").rstrip("/")
+    if kind == "openai":
+        mode, _, model = rest.partition(":")
+        if mode not in ("chat", "completion"):
+            mode, model = "chat", rest
+        if not model:
+            return None
+        chat = mode == "chat"
+        if base:
+            if not base.startswith("http"):
+                base = f"https://{base}/v1"
+            endpoint = f"{base}/chat/completions" if chat else f"{base}/completions"
+            backend = "local-chat-completions" if chat else "local-completions"
+            return {"model": backend, "model_args": f"model={model},base_url={endpoint},tokenizer_backend=None,tokenized_requests=False"}
+        return {"model": "openai-chat-completions" if chat else "openai-completions", "model_args": f"model={model}"}
+    if kind == "anthropic" and rest.startswith("messages:"):
+        return {"model": "anthropic-chat-completions", "model_args": f"model={rest.split(':', 1)[1]}"}
+    if kind == "ollama":
+        mode, _, model = rest.partition(":")
+        host = base or "http://localhost:11434"
+        if mode == "chat":
+            return {"model": "local-chat-completions", "model_args": f"model={model},base_url={host}/v1/chat/completions,tokenizer_backend=None"}
+        if mode == "completion":
+            return {"model": "local-completions", "model_args": f"model={model},base_url={host}/v1/completions,tokenizer_backend=None,tokenized_requests=False"}
+    if provider_id == "echo":
+        return {}
+    return None
+
+
+def _read_providers(imp: Imported, providers) -> None:
+    if providers is None:
+        return
+    if isinstance(providers, str):
+        providers = [providers]
+    elif isinstance(providers, dict):  # {id: {config}} map
+        providers = [{"id": k, **(v or {})} for k, v in providers.items()] if "id" not in providers else [providers]
+    unsupported = []
+    for i, provider in enumerate(providers):
+        pid, config = (provider, {}) if isinstance(provider, str) else (provider.get("id"), provider.get("config") or {})
+        mapped = _lm_eval_model(pid, config) if isinstance(pid, str) else None
+        if mapped is None:
+            unsupported.append(str(pid))
+        elif i == 0:
+            imp.provider, imp.lm_eval = {"id": pid, "config": config}, mapped
+    if unsupported:
+        imp.problems.append("providers " + ", ".join(unsupported) + " (supported: openai:chat|completion, anthropic:messages, ollama, echo)")
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+def _read_tests(tests, base: Path) -> list:
+    """The test cases: a list whose entries are tests or file:// references, or one reference."""
+    if not isinstance(tests, list):
+        tests = [tests]
+    found = []
+    for entry in tests:
+        if isinstance(entry, str):
+            found.extend(_read_test_file(entry, base))
+        else:
+            found.append(entry)
+    return found
+
+
+def _read_test_file(ref: str, base: Path) -> list:
+    if not ref.startswith("file://"):
+        raise AboError(f"tests: {ref!r} is neither a test case nor a file:// reference")
+    path = _inside(base, ref, "tests")
+    text = _read_text(path)
+    if path.suffix == ".csv":
+        return [_csv_test(row) for row in csv.DictReader(io.StringIO(text))]
+    try:
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        tests = json.loads(text) if path.suffix == ".json" else read_yaml(path)
+    except ValueError as e:
+        raise AboError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(tests, list):
+        raise AboError(f"{path}: expected a list of test cases")
+    return tests
+
+
+def _csv_test(row: dict) -> dict:
+    """A promptfoo CSV row: `__expected*` columns are assertions (`type:value`, bare value = equals)."""
+    test = {"vars": {}, "assert": []}
+    for column, value in row.items():
+        if column.startswith("__expected"):
+            if value:
+                kind, sep, rest = value.partition(":")
+                test["assert"].append({"type": kind, "value": rest} if sep and kind.replace("-", "").isalpha() else {"type": "equals", "value": value})
+        elif column == "__description":
+            test["description"] = value
+        elif column.startswith("__"):
+            test[column] = value  # reported as an unsupported key
+        else:
+            test["vars"][column] = value
+    return test
+
+
+def _check_asserts(asserts, where: str, problems: list[str]) -> list[dict]:
+    if asserts is None:
+        return []
+    if not isinstance(asserts, list):
+        problems.append(f"{where}.assert is not a list")
+        return []
+    kept = []
+    for j, assertion in enumerate(asserts):
+        kind = assertion.get("type") if isinstance(assertion, dict) else None
+        if not isinstance(kind, str) or assertions.base_type(kind)[0] not in assertions.SUPPORTED:
+            problems.append(f"assert type {kind!r}")
+            continue
+        extra = set(assertion) - ASSERT_KEYS
+        if extra:
+            problems.append(f"{where}.assert[{j}] keys {', '.join(sorted(extra))}")
+        value = assertion.get("value")
+        if not isinstance(value, (str, int, float)) or isinstance(value, str) and value.startswith(("file://", "package:")):
+            problems.append(f"{where}.assert[{j}] value that is not text or a number")
+            continue
+        kept.append({k: assertion[k] for k in ("type", "value", "weight") if k in assertion})
+    return kept
+
+
+def _var_text(value, where: str, base: Path, problems: list[str]) -> str:
+    if isinstance(value, (list, dict)):
+        problems.append(f"{where} is a {type(value).__name__} (promptfoo expands or serialises those; write plain text)")
+        return ""
+    if isinstance(value, str) and value.startswith("file://"):
+        path = _inside(base, value, where)
+        if path.suffix in (".py", ".js", ".mjs", ".cjs", ".ts", ".yaml", ".yml", ".pdf"):
+            problems.append(f"{where} loads a {path.suffix} file")
+            return ""
+        return _read_text(path).strip()  # promptfoo reads text vars stripped
+    if isinstance(value, str) and value.startswith("package:"):
+        problems.append(f"{where} loads a package")
+        return ""
+    return syntax.js_str(value)
+
+
+def _filled(assertion: dict, values: dict, where: str) -> dict:
+    """An assertion with `{{ var }}` references in its value replaced, as promptfoo renders it."""
+    value = assertion["value"]
+    if isinstance(value, str):
+        value = syntax.fill(syntax.template_parts(value, where), values)
+    return {**assertion, "value": value}
+
+
+def _read_rows(imp: Imported, config: dict, base: Path) -> None:
+    default = config.get("defaultTest") or {}
+    if isinstance(default, str):
+        imp.problems.append("defaultTest as a file reference")
+        default = {}
+    extra = set(default) - TEST_KEYS
+    if extra:
+        imp.problems.append(f"defaultTest keys {', '.join(sorted(extra))}")
+    default_asserts = _check_asserts(default.get("assert"), "defaultTest", imp.problems)
+    tests = _read_tests(config.get("tests") or [], base)
+    seen_ids = set()
+    for i, test in enumerate(tests):
+        where = f"tests[{i}]"
+        if not isinstance(test, dict):
+            raise AboError(f"{where} is not a mapping")
+        extra = set(test) - TEST_KEYS
+        if extra:
+            imp.problems.append(f"{where} keys {', '.join(sorted(extra))}")
+        raw_vars = {**(default.get("vars") or {}), **(test.get("vars") or {})}
+        values = {}
+        for name, value in raw_vars.items():
+            if not syntax.NAME.fullmatch(str(name)) or name in RESERVED_FIELDS or name.startswith("abo_"):
+                imp.problems.append(f"{where} var name {name!r}")
+                continue
+            values[name] = _var_text(value, f"{where}.vars.{name}", base, imp.problems)
+        asserts = default_asserts + _check_asserts(test.get("assert"), where, imp.problems)
+        asserts = [_filled(a, values, f"{where} assertion") for a in asserts]
+        threshold = test.get("threshold", default.get("threshold"))
+        row = dict(values)
+        row["id"] = str(values.get("id") or example_id(json.dumps([values, asserts], sort_keys=True)))
+        if row["id"] in seen_ids:
+            raise AboError(f"{where}: two tests have the same id {row['id']!r} (the same vars and assertions?)")
+        seen_ids.add(row["id"])
+        row.setdefault("target", _gold(asserts))
+        row[assertions.GRADING_FIELD] = json.dumps({"assert": asserts, "threshold": threshold}, ensure_ascii=False)
+        imp.rows.append(row)
+    if len(imp.rows) < 3:
+        raise AboError(f"{imp.config}: {len(imp.rows)} test(s); at least 3 are needed for train, dev and test")
+    names = sorted({k for row in imp.rows for k in row})
+    for row in imp.rows:  # every document has every field; Nunjucks renders a missing var as ""
+        for name in names:
+            row.setdefault(name, "")
+
+
+def _gold(asserts: list[dict]) -> str:
+    """The expected answer shown to optimizers: the first positive equals/contains/starts-with value."""
+    for kind in ("equals", "contains", "icontains", "starts-with"):
+        for assertion in asserts:
+            if assertion["type"] == kind:
+                return syntax.js_str(assertion["value"])
+    return ""
+
+
+# --- the task -----------------------------------------------------------------------------------
+
+
+def read_config(path: str | Path) -> Imported:
+    """Read and check a promptfoo config; every unsupported feature is listed in one AboError."""
+    path = Path(path)
+    config = read_yaml(path)
+    if not isinstance(config, dict):
+        raise AboError(f"{path}: a promptfoo config must be a YAML mapping")
+    base = path.parent.resolve()
+    imp = Imported(config=path)
+    unknown = sorted(set(config) - IGNORED_KEYS)
+    if unknown:
+        imp.problems.append("top-level keys " + ", ".join(unknown))
+    _read_prompts(imp, config.get("prompts"), base)
+    _read_providers(imp, config.get("providers"))
+    _read_rows(imp, config, base)
+    if imp.prompt:
+        parts = syntax.template_parts(imp.prompt, "prompt")
+        missing = sorted(set(parts[1::2]) - set(imp.rows[0]))
+        if missing:
+            imp.problems.append("prompt vars no test defines: " + ", ".join(missing))
+    if imp.problems:
+        raise AboError(f"{path}: cannot import: " + "; ".join(dict.fromkeys(imp.problems)))
+    return imp
+
+
+def split_prompt(template: str) -> tuple[str, str]:
+    """(instruction, question template): the leading paragraphs before the first placeholder are the
+    instruction, if they join the rest with a blank line exactly as an abo prompt renders them."""
+    first = syntax.PLACEHOLDER.search(template)
+    head = template[: first.start()] if first else template
+    cut = head.rfind("\n\n")
+    instruction = template[:cut] if cut > 0 else ""
+    if not instruction or instruction != instruction.strip():
+        return "", template
+    return instruction, template[cut + 2:]
+
+
+def _generation(provider_config: dict) -> dict:
+    stop = provider_config.get("stop")
+    kwargs = {"max_gen_toks": int(provider_config.get("max_tokens") or DEFAULT_MAX_TOKENS), "do_sample": False,
+              "temperature": float(provider_config.get("temperature") or 0.0)}
+    if stop:
+        kwargs["until"] = [stop] if isinstance(stop, str) else list(stop)
+    else:
+        kwargs["until"] = ["\n\n"]  # lm-eval's own default (the few-shot delimiter)
+    return kwargs
+
+
+def task_config(imp: Imported, name: str, data_file: str, n_train: int, n_dev: int) -> dict:
+    template = _read_template()
+    if imp.system:
+        instruction, question, placement = imp.system, imp.prompt, "system"
+    else:
+        (instruction, question), placement = split_prompt(imp.prompt), "user"
+    question_template = syntax.jinja_template(syntax.template_parts(question, "prompt"))
+    sha = hashlib.sha256(imp.config.read_bytes()).hexdigest()
+    return {
+        "task": name,
+        "tag": ["abo_promptfoo"],  # its own tag: lm-eval lets a tag from a later include path replace the bundled `abo`
+        **template,
+        "custom_dataset": FunctionRef("lm_eval_abo.promptfoo.assertions.load_tests"),
+        "dataset_kwargs": {"data_file": data_file, "n_train": n_train, "n_dev": n_dev},
+        "doc_to_text": "{{abo_user}}" + question_template,
+        "fewshot_config": {**template["fewshot_config"], "doc_to_text": question_template},
+        "generation_kwargs": _generation(imp.provider.get("config") or {}),
+        "process_results": FunctionRef("lm_eval_abo.promptfoo.assertions.process_results"),
+        "metric_list": [{"metric": assertions.METRIC, "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {
+            "version": 1.0,
+            "abo_default_prompt": {"instruction": instruction, "placement": placement},
+            "promptfoo": {"config": str(imp.config.resolve()), "sha256": sha, "provider": imp.provider.get("id"),
+                          "lm_eval": imp.lm_eval or None},
+        },
+    }
+
+
+def _read_template() -> dict:
+    """The shared abo task template (the package's own file, so a full YAML loader is not needed)."""
+    return yaml.load((tasks_dir() / "_default_template_yaml").read_text(encoding="utf-8"), Loader=_TaskLoader)  # noqa: S506
+
+
+def import_config(config: str | Path, out_dir: str | Path, task_name: str | None = None,
+                  n_train: int | None = None, n_dev: int | None = None) -> tuple[Path, Imported]:
+    """Write `<out_dir>/<task>.yaml` and its tests; returns the YAML path and what was imported."""
+    imp = read_config(config)
+    name = task_name or "abo_pf_" + "".join(c if c.isalnum() else "_" for c in Path(config).stem.lower())
+    if not syntax.NAME.fullmatch(name):
+        raise AboError(f"--task-name {name!r}: use letters, digits and underscores")
+    n = len(imp.rows)
+    n_train = n_train or max(1, n * 2 // 5)
+    n_dev = n_dev or max(1, n // 5)
+    if n_train + n_dev >= n:
+        raise AboError(f"{n} tests cannot give {n_train} train and {n_dev} dev examples and leave any for test")
+    out = Path(out_dir)
+    data_file = f"{name}.jsonl"
+    write_text_atomic(out / data_file, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in imp.rows))
+    header = (f"# Imported from the promptfoo config {Path(config).resolve()} by `lm-eval-abo import promptfoo` "
+              f"on {datetime.now(timezone.utc):%Y-%m-%d}.\n# Tests: {data_file} (metric: promptfoo's pass rate over the "
+              f"assertions). Run with --include_path {out.resolve()}\n")
+    body = dump_yaml(task_config(imp, name, data_file, n_train, n_dev))
+    path = write_text_atomic(out / f"{name}.yaml", header + body)
+    return path, imp

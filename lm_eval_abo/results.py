@@ -1,0 +1,117 @@
+"""lm-eval results files as the leaderboard and the regression gate read them.
+
+A results file is lm-eval's own `results_<date>.json` (written by `lm_eval --output_path`,
+`lm-eval-abo run` or `optimize`). Each task in it becomes one `TaskResult`: every metric with its
+standard error, n, the model, and the provenance an abo task records (`configs.<task>.metadata.abo`:
+source artifact, method, hashes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.files import read_json
+
+NOT_METRICS = {"alias", "name", "sample_len", " ", ""}
+
+
+@dataclass
+class TaskResult:
+    task: str
+    metrics: dict[str, tuple[float | None, float | None]]  # "metric,filter" -> (value, stderr), in lm-eval's order
+    higher_is_better: dict[str, bool]  # metric name (without filter) -> direction
+    n: int | None
+    model: str
+    abo: dict = field(default_factory=dict)  # configs.<task>.metadata.abo, if an abo task
+    file: Path = Path()
+    date: float = 0.0
+    eval_seconds: float | None = None
+
+    @property
+    def primary(self) -> str:
+        """The task's main metric: the first lm-eval lists (abo tasks have one)."""
+        return next(iter(self.metrics))
+
+    @property
+    def method(self) -> str:
+        return str(self.abo.get("method") or self.abo.get("source") or "-")
+
+    def better_when_higher(self, metric: str) -> bool:
+        return self.higher_is_better.get(metric.split(",")[0], True)
+
+
+def number(value) -> float | None:
+    """A metric as lm-eval wrote it (a float, or "N/A" where it computed no stderr)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def model_label(data: dict) -> str:
+    """The model a results file is about: lm-eval's model_name, else the model_args' model, else the backend."""
+    config = data.get("config") or {}
+    if data.get("model_name"):
+        return str(data["model_name"])
+    args = str(config.get("model_args") or "")
+    for part in args.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() in ("model", "pretrained") and value:
+            return value
+    return str(config.get("model") or "?")
+
+
+def find(paths) -> list[Path]:
+    """The results files named, and those under the directories named."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(path.rglob("results_*.json")))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise AboError(f"{path}: no such file or directory")
+    if not found:
+        raise AboError(f"no lm-eval results_*.json in {', '.join(map(str, paths))}")
+    return found
+
+
+def read(path: Path) -> list[TaskResult]:
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise AboError(f"{path}: not an lm-eval results file (no 'results' mapping)")
+    out = []
+    for task, values in data["results"].items():
+        metrics = {}
+        for key, value in values.items():
+            if key in NOT_METRICS or "_stderr," in key:
+                continue
+            metric, sep, filt = key.partition(",")
+            stderr_key = f"{metric}_stderr{sep}{filt}"
+            if number(value) is not None:
+                metrics[key] = (number(value), number(values.get(stderr_key)))
+        if not metrics:
+            continue
+        samples = (data.get("n-samples") or {}).get(task) or {}
+        config = (data.get("configs") or {}).get(task) or {}
+        out.append(TaskResult(
+            task=task, metrics=metrics, higher_is_better=(data.get("higher_is_better") or {}).get(task) or {},
+            n=samples.get("effective"), model=model_label(data), abo=(config.get("metadata") or {}).get("abo") or {},
+            file=path, date=number(data.get("date")) or path.stat().st_mtime,
+            eval_seconds=number(data.get("total_evaluation_time_seconds")),
+        ))
+    return out
+
+
+def read_all(paths) -> list[TaskResult]:
+    return [result for path in find(paths) for result in read(path)]
+
+
+def latest(results: list[TaskResult], key) -> dict:
+    """The newest result per key(result)."""
+    chosen: dict = {}
+    for result in sorted(results, key=lambda r: r.date):
+        chosen[key(result)] = result
+    return chosen
