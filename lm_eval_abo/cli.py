@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("run", help="evaluate with lm-eval (all `lm-eval run` flags; abo_* tasks and --model abo-embedded available)")
     add_commands(sub)
+    add_ecosystem_commands(sub)
     return parser
 
 
@@ -228,6 +229,103 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_paper_table)
 
 
+def cmd_export_promptfoo(args) -> None:
+    from lm_eval_abo.promptfoo.export import ExportOptions, export
+
+    options = ExportOptions(
+        split=args.split, limit=args.limit, include_path=args.include_path or [],
+        metadata=parse_pairs(args.metadata, "--metadata"), gen_kwargs=parse_pairs(args.gen_kwargs, "--gen_kwargs"),
+        provider=args.provider, api_base=args.api_base, api_key_env=args.api_key_env,
+        apply_chat_template=args.apply_chat_template, fewshot_as_multiturn=args.fewshot_as_multiturn,
+        system_instruction=args.system_instruction,
+    )
+    config = export(args.artifact, args.output, options)
+    print(f"wrote {args.output}: {len(config['tests'])} tests, provider {config['providers'][0]['id']}")
+
+
+def cmd_import_promptfoo(args) -> None:
+    from lm_eval_abo.promptfoo.importer import import_config
+
+    path, imported = import_config(args.config, args.output, args.task_name, args.n_train, args.n_dev)
+    task = path.stem
+    print(f"wrote {path} ({len(imported.rows)} tests; metric: promptfoo's pass rate over the assertions)")
+    if imported.other_prompts:
+        print(f"note: the config has {imported.other_prompts + 1} prompts; the first is the task's initial prompt")
+    model = imported.lm_eval or {"model": "<backend>", "model_args": "<args>"}
+    print(f"  optimize: lm-eval-abo optimize --include_path {args.output} --task {task} --method abo")
+    print(f"  evaluate: lm_eval --include_path {args.output} --tasks {task} --model {model['model']} --model_args {model['model_args']}")
+
+
+def cmd_leaderboard(args) -> None:
+    from lm_eval_abo.leaderboard import leaderboard
+
+    board = leaderboard(args.paths, args.output, artifact_dirs=args.artifacts or [])
+    print(board.markdown)
+    print(f"\nwritten: {', '.join(str(p) for p in board.files)}")
+
+
+def cmd_check(args) -> int:
+    from lm_eval_abo.regression import check
+
+    outcome = check(args.results, args.baseline, max_drop=args.max_drop, stderr_aware=args.stderr_aware)
+    print(outcome.markdown)
+    return 1 if outcome.regressed else 0
+
+
+def add_ecosystem_commands(sub) -> None:
+    """promptfoo export/import, leaderboards and the CI regression gate."""
+    p = sub.add_parser("export", help="export an optimized prompt (promptfoo)")
+    formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    p = formats.add_parser("promptfoo", help="a promptfoo config that reproduces lm-eval's prompt and metric",
+                           description="Write a promptfoo config for an artifact: the exact prompt lm-eval sends (with "
+                           "{{var}} placeholders), the target as a promptfoo provider, the task's examples as tests and "
+                           "its answer extraction and metric as assertions.")
+    p.add_argument("artifact", help="an artifact (e.g. runs/<task>/<method>/best.yaml)")
+    p.add_argument("-o", "--output", default="promptfooconfig.yaml", help="the config to write (default: promptfooconfig.yaml)")
+    p.add_argument("--split", default="test", choices=["train", "dev", "test"], help="examples to export as tests (default: test)")
+    p.add_argument("--limit", type=int, help="the first N examples of the split (as lm_eval --limit)")
+    p.add_argument("--provider", help="promptfoo provider id (default: mapped from the artifact's target model)")
+    p.add_argument("--api-base", dest="api_base", help="OpenAI-compatible server base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--api-key-env", dest="api_key_env", help="environment variable with the API key (default: OPENAI_API_KEY)")
+    p.add_argument("--include_path", action="append", help="directory of the task's YAML, for tasks outside the package")
+    p.add_argument("--metadata", help="task knobs as JSON or key=value (default: those of the optimize run)")
+    p.add_argument("--gen_kwargs", help="generation settings over those of the optimize run, as lm_eval --gen_kwargs")
+    p.add_argument("--apply_chat_template", action="store_true", help="export chat messages, as lm_eval --apply_chat_template")
+    p.add_argument("--fewshot_as_multiturn", action="store_true", help="as lm_eval --fewshot_as_multiturn")
+    p.add_argument("--system_instruction", help="as lm_eval --system_instruction")
+    p.set_defaults(func=cmd_export_promptfoo)
+
+    p = sub.add_parser("import", help="import a task from another tool (promptfoo)")
+    formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    p = formats.add_parser("promptfoo", help="a promptfoo config as an abo task (data, metric, initial prompt)",
+                           description="Turn a promptfoo config into an lm-eval task directory: tests become the data "
+                           "(seeded train/dev/test), assertions the metric, the first prompt the initial prompt.")
+    p.add_argument("config", help="promptfooconfig.yaml")
+    p.add_argument("-o", "--output", required=True, help="task directory to write (pass it as --include_path)")
+    p.add_argument("--task-name", dest="task_name", help="task name (default: abo_pf_<config file name>)")
+    p.add_argument("--n-train", dest="n_train", type=int, help="train examples (default: 40%% of the tests)")
+    p.add_argument("--n-dev", dest="n_dev", type=int, help="dev examples (default: 20%% of the tests)")
+    p.set_defaults(func=cmd_import_promptfoo)
+
+    p = sub.add_parser("leaderboard", help="method x task x model tables and plots from lm-eval results",
+                       description="Tables (markdown, CSV) and a self-contained HTML page with plots from lm-eval "
+                       "results files, joined to the artifacts that made them.")
+    p.add_argument("paths", nargs="+", help="lm-eval results_*.json files or directories holding them")
+    p.add_argument("-o", "--output", default="leaderboard", help="directory for leaderboard.md/.csv/.html (default: leaderboard)")
+    p.add_argument("--artifacts", action="append", help="another directory to search for artifacts (repeatable)")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("check", help="CI gate: exit 1 when new lm-eval results regress from a baseline",
+                       description="Compare lm-eval results with a baseline per task and metric; print a markdown "
+                       "table for a pull-request comment; exit 1 on a regression.")
+    p.add_argument("--results", required=True, help="new lm-eval results (a results_*.json or a directory)")
+    p.add_argument("--baseline", required=True, help="baseline lm-eval results (a results_*.json or a directory)")
+    p.add_argument("--max-drop", dest="max_drop", type=float, default=0.02, help="largest allowed drop (default 0.02)")
+    p.add_argument("--stderr-aware", dest="stderr_aware", action="store_true",
+                   help="also require the drop to exceed 1.96 x the combined standard error")
+    p.set_defaults(func=cmd_check)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -243,8 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             from lm_eval_abo.embedded import DEFAULT_OPTIMIZER, DEFAULT_TARGET
 
             args.model = [DEFAULT_TARGET, DEFAULT_OPTIMIZER]
-        args.func(args)
-        return 0
+        return args.func(args) or 0
     except AboError as e:
         if debug:
             raise
