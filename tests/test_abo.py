@@ -17,6 +17,8 @@ PROCEDURE = "<procedure>\n1. List the items with counts.\nStep 2: Keep the asked
 
 def test_parse_steps_accepts_the_usual_numberings_and_wrapped_lines():
     assert parse_steps(PROCEDURE) == ["List the items with counts.", "Keep the asked kind (drop the rest).", "Add the counts."]
+    chatter = "<procedure>1. Count.\n2. Add.\n\nNow let's solve question 1: I have a cat.</procedure>"
+    assert parse_steps(chatter) == ["Count.", "Add."], "text after a blank line is not part of the last step"
     assert parse_steps("<procedure>1. Only one step.</procedure>") is None
     assert parse_steps("1. no tags\n2. at all") is None
     assert parse_steps("<steps>1. A single new step.</steps>", "steps", min_steps=1) == ["A single new step."]

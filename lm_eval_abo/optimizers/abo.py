@@ -32,13 +32,14 @@ def parse_steps(text: str, tag: str = "procedure", min_steps: int = 2, max_steps
     block = first_tag(tag)(text)
     if block is None:
         return None
-    steps = []
+    steps, after_blank = [], False
     for line in block.splitlines():
         m = re.match(r"^\s*(?:[-*]\s*)?(?:step\s*)?(\d{1,2})\s*[.):]\s*(.+)$", line, flags=re.I)
         if m:
             steps.append(m.group(2).strip()[:MAX_STEP_CHARS])
-        elif steps and line.strip() and not line.strip().startswith(("-", "*")):
+        elif steps and line.strip() and not after_blank and not line.strip().startswith(("-", "*")):
             steps[-1] = f"{steps[-1]} {line.strip()}"[:MAX_STEP_CHARS]  # a step that wraps onto the next line
+        after_blank = not line.strip() or (after_blank and not m)  # text after a blank line is not a step
     return steps[:max_steps] if len(steps) >= min_steps else None
 
 
