@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
 # Offline by default: no price-map download on `import litellm`, no hub lookups for cached data.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -12,6 +13,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from lm_eval_abo.errors import AboError  # noqa: E402
+
+SECRET_FLAGS = ("--model_args", "--optimizer_args", "-a")  # flags whose values may hold API keys
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (the usage is in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def cmd_tasks_path(args) -> None:
@@ -113,18 +123,27 @@ def cmd_run(argv: list[str]) -> None:
     import lm_eval_abo.embedded  # noqa: F401  (registers --model abo-embedded)
     from lm_eval_abo.tasks import tasks_dir
 
+    import lm_eval.loggers
+
+    from lm_eval_abo.redact import redacting_tracker
+
     setup_logging()
     harness = HarnessCLI()
     sys.argv = ["lm-eval-abo run", "run", *argv]
     args = harness.parse_args()
     args.include_path = [str(tasks_dir()), *([args.include_path] if args.include_path else [])]
-    harness.execute(args)
+    # lm-eval's run looks the tracker up when it runs: this one keeps model_args secrets out of the results
+    lm_eval.loggers.EvaluationTracker = redacting_tracker(lm_eval.loggers.EvaluationTracker)
+    try:
+        harness.execute(args)
+    except (ValueError, TypeError) as e:  # lm-eval reports a bad task, model or model_args this way
+        raise AboError(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
 
 
 def build_parser() -> argparse.ArgumentParser:
     from lm_eval_abo.embedded import DEFAULT_OPTIMIZER, DEFAULT_TARGET, MODELS
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lm-eval-abo",
         description="Automatic Behavior Optimization (ABO) and reflection-based prompt optimizers for lm-eval.",
         epilog="`lm-eval-abo run ...` takes every flag of `lm-eval run`, with the abo_* tasks included.",
@@ -326,9 +345,32 @@ def add_ecosystem_commands(sub) -> None:
     p.set_defaults(func=cmd_check)
 
 
+def _flag_values(argv: list[str], flags) -> list[str]:
+    """The values given to `flags` (`--flag v1 v2` or `--flag=v`), without parsing the command."""
+    found, taking = [], False
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if arg.startswith("-"):
+            taking = arg in flags
+            if eq and name in flags:
+                found.append(value)
+        elif taking:
+            found.append(arg)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
+    from lm_eval_abo.redact import scrubbed_output, secret_values
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]  # also valid after `run`, whose flags are lm-eval's
+    # API keys given as flags or environment variables never reach the terminal or a log
+    with scrubbed_output(secret_values(*_flag_values(argv, SECRET_FLAGS))):
+        return _main(argv, debug)
+
+
+def _main(argv: list[str], debug: bool) -> int:
     try:
         if argv and argv[0] == "run":
             cmd_run(argv[1:])
@@ -342,14 +384,25 @@ def main(argv: list[str] | None = None) -> int:
 
             args.model = [DEFAULT_TARGET, DEFAULT_OPTIMIZER]
         return args.func(args) or 0
-    except AboError as e:
-        if debug:
-            raise
-        print(f"lm-eval-abo: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("lm-eval-abo: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # AboError is also a SystemExit, so `raise` would print no traceback
+        if debug:
+            traceback.print_exc()
+        print(f"lm-eval-abo: error: {_one_line(e)}", file=sys.stderr)
+        return 2 if isinstance(e, (AboError, OSError)) else 1
+
+
+def _one_line(error: Exception) -> str:
+    """A user error as its message; the environment's (OSError: a full disk, a folder that cannot be
+    written) with the file; anything else is a bug, with the way to its traceback."""
+    if isinstance(error, AboError):
+        return str(error)
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    lines = str(error).strip().splitlines()
+    return f"unexpected {type(error).__name__}: {lines[0] if lines else ''} (rerun with --debug for the traceback)"
 
 
 if __name__ == "__main__":

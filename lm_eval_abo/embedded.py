@@ -204,7 +204,13 @@ from lm_eval.api.registry import register_model  # noqa: E402
 class EmbeddedLM(TemplateLM):
     """lm-eval model over an embedded GGUF: `--model abo-embedded --model_args model=gemma-3-270m`."""
 
-    def __init__(self, model: str = DEFAULT_TARGET, n_ctx: int = 4096, seed: int = 0, **_ignored):
+    # what lm-eval passes every backend, whether the user set it or not
+    HARNESS_ARGS = frozenset({"batch_size", "max_batch_size", "device"})
+
+    def __init__(self, model: str = DEFAULT_TARGET, n_ctx: int = 4096, seed: int = 0, **others):
+        unknown = sorted(set(others) - self.HARNESS_ARGS)
+        if unknown:  # a typo would otherwise run the default model without a word
+            raise AboError(f"--model abo-embedded: unknown model_args {', '.join(unknown)}; known: model, n_ctx, seed")
         super().__init__()
         self.name = model
         self.seed = int(seed)

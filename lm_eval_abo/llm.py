@@ -18,7 +18,12 @@ from lm_eval_abo.errors import AboError
 log = logging.getLogger("lm_eval_abo")
 RETRIES = 4
 TIMEOUT_S = 120.0
+BACKOFF_S = 1.0
 CONCURRENCY = 4
+MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After is not honoured: the exponential backoff applies
+# Keys of --optimizer_args that set this client rather than go to litellm (litellm's names where it has one)
+CLIENT_ARGS = {"timeout": "seconds per call", "num_retries": "retries after the first try",
+               "retry_backoff": "first backoff in seconds, doubling per retry"}
 
 
 class BudgetExhausted(Exception):
@@ -59,6 +64,32 @@ def _retryable() -> tuple[type[Exception], ...]:
     )
 
 
+def _client_arg(args: dict, key: str, default: float) -> float:
+    """A CLIENT_ARGS value taken out of `args`, checked."""
+    value = args.pop(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise AboError(f"--optimizer_args {key} ({CLIENT_ARGS[key]}) must be a number of at least 0, got {value!r}")
+    return value
+
+
+class _RetryAfterOrBackoff:
+    """tenacity wait: the server's Retry-After when it gives one, else exponential backoff with jitter."""
+
+    def __init__(self, backoff_s: float):
+        from tenacity import wait_exponential_jitter
+
+        self.backoff = wait_exponential_jitter(multiplier=backoff_s, max=30 * backoff_s, jitter=backoff_s)
+
+    def __call__(self, retry_state) -> float:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        headers = getattr(error, "litellm_response_headers", None) or {}
+        try:
+            seconds = float(headers.get("retry-after"))
+        except (TypeError, ValueError):
+            seconds = -1.0
+        return seconds if 0 <= seconds <= MAX_RETRY_AFTER_S else self.backoff(retry_state)
+
+
 class OptimizerLLM:
     """One optimizer model with its settings, cache, ledger and budget."""
 
@@ -72,23 +103,33 @@ class OptimizerLLM:
         concurrency: int = CONCURRENCY,
         timeout: float = TIMEOUT_S,
         retries: int = RETRIES,
-        backoff_s: float = 1.0,
+        backoff_s: float = BACKOFF_S,
         usage: Usage | None = None,
     ):
         import litellm
 
+        from lm_eval_abo.redact import secret_values
+
+        litellm.suppress_debug_info = True
         if model.startswith("embedded/"):
             from lm_eval_abo.embedded import model_info, register_litellm_provider
 
             model_info(model.split("/", 1)[1])  # unknown names fail here, with the known ones listed
             register_litellm_provider()
+        try:
+            litellm.get_llm_provider(model)  # an unknown provider fails now, not after the target is scored
+        except litellm.BadRequestError:
+            raise AboError(f"--optimizer {model}: litellm knows no provider for it (e.g. openai/<model>, anthropic/<model>)") from None
+        args = dict(args or {})
+        timeout, backoff_s = _client_arg(args, "timeout", timeout), _client_arg(args, "retry_backoff", backoff_s)
+        retries = int(_client_arg(args, "num_retries", retries))
         if cache_dir is not None:
             from litellm.caching.caching import Cache
 
             litellm.cache = Cache(type="disk", disk_cache_dir=str(cache_dir))
-        litellm.suppress_debug_info = True
         self.model = model
-        self.args = dict(args or {})
+        self.args = args
+        self.secrets = secret_values(args)  # masked in every message this client writes
         self.cached = cache_dir is not None
         self.max_calls, self.max_cost = max_calls, max_cost
         self.concurrency, self.timeout, self.retries, self.backoff_s = concurrency, timeout, retries, backoff_s
@@ -128,7 +169,7 @@ class OptimizerLLM:
     def complete(self, messages: list[dict], seed: int = 0, **overrides) -> str:
         """One chat completion; `seed` tells apart requests that would otherwise be identical."""
         import litellm
-        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
         self._reserve()
         kwargs = {
@@ -137,20 +178,28 @@ class OptimizerLLM:
         }
         retrying = Retrying(
             retry=retry_if_exception_type(_retryable()),
-            wait=wait_exponential_jitter(multiplier=self.backoff_s, max=30 * self.backoff_s),
+            wait=_RetryAfterOrBackoff(self.backoff_s),
             stop=stop_after_attempt(self.retries + 1),
             reraise=True,
         )
         try:
             response = retrying(litellm.completion, **kwargs)
         except (litellm.AuthenticationError, litellm.NotFoundError, litellm.BadRequestError) as e:
-            raise AboError(f"optimizer {self.model}: {str(e).splitlines()[0][:300]}") from None
+            raise AboError(f"optimizer {self.model}: {self.describe(e)}") from None
         except Exception:
             with self._lock:
                 self.usage.failures += 1
             raise
         self._record(response)
         return response.choices[0].message.content or ""
+
+    def describe(self, error: Exception) -> str:
+        """An error from litellm as one line, with this client's secrets masked (some servers echo
+        the key they refused)."""
+        from lm_eval_abo.redact import scrub
+
+        lines = str(error).strip().splitlines()
+        return scrub(lines[0] if lines else type(error).__name__, self.secrets)[:300]
 
     def complete_many(self, requests: list[tuple[list[dict], int]], desc: str = "optimizer") -> list[str | None]:
         """Several completions at once (bounded concurrency); a request that fails after its retries
@@ -164,7 +213,7 @@ class OptimizerLLM:
             except (BudgetExhausted, AboError):
                 raise
             except Exception as e:  # after retries: drop this one request
-                log.warning("optimizer call failed and was dropped: %s", str(e).splitlines()[0][:200])
+                log.warning("optimizer call failed after %d retries and was dropped: %s", self.retries, self.describe(e))
                 return None
 
         if not requests:

@@ -14,6 +14,8 @@ from pathlib import Path
 from lm_eval_abo import embedded, metaprompts, report, store
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import read_json, write_json, write_text_atomic
+from lm_eval_abo.llm import CLIENT_ARGS
+from lm_eval_abo.scoring import TargetFailed
 from lm_eval_abo.redact import redact_arg_string, redact_args
 
 DEFAULT_MODEL = "abo-embedded"
@@ -80,8 +82,9 @@ class OptimizeConfig:
         if unknown:
             raise AboError(f"unknown --method-args for {self.method}: {', '.join(sorted(unknown))}; known: {', '.join(method.defaults)}")
         for name, value in [*sizes.items(), ("concurrency", self.concurrency)]:
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise AboError(f"{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+            least = 0 if name == "rounds" else 1  # --rounds 0: the baseline and the initial candidates only
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise AboError(f"{name.replace('_', '-')} must be a whole number of at least {least}, got {value!r}")
         for name, value in params.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise AboError(f"method argument {name} must be a whole number of at least 0, got {value!r}")
@@ -95,11 +98,13 @@ class OptimizeConfig:
     def fingerprint(self) -> dict:
         """The settings a resumed run must share with the run it continues."""
         keys = ("task", "method", "model", "optimizer", "seed", "beam", "minibatch", "train_limit", "dev_limit",
-                "method_args", "metadata", "gen_kwargs", "system_instruction", "apply_chat_template")
+                "method_args", "gen_kwargs", "system_instruction", "apply_chat_template")
         return {
             **{k: getattr(self, k) for k in keys},
             "model_args": redact_arg_string(self.model_args),
-            "optimizer_args": redact_args(self.optimizer_args),
+            "metadata": redact_args(self.metadata),
+            # the client's time-out and retries may change between a run and its resumption
+            "optimizer_args": redact_args({k: v for k, v in self.optimizer_args.items() if k not in CLIENT_ARGS}),
         }
 
 
@@ -120,14 +125,22 @@ def _task_manager(config: OptimizeConfig, **extra_metadata):
     return TaskManager(include_path=paths, include_defaults=False, metadata={**config.metadata, **extra_metadata})
 
 
-def _load_target(config: OptimizeConfig):
+def _model_class(config: OptimizeConfig):
+    """The lm-eval model backend named by --model, checked without loading anything."""
     import lm_eval.models  # noqa: F401  (built-in backends before the plugin's own)
     from lm_eval.api.registry import get_model
 
+    bad = [part for part in config.model_args.split(",") if part.strip() and "=" not in part]
+    if bad:  # lm-eval would pass such a typo on as a flag with an empty value
+        raise AboError(f"--model_args: expected key=value pairs separated by commas, got {bad[0]!r}")
     try:
-        model_class = get_model(config.model)
+        return get_model(config.model)
     except (KeyError, ValueError):
         raise AboError(f"unknown lm-eval model backend {config.model!r} (see lm-eval's model list)") from None
+
+
+def _load_target(config: OptimizeConfig):
+    model_class = _model_class(config)
     try:
         return model_class.create_from_arg_string(config.model_args, {"batch_size": config.batch_size, "device": config.device})
     except AboError:
@@ -201,6 +214,7 @@ def plan_session(config: OptimizeConfig) -> Session:
     """The task and its split sizes, without loading any model (enough for a dry run)."""
     from lm_eval_abo.scoring import quiet_lm_eval
 
+    _model_class(config)
     manager = _task_manager(config)
     if config.task not in manager.task_index:
         raise AboError(f"unknown task {config.task!r}; see `lm-eval-abo tasks` (or add --include_path)")
@@ -221,16 +235,16 @@ def open_session(config: OptimizeConfig, lm=None) -> Session:
     from lm_eval_abo.scoring import Bridge
 
     session = plan_session(config)
+    session.llm = OptimizerLLM(  # first: a bad --optimizer fails before the target loads
+        config.optimizer, config.optimizer_args,
+        cache_dir=embedded.cache_dir() / "optimizer" if config.optimizer_cache == "default" else config.optimizer_cache,
+        max_calls=config.max_optimizer_calls, max_cost=config.max_cost, concurrency=config.concurrency,
+    )
     session.bridge = Bridge(
         lm or _load_target(config), config.task, session.manager, gen_kwargs=config.gen_kwargs,
         use_cache=_target_cache(config), system_instruction=config.system_instruction,
         apply_chat_template=config.apply_chat_template, fewshot_as_multiturn=config.fewshot_as_multiturn,
         quiet=not config.verbose,
-    )
-    session.llm = OptimizerLLM(
-        config.optimizer, config.optimizer_args,
-        cache_dir=embedded.cache_dir() / "optimizer" if config.optimizer_cache == "default" else config.optimizer_cache,
-        max_calls=config.max_optimizer_calls, max_cost=config.max_cost, concurrency=config.concurrency,
     )
     return session
 
@@ -272,7 +286,7 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
                    "seconds": round(time.time() - started, 1), "stopped": search_state.stopped},
             templates={name: metaprompts.template_sha256(name) for name in method.templates},
             settings={"rounds": config.rounds, "beam": config.beam, "minibatch": config.minibatch, "method_args": config.method_args,
-                      "seed": config.seed, "metadata": config.metadata, "gen_kwargs": config.gen_kwargs},
+                      "seed": config.seed, "metadata": redact_args(config.metadata), "gen_kwargs": config.gen_kwargs},
         )
 
     def checkpoint(search_state, record) -> None:
@@ -288,13 +302,19 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
 
     out(report.round_header())
     search = Search(method, session.context(), config.beam, session.dev_indices, config.minibatch, config.patience)
-    state = search.run(config.rounds, state, checkpoint, announce)
+    try:
+        state = search.run(config.rounds, state, checkpoint, announce)
+    except TargetFailed as e:
+        raise AboError(f"{e}; {_saved_rounds(run)}") from e
     if not state.beam:
         raise AboError(f"stopped before any prompt was scored: {state.stopped}")
     if state.stopped:
         out(f"search stopped early: {state.stopped}; the best prompt so far is kept")
 
-    test = evaluate_on_test(session, run.artifact, run.results)
+    try:
+        test = evaluate_on_test(session, run.artifact, run.results)
+    except TargetFailed as e:
+        raise AboError(f"{e} during the test evaluation; {_saved_rounds(run)}") from e
     final = artifact_of(state)
     final.scores["test"] = {**test["score"], "results_file": str(test["results"].relative_to(run.dir))}
     final.splits["test"] = test["ids"]
@@ -308,6 +328,14 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
 
 def _target_cache(config: OptimizeConfig) -> str | None:
     """lm-eval's cache keys requests by prompt only, so each target model gets its own file."""
+def _saved_rounds(run: Run) -> str:
+    """What a failed run kept, and how to continue it."""
+    if not run.state.exists():
+        return "no round was completed"
+    done = read_json(run.state)["state"]["round"]
+    return f"rounds 0-{done} are saved in {run.dir}; rerun with --resume to continue from there"
+
+
     if not config.use_cache:
         return None
     import hashlib
@@ -343,13 +371,13 @@ def evaluate_on_test(session: Session, artifact: Path, results_dir: Path) -> dic
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
 
-    from lm_eval_abo.scoring import quiet_lm_eval
+    from lm_eval_abo.scoring import quiet_lm_eval, target_calls
 
     config, bridge = session.config, session.bridge
     manager = _task_manager(config, abo_prompt=str(artifact))
     tracker = EvaluationTracker(output_path=str(results_dir))
     before = bridge.target_requests
-    with quiet_lm_eval(not config.verbose):
+    with quiet_lm_eval(not config.verbose), target_calls():
         results = simple_evaluate(
             model=bridge.counter, model_args=redact_arg_string(config.model_args), tasks=[config.task],
             task_manager=manager, limit=session.n_test, log_samples=True, use_cache=_target_cache(config),

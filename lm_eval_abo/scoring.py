@@ -97,6 +97,28 @@ class CountingLM(LM):
         return getattr(self.inner, name)
 
 
+class TargetFailed(AboError):
+    """The target model stopped answering (a server that died or timed out, after lm-eval's retries)."""
+
+
+@contextmanager
+def target_calls():
+    """Around lm-eval calls that reach the target: a network failure becomes one clear TargetFailed.
+    lm-eval's API backends raise requests' errors (OSError subclasses) or aiohttp's."""
+    failures: tuple[type[BaseException], ...] = (OSError,)
+    try:
+        import aiohttp
+
+        failures += (aiohttp.ClientError,)
+    except ImportError:
+        pass
+    try:
+        yield
+    except failures as e:
+        lines = str(e).strip().splitlines()
+        raise TargetFailed(f"the target model failed: {type(e).__name__}: {lines[0][:240] if lines else ''}") from e
+
+
 @contextmanager
 def quiet_lm_eval(enabled: bool = True):
     """lm-eval logs several lines per task load; while scoring many candidates, keep only errors."""
@@ -218,6 +240,7 @@ class Bridge:
                 loaded = self.task_manager.load(configs)
                 for task in loaded["tasks"].values():
                     self._apply_settings(task)
+            with quiet_lm_eval(self.quiet), target_calls():
                 results = evaluate(
                     lm=self.model,
                     task_dict=loaded,

@@ -17,6 +17,7 @@ from lm_eval_abo import store
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import bundled_dir
 from lm_eval_abo.prompt import DEMO_OUTPUT, DEMO_SPLIT, Demonstration, Prompt, demo_rows
+from lm_eval_abo.redact import redact_args
 
 PROMPT_KEY = "abo_prompt"  # the --metadata key naming an artifact (fixed interface)
 DEFAULT_PROMPT_KEY = "abo_default_prompt"
@@ -114,5 +115,5 @@ class AboTask(ConfigurableTask):
         if isinstance(metadata.get(PROMPT_KEY), dict):  # the inline prompt is recorded by its hash
             metadata[PROMPT_KEY] = self.abo_record["prompt_sha256"]
         metadata["abo"] = self.abo_record
-        config["metadata"] = metadata
+        config["metadata"] = redact_args(metadata)  # lm-eval copies model_args, keys included, in here
         return config
