@@ -56,7 +56,7 @@ def gold(text: str) -> str:
     return found.group(1) if found else "0"
 
 
-def make_reply(wrong_demos: bool = False, locations=("<step>2</step><kind>not_followed</kind><why>It skipped step 2.</why>",)):
+def make_reply(wrong_demos: bool = False, echo: str = "", locations=("<step>2</step><kind>not_followed</kind><why>It skipped step 2.</why>",)):
     """Procedures, demonstrations (every other one wrong when asked), localisations, step rewrites."""
     counter = {"demo": 0, "locate": 0}
 
@@ -69,7 +69,7 @@ def make_reply(wrong_demos: bool = False, locations=("<step>2</step><kind>not_fo
             answer = gold(text)
             if wrong_demos and counter["demo"] % 2 == 0:
                 answer = str(int(answer) + 5)
-            return f"<solution>Step 1: listed.\nStep 2: kept.\nStep 3: added. So the answer is {answer}.</solution>"
+            return f"<solution>Step 1: listed.\nStep 2: kept.\nStep 3: added. So the answer is {answer}.{echo}</solution>"
         if "<step>" in text and "first" in text:
             counter["locate"] += 1
             return locations[(counter["locate"] - 1) % len(locations)]
@@ -99,6 +99,14 @@ def test_step_zero_keeps_only_demonstrations_the_task_filter_verifies():
     for demo in prompt.demonstrations:
         assert demo.output.endswith(f"So the answer is {demo.doc['target']}."), "a wrong-answer demonstration was kept"
     assert len(llm.prompts_sent("<solution>")) == 6
+
+
+def test_verified_demonstrations_end_at_their_answer():
+    echo = '\n\nEnd your answer with "So the answer is N." where N is a number.'
+    ctx, _ = abo_context(make_reply(echo=echo), demos=2, demo_attempts=2)
+    [candidate] = METHODS["abo"].initial(ctx, beam=1)
+    assert [d.output for d in candidate.prompt.demonstrations] == [
+        f"Step 1: listed.\nStep 2: kept.\nStep 3: added. So the answer is {d.doc['target']}." for d in candidate.prompt.demonstrations]
 
 
 def test_switches_for_the_ablations():

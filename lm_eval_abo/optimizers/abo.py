@@ -217,9 +217,18 @@ class Abo:
         written = [(docs[i], s) for i, s in zip(tried, solutions) if s]
         if p["verify"] and written:
             checks = ctx.bridge.check([s for _, s in written], [d for d, _ in written])
-            written = [w for w, (_, score) in zip(written, checks) if score >= 1.0]
+            written = [(doc, self._trimmed(ctx, doc, s)) for (doc, s), (_, score) in zip(written, checks) if score >= 1.0]
         demos = [Demonstration(doc=doc, output=solution) for doc, solution in written[: p["demos"]]]
         return demos, len(tried)
+
+    @staticmethod
+    def _trimmed(ctx: Context, doc: dict, solution: str) -> str:
+        """The shortest first lines of a verified solution that still verify: what the optimizer wrote
+        after the answer (often the answer-format instruction echoed back) is not worth imitating."""
+        lines = solution.splitlines()
+        prefixes = ["\n".join(lines[:k]).rstrip() for k in range(1, len(lines) + 1)]
+        checks = ctx.bridge.check(prefixes, [doc] * len(prefixes))
+        return next((text for text, (_, score) in zip(prefixes, checks) if score >= 1.0), solution)
 
     @staticmethod
     def _locate(ctx: Context, steps: list[str], errors, purpose: str) -> list[dict | None]:
