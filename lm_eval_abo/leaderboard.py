@@ -99,17 +99,16 @@ def find_artifact(result: lm_results.TaskResult, index) -> tuple[Path | None, st
     """The artifact a result was evaluated with: its recorded source path (relative to where the run
     started, so tried against the results file's parent directories), else one with the same prompt."""
     sha, source = result.abo.get("prompt_sha256"), result.abo.get("source")
-    if not sha:
+    if not sha or not source or source in ("inline", "default"):  # the task's default prompt has no artifact
         return None, None
-    if source and source not in ("inline", "default"):
-        path = Path(source)
-        for candidate in [path] if path.is_absolute() else [Path.cwd() / path, *(p / path for p in result.file.parents)]:
-            if candidate.is_file():
-                artifact = _load_artifact(candidate)
-                if artifact and artifact.prompt.sha256() == sha:
-                    return candidate, artifact
-    for path, artifact in index.get(sha, []):
-        if artifact.task == result.task or result.task.startswith(f"{artifact.task}@"):
+    path = Path(source)
+    for candidate in [path] if path.is_absolute() else [Path.cwd() / path, *(p / path for p in result.file.parents)]:
+        if candidate.is_file():
+            artifact = _load_artifact(candidate)
+            if artifact and artifact.prompt.sha256() == sha:
+                return candidate, artifact
+    for path, artifact in index.get(sha, []):  # moved since: the same prompt, task and method
+        if artifact.task == result.task and artifact.method == result.method:
             return path, artifact
     return None, None
 

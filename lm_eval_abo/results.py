@@ -51,16 +51,16 @@ def number(value) -> float | None:
 
 
 def model_label(data: dict) -> str:
-    """The model a results file is about: lm-eval's model_name, else the model_args' model, else the backend."""
+    """The model a results file is about: the model_args' model (or pretrained), else the embedded
+    model's name, else lm-eval's model_name, else the backend."""
     config = data.get("config") or {}
-    if data.get("model_name"):
-        return str(data["model_name"])
-    args = str(config.get("model_args") or "")
-    for part in args.split(","):
-        key, _, value = part.partition("=")
-        if key.strip() in ("model", "pretrained") and value:
-            return value
-    return str(config.get("model") or "?")
+    args = config.get("model_args") or {}
+    if isinstance(args, str):
+        args = dict(part.partition("=")[::2] for part in args.split(",") if "=" in part)
+    for key in ("model", "pretrained"):
+        if args.get(key):
+            return str(args[key])
+    return str(config.get("embedded_model") or data.get("model_name") or config.get("model") or "?")
 
 
 def find(paths) -> list[Path]:

@@ -119,3 +119,18 @@ def make_bridge(lm, task="abo_object_counting_synth", **metadata):
 
     manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"abo_n_test": 5, **metadata})
     return Bridge(lm, task, manager)
+
+
+@pytest.fixture(scope="session")
+def real_results(tmp_path_factory) -> dict[str, Path]:
+    """Two real lm-eval results directories from the embedded target (tiny sizes): "baseline", the
+    default prompts of two tasks through `lm-eval-abo run`; "ape", an `optimize` run on one of them
+    (its results beside its artifact, as optimize writes them)."""
+    root = tmp_path_factory.mktemp("real_results")
+    run_cli(bin_path("lm-eval-abo"), "run", "--model", "abo-embedded", "--tasks", "abo_object_counting_synth,abo_navigate_synth",
+            "--limit", "3", "--gen_kwargs", "max_gen_toks=48", "--output_path", str(root / "baseline"), cwd=root)
+    run_cli(bin_path("lm-eval-abo"), "optimize", "--task", "abo_object_counting_synth", "--method", "ape", "--rounds", "1",
+            "--beam", "1", "--train-limit", "4", "--dev-limit", "3", "--test-limit", "3", "--minibatch", "2",
+            "--gen_kwargs", "max_gen_toks=48", "--method-args", "paraphrases=1", "--output", "runs",
+            "--optimizer-cache", str(root / "optimizer-cache"), cwd=root)
+    return {"root": root, "baseline": root / "baseline", "ape": root / "runs"}

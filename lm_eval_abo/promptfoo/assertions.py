@@ -75,13 +75,16 @@ def process_results(doc: dict, results: list) -> dict:
     return {METRIC: float(passed)}
 
 
-def load_tests(data_file: str, n_train: int, n_dev: int, config_source: str, abo_seed=1234,
+def load_tests(data_file: str, n_train: int, n_dev: int, data_dir: str = "", config_source: str = "", abo_seed=1234,
                abo_n_train=None, abo_n_dev=None, abo_n_test=None, **_ignored):
     """lm-eval's `custom_dataset` for imported tasks: the tests next to the task YAML, partitioned
-    into train/dev/test with the seed (`--metadata` abo_seed, abo_n_train, abo_n_dev, abo_n_test)."""
+    into train/dev/test with the seed (`--metadata` abo_seed, abo_n_train, abo_n_dev, abo_n_test).
+    A task built from a config dict (as the optimizer builds its candidates) has no YAML path
+    (config_source "inline"): then the directory recorded at import is used."""
     from lm_eval_abo.data import _dataset_dict, partition
 
-    path = Path(config_source).parent / data_file
+    folder = Path(config_source).parent if config_source.endswith((".yaml", ".yml")) else Path(data_dir)
+    path = folder / data_file
     try:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, ValueError) as e:

@@ -390,7 +390,7 @@ def _generation(provider_config: dict) -> dict:
     return kwargs
 
 
-def task_config(imp: Imported, name: str, data_file: str, n_train: int, n_dev: int) -> dict:
+def task_config(imp: Imported, name: str, data_dir: Path, data_file: str, n_train: int, n_dev: int) -> dict:
     template = _read_template()
     if imp.system:
         instruction, question, placement = imp.system, imp.prompt, "system"
@@ -403,7 +403,7 @@ def task_config(imp: Imported, name: str, data_file: str, n_train: int, n_dev: i
         "tag": ["abo_promptfoo"],  # its own tag: lm-eval lets a tag from a later include path replace the bundled `abo`
         **template,
         "custom_dataset": FunctionRef("lm_eval_abo.promptfoo.assertions.load_tests"),
-        "dataset_kwargs": {"data_file": data_file, "n_train": n_train, "n_dev": n_dev},
+        "dataset_kwargs": {"data_file": data_file, "data_dir": str(data_dir.resolve()), "n_train": n_train, "n_dev": n_dev},
         "doc_to_text": "{{abo_user}}" + question_template,
         "fewshot_config": {**template["fewshot_config"], "doc_to_text": question_template},
         "generation_kwargs": _generation(imp.provider.get("config") or {}),
@@ -441,6 +441,6 @@ def import_config(config: str | Path, out_dir: str | Path, task_name: str | None
     header = (f"# Imported from the promptfoo config {Path(config).resolve()} by `lm-eval-abo import promptfoo` "
               f"on {datetime.now(timezone.utc):%Y-%m-%d}.\n# Tests: {data_file} (metric: promptfoo's pass rate over the "
               f"assertions). Run with --include_path {out.resolve()}\n")
-    body = dump_yaml(task_config(imp, name, data_file, n_train, n_dev))
+    body = dump_yaml(task_config(imp, name, out, data_file, n_train, n_dev))
     path = write_text_atomic(out / f"{name}.yaml", header + body)
     return path, imp

@@ -1,0 +1,85 @@
+"""`lm-eval-abo check`, the CI gate: the decision rule on small results files, then real ones."""
+
+import json
+
+import pytest
+from conftest import bin_path, results_file, run_cli
+
+from lm_eval_abo.cli import main
+from lm_eval_abo.regression import check
+
+TASK = "abo_object_counting_synth"
+
+
+def write_results(path, scores: dict, n: int = 100, date: float = 1.0, lower_is_better=()):
+    """A results file with the keys lm-eval writes that the gate reads: {task: (value, stderr)}."""
+    data = {
+        "results": {t: {"alias": t, "exact_match,answer": v, "exact_match_stderr,answer": "N/A" if se is None else se}
+                    for t, (v, se) in scores.items()},
+        "higher_is_better": {t: {"exact_match": t not in lower_is_better} for t in scores},
+        "n-samples": {t: {"original": n, "effective": n} for t in scores},
+        "config": {"model": "local-completions", "model_args": "model=m"}, "model_name": "m", "date": date,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(("base", "new", "kwargs", "regressed"), [
+    (0.50, 0.49, {}, False),  # within --max-drop 0.02
+    (0.50, 0.45, {}, True),
+    (0.50, 0.45, {"max_drop": 0.1}, False),
+    (0.50, 0.60, {}, False),  # an improvement
+])
+def test_max_drop(tmp_path, base, new, kwargs, regressed):
+    outcome = check(write_results(tmp_path / "new.json", {TASK: (new, 0.05)}),
+                    write_results(tmp_path / "base.json", {TASK: (base, 0.05)}), **kwargs)
+    assert outcome.regressed is regressed
+    assert ("❌ regression" in outcome.markdown) is regressed and outcome.markdown.startswith("### lm-eval-abo check")
+
+
+def test_stderr_aware_tolerates_noise_but_not_a_real_drop(tmp_path):
+    base = write_results(tmp_path / "base.json", {TASK: (0.50, 0.05)})
+    noisy = write_results(tmp_path / "noisy.json", {TASK: (0.42, 0.05)})  # drop 0.08 < 1.96 * 0.0707
+    assert check(noisy, base).regressed and not check(noisy, base, stderr_aware=True).regressed
+    real = write_results(tmp_path / "real.json", {TASK: (0.30, 0.05)})
+    assert check(real, base, stderr_aware=True).regressed
+    no_stderr = write_results(tmp_path / "plain.json", {TASK: (0.42, None)})  # no stderr: --max-drop alone decides
+    assert check(no_stderr, base, stderr_aware=True).regressed
+
+
+def test_direction_missing_and_new_tasks(tmp_path):
+    base = write_results(tmp_path / "b" / "results_1.json", {TASK: (0.2, 0.01), "gone": (0.5, 0.01)}, lower_is_better=[TASK])
+    new = write_results(tmp_path / "n" / "results_1.json", {TASK: (0.1, 0.01), "added": (0.5, 0.01)}, lower_is_better=[TASK])
+    outcome = check(tmp_path / "n", tmp_path / "b")
+    status = {c.task: c.status for c in outcome.comparisons}
+    assert status == {TASK: "ok", "gone": "missing", "added": "new"} and outcome.regressed
+    write_results(new.with_name("results_2.json"), {TASK: (0.3, 0.01), "gone": (0.5, 0.01)}, date=2.0)  # newer file wins
+    assert {c.task: c.status for c in check(tmp_path / "n", base).comparisons} == {TASK: "regression", "gone": "ok", "added": "new"}
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    base = write_results(tmp_path / "base.json", {TASK: (0.5, 0.05)})
+    good = write_results(tmp_path / "good.json", {TASK: (0.5, 0.05)})
+    bad = write_results(tmp_path / "bad.json", {TASK: (0.1, 0.05)})
+    assert main(["check", "--results", str(good), "--baseline", str(base)]) == 0
+    assert main(["check", "--results", str(bad), "--baseline", str(base), "--max-drop", "0.05", "--stderr-aware"]) == 1
+    assert "| abo_object_counting_synth | exact_match,answer | 0.5000 ± 0.0500 (n=100) |" in capsys.readouterr().out
+    assert main(["check", "--results", str(tmp_path / "none.json"), "--baseline", str(base)]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_check_on_real_results(real_results):
+    root = real_results["root"]
+    same = run_cli(bin_path("lm-eval-abo"), "check", "--results", "baseline", "--baseline", "baseline", cwd=root)
+    assert "no regression" in same.stdout and same.stdout.count("✅ ok") == 2
+
+    # the optimized run has no navigate results: that is a failure
+    proc = run_cli(bin_path("lm-eval-abo"), "check", "--results", "runs", "--baseline", "baseline", "--max-drop", "0",
+                   cwd=root, check=False)
+    assert proc.returncode == 1 and f"| {'abo_navigate_synth'} |" in proc.stdout and "❌ missing" in proc.stdout
+    base_score = results_file(root / "baseline")["results"][TASK]["exact_match,answer"]
+    new_score = results_file(root / "runs")["results"][TASK]["exact_match,answer"]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith(f"| {TASK} |"))
+    assert f"{new_score - base_score:+.4f}" in row and ("❌ regression" in row) == (new_score < base_score)
