@@ -17,10 +17,10 @@ from conftest import ROOT, bin_path, local_completions_args, results_file, run_c
 
 from lm_eval_abo import store
 from lm_eval_abo.errors import AboError
+from lm_eval_abo.prompt import Demonstration, Prompt
 from lm_eval_abo.promptfoo import assertions, syntax
 from lm_eval_abo.promptfoo.export import EXACT_MATCH_JS, ExportOptions, export, load_task, requests
 from lm_eval_abo.promptfoo.importer import import_config, read_config, split_prompt
-from lm_eval_abo.prompt import Demonstration, Prompt
 from lm_eval_abo.tasks import tasks_dir
 
 TASK = "abo_object_counting_synth"
@@ -161,6 +161,19 @@ def test_unsupported_features_are_listed_in_one_error(tmp_path, capsys):
     assert main(["import", "promptfoo", str(config), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "llm-rubric" in err[0] and "Traceback" not in err[0]
+
+
+def test_import_keeps_keys_and_credentials_out(tmp_path):
+    config = tmp_path / "promptfooconfig.yaml"
+    config.write_text(yaml.safe_dump({
+        "prompts": ["Say hi.\n\nQ: {{q}}\nA:"], "env": {"OPENAI_API_KEY": SECRET},
+        "providers": [{"id": "openai:chat:gpt-4o-mini", "config": {"apiKey": SECRET, "apiBaseUrl": "http://me:pw@127.0.0.1:8/v1"}}],
+        "tests": [{"vars": {"q": str(i)}, "assert": [{"type": "equals", "value": str(i)}]} for i in range(3)],
+    }))
+    path, imported = import_config(config, tmp_path / "tasks")
+    written = path.read_text() + path.with_suffix(".jsonl").read_text()
+    assert SECRET not in written and "me:pw" not in written
+    assert imported.lm_eval["model_args"].startswith("model=gpt-4o-mini,base_url=http://127.0.0.1:8/v1/chat/completions")
 
 
 @pytest.mark.parametrize("ref", ["file://../outside.txt", "file:///etc/hostname"])

@@ -19,18 +19,16 @@ import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from lm_eval_abo import store
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import write_text_atomic
-from lm_eval_abo.promptfoo import PROMPTFOO_VERSION, assertions, dump_yaml, syntax
 from lm_eval_abo.prompt import DEMO_OUTPUT
+from lm_eval_abo.promptfoo import PROMPTFOO_VERSION, assertions, dump_yaml, providers, syntax
+from lm_eval_abo.promptfoo.providers import without_credentials
 from lm_eval_abo.redact import redact_arg_string
 
 _MARK = re.compile("\ue000([A-Za-z_]\\w*)\ue001")  # a document field inside a rendered prompt
-CHAT_BACKENDS = {"local-chat-completions", "openai-chat-completions"}
-COMPLETION_BACKENDS = {"local-completions", "openai-completions", "abo-embedded"}
 
 # lm-eval's answer extraction (the task's filter pipeline) and exact_match, step for step (see
 # lm_eval.filters.extraction.RegexFilter and lm_eval.api.metrics.exact_match_hf_evaluate). The code is
@@ -258,58 +256,15 @@ def _escaped_assertion(assertion: dict) -> dict:
 
 def _target_text(target: dict) -> str:
     """The target model and its arguments, secrets masked and credentials dropped from URLs."""
-    args = re.sub(r"://[^/@,\s]+@", "://", redact_arg_string(str(target.get("model_args", ""))))
+    args = without_credentials(redact_arg_string(str(target.get("model_args", ""))))
     return f"{target.get('model', '')} {args}".strip() or "-"
-
-
-def _base_url(url: str) -> str:
-    """An endpoint URL as promptfoo's apiBaseUrl: without the route and any user:password."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    path = re.sub(r"/(chat/)?completions/?$", "", parts.path)
-    return urlunsplit((parts.scheme, netloc, path, "", ""))
-
-
-def provider(artifact: store.Artifact, options: ExportOptions, gen_kwargs: dict, chat: bool) -> dict:
-    """The target as a promptfoo provider with lm-eval's generation settings (greedy, same stops)."""
-    from lm_eval.utils import simple_parse_args_string
-
-    backend = artifact.target.get("model", "")
-    args = simple_parse_args_string(artifact.target.get("model_args") or "")
-    base = options.api_base
-    if options.provider:
-        pid = options.provider
-    else:
-        if backend not in CHAT_BACKENDS | COMPLETION_BACKENDS:
-            raise AboError(f"no promptfoo provider is known for the lm-eval model {backend or '(none)'}; "
-                           "pass --provider (e.g. openai:chat:gpt-4o-mini) and --api-base for an OpenAI-compatible server")
-        name = args.get("model") or args.get("pretrained")
-        if not name:
-            raise AboError("the artifact's target has no model name in its model_args; pass --provider")
-        if backend.startswith("local-") and not base and args.get("base_url"):
-            base = _base_url(str(args["base_url"]))
-        pid = f"openai:{'chat' if chat else 'completion'}:{name}"
-    gen = dict(gen_kwargs)
-    until = gen.pop("until", None)
-    gen.pop("do_sample", None)  # lm-eval's API backends send the temperature as it is
-    max_tokens = gen.pop("max_tokens") if "max_tokens" in gen else gen.pop("max_gen_toks", 256)
-    config = {"temperature": float(gen.pop("temperature", 0.0) or 0.0), "max_tokens": int(max_tokens)}
-    if until:
-        config["stop"] = [until] if isinstance(until, str) else list(until)
-    if base:
-        config["apiBaseUrl"] = base
-    if options.api_key_env:
-        config["apiKeyEnvar"] = options.api_key_env
-    if gen:
-        config["passthrough"] = gen  # lm-eval sends the remaining generation settings as they are
-    return {"id": pid, "label": f"{backend or 'target'}:{args.get('model', pid)}", "config": config}
 
 
 def export(artifact_path: str | Path, output: str | Path, options: ExportOptions) -> dict:
     """Write the promptfoo config; returns it."""
     artifact_path = Path(artifact_path)
     artifact = store.load(artifact_path)
-    chat = options.apply_chat_template or artifact.target.get("model") in CHAT_BACKENDS
+    chat = options.apply_chat_template or artifact.target.get("model") in providers.CHAT_BACKENDS
     task = load_task(artifact_path, artifact, options)
     reqs = requests(task, options, chat)
     shape = template(task, reqs[0].doc, options, chat)
@@ -339,7 +294,8 @@ def export(artifact_path: str | Path, output: str | Path, options: ExportOptions
             **({"abo_test_score": str(artifact.scores["test"].get("value"))} if "test" in artifact.scores else {}),
         },
         "prompts": [{"raw": promptfoo_prompt(shape, chat), "label": f"{artifact.method}:{sha[:12]}"}],
-        "providers": [provider(artifact, options, reqs[0].gen_kwargs, chat)],
+        "providers": [providers.from_lm_eval(artifact.target, reqs[0].gen_kwargs, chat, options.provider, options.api_base,
+                                             options.api_key_env)],
         "defaultTest": {"assert": [] if promptfoo_graded else [exact_match_assertion(task, gold_name)]},
         "tests": tests,
     }

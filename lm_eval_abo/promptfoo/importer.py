@@ -24,7 +24,7 @@ import yaml
 
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import read_yaml, write_text_atomic
-from lm_eval_abo.promptfoo import FunctionRef, assertions, dump_yaml, syntax
+from lm_eval_abo.promptfoo import FunctionRef, assertions, dump_yaml, providers, syntax
 from lm_eval_abo.synth import example_id
 from lm_eval_abo.tasks import tasks_dir
 
@@ -138,55 +138,24 @@ def _read_chat(imp: Imported, text: str) -> None:
 # --- providers ----------------------------------------------------------------------------------
 
 
-def _lm_eval_model(provider_id: str, config: dict) -> dict | None:
-    """The lm-eval backend for a promptfoo provider id, or None if there is no faithful one."""
-    kind, _, rest = provider_id.partition(":")
-    base = (config.get("apiBaseUrl") or config.get("apiHost") or "").rstrip("/")
-    if kind == "openai":
-        mode, _, model = rest.partition(":")
-        if mode not in ("chat", "completion"):
-            mode, model = "chat", rest
-        if not model:
-            return None
-        chat = mode == "chat"
-        if base:
-            if not base.startswith("http"):
-                base = f"https://{base}/v1"
-            endpoint = f"{base}/chat/completions" if chat else f"{base}/completions"
-            backend = "local-chat-completions" if chat else "local-completions"
-            return {"model": backend, "model_args": f"model={model},base_url={endpoint},tokenizer_backend=None,tokenized_requests=False"}
-        return {"model": "openai-chat-completions" if chat else "openai-completions", "model_args": f"model={model}"}
-    if kind == "anthropic" and rest.startswith("messages:"):
-        return {"model": "anthropic-chat-completions", "model_args": f"model={rest.split(':', 1)[1]}"}
-    if kind == "ollama":
-        mode, _, model = rest.partition(":")
-        host = base or "http://localhost:11434"
-        if mode == "chat":
-            return {"model": "local-chat-completions", "model_args": f"model={model},base_url={host}/v1/chat/completions,tokenizer_backend=None"}
-        if mode == "completion":
-            return {"model": "local-completions", "model_args": f"model={model},base_url={host}/v1/completions,tokenizer_backend=None,tokenized_requests=False"}
-    if provider_id == "echo":
-        return {}
-    return None
-
-
-def _read_providers(imp: Imported, providers) -> None:
-    if providers is None:
+def _read_providers(imp: Imported, given) -> None:
+    """The first provider and its lm-eval equivalent; every provider without one is a problem."""
+    if given is None:
         return
-    if isinstance(providers, str):
-        providers = [providers]
-    elif isinstance(providers, dict):  # {id: {config}} map
-        providers = [{"id": k, **(v or {})} for k, v in providers.items()] if "id" not in providers else [providers]
+    if isinstance(given, str):
+        given = [given]
+    elif isinstance(given, dict):  # one provider, or a map {id: {config}}
+        given = [given] if "id" in given else [{"id": k, **(v or {})} for k, v in given.items()]
     unsupported = []
-    for i, provider in enumerate(providers):
-        pid, config = (provider, {}) if isinstance(provider, str) else (provider.get("id"), provider.get("config") or {})
-        mapped = _lm_eval_model(pid, config) if isinstance(pid, str) else None
+    for i, entry in enumerate(given):
+        pid, config = (entry, {}) if isinstance(entry, str) else (entry.get("id"), entry.get("config") or {})
+        mapped = providers.to_lm_eval(pid, config) if isinstance(pid, str) else None
         if mapped is None:
             unsupported.append(str(pid))
         elif i == 0:
             imp.provider, imp.lm_eval = {"id": pid, "config": config}, mapped
     if unsupported:
-        imp.problems.append("providers " + ", ".join(unsupported) + " (supported: openai:chat|completion, anthropic:messages, ollama, echo)")
+        imp.problems.append("providers " + ", ".join(unsupported) + f" (supported: {providers.SUPPORTED})")
 
 
 # --- tests --------------------------------------------------------------------------------------
