@@ -392,6 +392,8 @@ def _main(argv: list[str], debug: bool) -> int:
             traceback.print_exc()
         print(f"lm-eval-abo: error: {_one_line(e)}", file=sys.stderr)
         return 2 if isinstance(e, (AboError, OSError)) else 1
+    except SystemExit as e:  # argparse (its one-line errors, --help), so main() returns like the script
+        return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
 
 
 def _one_line(error: Exception) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lm_eval_abo import synth
 from lm_eval_abo.errors import AboError
+from lm_eval_abo.files import read_json, read_text
 
 DEFAULT_SEED = 1234
 DEFAULT_SIZES = (50, 50, 200)
@@ -95,6 +96,8 @@ def _hub_or_local(hub: str, local_hint: str, read_local, read_hub, abo_data_dir)
     if abo_data_dir:
         try:
             return read_local(Path(abo_data_dir))
+        except AboError as e:  # names the file and the problem
+            raise AboError(f"cannot read the local copy of {hub}: {e}") from None
         except (OSError, ValueError, KeyError) as e:
             raise AboError(f"cannot read the local copy of {hub} in {abo_data_dir}: {e}") from None
     try:
@@ -107,6 +110,14 @@ def _hub_or_local(hub: str, local_hint: str, read_local, read_hub, abo_data_dir)
         ) from None
 
 
+def _examples(path: Path) -> list:
+    """The `examples` list of a BIG-bench-style JSON file (read errors name the file)."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
+        raise AboError(f"{path}: expected a JSON object with an 'examples' list")
+    return data["examples"]
+
+
 def _load_hub(path: str, name: str):
     import datasets
 
@@ -117,7 +128,7 @@ def bbh(subset: str, abo_data_dir=None, abo_seed=DEFAULT_SEED, abo_n_train=None,
     """A BIG-Bench-Hard task (one split upstream, partitioned here). Local copy: `<dir>/<subset>.json`."""
 
     def read_local(d: Path):
-        return json.loads((d / f"{subset}.json").read_text(encoding="utf-8"))["examples"]
+        return _examples(d / f"{subset}.json")
 
     def read_hub():
         return list(_load_hub("SaylorTwift/bbh", subset)["test"])
@@ -141,7 +152,7 @@ def bigbench(subset: str, abo_data_dir=None, abo_seed=DEFAULT_SEED, abo_n_train=
     Local copy: BIG-bench's `benchmark_tasks` directory (`<dir>/<subset>/task.json`), all examples pooled."""
 
     def read_local(d: Path):
-        examples = json.loads((d / subset / "task.json").read_text(encoding="utf-8"))["examples"]
+        examples = _examples(d / subset / "task.json")
         pool = []
         for ex in examples:
             options = list(ex["target_scores"])
@@ -175,7 +186,7 @@ def gsm8k(abo_data_dir=None, abo_seed=DEFAULT_SEED, abo_n_train=None, abo_n_dev=
 
     def read_local(d: Path):
         def rows(name):
-            lines = (d / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+            lines = read_text(d / f"{name}.jsonl").splitlines()
             return [_gsm8k_row(**json.loads(line)) for line in lines if line.strip()]
 
         return rows("train"), rows("test")

@@ -30,19 +30,24 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def read_yaml(path: str | Path, max_bytes: int = MAX_YAML_BYTES):
-    """Parse a YAML file with the safe loader; every failure is one AboError naming the file."""
+def read_text(path: str | Path, max_bytes: int | None = None) -> str:
+    """A UTF-8 text file; every failure is one AboError naming the file."""
     path = Path(path)
     try:
-        if path.stat().st_size > max_bytes:
+        if max_bytes is not None and path.stat().st_size > max_bytes:
             raise AboError(f"{path}: file is larger than {max_bytes // (1024 * 1024)} MiB")
-        text = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise AboError(f"{path}: no such file") from None
     except UnicodeDecodeError as e:
         raise AboError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise AboError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def read_yaml(path: str | Path, max_bytes: int = MAX_YAML_BYTES):
+    """Parse a YAML file with the safe loader; every failure is one AboError naming the file."""
+    text = read_text(path, max_bytes)
     try:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
@@ -94,10 +99,11 @@ def write_yaml(path: str | Path, data) -> Path:
 
 
 def read_json(path: str | Path):
+    text = read_text(path)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AboError(f"{path}: cannot read JSON ({e})") from None
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise AboError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
 
 
 def write_json(path: str | Path, data) -> Path:

@@ -266,6 +266,7 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
     out(report.projection_text(config, projection(config, len(planned.dev_indices), len(planned.train_pool), planned.n_test)))
     if config.dry_run:
         return None
+    run.dir.mkdir(parents=True, exist_ok=True)  # an output that cannot be made fails now, not after a round
 
     started = time.time()
     session = open_session(config, lm)

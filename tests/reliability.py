@@ -27,6 +27,11 @@ def normalise(text: str, *paths) -> str:
     return text.strip()
 
 
+def code(text: str) -> str:
+    """Inline markdown code that may itself hold backticks."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", "<br>")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 from conftest import rule_lm
 from fakeserver import Action, FakeServer, close, hang, malformed, reply, status
-from reliability import Section, normalise
+from reliability import Section, code, normalise
 
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.llm import OptimizerLLM, _RetryAfterOrBackoff
@@ -79,7 +79,7 @@ def test_optimizer_fault_is_retried_or_dropped(server, caplog, case):
         assert answer is None and tries == 3 and llm.usage.failures == 1
         warning = first_warning(caplog)
         assert "dropped" in warning
-        happens = f"{tries} tries, then the request is dropped with a warning and the run goes on: `{normalise(warning)}`"
+        happens = f"{tries} tries, then the request is dropped with a warning and the run goes on: {code(normalise(warning))}"
     SECTION.record(case.id, case.tried, happens)
 
 
@@ -127,7 +127,7 @@ def test_a_reply_untagged_twice_is_dropped_with_a_warning(server, caplog):
     warning = first_warning(caplog)
     assert "dropped a reply without <prompt>" in warning and server.count() == 2
     SECTION.record("untagged twice", "two replies without the asked tags",
-                   f"the request is dropped with a warning, the run goes on: `{warning}`")
+                   f"the request is dropped with a warning, the run goes on: {code(warning)}")
 
 
 def test_a_refused_key_stops_at_once_with_one_line_and_the_key_masked(server):
@@ -138,7 +138,7 @@ def test_a_refused_key_stops_at_once_with_one_line_and_the_key_masked(server):
     message = str(error.value)
     assert key not in message and "***" in message and "\n" not in message and server.count() == 1
     SECTION.record("refused key (401)", "HTTP 401 whose message echoes the key",
-                   f"no retry; the run stops with one line (a user error: exit code 2): `{normalise(message)}`")
+                   f"no retry; the run stops with one line (a user error: exit code 2): {code(normalise(message))}")
 
 
 def test_a_run_meeting_every_fault_still_ends_with_an_artifact(tmp_path, caplog):

@@ -1,0 +1,207 @@
+"""Bad input to the `lm-eval-abo` command line: each case is one line on stderr and exit code 2, with
+no traceback (`--debug` adds it). The commands run in-process through `cli.main`, as the console
+script does (one case also as a real process); the table in docs/reliability.md comes from here."""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from conftest import bin_path, rule_lm, run_cli
+from fakeserver import FakeServer
+from reliability import Section, code, normalise
+
+from lm_eval_abo import cli, store
+from lm_eval_abo.files import MAX_YAML_BYTES
+from lm_eval_abo.prompt import Prompt
+
+TASK = "abo_object_counting_synth"
+OPTIMIZE = ["optimize", "--task", TASK, "--method", "ape"]
+RUN = ["run", "--model", "abo-embedded", "--tasks", TASK, "--limit", "1"]  # lm-eval's run: ~9 s to index its tasks
+EXPORT = ["export", "promptfoo", "-o", "DIR/promptfoo-out.yaml"]  # a quick command that reads an artifact
+NO_SERVER = ["--optimizer", "openai/fake", "--optimizer_args", "api_base=http://127.0.0.1:9/v1,api_key=x"]
+
+
+def prompt_arg(name: str) -> list[str]:
+    return ["--metadata", json.dumps({"abo_prompt": f"DIR/{name}"})]
+
+
+@dataclass
+class Case:
+    id: str
+    argv: list[str]  # DIR stands for the folder holding the prepared files
+    expect: str  # part of the error line
+    tried: str = ""  # for the table, when the command line alone does not say it
+
+
+CASES = [
+    Case("unknown task", ["optimize", "--task", "abo_nope"], "unknown task 'abo_nope'"),
+    Case("unknown task (run)", ["run", "--model", "abo-embedded", "--tasks", "abo_nope"], "Tasks not found: abo_nope"),
+    Case("unknown method", [*OPTIMIZE[:3], "--method", "nope"], "argument --method: invalid choice: 'nope'"),
+    Case("unknown model backend", [*OPTIMIZE, "--model", "nosuch", "--dry-run"], "unknown lm-eval model backend 'nosuch'"),
+    Case("model_args not key=value", [*OPTIMIZE, "--model_args", "nonsense", "--dry-run"], "expected key=value pairs"),
+    Case("unknown model_args key", [*OPTIMIZE, "--model_args", "modle=gemma-3-270m", "--output", "DIR/o1", *NO_SERVER],
+         "unknown model_args modle"),
+    Case("bad model_args value", [*OPTIMIZE, "--model_args", "model=gemma-3-270m,n_ctx=many", "--output", "DIR/o2",
+                                  *NO_SERVER], "invalid literal for int()"),
+    Case("unknown optimizer provider", [*OPTIMIZE, "--optimizer", "nosuch/model", "--output", "DIR/o3"],
+         "litellm knows no provider"),
+    Case("bad optimizer_args", [*OPTIMIZE, "--optimizer_args", "timeout=-1", "--output", "DIR/o4"],
+         "timeout (seconds per call) must be a number of at least 0"),
+    Case("optimizer_args not JSON", [*OPTIMIZE, "--optimizer_args", "{api_base:", "--dry-run"], "not valid JSON"),
+    Case("negative rounds", [*OPTIMIZE, "--rounds", "-1", "--dry-run"], "rounds must be a whole number of at least 0"),
+    Case("zero beam", [*OPTIMIZE, "--beam", "0", "--dry-run"], "beam must be a whole number of at least 1"),
+    Case("negative cost budget", [*OPTIMIZE, "--max-cost", "-1", "--dry-run"], "max-cost must not be negative"),
+    Case("negative call budget", [*OPTIMIZE, "--max-optimizer-calls", "-5", "--dry-run"],
+         "max-optimizer-calls must not be negative"),
+    Case("empty train split", [*OPTIMIZE, "--metadata", "abo_n_train=0", "--dry-run"], "abo_n_train must be at least 1"),
+    Case("empty dataset", ["optimize", "--task", "abo_bbh_object_counting", "--metadata", "abo_data_dir=DIR/bbh_empty",
+                           "--dry-run"], "the data has 0 examples", "a local BBH copy whose `examples` list is empty"),
+    Case("non-UTF-8 dataset", ["optimize", "--task", "abo_bbh_object_counting", "--metadata",
+                               "abo_data_dir=DIR/bbh_latin1", "--dry-run"], "not UTF-8",
+         "a local BBH copy written in Latin-1"),
+    Case("dataset not JSON", ["optimize", "--task", "abo_bbh_object_counting", "--metadata",
+                              "abo_data_dir=DIR/bbh_broken", "--dry-run"], "not valid JSON",
+         "a local BBH copy that is not JSON"),
+    Case("missing artifact", [*RUN, *prompt_arg("missing.yaml")], "no such file"),
+    Case("wrong-task artifact", [*RUN, *prompt_arg("navigate.yaml")], "is for task 'abo_navigate_synth'",
+         "an artifact made for abo_navigate_synth"),
+    Case("non-UTF-8 artifact", [*EXPORT, "DIR/latin1.yaml"], "not UTF-8 text", "an artifact written in Latin-1"),
+    Case("unsafe YAML tag", [*EXPORT, "DIR/python-tag.yaml"], "could not determine a constructor",
+         "an artifact holding `!!python/object/apply:os.system`"),
+    Case("YAML alias bomb", [*EXPORT, "DIR/alias-bomb.yaml"], "YAML aliases are not accepted",
+         "an artifact that is a billion-laughs alias bomb"),
+    Case("oversized YAML", [*EXPORT, "DIR/huge.yaml"], "file is larger than 20 MiB", "a 21 MiB artifact"),
+    Case("earlier run without --resume", [*OPTIMIZE, "--output", "DIR/earlier"], "pass --resume to continue it",
+         "an output folder that holds a run"),
+    Case("--resume with other settings", [*OPTIMIZE, "--output", "DIR/earlier", "--resume", "--seed", "7"],
+         "was made with other settings (seed)"),
+    Case("output is a file", [*OPTIMIZE, "--output", "DIR/a-file", *NO_SERVER, "--rounds", "0"], "Not a directory",
+         "`--output` naming an existing file"),
+    Case("promptfoo file with unsupported parts", ["import", "promptfoo", "DIR/promptfooconfig.yaml", "-o", "DIR/pf"],
+         "cannot import: top-level keys scenarios; assert type 'llm-rubric'",
+         "a promptfoo config with an `llm-rubric` assertion and a `scenarios` key"),
+]
+SECTION = Section("bad-input", "Bad input (tests/test_bad_input.py)", [c.id for c in CASES] + [
+    "unexpected internal error", "--rounds 0", "splits smaller than a batch"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table():
+    yield SECTION
+    SECTION.check()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The bad files the cases read."""
+    d = tmp_path_factory.mktemp("bad")
+    store.save(store.Artifact(task="abo_navigate_synth", method="apo", prompt=Prompt()), d / "navigate.yaml")
+    (d / "latin1.yaml").write_bytes("schema_version: 1\ntask: abo_object_counting_synth\nmethod: caf\xe9\n".encode("latin-1"))
+    (d / "python-tag.yaml").write_text("!!python/object/apply:os.system ['echo pwned']\n")
+    laughs = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    laughs += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    (d / "alias-bomb.yaml").write_text("\n".join(laughs) + "\n")
+    (d / "huge.yaml").write_text("task: " + "x" * (MAX_YAML_BYTES + (1 << 20)) + "\n")
+    for name, content in [("bbh_empty", b'{"examples": []}'), ("bbh_latin1", '{"examples": [{"input": "caf\xe9", '
+                          '"target": "1"}]}'.encode("latin-1")), ("bbh_broken", b'{"examples": [')]:
+        (d / name).mkdir()
+        (d / name / "object_counting.json").write_bytes(content)
+    earlier = cli.config_from(cli.build_parser().parse_args([*OPTIMIZE, "--output", str(d / "earlier")]))
+    (d / "earlier" / TASK / "ape").mkdir(parents=True)
+    (d / "earlier" / TASK / "ape" / "state.json").write_text(json.dumps({"config": earlier.resolved().fingerprint()}))
+    (d / "a-file").write_text("not a folder\n")
+    tests = [{"vars": {"q": f"question {i}"}, "assert": [{"type": "llm-rubric", "value": "is polite"}]} for i in range(4)]
+    config = {"prompts": ["Answer: {{q}}"], "providers": ["openai:gpt-4o-mini"], "tests": tests, "scenarios": []}
+    (d / "promptfooconfig.yaml").write_text(json.dumps(config))
+    return d
+
+
+def run_main(argv, capsys) -> tuple[int, str]:
+    exit_code = cli.main(argv)
+    return exit_code, capsys.readouterr().err
+
+
+def last_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.argv[0] == "run" else []) for c in CASES])
+def test_bad_input_is_one_line_and_exit_code_2(case, files, capsys, monkeypatch):
+    monkeypatch.chdir(files)
+    argv = [a.replace("DIR", str(files)) for a in case.argv]
+    if argv[0] == "run":  # lm-eval's run sets up its logging once per process: give it its own
+        proc = run_cli(bin_path("lm-eval-abo"), *argv, cwd=files, check=False)
+        exit_code, err = proc.returncode, proc.stderr
+    else:
+        exit_code, err = run_main(argv, capsys)
+    line = last_line(err)
+    assert exit_code == 2, err[-2000:]
+    assert case.expect in line and line.startswith("lm-eval-abo"), err[-2000:]
+    assert "Traceback" not in err
+    command = "lm-eval-abo " + " ".join(a if " " not in a and "{" not in a else f"'{a}'" for a in case.argv)
+    SECTION.record(case.id, f"{case.tried}: {code(command)}" if case.tried else code(command),
+                   f"exit 2: {code(normalise(line, files))}")
+
+
+def test_debug_adds_the_traceback(capsys):
+    exit_code, err = run_main(["--debug", "optimize", "--task", "abo_nope"], capsys)
+    assert exit_code == 2 and "Traceback" in err and last_line(err) == "lm-eval-abo: error: unknown task 'abo_nope'; see `lm-eval-abo tasks` (or add --include_path)"
+
+
+def test_an_unexpected_error_is_one_line_with_exit_code_1(capsys, monkeypatch):
+    def broken(args):
+        raise RuntimeError("simulated bug\nsecond line")
+
+    monkeypatch.setattr(cli, "cmd_tasks", broken)
+    exit_code, err = run_main(["tasks"], capsys)
+    assert exit_code == 1 and err.strip() == (
+        "lm-eval-abo: error: unexpected RuntimeError: simulated bug (rerun with --debug for the traceback)")
+    SECTION.record("unexpected internal error", "a command raising an unforeseen exception (simulated: `RuntimeError`)",
+                   f"exit 1: {code(err.strip())}; with `--debug` the traceback too")
+
+
+def test_the_console_script_exits_2_with_one_line(tmp_path):
+    proc = run_cli(bin_path("lm-eval-abo"), "optimize", "--task", "abo_nope", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "lm-eval-abo: error: unknown task 'abo_nope'; see `lm-eval-abo tasks` (or add --include_path)"]
+
+
+def small_run(tmp_path, server, **overrides):
+    from lm_eval_abo.optimize import OptimizeConfig, optimize
+
+    settings = dict(
+        task=TASK, method="ape", optimizer="openai/fake", optimizer_args={"api_base": server.base_url, "api_key": "x"},
+        beam=1, train_limit=4, dev_limit=3, test_limit=3, minibatch=2, method_args={"paraphrases": 1},
+        optimizer_cache=None, output=str(tmp_path),
+    )
+    config = OptimizeConfig(**{**settings, **overrides})
+    lines = []
+    outcome = optimize(config, out=lines.append, lm=rule_lm())
+    return outcome, "\n".join(lines)
+
+
+def test_rounds_0_scores_the_baseline_and_initial_candidates_then_evaluates_on_test(tmp_path):
+    with FakeServer() as server:
+        outcome, _ = small_run(tmp_path, server, rounds=0, metadata={"abo_n_test": 5})
+    artifact = outcome.artifact_data
+    assert [r["round"] for r in artifact.trace] == [0]
+    assert [c["origin"] for c in artifact.trace[0]["candidates"]] == ["baseline", "initial"]
+    assert artifact.scores["test"]["n"] == 3 and outcome.results.exists()
+    SECTION.record("--rounds 0", "`optimize` with `--rounds 0` (rule-based target, fake optimizer server)",
+                   "valid: round 0 only (the baseline and the initial candidates are scored on dev), the best is "
+                   "saved and evaluated on test; exit 0")
+
+
+def test_splits_smaller_than_a_batch_use_the_whole_split(tmp_path):
+    with FakeServer() as server:
+        outcome, _ = small_run(tmp_path, server, rounds=1, minibatch=64, train_limit=100, dev_limit=50,
+                               metadata={"abo_n_train": 3, "abo_n_dev": 2, "abo_n_test": 2})
+    artifact = outcome.artifact_data
+    assert len(artifact.splits["train"]) == 3 and len(artifact.splits["dev"]) == 2 and artifact.scores["test"]["n"] == 2
+    assert [r["round"] for r in artifact.trace] == [0, 1]
+    SECTION.record("splits smaller than a batch", "`optimize` with `--minibatch 64 --train-limit 100 --dev-limit 50 "
+                   "--test-limit 3` on splits of 3 train, 2 dev, 2 test examples "
+                   "(`--metadata abo_n_train=3,abo_n_dev=2,abo_n_test=2`; rule-based target, fake optimizer server)",
+                   "valid: each split is used whole (minibatch 3, dev 2, test 2); exit 0")
