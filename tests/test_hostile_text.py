@@ -1,0 +1,166 @@
+"""Hostile text (template syntax, Python attribute walks, stray braces) written by the optimizer or the
+target, or found in the data, reaches the target model and the meta-prompts literally: through the
+search loop, lm-eval's own jinja rendering (plain and chat template), the artifact, lm-eval's results,
+and once through the real embedded model and the stock `lm_eval` CLI."""
+
+import json
+import re
+
+import jinja2
+import pytest
+from conftest import bin_path, local_completions_args, run_cli, samples
+from fakeserver import FakeServer, reply
+from reliability import Section
+
+from lm_eval_abo import store
+from lm_eval_abo.prompt import Demonstration, Prompt
+from lm_eval_abo.tasks import tasks_dir
+
+TASK = "abo_object_counting_synth"
+# rendered, these would read 666666, <class 'str'>, or fail to parse
+HOSTILE = "Count {{ 6*111111 }} {% raw %} {{ ''.__class__ }} {# c #} {% if x %} a stray { and }} brace."
+EVALUATED = ("666666", "<class", "{% endraw %}")
+SECTION = Section("hostile-text", "Hostile text (tests/test_hostile_text.py)", [
+    "optimizer reply", "target output", "chat template", "stock CLI, real model"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table():
+    yield SECTION
+    SECTION.check()
+
+
+def literal(texts: list[str]) -> bool:
+    return bool(texts) and all(HOSTILE in t and not any(e in t for e in EVALUATED) for t in texts)
+
+
+class HostileLM:
+    """A target that answers right when its prompt says "magic", and always writes template syntax;
+    it records every prompt it receives and renders chat turns with a jinja2 chat template, as
+    Hugging Face tokenizers do."""
+
+    CHAT = ("{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+    def __new__(cls):
+        from lm_eval.api.model import LM
+
+        class Target(LM):
+            def __init__(self):
+                super().__init__()
+                self.seen: list[str] = []
+
+            def generate_until(self, requests, disable_tqdm=False):
+                out = []
+                for r in requests:
+                    self.seen.append(r.args[0])
+                    verdict = f"So the answer is {r.doc['target']}." if "magic" in r.args[0] else "I do not know."
+                    out.append(f" {HOSTILE} {verdict}")
+                return out
+
+            def loglikelihood(self, requests, disable_tqdm=False):
+                raise NotImplementedError
+
+            def loglikelihood_rolling(self, requests, disable_tqdm=False):
+                raise NotImplementedError
+
+            @property
+            def tokenizer_name(self) -> str:
+                return "hostile-chat"
+
+            def chat_template(self, chat_template=False):
+                return HostileLM.CHAT
+
+            def apply_chat_template(self, chat_history, add_generation_prompt=True):
+                return jinja2.Environment().from_string(HostileLM.CHAT).render(
+                    messages=chat_history, add_generation_prompt=add_generation_prompt)
+
+        return Target()
+
+
+def optimizer_reply(request):
+    """Initial instruction: hostile text. Reflection: hostile text. Edit: hostile text plus the word
+    the target needs, so the edit wins and is evaluated on test."""
+    text = request.text
+    if "I gave a friend" in text:
+        return reply(f"<prompt>{HOSTILE}</prompt>")
+    if "<reason>" in text:
+        return reply(f"<reason>{HOSTILE}</reason>")
+    return reply(f"<prompt>{HOSTILE} Say magic.</prompt>")
+
+
+def test_optimizer_and_target_text_with_template_syntax_stays_literal_end_to_end(tmp_path):
+    from lm_eval_abo.optimize import OptimizeConfig, optimize
+
+    target = HostileLM()
+    with FakeServer(optimizer_reply) as server:
+        config = OptimizeConfig(
+            task=TASK, method="apo", optimizer="openai/fake", optimizer_args={"api_base": server.base_url, "api_key": "x"},
+            rounds=1, beam=2, train_limit=4, dev_limit=3, test_limit=3, minibatch=2, optimizer_cache=None,
+            method_args={"gradients": 1, "errors_per_gradient": 2, "paraphrases": 0}, output=str(tmp_path),
+            metadata={"abo_n_train": 8, "abo_n_dev": 4, "abo_n_test": 4},
+        )
+        outcome = optimize(config, out=lambda line: None, lm=target)
+    meta_prompts = [r.text for r in server.requests]
+    reflections = [t for t in meta_prompts if "<reason>" in t]
+    edits = [t for t in meta_prompts if "improved instruction" in t]
+    # the initial candidate's hostile instruction and the target's hostile answers, in later meta-prompts
+    assert literal(reflections) and literal(edits) and all(t.count(HOSTILE) >= 2 for t in reflections)
+    sent = [p for p in target.seen if p.startswith(HOSTILE)]
+    assert literal(sent) and len(sent) >= 3 + 2 + 3, "dev, train and test prompts of the hostile candidates"
+
+    artifact = store.load(outcome.artifact, task=TASK)
+    assert artifact.prompt.instruction == f"{HOSTILE} Say magic."
+    results = json.loads(outcome.results.read_text())
+    assert results["results"][TASK]["exact_match,answer"] == 1.0
+    rows = [json.loads(line) for line in next(outcome.results.parent.glob("samples_*.jsonl")).read_text().splitlines()]
+    assert literal([row["arguments"]["gen_args_0"]["arg_0"] for row in rows])
+    assert literal([row["resps"][0][0] for row in rows]), "the target's answers are logged as written"
+    SECTION.record("optimizer reply", "`optimize --method apo` whose optimizer answers every request with "
+                   "template syntax (initial instruction, reflection, edit)",
+                   "the text reaches the target as written on dev, train and test, is shown to the optimizer as "
+                   "written in the next meta-prompts, and is stored as written in best.yaml and lm-eval's samples")
+    SECTION.record("target output", "a target whose every answer holds template syntax",
+                   "its answers enter the reflection and edit meta-prompts as written (jinja2 sandbox, values only)")
+
+
+def test_chat_template_path_keeps_every_part_literal():
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_abo.scoring import Bridge
+
+    target = HostileLM()
+    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"abo_n_test": 4})
+    bridge = Bridge(target, TASK, manager, apply_chat_template=True, fewshot_as_multiturn=True)
+    demo = Demonstration(doc={"id": "d", "input": f"I have {HOSTILE} cats.", "target": "2"}, output=f"{HOSTILE} So 2.")
+    for placement in ("system", "user"):
+        prompt = Prompt(instruction=HOSTILE, placement=placement, procedure=(HOSTILE,), demonstrations=(demo,),
+                        answer_prefix="Then {{ x }} {% if %}:")
+        [score] = bridge.score([prompt], "dev", [0, 1])
+        for sample in score.samples:
+            turns = re.split(r"<\|(system|user|assistant)\|>\n", sample.prompt)[1:]
+            roles = turns[0::2]
+            assert roles == (["system"] if placement == "system" else []) + ["user", "assistant", "user", "assistant"]
+            assert sample.prompt.count(HOSTILE) == 4, "instruction, step, demonstration question and answer"
+            assert sample.prompt.rstrip().endswith("Then {{ x }} {% if %}:")
+            assert not any(e in sample.prompt for e in EVALUATED)
+    SECTION.record("chat template", "instruction, procedure step, demonstration question and answer and answer "
+                   "prefix all holding template syntax, placed in the system message or the user turn, rendered "
+                   "through lm-eval with `--apply_chat_template` (a jinja2 chat template)",
+                   "each part appears in its own turn exactly as written")
+
+
+@pytest.mark.slow
+def test_the_real_model_receives_the_text_literally_through_the_stock_cli(gemma_server, tmp_path):
+    demo = Demonstration(doc={"id": "d", "input": "I have a cat. How many animals do I have?", "target": "1"},
+                         output=f"{HOSTILE} So the answer is 1.")
+    prompt = Prompt(instruction=HOSTILE, demonstrations=(demo,), answer_prefix="{{ 6*111111 }}")
+    store.save(store.Artifact(task=TASK, method="manual", prompt=prompt), tmp_path / "best.yaml")
+    run_cli(bin_path("lm_eval"), "--model", "local-completions", "--model_args", local_completions_args(gemma_server),
+            "--include_path", str(tasks_dir()), "--tasks", TASK, "--limit", "1", "--gen_kwargs", "max_gen_toks=8",
+            "--metadata", json.dumps({"abo_prompt": "best.yaml"}), "--output_path", "out", "--log_samples", cwd=tmp_path)
+    sent = [row["arguments"]["gen_args_0"]["arg_0"] for row in samples(tmp_path / "out", TASK)]
+    assert literal(sent) and all(p.count(HOSTILE) == 2 and p.endswith("A: {{ 6*111111 }}") for p in sent)
+    SECTION.record("stock CLI, real model", "an artifact whose instruction, demonstration and answer prefix hold "
+                   "template syntax, run by the stock `lm_eval` CLI on gemma-3-270m served on 127.0.0.1",
+                   "the prompt lm-eval logged (the text local-completions sent to the server) holds each part exactly as written")
