@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+from functools import lru_cache
 from pathlib import Path
 
 from lm_eval_abo import synth
@@ -57,17 +58,22 @@ def synthetic(
     **_ignored,
 ):
     """Synthetic examples generated on the spot (seeded: the same knobs give the same data)."""
+    import datasets
+
     sizes = [_size(v, f"abo_n_{s}", d) for v, s, d in zip((abo_n_train, abo_n_dev, abo_n_test), SPLITS, DEFAULT_SIZES)]
     difficulty = _size(abo_difficulty, "abo_difficulty", 1)
     try:
-        return _dataset_dict(
-            {
-                split: synth.generate_split(kind, split, size, int(abo_seed), difficulty)
-                for split, size in zip(SPLITS, sizes)
-            }
-        )
+        splits = _synthetic_splits(kind, tuple(sizes), int(abo_seed), difficulty)
     except ValueError as e:
         raise AboError(str(e)) from None
+    return datasets.DatasetDict(splits)  # a new dict over the shared splits (a Dataset is never changed in place)
+
+
+@lru_cache(maxsize=32)
+def _synthetic_splits(kind: str, sizes: tuple[int, ...], seed: int, difficulty: int):
+    """Generated once per process: the optimizer builds its task again for every scoring pass, and
+    generating and hashing the rows cost more than the rest of that build."""
+    return _dataset_dict({split: synth.generate_split(kind, split, size, seed, difficulty) for split, size in zip(SPLITS, sizes)})
 
 
 def _with_ids(rows: list[dict]) -> list[dict]:

@@ -33,7 +33,7 @@ PRESETS = {
 @dataclass
 class OptimizeConfig:
     task: str
-    method: str = "ape"
+    method: str = "abo"
     model: str = DEFAULT_MODEL
     model_args: str = DEFAULT_MODEL_ARGS
     optimizer: str = DEFAULT_OPTIMIZER
@@ -284,7 +284,7 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
                     "baseline_dev": {"metric": bridge.metric_key, "value": search_state.nodes[0].dev, "n": search_state.nodes[0].dev_n}},
             splits=dict(splits), trace=search_state.trace,
             usage={"optimizer": search_state.usage.to_dict(), "target_requests": search_state.target_requests,
-                   "seconds": round(time.time() - started, 1), "stopped": search_state.stopped},
+                   "seconds": round(time.time() - started, 1), **_phase_seconds(search_state.trace), "stopped": search_state.stopped},
             templates={name: metaprompts.template_sha256(name) for name in method.templates},
             settings={"rounds": config.rounds, "beam": config.beam, "minibatch": config.minibatch, "method_args": config.method_args,
                       "seed": config.seed, "metadata": redact_args(config.metadata), "gen_kwargs": config.gen_kwargs},
@@ -312,6 +312,7 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
     if state.stopped:
         out(f"search stopped early: {state.stopped}; the best prompt so far is kept")
 
+    store.save(artifact_of(state), run.artifact)  # what the test evaluation reads, also after a resume
     try:
         test = evaluate_on_test(session, run.artifact, run.results)
     except TargetFailed as e:
@@ -320,15 +321,20 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
     final.scores["test"] = {**test["score"], "results_file": str(test["results"].relative_to(run.dir))}
     final.splits["test"] = test["ids"]
     final.usage["test_requests"] = test["requests"]
+    final.usage["test_seconds"] = test["seconds"]
     final.usage["target_requests"] = state.target_requests + test["requests"]
     store.save(final, run.artifact)
     write_text_atomic(run.report, report.run_report(config, state, dev_docs, bridge, final))
+    out(test["table"])
     out(report.final_text(final, run.artifact, test["results"]))
     return Outcome(run.dir, run.artifact, test["results"], final)
 
 
-def _target_cache(config: OptimizeConfig) -> str | None:
-    """lm-eval's cache keys requests by prompt only, so each target model gets its own file."""
+def _phase_seconds(trace: list[dict]) -> dict:
+    """The search's wall time by phase, summed over its rounds."""
+    return {key: round(sum(r.get(key, 0.0) for r in trace), 1) for key in ("optimizer_seconds", "target_seconds")}
+
+
 def _saved_rounds(run: Run) -> str:
     """What a failed run kept, and how to continue it."""
     if not run.state.exists():
@@ -337,6 +343,8 @@ def _saved_rounds(run: Run) -> str:
     return f"rounds 0-{done} are saved in {run.dir}; rerun with --resume to continue from there"
 
 
+def _target_cache(config: OptimizeConfig) -> str | None:
+    """lm-eval's cache keys requests by prompt only, so each target model gets its own file."""
     if not config.use_cache:
         return None
     import hashlib
@@ -371,13 +379,14 @@ def evaluate_on_test(session: Session, artifact: Path, results_dir: Path) -> dic
     lm-eval's results JSON and samples go to `results_dir`."""
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
+    from lm_eval.utils import make_table
 
     from lm_eval_abo.scoring import quiet_lm_eval, target_calls
 
     config, bridge = session.config, session.bridge
     manager = _task_manager(config, abo_prompt=str(artifact))
     tracker = EvaluationTracker(output_path=str(results_dir))
-    before = bridge.target_requests
+    before, started = bridge.target_requests, time.time()
     with quiet_lm_eval(not config.verbose), target_calls():
         results = simple_evaluate(
             model=bridge.counter, model_args=redact_arg_string(config.model_args), tasks=[config.task],
@@ -398,6 +407,8 @@ def evaluate_on_test(session: Session, artifact: Path, results_dir: Path) -> dic
                   "n": int(results["n-samples"][config.task]["effective"])},
         "ids": list(dict.fromkeys(row["doc"]["id"] for row in samples[config.task])),
         "requests": bridge.target_requests - before,
+        "seconds": round(time.time() - started, 1),
+        "table": make_table(results),
     }
 
 

@@ -6,7 +6,7 @@ import difflib
 
 from lm_eval_abo.redact import redact_arg_string
 
-COLUMNS = ("round", "candidates", "best dev", "mean dev", "opt calls", "tokens", "cost", "target req", "seconds")
+COLUMNS = ("round", "candidates", "best dev", "mean dev", "opt calls", "tokens", "cost", "target req", "seconds", "optimizer s", "target s")
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -33,6 +33,13 @@ def projection_text(config, plan: dict) -> str:
     return "\n".join(lines)
 
 
+def _phases(record: dict) -> str:
+    """Where a round's (or a run's) wall time went, where it was recorded."""
+    names = [("optimizer", "optimizer_seconds"), ("target", "target_seconds"), ("test", "test_seconds")]
+    parts = [f"{name} {record[key]} s" for name, key in names if key in record]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def round_header() -> str:
     return "| " + " | ".join(COLUMNS) + " |\n|" + "---:|" * len(COLUMNS)
 
@@ -42,7 +49,7 @@ def round_row(record: dict) -> str:
     cells = [
         record["round"], len(record["candidates"]), _fmt(record["best"]["dev"]), _fmt(record["mean_dev"]),
         opt["calls"], opt["prompt_tokens"] + opt["completion_tokens"], cost_text(opt),
-        record["target_requests"], record["seconds"],
+        record["target_requests"], record["seconds"], record.get("optimizer_seconds", "-"), record.get("target_seconds", "-"),
     ]
     return "| " + " | ".join(map(str, cells)) + " |"
 
@@ -101,7 +108,7 @@ def run_report(config, state, dev_docs: list[dict], bridge, final=None) -> str:
             f"Best dev {_fmt(record['best']['dev'])} (± {_fmt(record['best']['stderr'])}, n={record['best']['n']}); "
             f"optimizer {opt['calls']} calls ({opt['cache_hits']} cached), "
             f"{opt['prompt_tokens'] + opt['completion_tokens']} tokens, {cost_text(opt)}; "
-            f"target {record['target_requests']} requests; {record['seconds']} s.",
+            f"target {record['target_requests']} requests; {record['seconds']} s{_phases(record)}.",
             "",
             "| candidate | origin | parent | dev |",
             "|---|---|---|---:|",
@@ -151,7 +158,7 @@ def final_text(artifact, artifact_path, results_path) -> str:
         f"  test {test['metric']} = {_fmt(test['value'])} ± {_fmt(test['stderr'])} (n={test['n']})",
         f"  optimizer: {usage['calls']} calls ({usage['cache_hits']} cached), "
         f"{usage['prompt_tokens'] + usage['completion_tokens']} tokens, {cost_text(usage)}; "
-        f"target: {artifact.usage['target_requests']} requests; {artifact.usage['seconds']} s",
+        f"target: {artifact.usage['target_requests']} requests; {artifact.usage['seconds']} s{_phases(artifact.usage)}",
         f"lm-eval results: {results_path}",
         f"re-run with: lm_eval --tasks {artifact.task} --include_path \"$(lm-eval-abo tasks-path)\" "
         f"--metadata '{{\"abo_prompt\": \"{artifact_path}\"}}' --model ...",

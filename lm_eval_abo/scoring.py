@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -177,6 +178,7 @@ class Bridge:
         self._apply_settings(self.reference)
         self.filter_name, self.metric, self.higher_is_better = self._primary_metric(self.reference)
         self._memo: dict[tuple[str, str, int], Sample] = {}
+        self.target_seconds = 0.0  # wall time spent scoring: task builds and lm-eval passes
 
     # --- what the optimizers may know about the task ---
 
@@ -235,6 +237,7 @@ class Bridge:
             if missing and key[:16] not in todo:
                 todo[key[:16]] = {"prompt": prompt, "key": key, "missing": missing}
         if todo:
+            started = time.perf_counter()
             configs = [self._candidate_config(job["prompt"], split, name) for name, job in todo.items()]
             with quiet_lm_eval(self.quiet):
                 loaded = self.task_manager.load(configs)
@@ -262,6 +265,7 @@ class Bridge:
                         answer=_first(row["filtered_resps"][0]),
                         score=float(row[self.metric]),
                     )
+            self.target_seconds += time.perf_counter() - started
         return [self._summarise([self._memo[(key, split, i)] for i in indices]) for key in keys]
 
     @property

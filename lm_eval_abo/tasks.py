@@ -79,6 +79,19 @@ def _base_task(metadata: dict, task: str) -> str:
     return metadata.get("abo_task", task)
 
 
+def _with_constant_columns(dataset, values: dict):
+    """`dataset` with a column per key holding its value in every row. One concatenation: adding the
+    columns one at a time costs a fingerprint hash and a table copy each, for every candidate scored."""
+    import datasets
+
+    if len(dataset) == 0:  # concatenate_datasets would drop the new columns of an empty table
+        for key in values:
+            dataset = dataset.add_column(key, [])
+        return dataset
+    columns = datasets.Dataset.from_dict({key: [value] * len(dataset) for key, value in values.items()})
+    return datasets.concatenate_datasets([dataset, columns], axis=1)
+
+
 class AboTask(ConfigurableTask):
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}  # lm-eval passes its `class:` key along
@@ -100,11 +113,7 @@ class AboTask(ConfigurableTask):
             raise AboError(f"{self.config.task}: {e}") from None
         # every split carries the demonstration column, so lm-eval reads it as a field, not a template
         fields = {**self.abo_prompt.doc_fields(), DEMO_OUTPUT: ""}
-        splits = {}
-        for name, ds in self.dataset.items():
-            for key, value in fields.items():
-                ds = ds.add_column(key, [value] * len(ds))
-            splits[name] = ds
+        splits = {name: _with_constant_columns(ds, fields) for name, ds in self.dataset.items()}
         demos = demo_rows(self.abo_prompt)
         splits[DEMO_SPLIT] = datasets.Dataset.from_list(demos) if demos else splits[self.config.training_split].select([])
         self.dataset = datasets.DatasetDict(splits)

@@ -12,6 +12,7 @@ from conftest import bin_path, results_file, run_cli
 
 from lm_eval_abo import store
 from lm_eval_abo.files import read_json
+from lm_eval_abo.optimizers.search import TIMINGS
 
 pytestmark = pytest.mark.slow
 TASK = "abo_object_counting_synth"
@@ -28,7 +29,7 @@ def optimize(tmp_path, method, *extra, rounds="1", output="runs", cache="optimiz
 
 def comparable(artifact: store.Artifact) -> dict:
     """An artifact without what legitimately differs between runs (times, cache hits, dates)."""
-    trace = [{k: v for k, v in r.items() if k not in ("seconds", "optimizer", "target_requests")} for r in artifact.trace]
+    trace = [{k: v for k, v in r.items() if k not in (*TIMINGS, "optimizer", "target_requests")} for r in artifact.trace]
     scores = {k: {kk: vv for kk, vv in v.items() if kk != "results_file"} for k, v in artifact.scores.items()}
     return {"prompt": artifact.prompt.to_dict(), "scores": scores, "splits": artifact.splits, "trace": trace}
 

@@ -17,6 +17,10 @@ from lm_eval_abo.llm import BudgetExhausted, Usage
 from lm_eval_abo.optimizers.base import Candidate, Context, Method, Node
 from lm_eval_abo.prompt import Prompt
 
+# A round record's wall times: the whole round, target scoring (train batches and dev candidates through
+# lm-eval), and the rest, which is the optimizer (its calls and the method's own work). Differ between runs.
+TIMINGS = ("seconds", "target_seconds", "optimizer_seconds")
+
 
 @dataclass
 class SearchState:
@@ -83,6 +87,20 @@ def flips(before: Node, after: Node) -> dict[str, list[int]]:
     }
 
 
+@dataclass(frozen=True)
+class RoundStart:
+    """The counters when a round starts; the round's record shows what it used since."""
+
+    time: float
+    usage: Usage
+    target_requests: int
+    target_seconds: float
+
+    @classmethod
+    def of(cls, ctx: Context) -> RoundStart:
+        return cls(time.time(), Usage(**ctx.llm.usage.to_dict()), ctx.bridge.target_requests, ctx.bridge.target_seconds)
+
+
 class Search:
     def __init__(self, method: Method, ctx: Context, beam_size: int, dev_indices: list[int], minibatch: int, patience: int | None):
         self.method, self.ctx = method, ctx
@@ -109,8 +127,10 @@ class Search:
         ranked = sorted(pool, key=lambda n: -sign * n.dev)
         state.beam = [n.key for n in ranked[: self.beam_size]]
 
-    def _record(self, state: SearchState, round_no: int, new: list[Node], previous_best: Node | None, started: float, usage_before: Usage, target_before: int) -> dict:
+    def _record(self, state: SearchState, round_no: int, new: list[Node], previous_best: Node | None, start: RoundStart) -> dict:
         best = state.best
+        seconds = time.time() - start.time
+        target_seconds = self.ctx.bridge.target_seconds - start.target_seconds
         return {
             "round": round_no,
             "candidates": [
@@ -121,9 +141,11 @@ class Search:
             "best": {"key": best.key, "dev": best.dev, "stderr": best.dev_stderr, "n": best.dev_n},
             "mean_dev": sum(n.dev for n in new) / len(new) if new else None,
             "flips": flips(previous_best, best) if previous_best else {"fixed": [], "broken": []},
-            "optimizer": self.ctx.llm.usage.minus(usage_before).to_dict(),
-            "target_requests": self.ctx.bridge.target_requests - target_before,
-            "seconds": round(time.time() - started, 1),
+            "optimizer": self.ctx.llm.usage.minus(start.usage).to_dict(),
+            "target_requests": self.ctx.bridge.target_requests - start.target_requests,
+            "seconds": round(seconds, 1),
+            "target_seconds": round(target_seconds, 1),
+            "optimizer_seconds": round(seconds - target_seconds, 1),
         }
 
     def run(self, rounds: int, state: SearchState | None, checkpoint, announce) -> SearchState:
@@ -138,8 +160,7 @@ class Search:
             state.stopped = self._stall_reason()
             return state
         for round_no in range(state.round + 1, rounds + 1):
-            started, target_before = time.time(), ctx.bridge.target_requests
-            usage_before = Usage(**ctx.llm.usage.to_dict())
+            start = RoundStart.of(ctx)
             previous_best = state.best if state.beam else None
             with tqdm(total=3, desc=f"round {round_no}/{rounds}", leave=False) as bar:
                 try:
@@ -157,7 +178,7 @@ class Search:
             self._select(state, ([state.node(k) for k in state.beam] if state.beam else []) + new)
             state.round = round_no
             state.target_requests = ctx.bridge.target_requests + target_offset
-            record = self._record(state, round_no, new, previous_best, started, usage_before, target_before)
+            record = self._record(state, round_no, new, previous_best, start)
             state.trace.append(record)
             if not state.stopped and self._stalled(state):
                 state.stopped = self._stall_reason()
