@@ -1,0 +1,58 @@
+"""A meter on the embedded models: every llama.cpp call the package makes goes through
+`embedded.complete` (the target, a completion model) or `embedded.chat` (the optimizer); the meter wraps
+both and logs each call's model, tokens and seconds. Behaviour is unchanged; only benchmarks use it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Call:
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+@dataclass
+class Meter:
+    calls: list[Call] = field(default_factory=list)
+
+    def install(self) -> Meter:
+        from lm_eval_abo import embedded
+
+        def metered(function):
+            def wrapper(name, *args, **kwargs):
+                started = time.perf_counter()
+                result = function(name, *args, **kwargs)
+                usage = result.get("usage") or {}
+                self.calls.append(Call(name, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
+                                       time.perf_counter() - started))
+                return result
+
+            return wrapper
+
+        embedded.complete = metered(embedded.complete)  # EmbeddedLM.generate_until calls it by module name
+        embedded.chat = metered(embedded.chat)
+        return self
+
+    def of(self, model: str) -> list[Call]:
+        return [c for c in self.calls if c.model == model]
+
+
+def totals(calls: list[Call]) -> dict:
+    return {"calls": len(calls), "prompt_tokens": sum(c.prompt_tokens for c in calls),
+            "completion_tokens": sum(c.completion_tokens for c in calls), "model_s": round(sum(c.seconds for c in calls), 1)}
+
+
+def split_by_counts(calls: list[Call], counts: list[int]) -> list[list[Call]]:
+    """Consecutive slices of `calls` of the given sizes (the target's requests, in the order the rounds
+    and then the test evaluation sent them)."""
+    slices, start = [], 0
+    for n in counts:
+        slices.append(calls[start : start + n])
+        start += n
+    return slices
