@@ -156,3 +156,15 @@ def test_projection_counts_localisation_revisions_and_demonstrations(name):
     calls, candidates = METHODS[name].projected(params, beam=2, initial=False)
     demo_calls = params["demo_attempts"] if params["demos"] else 0
     assert calls == 2 * (params["max_errors"] + params["revisions"] * (1 + demo_calls)) and candidates == 2 * params["revisions"]
+
+
+
+def test_only_behaviour_prompts_have_their_train_batch_scored():
+    """ABO diagnoses the errors of prompts with a procedure; the baseline in the beam gets new procedures
+    written from the task alone, so its train batch is never sent to the target."""
+    ctx, _ = abo_context(make_reply(), revisions=1, demos=0)
+    state = run_round(ctx)
+    assert [n.candidate.origin for n in state.nodes if n.round == 0] == ["baseline", "procedure"], "both in the beam of 2"
+    train_questions = [f"Q: {d['input']}\nA:" for d in ctx.bridge.docs("train")]
+    on_train = [p for p in ctx.bridge.counter.inner.seen if any(q in p for q in train_questions)]
+    assert on_train and all(p.endswith("A: Step 1:") for p in on_train), "only the procedure prompt ran on train"

@@ -124,6 +124,12 @@ class Abo:
 
     # --- later rounds ---
 
+    @staticmethod
+    def wants_errors(node: Node) -> bool:
+        """Only a behaviour prompt's errors are diagnosed; a prompt without a procedure (the baseline)
+        gets new procedures written from the task alone, so scoring its train batch would be wasted."""
+        return bool(node.prompt.procedure)
+
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
         p = ctx.params
         candidates = []

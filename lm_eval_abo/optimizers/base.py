@@ -144,3 +144,10 @@ class Method(Protocol):
         """At most how many optimizer calls and new candidates round 0 (initial=True) or a later
         round makes, before format retries."""
         ...
+
+
+def wants_errors(method: Method, node: Node) -> bool:
+    """Whether a round of `method` reads `node`'s train errors, which cost target requests to find.
+    A method says so for all its nodes (`uses_errors`, default True) or per node (`wants_errors(node)`)."""
+    per_node = getattr(method, "wants_errors", None)
+    return per_node(node) if per_node else getattr(method, "uses_errors", True)

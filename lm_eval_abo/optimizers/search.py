@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from lm_eval_abo.llm import BudgetExhausted, Usage
-from lm_eval_abo.optimizers.base import Candidate, Context, Method, Node
+from lm_eval_abo.optimizers.base import Candidate, Context, Method, Node, wants_errors
 from lm_eval_abo.prompt import Prompt
 
 # A round record's wall times: the whole round, target scoring (train batches and dev candidates through
@@ -195,8 +195,9 @@ class Search:
             bar.update(1)
             return candidates + self.method.initial(ctx, self.beam_size)
         beam = [state.node(k) for k in state.beam]
-        if getattr(self.method, "uses_errors", True):
-            self._score_train(beam, round_no)
+        reflected = [node for node in beam if wants_errors(self.method, node)]
+        if reflected:
+            self._score_train(reflected, round_no)
         bar.update(1)
         candidates = self.method.propose(ctx, beam, state.nodes, round_no)
         bar.update(1)
