@@ -240,6 +240,32 @@ def test_promptfoo_renders_exactly_what_lm_eval_sends(tmp_path, chat):
         assert row["success"] == (reqs[row["testIdx"]].doc["target"] == "2"), row["gradingResult"]
 
 
+def test_imported_task_exports_back_with_its_assertions(tmp_path):
+    """import -> export -> promptfoo (echo): a one-line prompt, hostile vars and assertion values reach
+    promptfoo literally, and promptfoo grades with the original assertions as lm-eval's pass_rate does."""
+    config = tmp_path / "promptfooconfig.yaml"
+    questions = ["3/4 of 8", "{{ 7*7 }}", "{% raw %} x", "see file://y.py", "a } #} b", "plain"]
+    config.write_text(yaml.safe_dump({
+        "prompts": ["Repeat: {{q}}"], "providers": ["echo"],
+        "defaultTest": {"assert": [{"type": "contains", "value": "{{q}}"}]},
+        "tests": [{"vars": {"q": q}, "assert": [{"type": "starts-with" if i % 2 else "not-starts-with", "value": "Repeat"}]}
+                  for i, q in enumerate(questions)],
+    }))
+    path, _ = import_config(config, tmp_path / "tasks", task_name="echoed", n_train=1, n_dev=1)
+    artifact = store.save(store.Artifact(task="echoed", method="manual", prompt=Prompt(placement="user")), tmp_path / "best.yaml")
+    options = ExportOptions(include_path=[str(path.parent)], provider="echo")
+    export(artifact, tmp_path / "export.yaml", options)
+    found = run_promptfoo(tmp_path / "export.yaml", tmp_path / "results.json")
+    task = load_task(artifact, store.load(artifact), options)
+    reqs = requests(task, options, chat=False)
+    assert len(found["results"]) == len(reqs) == 4 and found["stats"]["errors"] == 0
+    for row in found["results"]:
+        req = reqs[row["testIdx"]]
+        assert row["prompt"]["raw"] == req.context == f"Repeat: {req.doc['q']}"
+        assert row["success"] == (task.process_results(req.doc, [row["response"]["output"]])["pass_rate"] == 1.0)
+    assert {r["success"] for r in found["results"]} == {True, False}
+
+
 # --- with the real models -----------------------------------------------------------------------
 
 

@@ -184,7 +184,7 @@ def promptfoo_prompt(shape, chat: bool) -> str:
         return json.dumps([{"role": m["role"], "content": syntax.jinja_template(m["parts"])} for m in shape], ensure_ascii=False, indent=2)
     text = syntax.jinja_template(shape)
     if re.match(r"[a-z]+://|package:|exec:", text):
-        text = "{{ '" + text[0] + "' }}" + text[1:]  # promptfoo would read it as a file reference
+        text = syntax.printed(text[0]) + text[1:]  # promptfoo would read it as a file reference
     if "\n" not in text:
         text += "{{ '' -}}\n"  # promptfoo reads a one-line prompt as a file path; the tag prints nothing and eats the newline
     try:
@@ -194,7 +194,7 @@ def promptfoo_prompt(shape, chat: bool) -> str:
     raise AboError("the prompt is valid JSON on its own, which promptfoo would read as chat messages; cannot export it as text")
 
 
-def test_vars(req: Request, chat: bool, gold: tuple[str, str] | None) -> dict:
+def promptfoo_vars(req: Request, chat: bool, gold: tuple[str, str] | None) -> dict:
     values = {k: syntax.js_str(req.doc[k]) for k in var_fields(req.doc)}
     if gold and gold[0] not in values:
         values[gold[0]] = gold[1]
@@ -274,7 +274,7 @@ def export(artifact_path: str | Path, output: str | Path, options: ExportOptions
     tests = []
     for i, req in enumerate(reqs):
         gold = None if promptfoo_graded else (gold_name, golds[i])
-        test = {"description": str(req.doc.get("id", f"{options.split}[{i}]")), "vars": test_vars(req, chat, gold)}
+        test = {"description": str(req.doc.get("id", f"{options.split}[{i}]")), "vars": promptfoo_vars(req, chat, gold)}
         if promptfoo_graded:
             grading = json.loads(req.doc[assertions.GRADING_FIELD])
             test["assert"] = [_escaped_assertion(a) for a in grading["assert"]]

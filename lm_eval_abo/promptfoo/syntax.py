@@ -22,7 +22,7 @@ PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
 NAME = re.compile(r"[A-Za-z_]\w*")
 
 
-def _printed(char: str) -> str:
+def printed(char: str) -> str:
     """A template expression that prints one character."""
     return "{{ '" + char + "' }}"
 
@@ -30,14 +30,14 @@ def _printed(char: str) -> str:
 def escape_literal(text: str) -> str:
     """Text that Nunjucks and Jinja2 render back to itself: each `{` that would open a tag (and each `#`
     that would close a comment) is printed by an expression instead, so no tag starts inside the text."""
-    return _TAG_OPEN.sub(lambda m: _printed(m.group(0)), text)
+    return _TAG_OPEN.sub(lambda m: printed(m.group(0)), text)
 
 
 def escape_var(value: str) -> str:
     """A promptfoo test var that its renderPrompt turns back into `value` (see the module docstring)."""
     text = escape_literal(value)
     if text.startswith(_LOADED_PREFIXES):
-        text = _printed(text[0]) + text[1:]
+        text = printed(text[0]) + text[1:]
     if text.endswith("\n"):
         text += "\n"  # promptfoo drops one
     return text
