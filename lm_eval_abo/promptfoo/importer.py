@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import read_yaml, write_text_atomic
+from lm_eval_abo.files import read_text, read_yaml, write_text_atomic
 from lm_eval_abo.promptfoo import FunctionRef, assertions, dump_yaml, providers, syntax
 from lm_eval_abo.synth import example_id
 from lm_eval_abo.tasks import tasks_dir
@@ -69,13 +69,6 @@ def _inside(base: Path, ref: str, where: str) -> Path:
     return path
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise AboError(f"{path}: cannot read ({e})") from None
-
-
 # --- prompts ------------------------------------------------------------------------------------
 
 
@@ -107,7 +100,7 @@ def _read_prompts(imp: Imported, prompts, base: Path) -> None:
         if suffix not in (".txt", ".md", ".j2", ".json"):
             imp.problems.append(f"prompt file type {suffix or '(none)'} (supported: .txt, .md, .j2, .json chat)")
             return
-        text = _read_text(path)
+        text = read_text(path)
         if suffix == ".txt":  # as promptfoo reads it: prompts separated by lines "---", each trimmed
             pieces = [p.strip() for p in re.split(r"^---$", "\n".join(text.splitlines()), flags=re.M)]
             pieces = [p for p in pieces if p]
@@ -178,7 +171,7 @@ def _read_test_file(ref: str, base: Path) -> list:
     if not ref.startswith("file://"):
         raise AboError(f"tests: {ref!r} is neither a test case nor a file:// reference")
     path = _inside(base, ref, "tests")
-    text = _read_text(path)
+    text = read_text(path)
     if path.suffix == ".csv":
         return [_csv_test(row) for row in csv.DictReader(io.StringIO(text))]
     try:
@@ -241,7 +234,7 @@ def _var_text(value, where: str, base: Path, problems: list[str]) -> str:
         if path.suffix in (".py", ".js", ".mjs", ".cjs", ".ts", ".yaml", ".yml", ".pdf"):
             problems.append(f"{where} loads a {path.suffix} file")
             return ""
-        return _read_text(path).strip()  # promptfoo reads text vars stripped
+        return read_text(path).strip()  # promptfoo reads text vars stripped
     if isinstance(value, str) and value.startswith("package:"):
         problems.append(f"{where} loads a package")
         return ""
