@@ -390,10 +390,25 @@ def _main(argv: list[str], debug: bool) -> int:
     except Exception as e:  # AboError is also a SystemExit, so `raise` would print no traceback
         if debug:
             traceback.print_exc()
-        print(f"lm-eval-abo: error: {_one_line(e)}", file=sys.stderr)
-        return 2 if isinstance(e, (AboError, OSError)) else 1
+        message, code = _one_line(e), 2 if isinstance(e, (AboError, OSError)) else 1
+        _release_frames(e)
+        print(f"lm-eval-abo: error: {message}", file=sys.stderr)
+        return code
     except SystemExit as e:  # argparse (its one-line errors, --help), so main() returns like the script
         return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+
+
+def _release_frames(error: BaseException) -> None:
+    """Free what the failed calls held (lm-eval's progress bars redraw themselves when closed), so the
+    error is the last line printed, not followed by a stale bar."""
+    import gc
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+    gc.collect()
 
 
 def _one_line(error: Exception) -> str:

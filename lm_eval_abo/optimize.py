@@ -340,7 +340,8 @@ def _saved_rounds(run: Run) -> str:
     if not run.state.exists():
         return "no round was completed"
     done = read_json(run.state)["state"]["round"]
-    return f"rounds 0-{done} are saved in {run.dir}; rerun with --resume to continue from there"
+    saved = f"rounds 0-{done} are" if done else "round 0 is"
+    return f"{saved} saved in {run.dir}; rerun with --resume to continue from there"
 
 
 def _target_cache(config: OptimizeConfig) -> str | None:

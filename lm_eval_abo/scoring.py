@@ -116,8 +116,19 @@ def target_calls():
     try:
         yield
     except failures as e:
-        lines = str(e).strip().splitlines()
-        raise TargetFailed(f"the target model failed: {type(e).__name__}: {lines[0][:240] if lines else ''}") from e
+        raise TargetFailed(f"the target model failed: {_network_error(e)}") from e
+
+
+def _network_error(error: BaseException) -> str:
+    """A network error in short: requests nests the OS reason ("[Errno 111] Connection refused") deep in
+    a long message; the URL comes from the request."""
+    import re
+
+    text = str(error)
+    reason = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    detail = reason.group(0) if reason else (text.strip().splitlines() or [""])[0][:240]
+    url = getattr(getattr(error, "request", None), "url", None)
+    return f"{type(error).__name__}: {detail}" + (f" ({url})" if url else "")
 
 
 @contextmanager

@@ -57,6 +57,8 @@ def free_port() -> int:
 
 def _check_port(port: int) -> None:
     with socket.socket() as s:
+        # as the server binds: a port whose old connections linger (TIME_WAIT) after a restart is free
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:
