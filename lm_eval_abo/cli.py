@@ -178,7 +178,9 @@ def add_common_arguments(p) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"target: any lm-eval model backend (default: {DEFAULT_MODEL})")
     p.add_argument("--model_args", default=DEFAULT_MODEL_ARGS, help=f"lm-eval model_args (default: {DEFAULT_MODEL_ARGS})")
     p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, help=f"optimizer: a litellm model string (default: {DEFAULT_OPTIMIZER})")
-    p.add_argument("--optimizer_args", help="key=value pairs for litellm, e.g. api_base=http://...,temperature=1.0")
+    p.add_argument("--optimizer_args", help="key=value pairs for litellm, e.g. api_base=http://...,temperature=1.0; "
+                   "timeout= (seconds per call, default 120), num_retries= (default 4) and retry_backoff= (first "
+                   "backoff in seconds, default 1) set the client")
     p.add_argument("--preset", default="small", choices=sorted(PRESETS), help="run sizes: small (laptop) or paper (published settings)")
     small, paper = PRESETS["small"], PRESETS["paper"]
 

@@ -119,7 +119,8 @@ class OptimizerLLM:
         try:
             litellm.get_llm_provider(model)  # an unknown provider fails now, not after the target is scored
         except litellm.BadRequestError:
-            raise AboError(f"--optimizer {model}: litellm knows no provider for it (e.g. openai/<model>, anthropic/<model>)") from None
+            raise AboError(f"--optimizer {model}: litellm knows no provider for it "
+                           "(e.g. openai/<model>, anthropic/<model>)") from None
         args = dict(args or {})
         timeout, backoff_s = _client_arg(args, "timeout", timeout), _client_arg(args, "retry_backoff", backoff_s)
         retries = int(_client_arg(args, "num_retries", retries))
@@ -213,7 +214,8 @@ class OptimizerLLM:
             except (BudgetExhausted, AboError):
                 raise
             except Exception as e:  # after retries: drop this one request
-                log.warning("optimizer call failed after %d retries and was dropped: %s", self.retries, self.describe(e))
+                log.warning("optimizer call failed after %d retries and was dropped: %s",
+                            self.retries, self.describe(e))
                 return None
 
         if not requests:

@@ -49,7 +49,12 @@ def redacting_tracker(base):
     """A subclass of lm-eval's EvaluationTracker whose results file has secret model_args masked:
     lm-eval copies model_args verbatim into `config.model_args`."""
 
+    if getattr(base, "redacts_model_args", False):
+        return base
+
     class RedactingTracker(base):
+        redacts_model_args = True
+
         def save_results_aggregated(self, results=None, samples=None):
             if results and "model_args" in (results.get("config") or {}):
                 config = {**results["config"], "model_args": redact_model_args(results["config"]["model_args"])}

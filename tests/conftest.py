@@ -86,8 +86,9 @@ class ScriptedLLM:
         return [m[0]["content"] for m in self.requests if containing in m[0]["content"]]
 
 
-def rule_lm(keyword: str = "magic"):
-    """A stand-in target for unit tests: answers right exactly when the prompt contains `keyword`."""
+def rule_lm(keyword: str = "magic", say: str = ""):
+    """A stand-in target for unit tests: answers right exactly when the prompt contains `keyword`
+    (every answer starting with `say`, if given)."""
     from lm_eval.api.model import LM
 
     class RuleLM(LM):
@@ -99,7 +100,8 @@ def rule_lm(keyword: str = "magic"):
             out = []
             for r in requests:
                 self.seen.append(r.args[0])
-                out.append(f" So the answer is {r.doc['target']}." if keyword in r.args[0] else " I do not know.")
+                verdict = f" So the answer is {r.doc['target']}." if keyword in r.args[0] else " I do not know."
+                out.append(f" {say}{verdict}" if say else verdict)
             return out
 
         def loglikelihood(self, requests, disable_tqdm=False):

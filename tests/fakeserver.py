@@ -50,7 +50,8 @@ def reply(text: str, delay_s: float = 0.0) -> Action:
 
 def status(code: int, retry_after: float | None = None, message: str = "scripted failure") -> Action:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-    return Action("status", text=json.dumps({"error": {"message": message, "type": "scripted"}}), status=code, headers=headers)
+    body = json.dumps({"error": {"message": message, "type": "scripted"}})
+    return Action("status", text=body, status=code, headers=headers)
 
 
 def hang() -> Action:

@@ -37,7 +37,8 @@ CASES = [
     Case("unknown task", ["optimize", "--task", "abo_nope"], "unknown task 'abo_nope'"),
     Case("unknown task (run)", ["run", "--model", "abo-embedded", "--tasks", "abo_nope"], "Tasks not found: abo_nope"),
     Case("unknown method", [*OPTIMIZE[:3], "--method", "nope"], "argument --method: invalid choice: 'nope'"),
-    Case("unknown model backend", [*OPTIMIZE, "--model", "nosuch", "--dry-run"], "unknown lm-eval model backend 'nosuch'"),
+    Case("unknown model backend", [*OPTIMIZE, "--model", "nosuch", "--dry-run"],
+         "unknown lm-eval model backend 'nosuch'"),
     Case("model_args not key=value", [*OPTIMIZE, "--model_args", "nonsense", "--dry-run"], "expected key=value pairs"),
     Case("unknown model_args key", [*OPTIMIZE, "--model_args", "modle=gemma-3-270m", "--output", "DIR/o1", *NO_SERVER],
          "unknown model_args modle"),
@@ -53,7 +54,8 @@ CASES = [
     Case("negative cost budget", [*OPTIMIZE, "--max-cost", "-1", "--dry-run"], "max-cost must not be negative"),
     Case("negative call budget", [*OPTIMIZE, "--max-optimizer-calls", "-5", "--dry-run"],
          "max-optimizer-calls must not be negative"),
-    Case("empty train split", [*OPTIMIZE, "--metadata", "abo_n_train=0", "--dry-run"], "abo_n_train must be at least 1"),
+    Case("empty train split", [*OPTIMIZE, "--metadata", "abo_n_train=0", "--dry-run"],
+         "abo_n_train must be at least 1"),
     Case("empty dataset", ["optimize", "--task", "abo_bbh_object_counting", "--metadata", "abo_data_dir=DIR/bbh_empty",
                            "--dry-run"], "the data has 0 examples", "a local BBH copy whose `examples` list is empty"),
     Case("non-UTF-8 dataset", ["optimize", "--task", "abo_bbh_object_counting", "--metadata",
@@ -77,6 +79,8 @@ CASES = [
          "was made with other settings (seed)"),
     Case("output is a file", [*OPTIMIZE, "--output", "DIR/a-file", *NO_SERVER, "--rounds", "0"], "Not a directory",
          "`--output` naming an existing file"),
+    Case("non-UTF-8 promptfoo config", ["import", "promptfoo", "DIR/latin1-promptfoo.yaml", "-o", "DIR/pf"],
+         "not UTF-8 text", "a promptfoo config written in Latin-1"),
     Case("promptfoo file with unsupported parts", ["import", "promptfoo", "DIR/promptfooconfig.yaml", "-o", "DIR/pf"],
          "cannot import: top-level keys scenarios; assert type 'llm-rubric'",
          "a promptfoo config with an `llm-rubric` assertion and a `scenarios` key"),
@@ -96,7 +100,8 @@ def files(tmp_path_factory):
     """The bad files the cases read."""
     d = tmp_path_factory.mktemp("bad")
     store.save(store.Artifact(task="abo_navigate_synth", method="apo", prompt=Prompt()), d / "navigate.yaml")
-    (d / "latin1.yaml").write_bytes("schema_version: 1\ntask: abo_object_counting_synth\nmethod: caf\xe9\n".encode("latin-1"))
+    latin1 = "schema_version: 1\ntask: abo_object_counting_synth\nmethod: caf\xe9\n"
+    (d / "latin1.yaml").write_bytes(latin1.encode("latin-1"))
     (d / "python-tag.yaml").write_text("!!python/object/apply:os.system ['echo pwned']\n")
     laughs = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     laughs += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
@@ -110,9 +115,11 @@ def files(tmp_path_factory):
     (d / "earlier" / TASK / "ape").mkdir(parents=True)
     (d / "earlier" / TASK / "ape" / "state.json").write_text(json.dumps({"config": earlier.resolved().fingerprint()}))
     (d / "a-file").write_text("not a folder\n")
-    tests = [{"vars": {"q": f"question {i}"}, "assert": [{"type": "llm-rubric", "value": "is polite"}]} for i in range(4)]
+    rubric = [{"type": "llm-rubric", "value": "is polite"}]
+    tests = [{"vars": {"q": f"question {i}"}, "assert": rubric} for i in range(4)]
     config = {"prompts": ["Answer: {{q}}"], "providers": ["openai:gpt-4o-mini"], "tests": tests, "scenarios": []}
     (d / "promptfooconfig.yaml").write_text(json.dumps(config))
+    (d / "latin1-promptfoo.yaml").write_bytes("prompts: ['R\xe9ponds: {{q}}']\n".encode("latin-1"))
     return d
 
 
@@ -147,7 +154,8 @@ def test_bad_input_is_one_line_and_exit_code_2(case, files, capsys, monkeypatch)
 
 def test_debug_adds_the_traceback(capsys):
     exit_code, err = run_main(["--debug", "optimize", "--task", "abo_nope"], capsys)
-    assert exit_code == 2 and "Traceback" in err and last_line(err) == "lm-eval-abo: error: unknown task 'abo_nope'; see `lm-eval-abo tasks` (or add --include_path)"
+    assert exit_code == 2 and "Traceback" in err
+    assert last_line(err) == "lm-eval-abo: error: unknown task 'abo_nope'; see `lm-eval-abo tasks` (or add --include_path)"
 
 
 def test_an_unexpected_error_is_one_line_with_exit_code_1(capsys, monkeypatch):

@@ -38,7 +38,8 @@ CASES = [
     Case("hanging connection", "the server accepts the request and never answers, then a normal reply", [hang()], True),
     Case("connection closed", "the server closes the connection without a reply, then a normal reply", [close()], True),
     Case("malformed reply", "HTTP 200 with a body that is not JSON, then a normal reply", [malformed()], True),
-    Case("retries exhausted", "HTTP 503 on the first try and on both retries (`num_retries=2`)", [status(503)] * 3, False),
+    Case("retries exhausted", "HTTP 503 on the first try and on both retries (`num_retries=2`)",
+         [status(503)] * 3, False),
 ]
 SECTION = Section("optimizer-faults", "Optimizer faults (tests/test_faults.py)", [c.id for c in CASES] + [
     "reply without the asked tags", "untagged twice", "refused key (401)", "all faults in one run"])
@@ -79,7 +80,8 @@ def test_optimizer_fault_is_retried_or_dropped(server, caplog, case):
         assert answer is None and tries == 3 and llm.usage.failures == 1
         warning = first_warning(caplog)
         assert "dropped" in warning
-        happens = f"{tries} tries, then the request is dropped with a warning and the run goes on: {code(normalise(warning))}"
+        happens = (f"{tries} tries, then the request is dropped with a warning and the run goes on: "
+                   f"{code(normalise(warning))}")
     SECTION.record(case.id, case.tried, happens)
 
 

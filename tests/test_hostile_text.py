@@ -8,7 +8,7 @@ import re
 
 import jinja2
 import pytest
-from conftest import bin_path, local_completions_args, run_cli, samples
+from conftest import bin_path, local_completions_args, rule_lm, run_cli, samples
 from fakeserver import FakeServer, reply
 from reliability import Section
 
@@ -34,48 +34,25 @@ def literal(texts: list[str]) -> bool:
     return bool(texts) and all(HOSTILE in t and not any(e in t for e in EVALUATED) for t in texts)
 
 
-class HostileLM:
-    """A target that answers right when its prompt says "magic", and always writes template syntax;
-    it records every prompt it receives and renders chat turns with a jinja2 chat template, as
-    Hugging Face tokenizers do."""
+CHAT = ("{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
-    CHAT = ("{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}"
-            "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
-    def __new__(cls):
-        from lm_eval.api.model import LM
+def hostile_lm():
+    """The rule-based target (right when its prompt says "magic"), writing template syntax in every
+    answer and rendering chat turns with a jinja2 chat template, as Hugging Face tokenizers do."""
 
-        class Target(LM):
-            def __init__(self):
-                super().__init__()
-                self.seen: list[str] = []
+    class ChatTarget(type(rule_lm(say=HOSTILE))):
+        tokenizer_name = "hostile-chat"
 
-            def generate_until(self, requests, disable_tqdm=False):
-                out = []
-                for r in requests:
-                    self.seen.append(r.args[0])
-                    verdict = f"So the answer is {r.doc['target']}." if "magic" in r.args[0] else "I do not know."
-                    out.append(f" {HOSTILE} {verdict}")
-                return out
+        def chat_template(self, chat_template=False):
+            return CHAT
 
-            def loglikelihood(self, requests, disable_tqdm=False):
-                raise NotImplementedError
+        def apply_chat_template(self, chat_history, add_generation_prompt=True):
+            template = jinja2.Environment().from_string(CHAT)
+            return template.render(messages=chat_history, add_generation_prompt=add_generation_prompt)
 
-            def loglikelihood_rolling(self, requests, disable_tqdm=False):
-                raise NotImplementedError
-
-            @property
-            def tokenizer_name(self) -> str:
-                return "hostile-chat"
-
-            def chat_template(self, chat_template=False):
-                return HostileLM.CHAT
-
-            def apply_chat_template(self, chat_history, add_generation_prompt=True):
-                return jinja2.Environment().from_string(HostileLM.CHAT).render(
-                    messages=chat_history, add_generation_prompt=add_generation_prompt)
-
-        return Target()
+    return ChatTarget()
 
 
 def optimizer_reply(request):
@@ -92,10 +69,11 @@ def optimizer_reply(request):
 def test_optimizer_and_target_text_with_template_syntax_stays_literal_end_to_end(tmp_path):
     from lm_eval_abo.optimize import OptimizeConfig, optimize
 
-    target = HostileLM()
+    target = hostile_lm()
     with FakeServer(optimizer_reply) as server:
         config = OptimizeConfig(
-            task=TASK, method="apo", optimizer="openai/fake", optimizer_args={"api_base": server.base_url, "api_key": "x"},
+            task=TASK, method="apo", optimizer="openai/fake",
+            optimizer_args={"api_base": server.base_url, "api_key": "x"},
             rounds=1, beam=2, train_limit=4, dev_limit=3, test_limit=3, minibatch=2, optimizer_cache=None,
             method_args={"gradients": 1, "errors_per_gradient": 2, "paraphrases": 0}, output=str(tmp_path),
             metadata={"abo_n_train": 8, "abo_n_dev": 4, "abo_n_test": 4},
@@ -129,7 +107,7 @@ def test_chat_template_path_keeps_every_part_literal():
 
     from lm_eval_abo.scoring import Bridge
 
-    target = HostileLM()
+    target = hostile_lm()
     manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"abo_n_test": 4})
     bridge = Bridge(target, TASK, manager, apply_chat_template=True, fewshot_as_multiturn=True)
     demo = Demonstration(doc={"id": "d", "input": f"I have {HOSTILE} cats.", "target": "2"}, output=f"{HOSTILE} So 2.")
@@ -158,9 +136,11 @@ def test_the_real_model_receives_the_text_literally_through_the_stock_cli(gemma_
     store.save(store.Artifact(task=TASK, method="manual", prompt=prompt), tmp_path / "best.yaml")
     run_cli(bin_path("lm_eval"), "--model", "local-completions", "--model_args", local_completions_args(gemma_server),
             "--include_path", str(tasks_dir()), "--tasks", TASK, "--limit", "1", "--gen_kwargs", "max_gen_toks=8",
-            "--metadata", json.dumps({"abo_prompt": "best.yaml"}), "--output_path", "out", "--log_samples", cwd=tmp_path)
+            "--metadata", json.dumps({"abo_prompt": "best.yaml"}), "--output_path", "out", "--log_samples",
+            cwd=tmp_path)
     sent = [row["arguments"]["gen_args_0"]["arg_0"] for row in samples(tmp_path / "out", TASK)]
     assert literal(sent) and all(p.count(HOSTILE) == 2 and p.endswith("A: {{ 6*111111 }}") for p in sent)
     SECTION.record("stock CLI, real model", "an artifact whose instruction, demonstration and answer prefix hold "
                    "template syntax, run by the stock `lm_eval` CLI on gemma-3-270m served on 127.0.0.1",
-                   "the prompt lm-eval logged (the text local-completions sent to the server) holds each part exactly as written")
+                   "the prompt lm-eval logged (the text local-completions sent to the server) holds each part "
+                   "exactly as written")

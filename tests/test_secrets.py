@@ -76,7 +76,8 @@ def searched(folder: Path) -> str:
 def test_optimize_writes_and_prints_no_key(server, tmp_path):
     proc = command(
         bin_path("lm-eval-abo"), "optimize", "--task", TASK, "--method", "ape", "--rounds", "1", "--beam", "1",
-        "--train-limit", "4", "--dev-limit", "3", "--test-limit", "3", "--minibatch", "2", "--method-args", "paraphrases=1",
+        "--train-limit", "4", "--dev-limit", "3", "--test-limit", "3", "--minibatch", "2",
+        "--method-args", "paraphrases=1",
         "--model", "local-completions", "--model_args", target_args(server), "--optimizer", "openai/fake",
         "--optimizer_args", f"api_base={server.base_url},api_key={OPTIMIZER_KEY}", "--optimizer-cache", "cache",
         "--metadata", "abo_n_train=8,abo_n_dev=4,abo_n_test=4", "--output", "runs", "--verbose", cwd=tmp_path,
@@ -103,7 +104,8 @@ def test_lm_eval_abo_run_writes_and_prints_no_key(server, tmp_path):
     assert results["configs"][TASK]["metadata"]["api_key"] == MASK
     assert leaks(tmp_path, proc.stdout, proc.stderr) == set()
     SECTION.record("lm-eval-abo run", "`lm-eval-abo run --model local-completions --model_args ...,api_key=KEY "
-                   "--log_samples`", f"none in {searched(tmp_path)}; results show `api_key: ***` in `config.model_args` "
+                   "--log_samples`",
+                   f"none in {searched(tmp_path)}; results show `api_key: ***` in `config.model_args` "
                    "and `configs.<task>.metadata`")
 
 
