@@ -142,9 +142,19 @@ def _log_errors_only():
     return callback
 
 
-@cache
+_first_load = threading.Lock()
+
+
 def load(name: str, n_ctx: int = 4096) -> Loaded:
-    """The model, loaded once per process (and per context size)."""
+    """The model, loaded once per process (and per context size), also when optimizer threads ask for
+    it at the same time: two overlapping loads would load twice, assemble the same file twice, and
+    leave stdout on /dev/null (llama.cpp swaps sys.stdout while loading and restores what it saw)."""
+    with _first_load:
+        return _load(name, n_ctx)
+
+
+@cache
+def _load(name: str, n_ctx: int) -> Loaded:
     path = model_path(name)
     try:
         import llama_cpp

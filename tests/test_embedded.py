@@ -69,3 +69,20 @@ def test_serve_port_clash_is_one_clear_error():
 def test_unknown_model_is_one_clear_error():
     with pytest.raises(AboError, match="unknown embedded model 'gpt-9'"):
         embedded.model_path("gpt-9")
+
+
+def test_concurrent_first_loads_load_once_and_leave_stdout_alone():
+    """Optimizer threads ask for the model at the same moment: it loads once, and printing still works
+    afterwards (overlapping loads used to leave sys.stdout on /dev/null for the rest of the process)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "from concurrent.futures import ThreadPoolExecutor; from lm_eval_abo import embedded;"
+        "models = list(ThreadPoolExecutor(4).map(lambda _: embedded.load('qwen2.5-coder-0.5b'), range(4)));"
+        "assert all(m is models[0] for m in models), 'loaded more than once'; print('stdout still works')"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "stdout still works"
