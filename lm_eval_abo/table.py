@@ -83,7 +83,9 @@ def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
 
 
 def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHODS, out=print) -> dict:
-    config = replace(config, resume=True)  # re-running the command continues where it stopped
+    # Re-running the command continues where it stopped; rows that evaluate a prompt an optimize run
+    # already evaluated on test (the best APO and ABO prompts) are answered by the target cache.
+    config = replace(config, resume=True, use_cache=config.use_cache or str(Path(config.output) / "target-cache"))
     lm = _load_target(config)
     started = time.time()
     rows = [row for task in tasks for row in task_rows(replace(config, task=task), apo_methods, lm, out)]
