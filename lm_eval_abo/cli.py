@@ -73,7 +73,7 @@ def config_from(args, **fixed):
     from lm_eval_abo.optimize import OptimizeConfig
 
     given = {
-        "task": getattr(args, "task", None), "method": getattr(args, "method", "ape"), "model": args.model,
+        "task": getattr(args, "task", None), "method": getattr(args, "method", "abo"), "model": args.model,
         "model_args": args.model_args, "optimizer": args.optimizer,
         "optimizer_args": parse_pairs(args.optimizer_args, "--optimizer_args"), "preset": args.preset,
         "rounds": args.rounds, "beam": args.beam, "minibatch": args.minibatch, "train_limit": args.train_limit,
@@ -223,7 +223,7 @@ def add_commands(sub) -> None:
         "train/dev, the best prompt is saved as <output>/<task>/<method>/best.yaml and evaluated once on test.",
     )
     p.add_argument("--task", required=True, help="an abo_* task (see `lm-eval-abo tasks`)")
-    p.add_argument("--method", default="ape", choices=sorted(METHODS), help="optimization method (default: ape)")
+    p.add_argument("--method", default="abo", choices=sorted(METHODS), help="optimization method (default: abo)")
     p.add_argument("--method-args", dest="method_args", help="method parameters as key=value pairs (see README)")
     p.add_argument("--patience", type=int, help="stop when the best dev score has not improved for this many rounds (0: never)")
     p.add_argument("--resume", action="store_true", help="continue the run in the output directory from its last completed round")
