@@ -116,16 +116,14 @@ def cmd_paper_table(args) -> None:
 
 def cmd_run(argv: list[str]) -> None:
     """lm-eval's own `run`, with the abo_* tasks on the include path and the embedded model registered."""
+    import lm_eval.loggers
     import lm_eval.models  # noqa: F401  (before the plugin registers its model)
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
     import lm_eval_abo.embedded  # noqa: F401  (registers --model abo-embedded)
-    from lm_eval_abo.tasks import tasks_dir
-
-    import lm_eval.loggers
-
     from lm_eval_abo.redact import redacting_tracker
+    from lm_eval_abo.tasks import tasks_dir
 
     setup_logging()
     harness = HarnessCLI()
