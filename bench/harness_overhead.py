@@ -8,8 +8,8 @@ description, few-shot samples and answer prefix as literals, and the same docume
 Full runs alternate (ABBA) and the median of the per-pair ratios is reported; the task build (index,
 TaskManager.load, request building) is timed apart so the ratio can be explained.
 
-    python bench/harness_overhead.py                  # 30 test examples, 2 ABBA pairs
-    python bench/harness_overhead.py --limit 3 --pairs 1
+    python bench/harness_overhead.py                  # 30 test examples, 2 ABBA blocks
+    python bench/harness_overhead.py --limit 3 --blocks 1
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def task_build(lm, path: str, artifact: Path, plain_dir: Path, limit: int) -> fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=30, help="test examples (the small preset's test size)")
-    parser.add_argument("--pairs", type=int, default=2, help="ABBA pairs of full runs (each pair: abo, plain, plain, abo)")
+    parser.add_argument("--blocks", type=int, default=2, help="ABBA blocks of full runs (each: abo, plain, plain, abo)")
     parser.add_argument("--builds", type=int, default=7, help="task builds timed per path")
     parser.add_argument("--model", default="gemma-3-270m")
     args = parser.parse_args()
@@ -160,7 +160,7 @@ def main() -> None:
         builds = {path: [task_build(lm, path, artifact, plain_dir, args.limit) for _ in range(args.builds)] for path in ("abo", "plain")}
         runs: dict[str, list[dict]] = {"abo": [], "plain": []}
         loads = []
-        for _ in range(args.pairs):
+        for _ in range(args.blocks):
             for path in ("abo", "plain", "plain", "abo"):
                 runs[path].append(full_run(lm, path, artifact, plain_dir, args.limit))
                 loads.append(record.load_average())
@@ -181,12 +181,12 @@ def main() -> None:
           f"responses identical: {same_answers}\n")
     print(record.table(rows))
     median_ratio = record.median(ratios)
-    print(f"\nfull-run ratio abo / plain: median {median_ratio:.3f} over {len(ratios)} pairs "
+    print(f"\nfull-run ratio abo / plain: median {median_ratio:.3f} over {len(ratios)} pairs of runs "
           f"({', '.join(f'{r:.3f}' for r in ratios)}); goal <= 1.05")
     print(f"task-build difference (median): {1000 * (rows[0]['task build s (median)'] - rows[1]['task build s (median)']):+.0f} ms per run")
     print(f"load average during the runs: {min(loads)}-{max(loads)}")
     record.save("harness_overhead", {
-        "limit": args.limit, "pairs": args.pairs, "load_average_1min_at_start": load_at_start, "load_averages": loads,
+        "limit": args.limit, "blocks": args.blocks, "load_average_1min_at_start": load_at_start, "load_averages": loads,
         "prompts_identical": identical, "responses_identical": same_answers, "ratios": ratios, "median_ratio": median_ratio,
         "rows": rows, "task_builds_s": builds,
         "runs": {p: [{k: v for k, v in r.items() if k not in ("prompts", "responses")} for r in rs] for p, rs in runs.items()},

@@ -14,7 +14,8 @@ class Call:
     model: str
     prompt_tokens: int
     completion_tokens: int
-    seconds: float
+    started: float
+    seconds: float  # from the call to its answer, waits for the model's lock included
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Meter:
                 result = function(name, *args, **kwargs)
                 usage = result.get("usage") or {}
                 self.calls.append(Call(name, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
-                                       time.perf_counter() - started))
+                                       started, time.perf_counter() - started))
                 return result
 
             return wrapper
@@ -43,9 +44,19 @@ class Meter:
         return [c for c in self.calls if c.model == model]
 
 
+def busy_seconds(calls: list[Call]) -> float:
+    """Seconds during which at least one call was in flight (concurrent optimizer calls overlap)."""
+    busy, end = 0.0, float("-inf")
+    for call in sorted(calls, key=lambda c: c.started):
+        stop = call.started + call.seconds
+        busy += max(0.0, stop - max(call.started, end))
+        end = max(end, stop)
+    return busy
+
+
 def totals(calls: list[Call]) -> dict:
     return {"calls": len(calls), "prompt_tokens": sum(c.prompt_tokens for c in calls),
-            "completion_tokens": sum(c.completion_tokens for c in calls), "model_s": round(sum(c.seconds for c in calls), 1)}
+            "completion_tokens": sum(c.completion_tokens for c in calls), "model_s": round(busy_seconds(calls), 1)}
 
 
 def split_by_counts(calls: list[Call], counts: list[int]) -> list[list[Call]]:
