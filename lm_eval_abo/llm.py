@@ -116,6 +116,9 @@ class OptimizerLLM:
 
             model_info(model.split("/", 1)[1])  # unknown names fail here, with the known ones listed
             register_litellm_provider()
+            # An in-process model answers one call at a time anyway; asked in order, a run repeats
+            # exactly (llama.cpp's reply shifts a little with the prompt it served before).
+            concurrency = 1
         try:
             litellm.get_llm_provider(model)  # an unknown provider fails now, not after the target is scored
         except litellm.BadRequestError:
