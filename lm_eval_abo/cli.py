@@ -244,6 +244,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("paper-table", help="the paper's Table 2 layout for one target/optimizer pair")
     p.add_argument("--tasks", default="abo_object_counting_synth", help="comma-separated abo_* tasks")
     p.add_argument("--apo-methods", dest="apo_methods", default=",".join(APO_METHODS), help="APO methods compared for the 'best APO method' row")
+    p.add_argument("--patience", type=int, default=1, help="APO runs stop when the best dev score has not improved for this many "
+                   "rounds (default 1, ABO's own default; 0: every round). ABO always runs every step: each is a row")
     add_common_arguments(p)
     p.set_defaults(func=cmd_paper_table)
 

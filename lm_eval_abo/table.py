@@ -4,6 +4,7 @@ Per task, every row is a prompt evaluated once on the test split through lm-eval
 task's default prompt), few-shot CoT (the same with the chain-of-thought exemplars lm-eval ships), the
 best APO method (by dev score), ABO after step 0, 1 and 2, and ABO without demonstrations. Each row
 carries score ± stderr, n, optimizer calls, tokens, cost and wall time; markdown and JSON are written.
+APO runs stop early by the config's patience; the ABO runs never do, so every step has its row.
 """
 
 from __future__ import annotations
