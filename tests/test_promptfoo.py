@@ -49,8 +49,15 @@ def promptfoo_bin() -> str:
     package = ROOT / "node_modules" / "promptfoo"
     installed = package / "package.json"
     if not installed.exists() or json.loads(installed.read_text())["version"] != PROMPTFOO_VERSION:
-        subprocess.run(["npm", "install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund", "--prefix", str(ROOT),
-                        f"promptfoo@{PROMPTFOO_VERSION}"], check=True, capture_output=True, timeout=1200)
+        # promptfoo's better-sqlite3 compiles against Node's headers, which node-gyp would download (no
+        # network here): point it at the headers the system's Node ships, unless npm is told otherwise
+        env = dict(os.environ)
+        node_prefix = Path(shutil.which("node")).resolve().parent.parent
+        if (node_prefix / "include" / "node").is_dir():
+            env.setdefault("npm_config_nodedir", str(node_prefix))
+        proc = subprocess.run(["npm", "install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund", "--prefix", str(ROOT),
+                               f"promptfoo@{PROMPTFOO_VERSION}"], capture_output=True, text=True, timeout=1200, env=env)
+        assert proc.returncode == 0, f"npm could not install promptfoo@{PROMPTFOO_VERSION}:\n{proc.stderr[-3000:]}"
     drizzle = package / "drizzle"
     if not drizzle.exists():  # promptfoo 0.120.0 looks for its migrations there
         drizzle.symlink_to("dist/drizzle")
