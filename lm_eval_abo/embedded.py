@@ -121,11 +121,6 @@ def model_path(name: str) -> Path:
     return model_info(name).locate()
 
 
-@dataclass
-class Loaded:
-    llm: object  # llama_cpp.Llama; call it through on_llama_thread
-
-
 # llama.cpp runs each step on an OpenMP team of threads, one team per thread that calls it. Once two
 # teams exist (the target called from the main thread, the optimizer from a worker), libgomp counts
 # more threads than cores and stops spinning between steps, and every token costs about 1.6 times as
@@ -163,16 +158,17 @@ def _log_errors_only():
 _first_load = threading.Lock()
 
 
-def load(name: str, n_ctx: int = 4096) -> Loaded:
-    """The model, loaded once per process (and per context size), also when optimizer threads ask for
-    it at the same time: two overlapping loads would load twice, assemble the same file twice, and
-    leave stdout on /dev/null (llama.cpp swaps sys.stdout while loading and restores what it saw)."""
+def load(name: str, n_ctx: int = 4096):
+    """The model's llama_cpp.Llama (call it through on_llama_thread), loaded once per process (and per
+    context size), also when optimizer threads ask for it at the same time: two overlapping loads would
+    load twice, assemble the same file twice, and leave stdout on /dev/null (llama.cpp swaps sys.stdout
+    while loading and restores what it saw)."""
     with _first_load:
         return _load(name, n_ctx)
 
 
 @cache
-def _load(name: str, n_ctx: int) -> Loaded:
+def _load(name: str, n_ctx: int):
     path = model_path(name)
     try:
         import llama_cpp
@@ -184,13 +180,13 @@ def _load(name: str, n_ctx: int) -> Loaded:
     except (ValueError, RuntimeError) as e:
         raise AboError(f"cannot load {path}: {e}; delete the file and run again to re-assemble it") from None
     atexit.register(llm.close)  # an open Llama prints a traceback from __del__ at interpreter exit
-    return Loaded(llm)
+    return llm
 
 
 def complete(name: str, prompt: str, max_tokens: int, temperature: float = 0.0, stop=None, seed: int = 0) -> dict:
     """A plain completion; returns llama.cpp's OpenAI-style dict (text and usage)."""
     return on_llama_thread(
-        load(name).llm.create_completion, prompt=prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [], seed=seed
+        load(name).create_completion, prompt=prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [], seed=seed
     )
 
 
@@ -212,7 +208,7 @@ def chat(name: str, messages: list[dict], max_tokens: int, temperature: float = 
             "choices": [{"index": 0, "message": {"role": "assistant", "content": choice["text"]}, "finish_reason": choice["finish_reason"]}],
         }
     return on_llama_thread(
-        load(name).llm.create_chat_completion, messages=messages, max_tokens=max_tokens, temperature=temperature,
+        load(name).create_chat_completion, messages=messages, max_tokens=max_tokens, temperature=temperature,
         stop=stop or [], seed=seed, repeat_penalty=repeat_penalty,
     )
 
@@ -238,8 +234,7 @@ class EmbeddedLM(TemplateLM):
         super().__init__()
         self.name = model
         self.seed = int(seed)
-        self.model = load(model, int(n_ctx))
-        self.llm = self.model.llm
+        self.llm = load(model, int(n_ctx))
 
     @property
     def eot_token_id(self) -> int:
