@@ -1,4 +1,4 @@
-"""`lm-eval-abo`: the command line."""
+"""`lm-eval-abo`: the command line. The flags of the settings come from their fields (`config.py`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 import traceback
+import types
+from typing import get_args
 
 # Offline by default: no price-map download on `import litellm`, no hub lookups for cached data.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -24,6 +26,62 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _flag(name: str, spec) -> str:
+    return spec.name or "--" + name.replace("_", "-")
+
+
+def add_settings(p, command: str, settings=None, **overrides) -> None:
+    """The flags of the settings `command` takes; `overrides` change a flag's argparse keywords (default,
+    help, choices) for this command."""
+    from lm_eval_abo.config import PRESETS, OptimizeConfig, settings_fields
+
+    for name, spec, kind, default in settings_fields(settings or OptimizeConfig):
+        if command not in spec.commands:
+            continue
+        kinds = [k for k in get_args(kind) if k is not type(None)] if isinstance(kind, types.UnionType) else [kind]
+        base = getattr(kinds[0], "__origin__", kinds[0])
+        if base is bool:
+            options = {"action": "store_true"}
+        elif base is list:
+            options = {"action": "append"}
+        else:
+            options = {"type": base if base in (int, float) else str, "default": None if spec.parse else default}
+        help_text = spec.help
+        if spec.preset:
+            shown = {p: values[name] or "all" for p, values in PRESETS.items()}
+            help_text += " (" + ", ".join(f"preset {p}: {v}" for p, v in shown.items()) + ")"
+        if name == "preset":
+            options["choices"] = sorted(PRESETS)
+        options.update({"help": help_text, **overrides.get(name, {})})
+        p.add_argument(_flag(name, spec), dest=name, **options)
+        if spec.off:
+            p.add_argument(spec.off, dest=name, action="store_const", const=None, help=f"turn {_flag(name, spec)} off")
+
+
+def settings_from(args, cls=None, **fixed):
+    """The settings object (an OptimizeConfig unless `cls` says otherwise) of a command's flags; flags the
+    command lacks keep their defaults."""
+    from lm_eval_abo.config import OptimizeConfig, settings_fields
+
+    cls = cls or OptimizeConfig
+    given = {}
+    for name, spec, _, default in settings_fields(cls):
+        if not hasattr(args, name):
+            continue
+        value = getattr(args, name)
+        if spec.parse:
+            value = spec.parse(value, _flag(name, spec))
+        elif value is None and isinstance(default, list):
+            value = []
+        given[name] = value
+    return cls(**{**given, **fixed})
+
+
+def config_from(args, **fixed):
+    """The OptimizeConfig of a command's flags."""
+    return settings_from(args, **fixed)
+
+
 def cmd_tasks_path(args) -> None:
     from lm_eval_abo.tasks import tasks_dir
 
@@ -38,57 +96,12 @@ def cmd_tasks(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    from lm_eval_abo.serve import serve_forever
+    from lm_eval_abo.embedded.serve import serve_forever
 
     ports = args.port or [None] * len(args.model)
     if len(ports) != len(args.model):
         raise AboError("give one --port per --model, or none")
     serve_forever(args.model, ports)
-
-
-def parse_pairs(text: str | None, flag: str) -> dict:
-    """`k=v,k2=v2` (or a JSON object) into a dict; numbers and booleans become values, like lm-eval."""
-    import json
-
-    if not text:
-        return {}
-    if text.lstrip().startswith("{"):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise AboError(f"{flag}: not valid JSON ({e.msg})") from None
-        if not isinstance(value, dict):
-            raise AboError(f"{flag}: expected a JSON object")
-        return value
-    from lm_eval.utils import simple_parse_args_string
-
-    try:
-        return simple_parse_args_string(text)
-    except (ValueError, SyntaxError):
-        raise AboError(f"{flag}: expected key=value pairs separated by commas, got {text!r}") from None
-
-
-def config_from(args, **fixed):
-    """The OptimizeConfig of a command's flags (flags a command lacks keep their defaults)."""
-    from lm_eval_abo.optimize import OptimizeConfig
-
-    given = {
-        "task": getattr(args, "task", None), "method": getattr(args, "method", "abo"), "model": args.model,
-        "model_args": args.model_args, "optimizer": args.optimizer,
-        "optimizer_args": parse_pairs(args.optimizer_args, "--optimizer_args"), "preset": args.preset,
-        "rounds": args.rounds, "beam": args.beam, "minibatch": args.minibatch, "train_limit": args.train_limit,
-        "dev_limit": args.dev_limit, "test_limit": args.test_limit,
-        "method_args": parse_pairs(getattr(args, "method_args", None), "--method-args"),
-        "patience": getattr(args, "patience", None), "output": args.output, "resume": getattr(args, "resume", False),
-        "max_optimizer_calls": args.max_optimizer_calls, "max_cost": args.max_cost, "use_cache": args.use_cache,
-        "optimizer_cache": None if args.no_optimizer_cache else args.optimizer_cache, "seed": args.seed,
-        "metadata": parse_pairs(args.metadata, "--metadata"), "include_path": args.include_path or [],
-        "gen_kwargs": parse_pairs(args.gen_kwargs, "--gen_kwargs"), "system_instruction": args.system_instruction,
-        "apply_chat_template": args.apply_chat_template, "fewshot_as_multiturn": args.fewshot_as_multiturn,
-        "batch_size": args.batch_size, "device": args.device, "concurrency": args.concurrency,
-        "dry_run": getattr(args, "dry_run", False), "verbose": args.verbose,
-    }
-    return OptimizeConfig(**{**given, **fixed})
 
 
 def cmd_optimize(args) -> None:
@@ -121,7 +134,7 @@ def cmd_run(argv: list[str]) -> None:
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
-    import lm_eval_abo.embedded  # noqa: F401  (registers --model abo-embedded)
+    import lm_eval_abo.embedded.backend  # noqa: F401  (registers --model abo-embedded)
     from lm_eval_abo.redact import redacting_tracker
     from lm_eval_abo.tasks import tasks_dir
 
@@ -139,7 +152,7 @@ def cmd_run(argv: list[str]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lm_eval_abo.embedded import DEFAULT_OPTIMIZER, DEFAULT_TARGET, MODELS
+    from lm_eval_abo.embedded.models import DEFAULT_OPTIMIZER, DEFAULT_TARGET, MODELS
 
     parser = Parser(
         prog="lm-eval-abo",
@@ -169,99 +182,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_common_arguments(p) -> None:
-    """Flags shared by optimize, diagnose and paper-table: models, sizes, data, caches, lm-eval settings."""
-    from lm_eval_abo.optimize import DEFAULT_MODEL, DEFAULT_MODEL_ARGS, DEFAULT_OPTIMIZER, PRESETS
-
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"target: any lm-eval model backend (default: {DEFAULT_MODEL})")
-    p.add_argument("--model_args", default=DEFAULT_MODEL_ARGS, help=f"lm-eval model_args (default: {DEFAULT_MODEL_ARGS})")
-    p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, help=f"optimizer: a litellm model string (default: {DEFAULT_OPTIMIZER})")
-    p.add_argument("--optimizer_args", help="key=value pairs for litellm, e.g. api_base=http://...,temperature=1.0; "
-                   "timeout= (seconds per call, default 120), num_retries= (default 4) and retry_backoff= (first "
-                   "backoff in seconds, default 1) set the client")
-    p.add_argument("--preset", default="small", choices=sorted(PRESETS), help="run sizes: small (laptop) or paper (published settings)")
-    small, paper = PRESETS["small"], PRESETS["paper"]
-
-    def sized(text: str, key: str) -> str:
-        return f"{text} (preset small: {small[key] or 'all'}, paper: {paper[key] or 'all'})"
-
-    p.add_argument("--rounds", type=int, help=sized("optimization rounds after the initial one", "rounds"))
-    p.add_argument("--beam", type=int, help=sized("prompts kept per round", "beam"))
-    p.add_argument("--minibatch", type=int, help=sized("train examples scored per round to find errors", "minibatch"))
-    p.add_argument("--train-limit", dest="train_limit", type=int, help=sized("train examples the run may use", "train_limit"))
-    p.add_argument("--dev-limit", dest="dev_limit", type=int, help=sized("dev examples candidates are scored on", "dev_limit"))
-    p.add_argument("--test-limit", dest="test_limit", type=int, help=sized("test examples of the final evaluation", "test_limit"))
-    p.add_argument("--output", default="runs", help="output directory (default: runs)")
-    p.add_argument("--max-optimizer-calls", dest="max_optimizer_calls", type=int, help="stop after this many optimizer calls")
-    p.add_argument("--max-cost", dest="max_cost", type=float, help="stop when the optimizer has cost this many US dollars")
-    p.add_argument("--use_cache", help="lm-eval's target cache: a path prefix for sqlite files (as lm_eval --use_cache)")
-    p.add_argument("--optimizer-cache", dest="optimizer_cache", default="default",
-                   help="directory of the optimizer's reply cache (default: ~/.cache/lm-eval-abo/optimizer)")
-    p.add_argument("--no-optimizer-cache", dest="no_optimizer_cache", action="store_true", help="do not cache optimizer replies")
-    p.add_argument("--seed", type=int, default=1234, help="seed of minibatches, example picks and optimizer sampling")
-    p.add_argument("--metadata", help="task knobs as JSON or key=value (as lm_eval --metadata), e.g. '{\"abo_difficulty\": 2}'")
-    p.add_argument("--include_path", action="append", help="another directory of abo task YAMLs (repeatable)")
-    p.add_argument("--gen_kwargs", help="generation settings for the target, as lm_eval --gen_kwargs")
-    p.add_argument("--system_instruction", help="as lm_eval --system_instruction")
-    p.add_argument("--apply_chat_template", action="store_true", help="as lm_eval --apply_chat_template")
-    p.add_argument("--fewshot_as_multiturn", action="store_true", help="as lm_eval --fewshot_as_multiturn")
-    p.add_argument("--batch_size", default=1, help="as lm_eval --batch_size")
-    p.add_argument("--device", help="as lm_eval --device")
-    p.add_argument("--concurrency", type=int, default=4, help="optimizer calls in flight at once (default 4)")
-    p.add_argument("--verbose", action="store_true", help="show lm-eval's own log while scoring")
-
-
 def add_commands(sub) -> None:
     from lm_eval_abo.optimizers import METHODS
     from lm_eval_abo.table import APO_METHODS
 
+    methods = {"choices": sorted(METHODS)}
     p = sub.add_parser(
         "optimize", help="optimize a task's prompt (APO methods or ABO), scored by lm-eval",
-        description="Run a prompt-optimization method on an abo_* task: candidates are scored by lm-eval on "
-        "train/dev, the best prompt is saved as <output>/<task>/<method>/best.yaml and evaluated once on test.",
+        description="Run a prompt-optimization method on any lm-eval task: candidates are scored by lm-eval on train/dev, "
+        "the best prompt is saved as <output>/<task>/<method>/best.yaml, evaluated once on test beside the baseline, and "
+        "written as a plain lm-eval task (<task>_abo.yaml) beside it.",
     )
-    p.add_argument("--task", required=True, help="an abo_* task (see `lm-eval-abo tasks`)")
-    p.add_argument("--method", default="abo", choices=sorted(METHODS), help="optimization method (default: abo)")
-    p.add_argument("--method-args", dest="method_args", help="method parameters as key=value pairs (see README)")
-    p.add_argument("--patience", type=int, help="stop when the best dev score has not improved for this many rounds (0: never)")
-    p.add_argument("--resume", action="store_true", help="continue the run in the output directory from its last completed round")
-    p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the projected calls and stop")
-    add_common_arguments(p)
+    add_settings(p, "optimize", task={"required": True}, method=methods)
     p.set_defaults(func=cmd_optimize)
 
     p = sub.add_parser("diagnose", help="the paper's studies: reflection sensitivity, refinement fix/break rates")
     p.add_argument("study", choices=["reflection", "refinement"])
-    p.add_argument("--task", required=True, help="an abo_* task")
-    p.add_argument("--prompt", help="artifact whose prompt is studied (default: the task's default prompt)")
-    p.add_argument("--method", default="apo", choices=sorted(METHODS), help="refinement: the method making the step (default: apo)")
-    p.add_argument("--method-args", dest="method_args", help="refinement: method parameters as key=value pairs")
+    p.add_argument("--prompt", help="artifact whose prompt is studied (default: the task's baseline prompt)")
     p.add_argument("--samples", type=int, default=3, help="reflection: reflections per error set (default 3)")
     p.add_argument("--errors", type=int, default=4, help="reflection: examples shown per reflection (default 4)")
     p.add_argument("--other-task", dest="other_task", help="reflection: the task whose errors are the off-task set")
-    add_common_arguments(p)
+    add_settings(p, "diagnose", task={"required": True},
+                 method={**methods, "default": "apo", "help": "refinement: the method making the step (default: apo)"})
     p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("paper-table", help="the paper's Table 2 layout for one target/optimizer pair")
-    p.add_argument("--tasks", default="abo_object_counting_synth", help="comma-separated abo_* tasks")
+    p.add_argument("--tasks", default="abo_object_counting_synth", help="comma-separated tasks")
     p.add_argument("--apo-methods", dest="apo_methods", default=",".join(APO_METHODS), help="APO methods compared for the 'best APO method' row")
-    p.add_argument("--patience", type=int, default=1, help="APO runs stop when the best dev score has not improved for this many "
-                   "rounds (default 1, ABO's own default; 0: every round). ABO always runs every step: each is a row")
-    add_common_arguments(p)
+    add_settings(p, "paper-table", patience={
+        "default": 1, "help": "APO runs stop when the best dev score has not improved for this many rounds (default 1, "
+        "ABO's own default; 0: every round). ABO always runs every step: each is a row"})
     p.set_defaults(func=cmd_paper_table)
 
 
 def cmd_export_promptfoo(args) -> None:
+    from lm_eval_abo.config import HarnessSettings
     from lm_eval_abo.promptfoo.export import ExportOptions, export
 
-    options = ExportOptions(
-        split=args.split, limit=args.limit, include_path=args.include_path or [],
-        metadata=parse_pairs(args.metadata, "--metadata"), gen_kwargs=parse_pairs(args.gen_kwargs, "--gen_kwargs"),
-        provider=args.provider, api_base=args.api_base, api_key_env=args.api_key_env,
-        apply_chat_template=args.apply_chat_template, fewshot_as_multiturn=args.fewshot_as_multiturn,
-        system_instruction=args.system_instruction,
-    )
-    config = export(args.artifact, args.output, options)
+    options = ExportOptions(split=args.split, limit=args.limit, provider=args.provider, api_base=args.api_base,
+                            api_key_env=args.api_key_env)
+    config = export(args.artifact, args.output, options, settings_from(args, HarnessSettings))
     print(f"wrote {args.output}: {len(config['tests'])} tests, provider {config['providers'][0]['id']}")
+
+
+def cmd_export_lm_eval(args) -> None:
+    from lm_eval_abo.config import HarnessSettings
+    from lm_eval_abo.tasks.export import export_artifact
+
+    path, checked = export_artifact(args.artifact, args.output, args.name, settings_from(args, HarnessSettings))
+    print(f"wrote {path} ({checked} test documents, requests checked against the task with the prompt)")
+    print(f"  run: lm_eval --include_path {path.parent} --tasks {path.stem} --model ...")
 
 
 def cmd_import_promptfoo(args) -> None:
@@ -294,9 +264,22 @@ def cmd_check(args) -> int:
 
 
 def add_ecosystem_commands(sub) -> None:
-    """promptfoo export/import, leaderboards and the CI regression gate."""
-    p = sub.add_parser("export", help="export an optimized prompt (promptfoo)")
+    """Exports (lm-eval, promptfoo), the promptfoo import, leaderboards and the CI regression gate."""
+    from lm_eval_abo.config import HarnessSettings
+
+    p = sub.add_parser("export", help="export an optimized prompt (a plain lm-eval task, or a promptfoo config)")
     formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    p = formats.add_parser("lm-eval", help="a plain lm-eval task that the stock lm_eval runs, without this plugin",
+                           description="Write the artifact's prompt as a plain lm-eval task on the run's held-out test "
+                           "documents (the file an optimize run writes beside best.yaml), and check that lm-eval builds "
+                           "from it the requests it builds from the task with the prompt.")
+    p.add_argument("artifact", help="an artifact (e.g. runs/<task>/<method>/best.yaml)")
+    p.add_argument("-o", "--output", help="directory to write into (default: the artifact's)")
+    p.add_argument("--name", help="task name (default: <task>_abo)")
+    add_settings(p, "export", HarnessSettings, **{k: {"help": "(default: the run's) " + h} for k, h in (
+        ("metadata", "task knobs as JSON or key=value"), ("gen_kwargs", "generation settings, as lm_eval --gen_kwargs"))})
+    p.set_defaults(func=cmd_export_lm_eval)
+
     p = formats.add_parser("promptfoo", help="a promptfoo config that reproduces lm-eval's prompt and metric",
                            description="Write a promptfoo config for an artifact: the exact prompt lm-eval sends (with "
                            "{{var}} placeholders), the target as a promptfoo provider, the task's examples as tests and "
@@ -308,12 +291,9 @@ def add_ecosystem_commands(sub) -> None:
     p.add_argument("--provider", help="promptfoo provider id (default: mapped from the artifact's target model)")
     p.add_argument("--api-base", dest="api_base", help="OpenAI-compatible server base URL, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key-env", dest="api_key_env", help="environment variable with the API key (default: OPENAI_API_KEY)")
-    p.add_argument("--include_path", action="append", help="directory of the task's YAML, for tasks outside the package")
-    p.add_argument("--metadata", help="task knobs as JSON or key=value (default: those of the optimize run)")
-    p.add_argument("--gen_kwargs", help="generation settings over those of the optimize run, as lm_eval --gen_kwargs")
-    p.add_argument("--apply_chat_template", action="store_true", help="export chat messages, as lm_eval --apply_chat_template")
-    p.add_argument("--fewshot_as_multiturn", action="store_true", help="as lm_eval --fewshot_as_multiturn")
-    p.add_argument("--system_instruction", help="as lm_eval --system_instruction")
+    add_settings(p, "export", HarnessSettings, metadata={"help": "task knobs as JSON or key=value (default: those of the "
+                 "optimize run)"}, gen_kwargs={"help": "generation settings over those of the optimize run, as lm_eval "
+                 "--gen_kwargs"})
     p.set_defaults(func=cmd_export_promptfoo)
 
     p = sub.add_parser("import", help="import a task from another tool (promptfoo)")
@@ -382,7 +362,7 @@ def _main(argv: list[str], debug: bool) -> int:
             build_parser().print_help()
             return 2
         if args.command == "serve" and not args.model:
-            from lm_eval_abo.embedded import DEFAULT_OPTIMIZER, DEFAULT_TARGET
+            from lm_eval_abo.embedded.models import DEFAULT_OPTIMIZER, DEFAULT_TARGET
 
             args.model = [DEFAULT_TARGET, DEFAULT_OPTIMIZER]
         return args.func(args) or 0

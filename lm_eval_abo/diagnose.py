@@ -20,7 +20,9 @@ from pathlib import Path
 from lm_eval_abo import store
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import write_json, write_text_atomic
-from lm_eval_abo.optimize import OptimizeConfig, open_session
+from lm_eval_abo.config import OptimizeConfig
+from lm_eval_abo.markdown import fmt, table
+from lm_eval_abo.session import open_session
 from lm_eval_abo.optimizers import METHODS
 from lm_eval_abo.optimizers.base import Context, Node, all_tags
 from lm_eval_abo.prompt import Prompt
@@ -73,7 +75,8 @@ def error_sets(ctx: Context, samples, other_errors, k: int) -> dict[str, list[di
             if len(rights) >= k:
                 break
             doc = docs[i]
-            rights.append({**ctx.example(doc), "output": f"So the answer is {doc['target']}.", "answer": str(doc["target"])})
+            gold = ctx.bridge.gold(doc)
+            rights.append({**ctx.example(doc), "output": f"So the answer is {gold}.", "answer": gold})
     return {
         "real": real,
         "shuffled_labels": [{**e, "target": t} for e, t in zip(real, shuffled)],
@@ -84,13 +87,14 @@ def error_sets(ctx: Context, samples, other_errors, k: int) -> dict[str, list[di
 
 def reflection_study(config: OptimizeConfig, artifact: str | None = None, samples: int = 3, k: int = 4,
                      other_task: str | None = None, out=print, lm=None) -> dict:
+    config = config.resolved()
     session = open_session(config, lm)
     ctx = session.context(params={})
     prompt = _prompt_of(session, artifact)
     [train] = session.bridge.score([prompt], "train", session.train_pool)
     other_name = other_task or OTHER_TASK.get(config.task) or next(
         (t for t in OTHER_TASK.values() if t != config.task), "abo_object_counting_synth")
-    other = open_session(replace(config, task=other_name), lm=session.bridge.counter.inner)
+    other = open_session(replace(config, task=other_name), lm=session.target.inner)
     [other_train] = other.bridge.score([other.bridge.default_prompt], "train", other.train_pool)
     other_ctx = other.context(params={})
     sets = error_sets(ctx, train.samples, [other_ctx.error(s) for s in other_train.errors()], k)
@@ -167,39 +171,32 @@ def _mean(values):
     return sum(values) / len(values) if values else None
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.3f}"
-
-
 def reflection_markdown(r: dict) -> str:
-    lines = [
+    return "\n".join([
         f"# Reflection sensitivity: {r['task']}, optimizer {r['optimizer']}",
         "",
-        f"Measure: {r['measure']}. Similarity among reflections on the real errors: {_fmt(r['within_real_similarity'])}.",
+        f"Measure: {r['measure']}. Similarity among reflections on the real errors: {fmt(r['within_real_similarity'])}.",
         "Sensitivity = that minus the similarity to reflections on a perturbed set; near 0 (or below) means the",
         "optimizer's feedback does not depend on the errors it is shown.",
         "",
-        "| perturbation | errors shown | reflections | similarity to real | sensitivity |",
-        "|---|---:|---:|---:|---:|",
-        *(f"| {x['perturbation']} | {x['errors_shown']} | {x['reflections']} | {_fmt(x['similarity_to_real'])} | {_fmt(x['sensitivity'])} |"
-          for x in r["rows"]),
-    ]
-    return "\n".join(lines)
+        *table(["perturbation", "errors shown", "reflections", "similarity to real", "sensitivity"],
+               [[x["perturbation"], x["errors_shown"], x["reflections"], fmt(x["similarity_to_real"]), fmt(x["sensitivity"])]
+                for x in r["rows"]]),
+    ])
 
 
 def refinement_markdown(r: dict) -> str:
-    lines = [
+    mean = r["mean"]
+    return "\n".join([
         f"# One refinement step: {r['task']}, {r['method']}, optimizer {r['optimizer']}",
         "",
-        f"Prompt refined: dev {_fmt(r['old_dev'])} on {r['dev_n']} examples ({r['old_errors']} errors).",
+        f"Prompt refined: dev {fmt(r['old_dev'])} on {r['dev_n']} examples ({r['old_errors']} errors).",
         "",
-        "| candidate | origin | dev | fixed | broken | fix rate | break rate | net |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-        *(f"| {x['candidate']} | {x['origin']} | {_fmt(x['dev'])} | {x['fixed']} | {x['broken']} | {_fmt(x['fix_rate'])} | "
-          f"{_fmt(x['break_rate'])} | {_fmt(x['net'])} |" for x in r["rows"]),
-        f"| mean | | | | | {_fmt(r['mean']['fix_rate'])} | {_fmt(r['mean']['break_rate'])} | {_fmt(r['mean']['net'])} |",
-    ]
-    return "\n".join(lines)
+        *table(["candidate", "origin", "dev", "fixed", "broken", "fix rate", "break rate", "net"],
+               [*([x["candidate"], x["origin"], fmt(x["dev"]), x["fixed"], x["broken"], fmt(x["fix_rate"]),
+                   fmt(x["break_rate"]), fmt(x["net"])] for x in r["rows"]),
+                ["mean", "", "", "", "", fmt(mean["fix_rate"]), fmt(mean["break_rate"]), fmt(mean["net"])]], left=2),
+    ])
 
 
 def _save(config: OptimizeConfig, study: str, result: dict, markdown: str, out) -> None:

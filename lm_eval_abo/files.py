@@ -14,6 +14,13 @@ from lm_eval_abo.errors import AboError
 MAX_YAML_BYTES = 20 * 1024 * 1024
 
 
+def user_cache_dir() -> Path:
+    """Where the package keeps what it builds once per machine: the assembled model files, the optimizer's
+    reply cache (`LM_EVAL_ABO_CACHE`, else `$XDG_CACHE_HOME/lm-eval-abo`, else `~/.cache/lm-eval-abo`)."""
+    base = os.environ.get("LM_EVAL_ABO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lm-eval-abo"
+    return Path(base)
+
+
 def bundled_dir(name: str) -> Path:
     """A data directory shipped with the package: inside the wheel, or at the top of a source checkout."""
     inside = Path(__file__).parent / name

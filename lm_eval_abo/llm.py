@@ -112,7 +112,8 @@ class OptimizerLLM:
 
         litellm.suppress_debug_info = True
         if model.startswith("embedded/"):
-            from lm_eval_abo.embedded import model_info, register_litellm_provider
+            from lm_eval_abo.embedded.models import model_info
+            from lm_eval_abo.embedded.provider import register_litellm_provider
 
             model_info(model.split("/", 1)[1])  # unknown names fail here, with the known ones listed
             register_litellm_provider()

@@ -39,8 +39,26 @@ def render(name: str, **variables) -> list[dict]:
 
 
 @cache
+def closure(name: str) -> tuple[str, ...]:
+    """Meta-prompt `name` and every template it includes, by name (what rendering it loads)."""
+    from jinja2 import meta
+
+    env = _environment(str(templates_dir()))
+    source = env.loader.get_source(env, f"{name}.j2")[0]
+    found = [name]
+    for included in sorted(meta.find_referenced_templates(env.parse(source))):
+        found += [n for n in closure(included.removesuffix(".j2")) if n not in found]
+    return tuple(found)
+
+
+@cache
 def template_sha256(name: str) -> str:
     return hashlib.sha256((templates_dir() / f"{name}.j2").read_bytes()).hexdigest()
+
+
+def hashes(names) -> dict[str, str]:
+    """name -> sha256 of each named meta-prompt file, in name order (what an artifact records)."""
+    return {name: template_sha256(name) for name in sorted(names)}
 
 
 def tagged(text: str, tag: str) -> list[str]:

@@ -1,10 +1,6 @@
-"""The prompt being optimized, and how its parts reach lm-eval.
-
-An abo_* task renders a `Prompt` through lm-eval's own prompt assembly, never by templating its text:
-the parts become document fields that the task YAML names (`description: abo_system`,
-`doc_to_text: "{{abo_user}}..."`, `gen_prefix: abo_answer_prefix`), and the demonstrations become
-lm-eval few-shot examples. Field values are inserted literally, so optimizer-written text that looks
-like a template (`{{ 7*7 }}`) reaches the model as written.
+"""The prompt being optimized: an instruction (with, for ABO, a numbered procedure and an answer format),
+where it goes, demonstrations and an answer prefix. `tasks.fields` puts it into any lm-eval task's own
+fields; its text is always data, never a template.
 """
 
 from __future__ import annotations
@@ -16,8 +12,6 @@ from dataclasses import asdict, dataclass
 from lm_eval_abo.errors import AboError
 
 PLACEMENTS = ("system", "user")
-DEMO_SPLIT = "abo_demos"
-DEMO_OUTPUT = "abo_demo_output"
 
 
 @dataclass(frozen=True)
@@ -32,7 +26,8 @@ class Demonstration:
 class Prompt:
     """What an optimizer changes. Placement "system" puts the instruction in lm-eval's task
     description (the system message under a chat template, the top of the prompt otherwise);
-    "user" puts it at the start of each question turn."""
+    "user" puts it at the start of each question turn. Empty parts leave the task's own in place,
+    so `Prompt()` is the task exactly as written."""
 
     instruction: str = ""
     placement: str = "system"
@@ -46,16 +41,6 @@ class Prompt:
         steps = "\n".join(f"Step {i}: {step}" for i, step in enumerate(self.procedure, 1))
         parts = [self.instruction.strip(), steps, self.answer_format.strip()]
         return "\n\n".join(p for p in parts if p)
-
-    def doc_fields(self) -> dict[str, str]:
-        """The document fields the abo_* task YAMLs read (see module docstring)."""
-        block = self.instruction_block()
-        # lm-eval joins plain-text parts with no separator, so a non-empty part ends with a blank line
-        return {
-            "abo_system": f"{block}\n\n" if block and self.placement == "system" else "",
-            "abo_user": f"{block}\n\n" if block and self.placement == "user" else "",
-            "abo_answer_prefix": self.answer_prefix,
-        }
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -97,18 +82,3 @@ class Prompt:
             demonstrations=tuple(demos),
             answer_prefix=data.get("answer_prefix", ""),
         )
-
-
-def demo_rows(prompt: Prompt) -> list[dict]:
-    """The few-shot split: each demonstration's document with its worked answer. lm-eval puts the
-    answer prefix before every demonstration answer, so an answer already starting with it loses it."""
-    fields = prompt.doc_fields()
-    prefix = prompt.answer_prefix.strip()
-    rows = []
-    for demo in prompt.demonstrations:
-        output = demo.output.strip()
-        if prefix and output.startswith(prefix):
-            output = output[len(prefix) :].lstrip()
-        rows.append({**demo.doc, **fields, DEMO_OUTPUT: output})
-    return rows
-

@@ -46,8 +46,9 @@ def redact_model_args(args):
 
 
 def redacting_tracker(base):
-    """A subclass of lm-eval's EvaluationTracker whose results file has secret model_args masked:
-    lm-eval copies model_args verbatim into `config.model_args`."""
+    """A subclass of lm-eval's EvaluationTracker whose results file has secrets masked: lm-eval copies
+    model_args verbatim into `config.model_args`, and model_args and --metadata into every task's
+    `configs.<task>.metadata`."""
 
     if getattr(base, "redacts_model_args", False):
         return base
@@ -59,6 +60,10 @@ def redacting_tracker(base):
             if results and "model_args" in (results.get("config") or {}):
                 config = {**results["config"], "model_args": redact_model_args(results["config"]["model_args"])}
                 results = {**results, "config": config}
+            if results and results.get("configs"):
+                configs = {task: {**c, "metadata": redact_args(c["metadata"])} if isinstance(c.get("metadata"), dict) else c
+                           for task, c in results["configs"].items()}
+                results = {**results, "configs": configs}
             super().save_results_aggregated(results=results, samples=samples)
 
     return RedactingTracker

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import difflib
 
+from lm_eval_abo.markdown import fmt, row, table
 from lm_eval_abo.redact import redact_arg_string
 
 COLUMNS = ("round", "candidates", "best dev", "mean dev", "opt calls", "tokens", "cost", "target req", "seconds", "optimizer s", "target s")
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+SHOWN_FLIPS = 10
 
 
 def cost_text(usage: dict) -> str:
@@ -22,11 +20,10 @@ def projection_text(config, plan: dict) -> str:
         f"{config.method} on {config.task}: {config.rounds} round(s), beam {config.beam}; "
         f"target {config.model} ({redact_arg_string(config.model_args)}), optimizer {config.optimizer}",
         "projected at most (caches and early stops make it fewer):",
-        "| round | optimizer calls | target requests |",
-        "|---:|---:|---:|",
-        *(f"| {r['round']} | {r['optimizer_calls']} | {r['target_requests']} |" for r in plan["rounds"]),
-        f"| test | 0 | {plan['test_requests']} |",
-        f"| total | {plan['optimizer_calls']} | {plan['target_requests']} |",
+        *table(["round", "optimizer calls", "target requests"],
+               [*([r["round"], r["optimizer_calls"], r["target_requests"]] for r in plan["rounds"]),
+                ["test (baseline and best)", 0, plan["test_requests"]],
+                ["total", plan["optimizer_calls"], plan["target_requests"]]], left=0),
     ]
     if config.max_optimizer_calls is not None or config.max_cost is not None:
         lines.append(f"budget caps: optimizer calls {config.max_optimizer_calls}, cost {config.max_cost}")
@@ -41,17 +38,16 @@ def _phases(record: dict) -> str:
 
 
 def round_header() -> str:
-    return "| " + " | ".join(COLUMNS) + " |\n|" + "---:|" * len(COLUMNS)
+    return "\n".join(table(COLUMNS, [], left=0))
 
 
 def round_row(record: dict) -> str:
     opt = record["optimizer"]
-    cells = [
-        record["round"], len(record["candidates"]), _fmt(record["best"]["dev"]), _fmt(record["mean_dev"]),
+    return row([
+        record["round"], len(record["candidates"]), fmt(record["best"]["dev"]), fmt(record["mean_dev"]),
         opt["calls"], opt["prompt_tokens"] + opt["completion_tokens"], cost_text(opt),
         record["target_requests"], record["seconds"], record.get("optimizer_seconds", "-"), record.get("target_seconds", "-"),
-    ]
-    return "| " + " | ".join(map(str, cells)) + " |"
+    ])
 
 
 def diagnosis_tables(record: dict) -> list[str]:
@@ -62,19 +58,20 @@ def diagnosis_tables(record: dict) -> list[str]:
         if not diagnosis or diagnosis["parent"] in seen:
             continue
         seen.add(diagnosis["parent"])
-        rows = [f"| {r['step']} | {r['not_followed']} | {r['wrong']} |" for r in diagnosis["step_failures"]]
         located = ", ".join(
             f"{e['id']}: step {e['step']} {e['kind']}" if e["step"] else f"{e['id']}: not located" for e in diagnosis["errors"]
         )
         tables.append("\n".join([
             f"step failures of {diagnosis['parent']} (round {record['round']}):",
-            "| step | not followed | wrong |", "|---:|---:|---:|", *rows, f"errors: {located}",
+            *table(["step", "not followed", "wrong"],
+                   [[r["step"], r["not_followed"], r["wrong"]] for r in diagnosis["step_failures"]], left=0),
+            f"errors: {located}",
         ]))
     return tables
 
 
 def _rendered(prompt) -> str:
-    parts = [prompt.instruction_block()]
+    parts = [prompt.instruction_block() or "(the task's own instruction)"]
     for demo in prompt.demonstrations:
         parts.append(f"[demonstration] {demo.doc.get('input', demo.doc)}\n-> {demo.output}")
     if prompt.answer_prefix:
@@ -87,8 +84,36 @@ def _diff(before, after) -> str:
     return "\n".join(lines)
 
 
-def run_report(config, state, dev_docs: list[dict], bridge, final=None) -> str:
-    """A markdown report: per round the candidates, the best prompt's diff, reflections, flips, cost."""
+def _doc_text(doc: dict) -> str:
+    text = doc.get("input") or doc.get("question") or next((v for v in doc.values() if isinstance(v, str)), "")
+    return repr(str(text)[:160])
+
+
+def _test_section(final, test_docs: list[dict] | None) -> list[str]:
+    scores = final.scores
+    test, base, comparison = scores["test"], scores.get("baseline_test"), scores.get("test_comparison")
+    lines = ["## Test", "", f"Each prompt once, on the same {test['n']} held-out test examples ({test['metric']}):", "",
+             *table(["prompt", "score", "± stderr", "n"],
+                    [["best", fmt(test["value"]), fmt(test["stderr"]), test["n"]],
+                     *([["baseline", fmt(base["value"]), fmt(base["stderr"]), base["n"]]] if base else [])]), ""]
+    if comparison:
+        lines += [f"**{comparison['verdict']}**", ""]
+        positions = {doc_id: i for i, doc_id in enumerate(final.splits.get("test", []))}
+        for kind in ("fixed", "broken"):
+            ids = comparison[kind]
+            lines.append(f"Test examples the best prompt {kind}: {len(ids)}.")
+            if test_docs:
+                lines += [f"- `{i}`: {_doc_text(test_docs[positions[i]])}" for i in ids[:SHOWN_FLIPS] if i in positions]
+            lines.append("")
+    if final.export.get("yaml"):
+        lines += [f"As a plain lm-eval task: `{final.export['yaml']}` (its requests checked against the run's on "
+                  f"{final.export['checked_documents']} test documents).", ""]
+    return lines
+
+
+def run_report(config, state, dev_docs: list[dict], bridge, final=None, test_docs: list[dict] | None = None) -> str:
+    """A markdown report: per round the candidates, the best prompt's diff, reflections, flips, cost; at the
+    end the test scores of the best prompt and of the baseline, and what the best prompt fixed and broke."""
     out = [
         f"# {config.method} on {config.task}",
         "",
@@ -105,18 +130,17 @@ def run_report(config, state, dev_docs: list[dict], bridge, final=None) -> str:
         out += [
             f"## Round {record['round']}",
             "",
-            f"Best dev {_fmt(record['best']['dev'])} (± {_fmt(record['best']['stderr'])}, n={record['best']['n']}); "
+            f"Best dev {fmt(record['best']['dev'])} (± {fmt(record['best']['stderr'])}, n={record['best']['n']}); "
             f"optimizer {opt['calls']} calls ({opt['cache_hits']} cached), "
             f"{opt['prompt_tokens'] + opt['completion_tokens']} tokens, {cost_text(opt)}; "
             f"target {record['target_requests']} requests; {record['seconds']} s{_phases(record)}.",
             "",
-            "| candidate | origin | parent | dev |",
-            "|---|---|---|---:|",
-            *(f"| {c['key']} | {c['origin']} | {c['parent'] or '-'} | {_fmt(c['dev'])} |" for c in record["candidates"]),
+            *table(["candidate", "origin", "parent", "dev"],
+                   [[c["key"], c["origin"], c["parent"] or "-", fmt(c["dev"])] for c in record["candidates"]], left=3),
             "",
         ]
-        for table in diagnosis_tables(record):
-            out += [table.replace("\n", "\n\n", 1), ""]
+        for diagnosis in diagnosis_tables(record):
+            out += [diagnosis.replace("\n", "\n\n", 1), ""]
         by_key = {n.key[:12]: n for n in state.nodes}
         out += ["<details><summary>Candidate prompts</summary>", ""]
         for c in record["candidates"]:
@@ -132,8 +156,8 @@ def run_report(config, state, dev_docs: list[dict], bridge, final=None) -> str:
             out += [
                 f"New best. Dev examples fixed: {len(flips['fixed'])}, broken: {len(flips['broken'])}.",
                 "",
-                *(f"- fixed: {dev_docs[i].get('input', '')[:160]!r}" for i in flips["fixed"][:10]),
-                *(f"- broken: {dev_docs[i].get('input', '')[:160]!r}" for i in flips["broken"][:10]),
+                *(f"- fixed: {_doc_text(dev_docs[i])}" for i in flips["fixed"][:SHOWN_FLIPS]),
+                *(f"- broken: {_doc_text(dev_docs[i])}" for i in flips["broken"][:SHOWN_FLIPS]),
                 "",
                 "```diff",
                 _diff(previous.prompt, best.prompt),
@@ -143,23 +167,26 @@ def run_report(config, state, dev_docs: list[dict], bridge, final=None) -> str:
         previous = best
     out += ["## Best prompt", "", "```text", _rendered(state.best.prompt), "```", ""]
     if final is not None and "test" in final.scores:
-        test = final.scores["test"]
-        out += [f"Test ({test['n']} examples, once): {bridge.metric_key} = {_fmt(test['value'])} ± {_fmt(test['stderr'])}", ""]
+        out += _test_section(final, test_docs)
     return "\n".join(out)
 
 
-def final_text(artifact, artifact_path, results_path) -> str:
-    dev, test, base = artifact.scores["dev"], artifact.scores["test"], artifact.scores["baseline_dev"]
+def final_text(artifact, artifact_path, results_path, run_dir) -> str:
+    scores = artifact.scores
+    dev, test, base = scores["dev"], scores["test"], scores["baseline_dev"]
     usage = artifact.usage["optimizer"]
-    return "\n".join([
+    lines = [
         "",
         f"best prompt: {artifact_path}",
-        f"  dev  {dev['metric']} = {_fmt(dev['value'])} (baseline {_fmt(base['value'])}, n={dev['n']})",
-        f"  test {test['metric']} = {_fmt(test['value'])} ± {_fmt(test['stderr'])} (n={test['n']})",
+        f"  dev  {dev['metric']} = {fmt(dev['value'])} (baseline {fmt(base['value'])}, n={dev['n']})",
+        f"  test {test['metric']} = {fmt(test['value'])} ± {fmt(test['stderr'])} (baseline "
+        f"{fmt(scores['baseline_test']['value'])}, n={test['n']})",
         f"  optimizer: {usage['calls']} calls ({usage['cache_hits']} cached), "
         f"{usage['prompt_tokens'] + usage['completion_tokens']} tokens, {cost_text(usage)}; "
         f"target: {artifact.usage['target_requests']} requests; {artifact.usage['seconds']} s{_phases(artifact.usage)}",
         f"lm-eval results: {results_path}",
-        f"re-run with: lm_eval --tasks {artifact.task} --include_path \"$(lm-eval-abo tasks-path)\" "
-        f"--metadata '{{\"abo_prompt\": \"{artifact_path}\"}}' --model ...",
-    ])
+    ]
+    if artifact.export.get("yaml"):
+        lines.append(f"re-run with the stock lm_eval: lm_eval --include_path {run_dir} --tasks {artifact.export['task']} --model ...")
+    lines.append(f"verdict: {scores['test_comparison']['verdict']}")
+    return "\n".join(lines)

@@ -1,46 +1,46 @@
 """The bridge to lm-eval: everything the optimizers know about a task comes through here.
 
-Candidate prompts are scored by lm-eval itself: each candidate becomes a copy of the task's own config
-(same filters, metrics, generation settings) carrying the prompt inline, all candidates of a call go
-to the model in one `evaluate` pass, and per-example results come from lm-eval's sample logs. An
-identical (prompt, split, example) is scored at most once per run.
+Candidate prompts are scored by lm-eval itself: each candidate is the task's own config with the prompt
+in lm-eval's fields (`tasks.fields`), so the task's filters, metrics and generation settings apply; all
+candidates of a call go to the model in one `evaluate` pass, and per-example results come from lm-eval's
+sample logs. A split's score is the task's own aggregation of the per-example metric values. An identical
+(prompt, split, example) is scored at most once per run.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from lm_eval.api.model import LM
 
+from lm_eval_abo.config import HarnessSettings
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.prompt import Prompt
-from lm_eval_abo.tasks import DEFAULT_PROMPT_KEY, PROMPT_KEY
+from lm_eval_abo.tasks import fields
+from lm_eval_abo.tasks.built import physical_docs, quiet_lm_eval, set_up
+from lm_eval_abo.tasks.splits import Splits
 
-LOGICAL_SPLITS = {"train": "training_split", "dev": "validation_split", "test": "test_split"}
+OUTPUT_TYPES = ("generate_until", "multiple_choice")
+# Endings that make a worked answer's last line extractable, tried on the task's own filter and metric
+# when the task does not say how an answer must end.
+ANSWER_PHRASINGS = ("So the answer is {}.", "The answer is {}.", "#### {}", "Answer: {}", "The final answer is {}.")
 
 
 @dataclass(frozen=True)
 class Sample:
     """One example as the target saw and answered it."""
 
-    index: int  # position in its split
+    index: int  # position in its logical split
     doc: dict
     prompt: str  # the full text lm-eval sent to the target
-    output: str  # the raw reply
+    output: str  # the raw reply (for multiple choice: the option the target ranked first)
     answer: str  # the reply after the task's filter
-    score: float  # the task's primary metric for this example
-
-    @property
-    def correct(self) -> bool:
-        return self.score >= 1.0
-
-    @property
-    def target(self) -> str:
-        return str(self.doc.get("target", ""))
+    target: str  # the gold answer
+    score: float  # the task's metric for this example
+    correct: bool  # not an error: the score reaches the error threshold
 
 
 @dataclass
@@ -131,71 +131,57 @@ def _network_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {detail}" + (f" ({url})" if url else "")
 
 
-@contextmanager
-def quiet_lm_eval(enabled: bool = True):
-    """lm-eval logs several lines per task load; while scoring many candidates, keep only errors."""
-    logger = logging.getLogger("lm_eval")
-    level = logger.level
-    if enabled:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+def primary_metric(task, choice: str | None = None) -> tuple[str, str]:
+    """(metric, filter): the one named by `choice` ("metric" or "metric,filter"), else the task's first
+    metric under its first filter (lm-eval's `metric,filter` result key)."""
+    metrics = list(task.aggregation())
+    filters = [f["name"] for f in task.config.filter_list or []] or ["none"]
+    if choice is None:
+        return metrics[0], filters[0]
+    metric, _, filter_name = choice.partition(",")
+    if metric not in metrics or (filter_name and filter_name not in filters):
+        raise AboError(f"--metric {choice}: task {task.config.task!r} has the metrics {', '.join(metrics)} under the "
+                       f"filters {', '.join(filters)}")
+    return metric, filter_name or filters[0]
 
 
 class Bridge:
     """One task, one loaded target model, and the settings every scoring call shares."""
 
-    def __init__(
-        self,
-        lm: LM,
-        task: str,
-        task_manager,
-        gen_kwargs: dict | None = None,
-        use_cache: str | None = None,
-        system_instruction: str | None = None,
-        apply_chat_template: bool = False,
-        fewshot_as_multiturn: bool = False,
-        fewshot_seed: int = 1234,
-        quiet: bool = True,
-    ):
-        from lm_eval.tasks._yaml_loader import load_yaml
-
-        if task not in task_manager.task_index:
-            raise AboError(f"unknown task {task!r}; see `lm-eval-abo tasks`")
-        self.counter = CountingLM(lm)
-        if use_cache:
+    def __init__(self, target: CountingLM, task, base_config: dict, splits: Splits, manager,
+                 harness: HarnessSettings | None = None, default_prompt: Prompt | None = None,
+                 metric: str | None = None, answer_format: str | None = None, quiet: bool = True):
+        """`task`: the task as lm-eval builds it (the reference: its documents, filters, metrics);
+        `base_config`: its config, which candidate configs copy; `default_prompt`: the baseline."""
+        if task.OUTPUT_TYPE not in OUTPUT_TYPES:
+            raise AboError(f"task {task.config.task!r} is a {task.OUTPUT_TYPE} task; prompts can be optimized for "
+                           f"{' and '.join(OUTPUT_TYPES)} tasks")
+        self.counter = target
+        self.harness = harness or HarnessSettings()
+        if self.harness.use_cache:
             from lm_eval.api.model import CachingLM
 
-            self.model = CachingLM(self.counter, f"{use_cache}_rank0.db")
+            self.model = CachingLM(target, f"{self.harness.use_cache}_rank0.db")
         else:
-            self.model = self.counter
-        self.task = task
-        self.task_manager = task_manager
-        self.gen_kwargs = gen_kwargs or {}
-        self.eval_kwargs = dict(
-            system_instruction=system_instruction,
-            apply_chat_template=apply_chat_template,
-            fewshot_as_multiturn=fewshot_as_multiturn,
-        )
-        self.fewshot_seed = fewshot_seed
+            self.model = target
+        self.task = task.config.task
+        self.reference = task
+        self.base_config = base_config
+        self.splits = splits
+        self.manager = manager
+        self.default_prompt = default_prompt or Prompt()
         self.quiet = quiet
-        self.base_config = load_yaml(task_manager.task_index[task].yaml_path, resolve_func=True)
-        if (self.base_config.get("metadata") or {}).get(DEFAULT_PROMPT_KEY) is None and "class" not in self.base_config:
-            raise AboError(f"task {task!r} is not an abo task (its YAML needs the lm_eval_abo.tasks.AboTask class)")
-        with quiet_lm_eval(quiet):
-            self.reference = task_manager.load([task])["tasks"][task]  # the task as the user configured it
-        self._apply_settings(self.reference)
-        self.filter_name, self.metric, self.higher_is_better = self._primary_metric(self.reference)
-        self._memo: dict[tuple[str, str, int], Sample] = {}
+        self.output_type = task.OUTPUT_TYPE
+        self.metric, self.filter_name = primary_metric(task, metric)
+        self.higher_is_better = bool(task.higher_is_better().get(self.metric, True))
+        self.threshold = 1.0 if self.higher_is_better else 0.0  # below it (above, for lower-is-better), an error
+        self._answer_format = answer_format
+        self._docs: dict[str, list[dict]] = {}
+        self._memo: dict[tuple[str, str, int], tuple[Sample, object]] = {}
         self.target_seconds = 0.0  # wall time spent scoring: task builds and lm-eval passes
+        set_up(task, self.harness)
 
     # --- what the optimizers may know about the task ---
-
-    @property
-    def default_prompt(self) -> Prompt:
-        return self.reference.abo_prompt
 
     @property
     def metric_key(self) -> str:
@@ -203,14 +189,54 @@ class Bridge:
 
     def docs(self, split: str) -> list[dict]:
         """The documents of a logical split (train, dev or test), in order."""
-        name = getattr(self.reference.config, LOGICAL_SPLITS[split])
-        return [{k: v for k, v in d.items() if not k.startswith("abo_")} for d in self.reference.dataset[name]]
+        part = self.splits[split]
+        if part.split not in self._docs:
+            self._docs[part.split] = list(physical_docs(self.reference, part.split))
+        return [self._docs[part.split][i] for i in part.indices]
+
+    def gold(self, doc: dict) -> str:
+        """A document's gold answer as text."""
+        target = self.reference.doc_to_target(doc)
+        if isinstance(target, list):
+            target = target[0] if target else ""
+        if isinstance(target, int) and self.output_type == "multiple_choice":
+            return str(self.reference.doc_to_choice(doc)[target])
+        return str(target)
 
     def question(self, doc: dict) -> str:
         """A document's question as the target sees it, without any prompt parts."""
-        if "input" in doc:
-            return str(doc["input"])
-        return str(self.reference.doc_to_text(doc, self.reference.fewshot_cfg.doc_to_text))
+        text = str(doc["input"]) if "input" in doc else str(self.reference.doc_to_text(doc))
+        if self.output_type == "multiple_choice":
+            text += "\nOptions: " + " | ".join(map(str, self.reference.doc_to_choice(doc)))
+        return text
+
+    @property
+    def task_description(self) -> str:
+        """What the task is, for the meta-prompts: the baseline's instruction, else the task's description."""
+        if self.default_prompt.instruction:
+            return self.default_prompt.instruction
+        description = self.reference.config.description
+        if isinstance(description, str) and description.strip() and "{" not in description:
+            return description.strip()
+        return f"Questions of the lm-eval task {self.task}."
+
+    @property
+    def answer_format(self) -> str:
+        """How an answer must end so the task's filter finds it: given, the baseline's, or found by trying
+        phrasings of the gold answers of a few training examples on the task's own filter and metric."""
+        if self._answer_format is None:
+            self._answer_format = self.default_prompt.answer_format or self._found_answer_format()
+        return self._answer_format
+
+    def _found_answer_format(self) -> str:
+        if self.output_type != "generate_until":
+            return ""
+        docs = self.docs("train")[:8]
+        for phrasing in ANSWER_PHRASINGS:
+            texts = [f"Working through the question step by step.\n{phrasing.format(self.gold(d))}" for d in docs]
+            if all(self._is_correct(score) for _, score in self.check(texts, docs)):
+                return f'End your answer with "{phrasing.format("<answer>")}".'
+        return ""
 
     def check(self, outputs: list[str], docs: list[dict]) -> list[tuple[str, float]]:
         """The task's own filter and metric applied to replies written elsewhere (e.g. by the
@@ -222,25 +248,26 @@ class Bridge:
             inst = Instance("generate_until", doc, ("", {}), idx=0, metadata=(self.task, i, 1))
             inst.resps = [text]
             instances.append(inst)
-        results = []
         for f in self.reference._filters:  # the task's built filter ensembles (lm-eval has no public accessor)
             if f.name == self.filter_name:
                 f.apply(instances)
+        results = []
         for inst, doc in zip(instances, docs):
             answer = inst.filtered_resps[self.filter_name]
-            value = self.reference.process_results(doc, [answer])[self.metric]
-            results.append((_first(answer), float(value)))
+            results.append((_first(answer), self._value(self.reference.process_results(doc, [answer])[self.metric])))
         return results
 
     # --- scoring ---
 
     def score(self, prompts: list[Prompt], split: str, indices: list[int]) -> list[Score]:
-        """Score each prompt on the given examples of a split, all in one lm-eval pass."""
+        """Score each prompt on the given examples of a logical split, all in one lm-eval pass."""
         from lm_eval.evaluator import evaluate
 
         if split not in ("train", "dev"):
             raise ValueError("the search scores on train and dev only; the test split is evaluated once, at the end")
         indices = sorted(set(indices))
+        part = self.splits[split]
+        physical = {part.indices[i]: i for i in indices}
         keys = [p.sha256() for p in prompts]
         todo: dict[str, dict] = {}
         for prompt, key in zip(prompts, keys):
@@ -249,35 +276,53 @@ class Bridge:
                 todo[key[:16]] = {"prompt": prompt, "key": key, "missing": missing}
         if todo:
             started = time.perf_counter()
-            configs = [self._candidate_config(job["prompt"], split, name) for name, job in todo.items()]
+            names = [f"{self.task}@{short}" for short in todo]
+            configs = [fields.task_config(self.base_config, job["prompt"], name, part.split) for name, job in zip(names, todo.values())]
             with quiet_lm_eval(self.quiet):
-                loaded = self.task_manager.load(configs)
+                loaded = self.manager.load(configs)
                 for task in loaded["tasks"].values():
-                    self._apply_settings(task)
+                    set_up(task, self.harness)
             with quiet_lm_eval(self.quiet), target_calls():
                 results = evaluate(
-                    lm=self.model,
-                    task_dict=loaded,
-                    samples={self._name(n): job["missing"] for n, job in todo.items()},
-                    bootstrap_iters=0,
-                    log_samples=True,
-                    verbosity="ERROR" if self.quiet else "INFO",
-                    **self.eval_kwargs,
+                    lm=self.model, task_dict=loaded,
+                    samples={name: sorted(part.indices[i] for i in job["missing"]) for name, job in zip(names, todo.values())},
+                    bootstrap_iters=0, log_samples=True, verbosity="ERROR" if self.quiet else "INFO",
+                    **self.harness.evaluate_kwargs(),
                 )
-            for name, job in todo.items():
-                for row in results["samples"][self._name(name)]:
-                    if row["filter"] != self.filter_name:
-                        continue
-                    self._memo[(job["key"], split, row["doc_id"])] = Sample(
-                        index=row["doc_id"],
-                        doc={k: v for k, v in row["doc"].items() if not k.startswith("abo_")},
-                        prompt=row["arguments"][0][0],
-                        output=row["resps"][0][0],
-                        answer=_first(row["filtered_resps"][0]),
-                        score=float(row[self.metric]),
-                    )
+            for name, job in zip(names, todo.values()):
+                for row in results["samples"][name]:
+                    if row["filter"] == self.filter_name:
+                        index = physical[row["doc_id"]]
+                        self._memo[(job["key"], split, index)] = self.sample(row, index)
             self.target_seconds += time.perf_counter() - started
-        return [self._summarise([self._memo[(key, split, i)] for i in indices]) for key in keys]
+        return [self.summarise([self._memo[(key, split, i)] for i in indices]) for key in keys]
+
+    def sample(self, row: dict, index: int) -> tuple[Sample, object]:
+        """An lm-eval sample-log row as a Sample, with the metric's raw per-example item."""
+        doc, item = row["doc"], row[self.metric]
+        if self.output_type == "multiple_choice":
+            choices = self.reference.doc_to_choice(doc)
+            loglikelihoods = [float(r[0]) for r in row["filtered_resps"]]
+            output = answer = str(choices[max(range(len(choices)), key=loglikelihoods.__getitem__)])
+        else:
+            output, answer = row["resps"][0][0], _first(row["filtered_resps"][0])
+        score = self._value(item)
+        sample = Sample(index=index, doc=doc, prompt=str(row["arguments"][0][0]), output=output, answer=answer,
+                        target=self.gold(doc), score=score, correct=self._is_correct(score))
+        return sample, item
+
+    def summarise(self, scored: list[tuple[Sample, object]]) -> Score:
+        """The task's own aggregation of the examples' metric values (the mean for most metrics)."""
+        from lm_eval.api.metrics import mean, mean_stderr
+
+        samples = [s for s, _ in scored]
+        n = len(samples)
+        if not n:
+            return Score(0.0, None, 0)
+        aggregate = self.reference.aggregation()[self.metric]
+        value = float(aggregate([item for _, item in scored]))
+        stderr = mean_stderr([s.score for s in samples]) if aggregate is mean and n > 1 else None
+        return Score(value=value, stderr=stderr, n=n, samples=samples)
 
     @property
     def target_requests(self) -> int:
@@ -285,32 +330,14 @@ class Bridge:
 
     # --- internals ---
 
-    def _name(self, short_key: str) -> str:
-        return f"{self.task}@{short_key}"
+    def _value(self, item) -> float:
+        """A per-example metric value: the item itself, or (for corpus metrics such as BLEU, whose items
+        are pairs) the task's aggregation of that one item."""
+        if isinstance(item, (int, float)):
+            return float(item)
+        value = float(self.reference.aggregation()[self.metric]([item]))
+        return value if math.isfinite(value) else 0.0
 
-    def _candidate_config(self, prompt: Prompt, split: str, short_key: str) -> dict:
-        config = copy.deepcopy(self.base_config)
-        config["task"] = self._name(short_key)
-        config["test_split"] = config[LOGICAL_SPLITS[split]]
-        config["metadata"] = {**(config.get("metadata") or {}), PROMPT_KEY: prompt.to_dict(), "abo_task": self.task}
-        return config
+    def _is_correct(self, score: float) -> bool:
+        return score >= self.threshold if self.higher_is_better else score <= self.threshold
 
-    def _apply_settings(self, task) -> None:
-        if self.gen_kwargs:
-            task.set_config("generation_kwargs", dict(self.gen_kwargs), update=True)
-        task.set_fewshot_seed(self.fewshot_seed)
-
-    @staticmethod
-    def _primary_metric(task) -> tuple[str, str, bool]:
-        """The task's first metric under its first filter (lm-eval's `metric,filter` key)."""
-        metric = next(iter(task.aggregation()))
-        filters = [f["name"] for f in task.config.filter_list or []] or ["none"]
-        return filters[0], metric, bool(task.higher_is_better().get(metric, True))
-
-    def _summarise(self, samples: list[Sample]) -> Score:
-        from lm_eval.api.metrics import mean_stderr
-
-        values = [s.score for s in samples]
-        n = len(values)
-        value = sum(values) / n if n else 0.0
-        return Score(value=value, stderr=mean_stderr(values) if n > 1 else None, n=n, samples=samples)

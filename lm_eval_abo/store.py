@@ -20,7 +20,10 @@ from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import read_yaml, write_yaml
 from lm_eval_abo.prompt import Prompt
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 named the task `task`; lm-eval's task index reads a YAML with a top-level `task` as a task
+# config, so an artifact in an --include_path directory would stand in for that task.
+TASK_KEY = {1: "task", 2: "lm_eval_task"}
 
 
 def versions() -> dict[str, str]:
@@ -46,16 +49,18 @@ class Artifact:
     optimizer: dict = field(default_factory=dict)  # {"model": litellm string, "args": {...}}
     scores: dict = field(default_factory=dict)  # split -> {"metric", "value", "stderr", "n"}
     splits: dict = field(default_factory=dict)  # split -> example ids used
+    carved: dict = field(default_factory=dict)  # split -> the task split it was carved from, for those the task lacks
     trace: list = field(default_factory=list)  # one entry per round
     usage: dict = field(default_factory=dict)  # optimizer calls, tokens, cost; target calls; seconds
     templates: dict = field(default_factory=dict)  # meta-prompt name -> sha256
     settings: dict = field(default_factory=dict)  # how the run was configured (rounds, beam, seed, ...)
+    export: dict = field(default_factory=dict)  # the plain lm-eval task written beside the artifact
     versions: dict = field(default_factory=versions)
     created: str = field(default_factory=_now)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {TASK_KEY[SCHEMA_VERSION] if f.name == "task" else f.name: getattr(self, f.name) for f in fields(self)}
         data["prompt"] = self.prompt.to_dict()
         data["prompt_sha256"] = self.prompt.sha256()
         return {"schema_version": data.pop("schema_version"), **data}
@@ -65,11 +70,16 @@ class Artifact:
         if not isinstance(data, dict):
             raise AboError(f"{source}: an artifact must be a YAML mapping")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise AboError(f"{source}: schema_version must be {SCHEMA_VERSION}, got {version!r}")
-        for name in ("task", "method"):
+        if version not in TASK_KEY:
+            raise AboError(f"{source}: schema_version must be one of {', '.join(map(str, TASK_KEY))}, got {version!r}")
+        stray = (set(TASK_KEY.values()) - {TASK_KEY[version]}) & data.keys()
+        if stray:
+            raise AboError(f"{source}: unknown field '{stray.pop()}'")
+        data = {"task" if k == TASK_KEY[version] else k: v for k, v in data.items()}
+        data["schema_version"] = SCHEMA_VERSION
+        for name, key in (("task", TASK_KEY[version]), ("method", "method")):
             if not isinstance(data.get(name), str) or not data[name]:
-                raise AboError(f"{source}: missing or empty field '{name}'")
+                raise AboError(f"{source}: missing or empty field '{key}'")
         if "prompt" not in data:
             raise AboError(f"{source}: missing field 'prompt'")
         prompt = Prompt.from_dict(data["prompt"], where=f"{source}: prompt")

@@ -13,24 +13,26 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from lm_eval_abo import store
-from lm_eval_abo.files import read_json, write_json, write_text_atomic
-from lm_eval_abo.optimize import OptimizeConfig, _load_target, evaluate_on_test, open_session, optimize
-from lm_eval_abo.prompt import Prompt
+from lm_eval_abo import evaluation, store
+from lm_eval_abo.config import OptimizeConfig
+from lm_eval_abo.files import write_json, write_text_atomic
+from lm_eval_abo.markdown import fmt, table
+from lm_eval_abo.optimize import optimize
 from lm_eval_abo.report import cost_text
+from lm_eval_abo.session import load_target, open_session
 from lm_eval_abo.tasks import cot_exemplars
 
 APO_METHODS = ("ape", "apo")
 
 
-def _row(task: str, name: str, test: dict, usage: dict | None, seconds: float, detail: str = "") -> dict:
+def _row(task: str, name: str, test: evaluation.TestRun, usage: dict | None, seconds: float, detail: str = "") -> dict:
     usage = usage or {}
     return {
-        "task": task, "row": name, "detail": detail, "metric": test["score"]["metric"], "value": test["score"]["value"],
-        "stderr": test["score"]["stderr"], "n": test["score"]["n"], "optimizer_calls": usage.get("calls", 0),
+        "task": task, "row": name, "detail": detail, "metric": test.score["metric"], "value": test.score["value"],
+        "stderr": test.score["stderr"], "n": test.score["n"], "optimizer_calls": usage.get("calls", 0),
         "tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
         "cost_usd": usage.get("cost_usd", 0.0), "cost_known": usage.get("cost_known", True),
-        "seconds": round(seconds, 1), "results": str(test["results"]),
+        "seconds": round(seconds, 1), "results": str(test.results),
     }
 
 
@@ -53,10 +55,10 @@ def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
 
     def evaluate(name: str, prompt, method: str, usage=None, seconds=0.0, detail="") -> None:
         path = store.save(store.Artifact(task=config.task, method=method, prompt=prompt), folder / f"{name}.yaml")
-        started = time.time()
-        test = evaluate_on_test(session, path, folder / "results" / name)
-        rows.append(_row(config.task, name, test, usage, seconds + time.time() - started, detail))
-        out(f"{config.task}: {name}: {test['score']['value']:.3f} (n={test['score']['n']})")
+        provenance = {"task": config.task, "method": method, "source": str(path), "prompt_sha256": prompt.sha256()}
+        test = evaluation.evaluate(session, prompt, folder / "results" / name, provenance)
+        rows.append(_row(config.task, name, test, usage, seconds + test.seconds, detail))
+        out(f"{config.task}: {name}: {test.score['value']:.3f} (n={test.score['n']})")
 
     default = session.bridge.default_prompt
     evaluate("zero-shot CoT", default, "zero-shot-cot")
@@ -71,11 +73,10 @@ def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
         evaluate("best APO method", art.prompt, best, art.usage["optimizer"], art.usage["seconds"],
                  detail=f"{best} (dev " + ", ".join(f"{m} {runs[m].artifact_data.scores['dev']['value']:.3f}" for m in runs) + ")")
 
-    abo = optimize(replace(config, method="abo", patience=0), out=out, lm=lm)
-    state = read_json(abo.run_dir / "state.json")["state"]
-    prompts = {p.sha256(): p for p in (Prompt.from_dict(n["prompt"]) for n in state["nodes"])}
-    for record in state["trace"]:  # the best prompt after each step, on test
-        usage, seconds = _cumulative(state["trace"], record["round"])
+    abo = optimize(replace(config, method="abo", patience=0), out=out, lm=lm).state
+    prompts = {n.key: n.prompt for n in abo.nodes}
+    for record in abo.trace:  # the best prompt after each step, on test
+        usage, seconds = _cumulative(abo.trace, record["round"])
         evaluate(f"ABO step {record['round']}", prompts[record["best"]["key"]], "abo", usage, seconds,
                  detail=f"dev {record['best']['dev']:.3f}")
     ablation = optimize(replace(config, method="abo-ablation", patience=0), out=out, lm=lm).artifact_data
@@ -87,7 +88,7 @@ def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHOD
     # Re-running the command continues where it stopped; rows that evaluate a prompt an optimize run
     # already evaluated on test (the best APO and ABO prompts) are answered by the target cache.
     config = replace(config, resume=True, use_cache=config.use_cache or str(Path(config.output) / "target-cache"))
-    lm = _load_target(config)
+    lm = load_target(config)
     started = time.time()
     rows = [row for task in tasks for row in task_rows(replace(config, task=task), apo_methods, lm, out)]
     result = {
@@ -104,16 +105,10 @@ def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHOD
 
 
 def table_markdown(result: dict) -> str:
-    lines = [
+    header = ["task", "prompt", "score", "± stderr", "n", "optimizer calls", "tokens", "cost", "seconds", "detail"]
+    body = [[r["task"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], r["optimizer_calls"], r["tokens"], cost_text(r),
+             r["seconds"], r["detail"]] for r in result["rows"]]
+    return "\n".join([
         f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`; test split, each prompt evaluated once by lm-eval.",
-        "",
-        "| task | prompt | score | ± stderr | n | optimizer calls | tokens | cost | seconds | detail |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in result["rows"]:
-        stderr = "-" if r["stderr"] is None else f"{r['stderr']:.3f}"
-        lines.append(
-            f"| {r['task']} | {r['row']} | {r['value']:.3f} | {stderr} | {r['n']} | {r['optimizer_calls']} | {r['tokens']} | "
-            f"{cost_text(r)} | {r['seconds']} | {r['detail']} |"
-        )
-    return "\n".join(lines)
+        "", *table(header, body, left=2),
+    ])

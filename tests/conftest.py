@@ -24,7 +24,7 @@ def bbh_dir() -> Path:
 @pytest.fixture(scope="session")
 def gemma_server():
     """The embedded target behind an OpenAI-compatible server, as the stock lm_eval CLI reaches it."""
-    from lm_eval_abo import serve
+    from lm_eval_abo.embedded import serve
 
     with serve.running(["gemma-3-270m"]) as servers:
         yield servers[0]
@@ -113,14 +113,20 @@ def rule_lm(keyword: str = "magic", say: str = ""):
     return RuleLM()
 
 
-def make_bridge(lm, task="abo_object_counting_synth", **metadata):
-    from lm_eval.tasks import TaskManager
+def make_bridge(lm, task="abo_object_counting_synth", include_path=(), harness=None, **metadata):
+    """The bridge a session opens over an already loaded target (all of every split, no limits)."""
+    from dataclasses import asdict
 
-    from lm_eval_abo.scoring import Bridge
-    from lm_eval_abo.tasks import tasks_dir
+    from lm_eval_abo.config import OptimizeConfig
+    from lm_eval_abo.scoring import Bridge, CountingLM
+    from lm_eval_abo.session import plan_session
 
-    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"abo_n_test": 5, **metadata})
-    return Bridge(lm, task, manager)
+    settings = {**(asdict(harness) if harness else {}), "include_path": list(include_path),
+                "metadata": {"abo_n_test": 5, **metadata}}
+    config = OptimizeConfig(task=task, **settings)
+    session = plan_session(config)
+    return Bridge(CountingLM(lm), session.task, session.base_config, session.splits, session.manager,
+                  harness=session.harness, default_prompt=session.default_prompt)
 
 
 @pytest.fixture(scope="session")

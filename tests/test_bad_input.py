@@ -155,7 +155,7 @@ def test_bad_input_is_one_line_and_exit_code_2(case, files, capsys, monkeypatch)
 def test_debug_adds_the_traceback(capsys):
     exit_code, err = run_main(["--debug", "optimize", "--task", "abo_nope"], capsys)
     assert exit_code == 2 and "Traceback" in err
-    assert last_line(err) == "lm-eval-abo: error: unknown task 'abo_nope'; see `lm-eval-abo tasks` (or add --include_path)"
+    assert last_line(err) == "lm-eval-abo: error: unknown task 'abo_nope': not among lm-eval's tasks (`lm-eval ls tasks`), this plugin's (`lm-eval-abo tasks`) or under --include_path"
 
 
 def test_an_unexpected_error_is_one_line_with_exit_code_1(capsys, monkeypatch):
@@ -173,7 +173,7 @@ def test_an_unexpected_error_is_one_line_with_exit_code_1(capsys, monkeypatch):
 def test_the_console_script_exits_2_with_one_line(tmp_path):
     proc = run_cli(bin_path("lm-eval-abo"), "optimize", "--task", "abo_nope", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "lm-eval-abo: error: unknown task 'abo_nope'; see `lm-eval-abo tasks` (or add --include_path)"]
+        "lm-eval-abo: error: unknown task 'abo_nope': not among lm-eval's tasks (`lm-eval ls tasks`), this plugin's (`lm-eval-abo tasks`) or under --include_path"]
 
 
 def small_run(tmp_path, server, **overrides):

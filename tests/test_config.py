@@ -2,7 +2,7 @@
 
 import pytest
 
-from lm_eval_abo.optimize import PRESETS, OptimizeConfig
+from lm_eval_abo.config import PRESETS, OptimizeConfig
 from lm_eval_abo.optimizers import METHODS
 
 

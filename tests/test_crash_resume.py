@@ -15,7 +15,8 @@ from fakeserver import FakeServer, optimizer_default, reply
 from reliability import Section, code, normalise
 from test_optimize import comparable
 
-from lm_eval_abo import serve, store
+from lm_eval_abo import store
+from lm_eval_abo.embedded import serve
 from lm_eval_abo.files import read_json, read_yaml
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,8 @@ import hashlib
 import pytest
 from lm_eval.api.instance import Instance
 
-from lm_eval_abo import embedded, serve
+from lm_eval_abo.embedded import llama, models, provider, serve
+from lm_eval_abo.embedded.backend import EmbeddedLM
 from lm_eval_abo.errors import AboError
 
 pytestmark = pytest.mark.slow
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def target():
-    return embedded.EmbeddedLM(model=embedded.DEFAULT_TARGET)
+    return EmbeddedLM(model=models.DEFAULT_TARGET)
 
 
 def test_generation_and_loglikelihood_agree(target):
@@ -29,7 +30,7 @@ def test_generation_and_loglikelihood_agree(target):
 
 
 def test_the_model_is_loaded_once_per_process(target):
-    assert embedded.EmbeddedLM(model=embedded.DEFAULT_TARGET).llm is target.llm
+    assert EmbeddedLM(model=models.DEFAULT_TARGET).llm is target.llm
 
 
 def test_target_has_no_chat_template(target):
@@ -40,9 +41,9 @@ def test_target_has_no_chat_template(target):
 def test_optimizer_through_litellm_in_process():
     import litellm
 
-    embedded.register_litellm_provider()
+    provider.register_litellm_provider()
     reply = litellm.completion(
-        model=f"embedded/{embedded.DEFAULT_OPTIMIZER}",
+        model=f"embedded/{models.DEFAULT_OPTIMIZER}",
         messages=[{"role": "user", "content": "Write the number seven as a digit. Reply with the digit only."}],
         max_tokens=5,
         temperature=0,
@@ -52,8 +53,8 @@ def test_optimizer_through_litellm_in_process():
 
 
 def test_optimizer_file_is_assembled_and_hash_checked():
-    path = embedded.model_path(embedded.DEFAULT_OPTIMIZER)
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == embedded.QWEN_SHA256
+    path = models.model_path(models.DEFAULT_OPTIMIZER)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == models.QWEN_SHA256
 
 
 def test_serve_port_clash_is_one_clear_error():
@@ -68,7 +69,7 @@ def test_serve_port_clash_is_one_clear_error():
 
 def test_unknown_model_is_one_clear_error():
     with pytest.raises(AboError, match="unknown embedded model 'gpt-9'"):
-        embedded.model_path("gpt-9")
+        models.model_path("gpt-9")
 
 
 def test_concurrent_first_loads_load_once_and_leave_stdout_alone():
@@ -78,8 +79,8 @@ def test_concurrent_first_loads_load_once_and_leave_stdout_alone():
     import sys
 
     probe = (
-        "from concurrent.futures import ThreadPoolExecutor; from lm_eval_abo import embedded;"
-        "models = list(ThreadPoolExecutor(4).map(lambda _: embedded.load('qwen2.5-coder-0.5b'), range(4)));"
+        "from concurrent.futures import ThreadPoolExecutor; from lm_eval_abo.embedded import llama;"
+        "models = list(ThreadPoolExecutor(4).map(lambda _: llama.load('qwen2.5-coder-0.5b'), range(4)));"
         "assert all(m is models[0] for m in models), 'loaded more than once'; print('stdout still works')"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,

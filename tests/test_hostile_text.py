@@ -103,13 +103,13 @@ def test_optimizer_and_target_text_with_template_syntax_stays_literal_end_to_end
 
 
 def test_chat_template_path_keeps_every_part_literal():
-    from lm_eval.tasks import TaskManager
+    from conftest import make_bridge
 
-    from lm_eval_abo.scoring import Bridge
+    from lm_eval_abo.config import HarnessSettings
 
     target = hostile_lm()
-    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"abo_n_test": 4})
-    bridge = Bridge(target, TASK, manager, apply_chat_template=True, fewshot_as_multiturn=True)
+    bridge = make_bridge(target, TASK, harness=HarnessSettings(apply_chat_template=True, fewshot_as_multiturn=True),
+                         abo_n_test=4)
     demo = Demonstration(doc={"id": "d", "input": f"I have {HOSTILE} cats.", "target": "2"}, output=f"{HOSTILE} So 2.")
     for placement in ("system", "user"):
         prompt = Prompt(instruction=HOSTILE, placement=placement, procedure=(HOSTILE,), demonstrations=(demo,),

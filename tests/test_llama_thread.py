@@ -3,7 +3,7 @@
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from lm_eval_abo import embedded
+from lm_eval_abo.embedded import llama
 
 
 def test_callers_from_any_thread_share_the_llama_thread():
@@ -11,9 +11,9 @@ def test_callers_from_any_thread_share_the_llama_thread():
     on a machine with no spare core: calls from the main thread, from workers (the optimizer's) and from
     the llama thread itself all run on that one thread."""
     with ThreadPoolExecutor(4) as pool:
-        idents = set(pool.map(lambda _: embedded.on_llama_thread(threading.get_ident), range(8)))
-    idents.add(embedded.on_llama_thread(threading.get_ident))
-    nested = embedded.on_llama_thread(embedded.on_llama_thread, threading.get_ident)  # no deadlock
+        idents = set(pool.map(lambda _: llama.on_llama_thread(threading.get_ident), range(8)))
+    idents.add(llama.on_llama_thread(threading.get_ident))
+    nested = llama.on_llama_thread(llama.on_llama_thread, threading.get_ident)  # no deadlock
     assert idents == {nested} and nested != threading.get_ident()
 
 
@@ -22,7 +22,7 @@ def test_errors_reach_the_caller():
         raise ValueError("bad gguf")
 
     try:
-        embedded.on_llama_thread(fail)
+        llama.on_llama_thread(fail)
     except ValueError as e:
         assert str(e) == "bad gguf"
     else:

@@ -16,6 +16,7 @@ import yaml
 from conftest import ROOT, bin_path, local_completions_args, results_file, run_cli, samples
 
 from lm_eval_abo import store
+from lm_eval_abo.config import HarnessSettings
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.prompt import Demonstration, Prompt
 from lm_eval_abo.promptfoo import assertions, syntax
@@ -146,7 +147,7 @@ def test_import_builds_a_task_lm_eval_loads(tmp_path):
     assert imported.lm_eval["model"] == "local-completions"
     manager = TaskManager(include_path=[str(tasks_dir()), str(tmp_path / "tasks")], include_defaults=False)
     task = manager.load(["capitals"])["tasks"]["capitals"]
-    assert {k: len(v) for k, v in task.dataset.items() if k != "abo_demos"} == {"train": 6, "dev": 3, "test": 6}
+    assert {k: len(v) for k, v in task.dataset.items()} == {"train": 6, "dev": 3, "test": 6}
     assert task.config.generation_kwargs["until"] == ["\n"] and task.config.generation_kwargs["max_gen_toks"] == 12
 
     # lm-eval sends what promptfoo renders for the original config: prompt.txt, trimmed, vars filled
@@ -217,7 +218,7 @@ def test_export_escapes_the_prompt_and_keeps_secrets_out(tmp_path):
               "model_args": f"model=gemma-3-270m,base_url=http://user:pw@127.0.0.1:9/v1/completions,api_key={SECRET}"}
     artifact = hostile_artifact(tmp_path / "best.yaml", target, gen_kwargs={"max_gen_toks": 48})
     out = tmp_path / "promptfooconfig.yaml"
-    config = export(artifact, out, ExportOptions(limit=3, api_key_env="MY_KEY"))
+    config = export(artifact, out, ExportOptions(limit=3, api_key_env="MY_KEY"), HarnessSettings())
     text = out.read_text()
     assert SECRET not in text and "user:pw" not in text
     provider = config["providers"][0]
@@ -231,9 +232,13 @@ def test_export_escapes_the_prompt_and_keeps_secrets_out(tmp_path):
     assert yaml.safe_load(text) == config
 
 
+def exported_requests(artifact: Path, options: ExportOptions, harness: HarnessSettings, chat: bool = False):
+    task, harness, indices = load_task(store.load(artifact), options, harness)
+    return task, requests(task, harness, indices, chat)
+
+
 def requests_docs(artifact: Path, limit: int) -> list[dict]:
-    options = ExportOptions(limit=limit)
-    return [r.doc for r in requests(load_task(artifact, store.load(artifact), options), options, chat=False)]
+    return [r.doc for r in exported_requests(artifact, ExportOptions(limit=limit), HarnessSettings())[1]]
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["completion", "chat"])
@@ -242,10 +247,10 @@ def test_promptfoo_renders_exactly_what_lm_eval_sends(tmp_path, chat):
     hostile text included, and the exact_match assertion grades the echoed prompt as lm-eval would."""
     artifact = hostile_artifact(tmp_path / "best.yaml", {"model": "abo-embedded", "model_args": "model=gemma-3-270m"})
     out = tmp_path / "promptfooconfig.yaml"
-    options = ExportOptions(limit=4, apply_chat_template=chat)
-    export(artifact, out, options)
+    options, harness = ExportOptions(limit=4), HarnessSettings(apply_chat_template=chat)
+    export(artifact, out, options, harness)
     found = run_promptfoo(with_echo(out), tmp_path / "results.json")
-    reqs = requests(load_task(artifact, store.load(artifact), options), options, chat)
+    _, reqs = exported_requests(artifact, options, harness, chat)
     assert len(found["results"]) == len(reqs) == 4
     for row in sorted(found["results"], key=lambda r: r["testIdx"]):
         raw = row["prompt"]["raw"]
@@ -269,11 +274,10 @@ def test_imported_task_exports_back_with_its_assertions(tmp_path):
     }))
     path, _ = import_config(config, tmp_path / "tasks", task_name="echoed", n_train=1, n_dev=1)
     artifact = store.save(store.Artifact(task="echoed", method="manual", prompt=Prompt(placement="user")), tmp_path / "best.yaml")
-    options = ExportOptions(include_path=[str(path.parent)], provider="echo")
-    export(artifact, tmp_path / "export.yaml", options)
+    options, harness = ExportOptions(provider="echo"), HarnessSettings(include_path=[str(path.parent)])
+    export(artifact, tmp_path / "export.yaml", options, harness)
     found = run_promptfoo(tmp_path / "export.yaml", tmp_path / "results.json")
-    task = load_task(artifact, store.load(artifact), options)
-    reqs = requests(task, options, chat=False)
+    task, reqs = exported_requests(artifact, options, harness)
     assert len(found["results"]) == len(reqs) == 4 and found["stats"]["errors"] == 0
     for row in found["results"]:
         req = reqs[row["testIdx"]]

@@ -31,9 +31,9 @@ def test_artifact_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "edit, problem",
     [
-        (lambda d: d.pop("task"), "missing or empty field 'task'"),
+        (lambda d: d.pop("lm_eval_task"), "missing or empty field 'lm_eval_task'"),
         (lambda d: d.pop("prompt"), "missing field 'prompt'"),
-        (lambda d: d.update(schema_version=9), "schema_version must be 1"),
+        (lambda d: d.update(schema_version=9), "schema_version must be one of 1, 2"),
         (lambda d: d.update(colour="red"), "unknown field 'colour'"),
         (lambda d: d.update(scores=[1, 2]), "field 'scores' must be a dict"),
         (lambda d: d["prompt"].update(procedure="one step"), "procedure must be a list"),
@@ -101,10 +101,3 @@ def test_atomic_write_leaves_old_file_when_serialising_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.yaml"], "no temporary file is left behind"
 
 
-def test_prompt_rendering_fields():
-    fields = PROMPT.doc_fields()
-    assert fields["abo_system"] == "Count carefully.\nThen answer.\n\nStep 1: List every item.\nStep 2: Add the counts.\n\n"
-    assert fields["abo_user"] == "" and fields["abo_answer_prefix"] == "Let's think step by step."
-    user = Prompt(instruction="Hi", placement="user").doc_fields()
-    assert (user["abo_system"], user["abo_user"]) == ("", "Hi\n\n")
-    assert Prompt().doc_fields() == {"abo_system": "", "abo_user": "", "abo_answer_prefix": ""}

@@ -80,8 +80,9 @@ def step_failure_table(located: list[dict], n_steps: int) -> list[dict]:
 
 
 class Abo:
-    templates = ("abo_procedure", "abo_demonstration", "abo_locate", "abo_revise_step", "abo_revise", "format_reminder")
     patience = 1  # stop when a round brings no dev improvement (the paper stops after 2 steps)
+    uses_errors = True
+    needs_generation = True  # the procedure is followed in generated text
 
     def __init__(self, name: str = "abo", demos: int = 3):
         self.name = name
@@ -193,7 +194,7 @@ class Abo:
 
     @staticmethod
     def _answer_format(ctx: Context) -> str:
-        return ctx.bridge.default_prompt.answer_format or "End with the final answer."
+        return ctx.bridge.answer_format or "End with the final answer."
 
     def _prompt(self, ctx: Context, steps: list[str], demos: list[Demonstration], base: Prompt | None = None) -> Prompt:
         base = base or ctx.bridge.default_prompt

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 from lm_eval_abo.optimizers.base import Candidate, Context, Node
-from lm_eval_abo.optimizers.instructions import initial_candidates, paraphrases
+from lm_eval_abo.optimizers.instructions import InstructionMethod, paraphrases
 
 
-class Ape:
+class Ape(InstructionMethod):
     name = "ape"
     defaults = {"paraphrases": 2}
     paper = {}  # APE resamples each kept prompt; the paper's unified setting fixes no other number
-    templates = ("initial_instruction", "paraphrase", "format_reminder")
     uses_errors = False
-
-    def initial(self, ctx: Context, beam: int) -> list[Candidate]:
-        return initial_candidates(ctx, beam)
 
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
         return paraphrases(ctx, f"round {round_no}: paraphrases", [(node, ctx.params["paraphrases"]) for node in beam])
 
-    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
-        return (beam, beam) if initial else (beam * params["paraphrases"],) * 2
+    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
+        return (beam * params["paraphrases"],) * 2

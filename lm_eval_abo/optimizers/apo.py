@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
-from lm_eval_abo.optimizers.instructions import initial_candidates, paraphrases
+from lm_eval_abo.optimizers.instructions import InstructionMethod, paraphrases
 
 
 def edit_and_paraphrase(ctx: Context, round_no: int, jobs: list[tuple[Node, list[dict], str]], edits: int, n_paraphrases: int) -> list[Candidate]:
@@ -31,14 +31,10 @@ def edit_and_paraphrase(ctx: Context, round_no: int, jobs: list[tuple[Node, list
     return edited + paraphrases(ctx, f"round {round_no}: paraphrases", [(c, n_paraphrases) for c in edited])
 
 
-class Apo:
+class Apo(InstructionMethod):
     name = "apo"
     defaults = {"gradients": 2, "errors_per_gradient": 4, "edits_per_gradient": 1, "paraphrases": 1}
     paper = {"gradients": 4, "paraphrases": 2}  # ProTeGi: 4 gradients from groups of 4 errors, 2 paraphrases per edit
-    templates = ("initial_instruction", "apo_gradient", "apo_edit", "paraphrase", "format_reminder")
-
-    def initial(self, ctx: Context, beam: int) -> list[Candidate]:
-        return initial_candidates(ctx, beam)
 
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
         p = ctx.params
@@ -57,21 +53,15 @@ class Apo:
         jobs = [(node, group, reason) for (node, group), reason in zip(groups, reasons) if reason]
         return edit_and_paraphrase(ctx, round_no, jobs, p["edits_per_gradient"], p["paraphrases"])
 
-    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
-        if initial:
-            return beam, beam
+    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
         candidates = beam * params["gradients"] * params["edits_per_gradient"] * (1 + params["paraphrases"])
         return beam * params["gradients"] + candidates, candidates
 
 
-class ApoSum:
+class ApoSum(InstructionMethod):
     name = "apo-sum"
     defaults = {"max_errors": 16, "errors_shown": 4, "edits": 2, "paraphrases": 1}
     paper = {"max_errors": 64, "edits": 4, "paraphrases": 2}  # ProTeGi's budget, one summary over all errors
-    templates = ("initial_instruction", "apo_sum_reflect", "apo_edit", "paraphrase", "format_reminder")
-
-    def initial(self, ctx: Context, beam: int) -> list[Candidate]:
-        return initial_candidates(ctx, beam)
 
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
         p = ctx.params
@@ -90,8 +80,6 @@ class ApoSum:
         ]
         return edit_and_paraphrase(ctx, round_no, jobs, p["edits"], p["paraphrases"])
 
-    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
-        if initial:
-            return beam, beam
+    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
         candidates = beam * params["edits"] * (1 + params["paraphrases"])
         return beam + candidates, candidates

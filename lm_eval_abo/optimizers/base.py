@@ -6,7 +6,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from lm_eval_abo import metaprompts
@@ -65,10 +65,17 @@ class Context:
     seed: int
     train_pool: list[int]  # train examples the run may use
     format_retries: int = 1
+    templates: set[str] = field(default_factory=set)  # meta-prompts rendered so far, includes too
 
     @property
     def task_description(self) -> str:
-        return self.bridge.default_prompt.instruction
+        return self.bridge.task_description
+
+    @property
+    def base_prompt(self) -> Prompt:
+        """The prompt new instructions are written into: the baseline, with the answer format the task needs."""
+        base = self.bridge.default_prompt
+        return base if base.answer_format else replace(base, answer_format=self.bridge.answer_format)
 
     def rng(self, *purpose) -> random.Random:
         return random.Random(f"{self.seed}:" + ":".join(map(str, purpose)))
@@ -79,16 +86,19 @@ class Context:
 
     def example(self, doc: dict) -> dict:
         """A training example as the meta-prompts show it."""
-        return {"question": self.bridge.question(doc), "target": str(doc.get("target", ""))}
+        return {"question": self.bridge.question(doc), "target": self.bridge.gold(doc)}
 
     def error(self, sample: Sample) -> dict:
         """A target mistake as the meta-prompts show it."""
-        return {**self.example(sample.doc), "output": sample.output, "answer": sample.answer}
+        return {"question": self.bridge.question(sample.doc), "target": sample.target, "output": sample.output,
+                "answer": sample.answer}
 
     def ask(self, purpose: str, requests: list[tuple[str, dict]], parse: Callable[[str], object], tag: str) -> list:
         """Render each (template, variables), ask the optimizer, parse each reply. A reply that does
         not parse is asked again (up to `format_retries` times), then dropped with a warning."""
         messages = [metaprompts.render(name, **variables) for name, variables in requests]
+        for name, _ in requests:
+            self.templates.update(metaprompts.closure(name))
         pending = list(range(len(requests)))
         results: list = [None] * len(requests)
         replies: list[str | None] = [None] * len(requests)
@@ -96,6 +106,7 @@ class Context:
             batch = []
             for i in pending:
                 if attempt and replies[i] is not None:  # show the bad reply and ask for the tagged part
+                    self.templates.add("format_reminder")
                     messages[i] = messages[i] + [
                         {"role": "assistant", "content": replies[i]},
                         *metaprompts.render("format_reminder", tag=tag),
@@ -129,12 +140,19 @@ def all_tags(tag: str) -> Callable[[str], list[str] | None]:
 
 
 class Method(Protocol):
-    """A prompt-optimization method: proposes candidates; the shared search loop scores and selects."""
+    """A prompt-optimization method: proposes candidates; the shared search loop scores and selects.
+    Every member is read by the loop, the config or the projection."""
 
     name: str
     defaults: dict  # method parameters, documented in the README
     paper: dict  # what `--preset paper` changes: the values the method's source publishes
-    templates: tuple[str, ...]  # meta-prompts it renders (their hashes go into the artifact)
+    uses_errors: bool  # whether later rounds read the beam's train errors (which cost target requests)
+    patience: int | None  # the method's own early stop (rounds without dev improvement), None: never
+    needs_generation: bool  # whether it needs the target's generated text (not a multiple-choice task)
+
+    def wants_errors(self, node: Node) -> bool:
+        """Whether a round reads this beam node's train errors (only asked when `uses_errors`)."""
+        ...
 
     def initial(self, ctx: Context, beam: int) -> list[Candidate]: ...
 
@@ -144,10 +162,3 @@ class Method(Protocol):
         """At most how many optimizer calls and new candidates round 0 (initial=True) or a later
         round makes, before format retries."""
         ...
-
-
-def wants_errors(method: Method, node: Node) -> bool:
-    """Whether a round of `method` reads `node`'s train errors, which cost target requests to find.
-    A method says so for all its nodes (`uses_errors`, default True) or per node (`wants_errors(node)`)."""
-    per_node = getattr(method, "wants_errors", None)
-    return per_node(node) if per_node else getattr(method, "uses_errors", True)

@@ -1,5 +1,6 @@
-"""Steps shared by the instruction-rewriting (APO family) methods: LLM-written initial instructions
-(the paper's unified starting point) and paraphrases of an instruction."""
+"""What the instruction-rewriting (APO family) methods share: LLM-written initial instructions (the paper's
+unified starting point), paraphrases of an instruction, and the members of the method contract that they
+all answer the same way."""
 
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ def initial_candidates(ctx: Context, count: int) -> list[Candidate]:
             "examples": [ctx.example(docs[j]) for j in picked], "task_description": ctx.task_description,
         }))
     texts = ctx.ask("initial instructions", requests, first_tag("prompt"), "prompt")
-    base = ctx.bridge.default_prompt
-    return [Candidate(replace(base, instruction=t), "initial") for t in texts if t]
+    return [Candidate(replace(ctx.base_prompt, instruction=t), "initial") for t in texts if t]
 
 
 def paraphrases(ctx: Context, purpose: str, sources: list[tuple[Node | Candidate, int]]) -> list[Candidate]:
@@ -36,3 +36,27 @@ def paraphrases(ctx: Context, purpose: str, sources: list[tuple[Node | Candidate
         Candidate(replace(src.prompt, instruction=t), "paraphrase", src.key)
         for src, t in zip(owners, texts) if t
     ]
+
+
+class InstructionMethod:
+    """A method that rewrites the instruction: round 0 writes `beam` initial instructions; later rounds are
+    the method's own (`propose`, and `projected_round` for the projection)."""
+
+    name: str
+    defaults: dict
+    paper: dict = {}
+    uses_errors = True
+    patience: int | None = None
+    needs_generation = False  # multiple-choice tasks work: an error is the option chosen against the gold one
+
+    def wants_errors(self, node: Node) -> bool:
+        return self.uses_errors
+
+    def initial(self, ctx: Context, beam: int) -> list[Candidate]:
+        return initial_candidates(ctx, beam)
+
+    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
+        return (beam, beam) if initial else self.projected_round(params, beam)
+
+    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
+        raise NotImplementedError

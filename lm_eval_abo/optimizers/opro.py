@@ -6,18 +6,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
-from lm_eval_abo.optimizers.instructions import initial_candidates
+from lm_eval_abo.optimizers.instructions import InstructionMethod
 
 
-class Opro:
+class Opro(InstructionMethod):
     name = "opro"
     defaults = {"new_prompts": 4, "history": 20, "exemplars": 3}
     paper = {"new_prompts": 8}  # OPRO: 8 prompts per step, the 20 best earlier ones shown, 3 exemplars
-    templates = ("initial_instruction", "opro", "format_reminder")
     uses_errors = False
-
-    def initial(self, ctx: Context, beam: int) -> list[Candidate]:
-        return initial_candidates(ctx, beam)
 
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
         p = ctx.params
@@ -41,5 +37,5 @@ class Opro:
         best = beam[0]
         return [Candidate(replace(best.prompt, instruction=t), "opro", best.key) for t in texts if t]
 
-    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
-        return (beam, beam) if initial else (params["new_prompts"],) * 2
+    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
+        return (params["new_prompts"],) * 2

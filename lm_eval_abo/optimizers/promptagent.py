@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lm_eval_abo.optimizers.base import Candidate, Context, Node, all_tags, first_tag
-from lm_eval_abo.optimizers.instructions import initial_candidates
+from lm_eval_abo.optimizers.instructions import InstructionMethod
 
 
 def trajectory(node: Node, history: list[Node]) -> list[dict]:
@@ -18,14 +18,10 @@ def trajectory(node: Node, history: list[Node]) -> list[dict]:
     return [{"instruction": n.prompt.instruction, "score": round(n.dev, 3)} for n in reversed(path)]
 
 
-class PromptAgent:
+class PromptAgent(InstructionMethod):
     name = "promptagent"
     defaults = {"expand": 2, "error_batch": 5}
     paper = {"expand": 3}  # PromptAgent (beam variant): expand 3, error batch 5
-    templates = ("initial_instruction", "promptagent_reflect", "promptagent_edit", "format_reminder")
-
-    def initial(self, ctx: Context, beam: int) -> list[Candidate]:
-        return initial_candidates(ctx, beam)
 
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
         p = ctx.params
@@ -53,5 +49,5 @@ class PromptAgent:
             for (node, _, reason), texts in zip(jobs, batches) for text in (texts or [])[: p["expand"]]
         ]
 
-    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
-        return (beam, beam) if initial else (beam * 2, beam * params["expand"])
+    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
+        return beam * 2, beam * params["expand"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from lm_eval_abo.llm import BudgetExhausted, Usage
-from lm_eval_abo.optimizers.base import Candidate, Context, Method, Node, wants_errors
+from lm_eval_abo.optimizers.base import Candidate, Context, Method, Node
 from lm_eval_abo.prompt import Prompt
 
 # A round record's wall times: the whole round, target scoring (train batches and dev candidates through
@@ -31,6 +31,7 @@ class SearchState:
     usage: Usage = field(default_factory=Usage)  # optimizer usage so far
     target_requests: int = 0  # requests that reached the target model so far
     stopped: str | None = None  # why the search ended before its last round
+    templates: list[str] = field(default_factory=list)  # meta-prompts rendered so far (includes too)
 
     def node(self, key: str) -> Node:
         return next(n for n in self.nodes if n.key == key)
@@ -48,6 +49,7 @@ class SearchState:
             "usage": self.usage.to_dict(),
             "target_requests": self.target_requests,
             "stopped": self.stopped,
+            "templates": self.templates,
         }
 
     @classmethod
@@ -60,6 +62,7 @@ class SearchState:
             usage=Usage(**data["usage"]),
             target_requests=data["target_requests"],
             stopped=data.get("stopped"),
+            templates=data.get("templates", []),
         )
 
 
@@ -155,6 +158,7 @@ class Search:
         ctx = self.ctx
         state = state or SearchState()
         ctx.llm.usage = state.usage
+        ctx.templates.update(state.templates)
         target_offset = state.target_requests - ctx.bridge.target_requests
         if self._stalled(state):  # a resumed run that had already converged stays stopped
             state.stopped = self._stall_reason()
@@ -177,6 +181,7 @@ class Search:
                 bar.update(1)
             self._select(state, ([state.node(k) for k in state.beam] if state.beam else []) + new)
             state.round = round_no
+            state.templates = sorted(ctx.templates)
             state.target_requests = ctx.bridge.target_requests + target_offset
             record = self._record(state, round_no, new, previous_best, start)
             state.trace.append(record)
@@ -195,7 +200,7 @@ class Search:
             bar.update(1)
             return candidates + self.method.initial(ctx, self.beam_size)
         beam = [state.node(k) for k in state.beam]
-        reflected = [node for node in beam if wants_errors(self.method, node)]
+        reflected = [node for node in beam if self.method.uses_errors and self.method.wants_errors(node)]
         if reflected:
             self._score_train(reflected, round_no)
         bar.update(1)

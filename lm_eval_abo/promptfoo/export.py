@@ -17,14 +17,18 @@ from __future__ import annotations
 import json
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lm_eval_abo import store
+from lm_eval_abo.config import HarnessSettings
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import write_text_atomic
-from lm_eval_abo.prompt import DEMO_OUTPUT
-from lm_eval_abo.promptfoo import PROMPTFOO_VERSION, assertions, dump_yaml, providers, syntax
+from lm_eval_abo.promptfoo import PROMPTFOO_VERSION, assertions, providers, syntax
+from lm_eval_abo.tasks import fields
+from lm_eval_abo.tasks.built import messages_template, quiet_lm_eval, set_up
+from lm_eval_abo.tasks.configs import dump_task_yaml
+from lm_eval_abo.tasks.splits import LOGICAL
 from lm_eval_abo.promptfoo.providers import without_credentials
 from lm_eval_abo.redact import redact_arg_string
 
@@ -66,15 +70,9 @@ return { pass, score: pass ? 1 : 0, reason: "answer " + JSON.stringify(answer) +
 class ExportOptions:
     split: str = "test"
     limit: int | None = None
-    include_path: list[str] = field(default_factory=list)
-    metadata: dict = field(default_factory=dict)  # task knobs, over those the artifact was made with
-    gen_kwargs: dict = field(default_factory=dict)  # over those the artifact was made with
     provider: str | None = None  # a promptfoo provider id, instead of the one mapped from the target
     api_base: str | None = None  # an OpenAI-compatible server's base URL (…/v1)
     api_key_env: str | None = None  # the environment variable holding the API key
-    apply_chat_template: bool = False
-    fewshot_as_multiturn: bool = False
-    system_instruction: str | None = None
 
 
 @dataclass
@@ -86,70 +84,54 @@ class Request:
     gen_kwargs: dict
 
 
-def _messages_json(messages: list[dict], add_generation_prompt: bool = True) -> str:
-    """A `chat_template` for lm-eval that returns the messages themselves (as JSON)."""
-    return json.dumps(messages, ensure_ascii=False)
+def load_task(artifact: store.Artifact, options: ExportOptions, harness: HarnessSettings):
+    """The artifact's task with its prompt, as lm-eval builds it on the run's split, and the documents of the
+    split to export."""
+    from lm_eval_abo.session import artifact_session
 
-
-def load_task(artifact_path: Path, artifact: store.Artifact, options: ExportOptions):
-    """The artifact's task as lm-eval builds it for `--metadata abo_prompt=<artifact>`."""
-    from lm_eval.tasks import TaskManager
-
-    from lm_eval_abo.scoring import LOGICAL_SPLITS, quiet_lm_eval
-    from lm_eval_abo.tasks import PROMPT_KEY, tasks_dir
-
-    if options.split not in LOGICAL_SPLITS:
-        raise AboError(f"--split must be one of {', '.join(LOGICAL_SPLITS)}, got {options.split!r}")
-    metadata = {**(artifact.settings.get("metadata") or {}), **options.metadata, PROMPT_KEY: str(artifact_path)}
-    manager = TaskManager(include_path=[str(tasks_dir()), *options.include_path], include_defaults=False, metadata=metadata)
-    if artifact.task not in manager.task_index:
-        raise AboError(f"unknown task {artifact.task!r}; add the directory of its YAML with --include_path")
+    if options.split not in LOGICAL:
+        raise AboError(f"--split must be one of {', '.join(LOGICAL)}, got {options.split!r}")
+    session = artifact_session(artifact, harness)
+    part = session.splits[options.split]
     with quiet_lm_eval():
-        task = manager.load([artifact.task])["tasks"][artifact.task]
+        config = fields.task_config(session.base_config, artifact.prompt, artifact.task, part.split)
+        task = session.manager.load([config])["tasks"][artifact.task]
     if task.OUTPUT_TYPE != "generate_until":
         raise AboError(f"{artifact.task} is a {task.OUTPUT_TYPE} task; only generate_until tasks export to promptfoo")
-    gen_kwargs = {**(artifact.settings.get("gen_kwargs") or {}), **options.gen_kwargs}
-    if gen_kwargs:
-        task.set_config("generation_kwargs", gen_kwargs, update=True)
-    task.set_config("test_split", getattr(task.config, LOGICAL_SPLITS[options.split]))
-    task.set_fewshot_seed(1234)  # lm-eval's default few-shot seed
-    return task
+    set_up(task, session.harness)
+    indices = list(part.indices[: options.limit] if options.limit else part.indices)
+    return task, session.harness, indices
 
 
-def _render_kwargs(task, options: ExportOptions, chat: bool) -> dict:
-    return dict(
-        system_instruction=options.system_instruction, apply_chat_template=chat,
-        fewshot_as_multiturn=options.fewshot_as_multiturn, chat_template=_messages_json if chat else None,
-    )
+def _render_kwargs(harness: HarnessSettings, chat: bool) -> dict:
+    return {**harness.evaluate_kwargs(), "apply_chat_template": chat, "chat_template": messages_template if chat else None}
 
 
-def requests(task, options: ExportOptions, chat: bool) -> list[Request]:
-    """lm-eval's own requests for the first `limit` documents of the split."""
-    from lm_eval_abo.scoring import quiet_lm_eval
-
+def requests(task, harness: HarnessSettings, indices: list[int], chat: bool) -> list[Request]:
+    """lm-eval's own requests for the documents of the split to export."""
     with quiet_lm_eval():
-        task.build_all_requests(limit=options.limit, rank=0, world_size=1, **_render_kwargs(task, options, chat))
+        task.build_all_requests(samples=indices, rank=0, world_size=1, **_render_kwargs(harness, chat))
     out = []
     for inst in task.instances:
         context, gen_kwargs = inst.arguments
         out.append(Request(dict(inst.doc), json.loads(context) if chat else context, dict(gen_kwargs)))
     if not out:
-        raise AboError(f"the {options.split} split has no examples")
+        raise AboError("the split has no examples")
     return out
 
 
 def var_fields(doc: dict) -> list[str]:
     """The document fields promptfoo gets as vars (not the prompt parts an abo task adds)."""
-    internal = {DEMO_OUTPUT, assertions.GRADING_FIELD}
+    internal = {fields.DEMO_FIELD, assertions.GRADING_FIELD}
     return [k for k in doc if not k.startswith("abo_") and k not in internal]
 
 
-def template(task, doc: dict, options: ExportOptions, chat: bool) -> list[str] | list[dict]:
+def template(task, doc: dict, harness: HarnessSettings, chat: bool) -> list[str] | list[dict]:
     """The prompt with each text field of the document as a placeholder: [text, name, text, ...], or
     per chat message {"role", "parts"}."""
     marked = {k: (f"\ue000{k}\ue001" if k in var_fields(doc) and isinstance(v, str) else v) for k, v in doc.items()}
     rendered = task.fewshot_context(marked, num_fewshot=task.config.num_fewshot or 0, gen_prefix=task.doc_to_prefix(marked),
-                                    **_render_kwargs(task, options, chat))
+                                    **_render_kwargs(harness, chat))
 
     def parts(text: str) -> list[str]:
         split = _MARK.split(text)
@@ -260,14 +242,14 @@ def _target_text(target: dict) -> str:
     return f"{target.get('model', '')} {args}".strip() or "-"
 
 
-def export(artifact_path: str | Path, output: str | Path, options: ExportOptions) -> dict:
+def export(artifact_path: str | Path, output: str | Path, options: ExportOptions, harness: HarnessSettings) -> dict:
     """Write the promptfoo config; returns it."""
     artifact_path = Path(artifact_path)
     artifact = store.load(artifact_path)
-    chat = options.apply_chat_template or artifact.target.get("model") in providers.CHAT_BACKENDS
-    task = load_task(artifact_path, artifact, options)
-    reqs = requests(task, options, chat)
-    shape = template(task, reqs[0].doc, options, chat)
+    chat = harness.apply_chat_template or artifact.target.get("model") in providers.CHAT_BACKENDS
+    task, harness, indices = load_task(artifact, options, harness)
+    reqs = requests(task, harness, indices, chat)
+    shape = template(task, reqs[0].doc, harness, chat)
     check_template(shape, reqs, chat)
     promptfoo_graded = _is_promptfoo_graded(task)
     gold_name, golds = gold_answers(task, reqs)
@@ -299,7 +281,7 @@ def export(artifact_path: str | Path, output: str | Path, options: ExportOptions
         "defaultTest": {"assert": [] if promptfoo_graded else [exact_match_assertion(task, gold_name)]},
         "tests": tests,
     }
-    write_text_atomic(output, _header(artifact_path, artifact, config) + dump_yaml(config))
+    write_text_atomic(output, _header(artifact_path, artifact, config) + dump_task_yaml(config))
     return config
 
 

@@ -24,9 +24,10 @@ import yaml
 
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import read_text, read_yaml, write_text_atomic
-from lm_eval_abo.promptfoo import FunctionRef, assertions, dump_yaml, providers, syntax
+from lm_eval_abo.promptfoo import assertions, providers, syntax
 from lm_eval_abo.synth import example_id
 from lm_eval_abo.tasks import tasks_dir
+from lm_eval_abo.tasks.configs import FunctionRef, dump_task_yaml
 
 # Keys that do not change what is asked or how it is graded (reporting, sharing, concurrency, env).
 IGNORED_KEYS = {"description", "tags", "providers", "prompts", "tests", "defaultTest", "outputPath", "evaluateOptions",
@@ -366,8 +367,7 @@ def task_config(imp: Imported, name: str, data_dir: Path, data_file: str, n_trai
         **template,
         "custom_dataset": FunctionRef("lm_eval_abo.promptfoo.assertions.load_tests"),
         "dataset_kwargs": {"data_file": data_file, "data_dir": str(data_dir.resolve()), "n_train": n_train, "n_dev": n_dev},
-        "doc_to_text": "{{abo_user}}" + question_template,
-        "fewshot_config": {**template["fewshot_config"], "doc_to_text": question_template},
+        "doc_to_text": question_template,
         "generation_kwargs": _generation(imp.provider.get("config") or {}),
         "process_results": FunctionRef("lm_eval_abo.promptfoo.assertions.process_results"),
         "metric_list": [{"metric": assertions.METRIC, "aggregation": "mean", "higher_is_better": True}],
@@ -403,6 +403,6 @@ def import_config(config: str | Path, out_dir: str | Path, task_name: str | None
     header = (f"# Imported from the promptfoo config {Path(config).resolve()} by `lm-eval-abo import promptfoo` "
               f"on {datetime.now(timezone.utc):%Y-%m-%d}.\n# Tests: {data_file} (metric: promptfoo's pass rate over the "
               f"assertions). Run with --include_path {out.resolve()}\n")
-    body = dump_yaml(task_config(imp, name, out, data_file, n_train, n_dev))
+    body = dump_task_yaml(task_config(imp, name, out, data_file, n_train, n_dev))
     path = write_text_atomic(out / f"{name}.yaml", header + body)
     return path, imp

@@ -17,7 +17,7 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from lm_eval_abo.embedded import MODELS, N_THREADS, model_path
+from lm_eval_abo.embedded.models import MODELS, N_THREADS, model_path
 from lm_eval_abo.errors import AboError
 
 HOST = "127.0.0.1"

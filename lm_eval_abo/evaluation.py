@@ -1,0 +1,68 @@
+"""The final evaluation: a prompt on the held-out test documents, once, through lm-eval's `simple_evaluate`
+exactly as `lm_eval` runs a task, with lm-eval's results JSON and samples written to the run directory."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lm_eval_abo.prompt import Prompt
+from lm_eval_abo.redact import redact_arg_string, redacting_tracker
+from lm_eval_abo.results import number
+from lm_eval_abo.scoring import target_calls
+from lm_eval_abo.tasks import fields
+from lm_eval_abo.tasks.built import quiet_lm_eval
+
+
+@dataclass
+class TestRun:
+    score: dict  # metric, value, stderr, n
+    results: Path  # lm-eval's results JSON
+    per_doc: dict[int, float]  # position in the test split -> the metric's value
+    correct: dict[int, bool]  # position in the test split -> not an error
+    arguments: list  # what lm-eval sent the target for each test document, in order
+    requests: int  # requests that reached the target (not answered by a cache)
+    seconds: float
+    table: str  # lm-eval's results table
+
+
+def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> TestRun:
+    """`prompt` on the test split; `provenance` goes to lm-eval's results as `configs.<task>.metadata.abo`."""
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.utils import make_table
+
+    config, bridge, part = session.config, session.bridge, session.splits.test
+    task = config.task
+    task_config = fields.task_config(session.base_config, prompt, task, part.split)
+    task_config["metadata"] = {**(task_config.get("metadata") or {}), "abo": provenance}
+    tracker = redacting_tracker(EvaluationTracker)(output_path=str(results_dir))
+    before, started = bridge.target_requests, time.time()
+    with quiet_lm_eval(not config.verbose), target_calls():
+        results = simple_evaluate(
+            model=bridge.counter, model_args=redact_arg_string(config.model_args), tasks=[task_config],
+            task_manager=session.manager, samples={task: list(part.indices)}, log_samples=True,
+            use_cache=bridge.harness.use_cache, gen_kwargs=bridge.harness.gen_kwargs or None,
+            evaluation_tracker=tracker, bootstrap_iters=1000, random_seed=config.seed,
+            **bridge.harness.evaluate_kwargs(),
+        )
+    samples = results.pop("samples")
+    position = {index: i for i, index in enumerate(part.indices)}
+    rows = sorted((r for r in samples[task] if r["filter"] == bridge.filter_name), key=lambda r: r["doc_id"])
+    scored = {position[r["doc_id"]]: bridge.sample(r, position[r["doc_id"]])[0] for r in rows}
+    arguments = [list(r["arguments"]) for r in rows]
+    tracker.save_results_aggregated(results=results, samples=samples)
+    tracker.save_results_samples(task_name=task, samples=samples[task])  # rewrites the rows it saves
+    metrics, key = results["results"][task], bridge.metric_key
+    return TestRun(
+        score={"metric": key, "value": number(metrics.get(key)), "stderr": number(metrics.get(key.replace(",", "_stderr,", 1))),
+               "n": int(results["n-samples"][task]["effective"])},
+        results=max(Path(results_dir).rglob("results_*.json"), key=lambda p: p.stat().st_mtime),
+        per_doc={i: s.score for i, s in scored.items()},
+        correct={i: s.correct for i, s in scored.items()},
+        arguments=arguments,
+        requests=bridge.target_requests - before,
+        seconds=round(time.time() - started, 1),
+        table=make_table(results),
+    )

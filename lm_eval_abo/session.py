@@ -1,0 +1,165 @@
+"""A task ready to optimize: found by name, built once, split; the target loaded and counted once; the
+optimizer client; the bridge between them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lm_eval_abo.config import HarnessSettings, OptimizeConfig
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.files import user_cache_dir
+from lm_eval_abo.prompt import Prompt
+from lm_eval_abo.redact import redact_arg_string
+from lm_eval_abo.scoring import Bridge, CountingLM
+from lm_eval_abo.tasks import AboTask, lookup, splits
+from lm_eval_abo.tasks.built import physical_docs, quiet_lm_eval
+from lm_eval_abo.tasks.configs import load_config
+
+
+def model_class(config: OptimizeConfig):
+    """The lm-eval model backend named by --model, checked without loading anything."""
+    import lm_eval.models  # noqa: F401  (built-in backends before the plugin's own)
+    from lm_eval.api.registry import get_model
+
+    from lm_eval_abo.config import parse_pairs
+
+    parse_pairs(config.model_args, "--model_args")  # a typo fails here, not inside lm-eval
+    if config.model == "abo-embedded":
+        import lm_eval_abo.embedded.backend  # noqa: F401  (registers the embedded backend)
+    try:
+        return get_model(config.model)
+    except (KeyError, ValueError):
+        raise AboError(f"unknown lm-eval model backend {config.model!r} (see lm-eval's model list)") from None
+
+
+def load_target(config: OptimizeConfig):
+    """The target model, loaded through lm-eval's registry."""
+    model = model_class(config)
+    try:
+        return model.create_from_arg_string(config.model_args, {"batch_size": config.batch_size, "device": config.device})
+    except AboError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise AboError(f"--model {config.model} --model_args {redact_arg_string(config.model_args)}: {e}") from None
+
+
+def target_cache(config: OptimizeConfig) -> str | None:
+    """lm-eval's cache keys requests by prompt only, so each target model gets its own file."""
+    if not config.use_cache:
+        return None
+    import hashlib
+
+    identity = hashlib.sha256(f"{config.model}|{config.model_args}".encode()).hexdigest()[:12]
+    return f"{config.use_cache}_{identity}"
+
+
+def doc_id(doc: dict, split: str, index: int) -> str:
+    """How a run records a document: its own id field where it has one, else its split and position."""
+    value = doc.get("id")
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else f"{split}:{index}"
+
+
+@dataclass
+class Session:
+    config: OptimizeConfig  # resolved
+    manager: object  # lm-eval TaskManager that knows the task
+    task: object  # the task as lm-eval builds it, once
+    base_config: dict  # its config, which every candidate copies
+    splits: splits.Splits
+    default_prompt: Prompt  # the baseline: the task as written (an abo task: its default prompt)
+    harness: HarnessSettings  # how lm-eval runs it (the target cache named for the target model)
+    target: CountingLM | None = None
+    bridge: Bridge | None = None
+    llm: object = None  # llm.OptimizerLLM
+
+    @property
+    def train_pool(self) -> list[int]:
+        """Train examples the run may use."""
+        n = len(self.splits.train.indices)
+        return list(range(min(self.config.train_limit or n, n)))
+
+    @property
+    def dev_indices(self) -> list[int]:
+        n = len(self.splits.dev.indices)
+        return list(range(min(self.config.dev_limit or n, n)))
+
+    @property
+    def n_test(self) -> int:
+        return len(self.splits.test.indices)
+
+    def context(self, params: dict | None = None):
+        from lm_eval_abo.optimizers.base import Context
+
+        params = self.config.method_args if params is None else params
+        return Context(llm=self.llm, bridge=self.bridge, params=params, seed=self.config.seed, train_pool=self.train_pool)
+
+    def split_ids(self) -> dict[str, list[str]]:
+        """The documents each split used, as `doc_id` names them."""
+        used = {"train": self.train_pool, "dev": self.dev_indices, "test": range(self.n_test)}
+        out = {}
+        for name, positions in used.items():
+            part = self.splits[name]
+            docs = physical_docs(self.task, part.split)
+            out[name] = [doc_id(docs[part.indices[i]], part.split, part.indices[i]) for i in positions]
+        return out
+
+
+def plan_session(config: OptimizeConfig) -> Session:
+    """The task, built once, and its splits, without loading any model (enough for a dry run and the
+    exports). `config`'s sizes must be resolved."""
+    manager = lookup.task_manager(config.task, config.include_path, config.metadata)
+    with quiet_lm_eval(not config.verbose):
+        task = manager.load([config.task])["tasks"][config.task]
+    base = load_config(manager.task_index[config.task].yaml_path)
+    if isinstance(task, AboTask):
+        base.pop("class")
+        default = task.abo_prompt
+    elif "class" in base:
+        raise AboError(f"task {config.task!r} is a Python class ({base['class']!r}); prompts can be optimized for "
+                       "tasks configured in YAML")
+    else:
+        default = Prompt()
+    own = splits.task_splits(task.config)
+    sizes = {name: len(physical_docs(task, name)) for name in set(own.values()) if name is not None}
+    plan = splits.plan(task.config, sizes, config.seed, config.train_limit, config.dev_limit, config.test_limit)
+    harness = config.harness()
+    harness.use_cache = target_cache(config)
+    return Session(config, manager, task, base, plan, default, harness)
+
+
+def open_session(config: OptimizeConfig, lm=None) -> Session:
+    """`plan_session`, then the optimizer and the target (`lm`: an already loaded one, reused)."""
+    from lm_eval_abo.llm import OptimizerLLM
+
+    session = plan_session(config)
+    session.llm = OptimizerLLM(  # first: a bad --optimizer fails before the target loads
+        config.optimizer, config.optimizer_args,
+        cache_dir=user_cache_dir() / "optimizer" if config.optimizer_cache == "default" else config.optimizer_cache,
+        max_calls=config.max_optimizer_calls, max_cost=config.max_cost, concurrency=config.concurrency,
+    )
+    session.target = CountingLM(lm or load_target(config))
+    session.bridge = Bridge(session.target, session.task, session.base_config, session.splits, session.manager,
+                            harness=session.harness, default_prompt=session.default_prompt, metric=config.metric,
+                            answer_format=config.answer_format, quiet=not config.verbose)
+    return session
+
+
+def artifact_session(artifact, harness: HarnessSettings) -> Session:
+    """The task and splits an artifact's run used, rebuilt without a model, with `harness` over the run's
+    own settings; checked against the test documents the artifact recorded."""
+    done, recorded = artifact.settings, artifact.splits
+    config = OptimizeConfig(
+        task=artifact.task, seed=done.get("seed", 1234),
+        **{f"{split}_limit": len(recorded[split]) if recorded.get(split) else None for split in ("train", "dev", "test")},
+        metadata={**(done.get("metadata") or {}), **harness.metadata},
+        include_path=[*(done.get("include_path") or []), *harness.include_path],
+        gen_kwargs={**(done.get("gen_kwargs") or {}), **harness.gen_kwargs},
+        system_instruction=harness.system_instruction or done.get("system_instruction"),
+        apply_chat_template=harness.apply_chat_template or bool(done.get("apply_chat_template")),
+        fewshot_as_multiturn=harness.fewshot_as_multiturn or bool(done.get("fewshot_as_multiturn")),
+    )
+    session = plan_session(config)
+    if recorded.get("test") and session.split_ids()["test"] != recorded["test"]:
+        raise AboError(f"the test documents of {artifact.task} are not those the artifact's run used (changed data, "
+                       "--metadata or --include_path?)")
+    return session

@@ -1,0 +1,87 @@
+"""Paired statistics of two prompts scored on the same examples: the difference with a paired bootstrap
+interval, the exact McNemar test for 0/1 metrics, and the examples one prompt fixed and broke."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+
+BOOTSTRAP = 10_000
+LEVEL = 0.95
+
+
+def paired_interval(a: list[float], b: list[float], seed: int = 1234, iterations: int = BOOTSTRAP,
+                    level: float = LEVEL) -> tuple[float, float]:
+    """A percentile bootstrap interval of mean(b - a), resampling examples (pairs) with replacement."""
+    diffs = [y - x for x, y in zip(a, b)]
+    n = len(diffs)
+    if n == 0:
+        return (math.nan, math.nan)
+    rng = random.Random(seed)
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(iterations))
+    tail = (1 - level) / 2
+    return means[int(tail * iterations)], means[min(iterations - 1, int((1 - tail) * iterations))]
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs: examples right under a only, under b only."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def is_binary(values) -> bool:
+    return all(v in (0, 1) for v in values)
+
+
+@dataclass
+class Comparison:
+    """The new prompt (b) against the baseline (a) on the same examples."""
+
+    n: int
+    baseline: float
+    new: float
+    difference: float
+    interval: tuple[float, float]
+    mcnemar_p: float | None  # for 0/1 metrics
+    fixed: list[int]  # examples wrong under a, right under b
+    broken: list[int]  # right under a, wrong under b
+
+    @property
+    def significant(self) -> bool:
+        """The interval excludes 0 (and, for 0/1 metrics, McNemar agrees at the same level)."""
+        lo, hi = self.interval
+        return (lo > 0 or hi < 0) and (self.mcnemar_p is None or self.mcnemar_p < 1 - LEVEL)
+
+    def verdict(self, higher_is_better: bool = True) -> str:
+        lo, hi = self.interval
+        if not self.significant:
+            return f"no difference from the baseline that the test set can show (n={self.n}, {self.difference:+.3f}, " \
+                   f"95% CI {lo:+.3f} to {hi:+.3f})"
+        p = f", McNemar p={self.mcnemar_p:.3g}" if self.mcnemar_p is not None else ""
+        better = (self.difference > 0) == higher_is_better
+        return f"{self.difference:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}{p}, n={self.n}): " + \
+               ("better than the baseline" if better else "worse than the baseline")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "interval": list(self.interval), "significant": self.significant}
+
+
+def compare(a: dict[int, float], b: dict[int, float], correct_a: dict[int, bool], correct_b: dict[int, bool],
+            seed: int = 1234) -> Comparison:
+    """Prompt b against prompt a, on the examples both were scored on (per-example values and
+    correctness by example)."""
+    common = sorted(a.keys() & b.keys())
+    xs, ys = [a[i] for i in common], [b[i] for i in common]
+    fixed = [i for i in common if correct_b[i] and not correct_a[i]]
+    broken = [i for i in common if correct_a[i] and not correct_b[i]]
+    n = len(common)
+    return Comparison(
+        n=n, baseline=sum(xs) / n if n else math.nan, new=sum(ys) / n if n else math.nan,
+        difference=(sum(ys) - sum(xs)) / n if n else math.nan, interval=paired_interval(xs, ys, seed),
+        mcnemar_p=mcnemar_exact(len(broken), len(fixed)) if is_binary(xs + ys) else None, fixed=fixed, broken=broken,
+    )
