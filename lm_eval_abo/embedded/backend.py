@@ -71,9 +71,16 @@ class EmbeddedLM(TemplateLM):
                 llm.eval([tokens[i]])
         return total, greedy
 
+    def _fresh(self) -> None:
+        """Forget the prompts served before this pass. llama.cpp reuses the cached prefix of the previous
+        prompt, and a prompt evaluated in two pieces can give a slightly different reply than in one; from
+        an empty cache, a pass's replies depend on its own requests alone (as on a freshly started server)."""
+        llama.on_llama_thread(self.llm.reset)
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
         from tqdm import tqdm
 
+        self._fresh()
         results = []
         for _, context_enc, continuation_enc in tqdm(requests, disable=disable_tqdm, desc="Scoring"):
             tokens = (context_enc + continuation_enc)[-self.llm.n_ctx() :]
@@ -97,20 +104,31 @@ class EmbeddedLM(TemplateLM):
         return scores
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Greedy (or sampled) completions, made as lm-eval's API backends ask a server for them: longest
+        context first within each set of generation settings, from an empty cache, with the server's
+        default repeat penalty. So a pass gives the replies `lm-eval-abo serve` gives the stock `lm_eval`
+        (`--model local-completions`) for the same requests, and a run's test score reproduces there."""
+        from lm_eval.models.utils import Collator
         from tqdm import tqdm
 
-        outputs = []
-        for request in tqdm(requests, disable=disable_tqdm, desc=f"Generating ({self.name})"):
-            context, gen_kwargs = request.args
+        self._fresh()
+        order = Collator(list(enumerate(r.args for r in requests)), sort_fn=lambda item: -len(item[1][0]),
+                         group_fn=lambda item: item[1][1], group_by="gen_kwargs")
+        outputs: list[str] = [""] * len(requests)
+        bar = tqdm(total=len(requests), disable=disable_tqdm, desc=f"Generating ({self.name})")
+        for [(i, (context, gen_kwargs))] in order.get_batched(n=1, batch_fn=None):
             gen_kwargs = dict(gen_kwargs or {})
             until = gen_kwargs.get("until") or []
             temperature = float(gen_kwargs.get("temperature", 0.0)) if gen_kwargs.get("do_sample") else 0.0
             result = llama.complete(
                 self.name, context, int(gen_kwargs.get("max_gen_toks", 256)), temperature,
                 [until] if isinstance(until, str) else list(until), self.seed,
+                repeat_penalty=float(gen_kwargs.get("repeat_penalty", llama.SERVER_REPEAT_PENALTY)),
             )
-            outputs.append(result["choices"][0]["text"])
-            self.cache_hook.add_partial("generate_until", request.args, outputs[-1])
+            outputs[i] = result["choices"][0]["text"]
+            self.cache_hook.add_partial("generate_until", requests[i].args, outputs[i])  # kept if the run dies
+            bar.update(1)
+        bar.close()
         return outputs
 
     def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:

@@ -76,10 +76,17 @@ def _load(name: str, n_ctx: int):
     return llm
 
 
-def complete(name: str, prompt: str, max_tokens: int, temperature: float = 0.0, stop=None, seed: int = 0) -> dict:
+# What llama-cpp-python's server applies to a completion request that does not say (lm-eval's API backends
+# do not): the target decodes the same in-process and behind `lm-eval-abo serve`.
+SERVER_REPEAT_PENALTY = 1.1
+
+
+def complete(name: str, prompt: str, max_tokens: int, temperature: float = 0.0, stop=None, seed: int = 0,
+             repeat_penalty: float = 1.0) -> dict:
     """A plain completion; returns llama.cpp's OpenAI-style dict (text and usage)."""
     return on_llama_thread(
-        load(name).create_completion, prompt=prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [], seed=seed
+        load(name).create_completion, prompt=prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [],
+        seed=seed, repeat_penalty=repeat_penalty,
     )
 
 
@@ -93,7 +100,7 @@ def chat(name: str, messages: list[dict], max_tokens: int, temperature: float = 
     """A chat completion through the model's own chat template (or plain text for a base model)."""
     if not model_info(name).chat:
         prompt = "\n\n".join(m["content"] for m in messages) + "\n\n"
-        result = complete(name, prompt, max_tokens, temperature, stop, seed)
+        result = complete(name, prompt, max_tokens, temperature, stop, seed, repeat_penalty)
         choice = result["choices"][0]
         return {
             **result,

@@ -106,7 +106,7 @@ def write(session, prompt, out_dir: Path, name: str, provenance: dict) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     _snapshot(out_dir / name, snapshot)
     write_text_atomic(out_dir / f"{name}.py", LOADER)
-    config = portable(config, out_dir)
+    config = portable({"task": name, **{k: v for k, v in config.items() if k != "task"}}, out_dir)
     needs_plugin = "lm_eval_abo" in json.dumps(config, default=str)
     return write_text_atomic(out_dir / f"{name}.yaml", _header(name, provenance, needs_plugin) + dump_task_yaml(config))
 
