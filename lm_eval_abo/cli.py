@@ -227,7 +227,7 @@ def cmd_export_promptfoo(args) -> None:
 
 def cmd_export_lm_eval(args) -> None:
     from lm_eval_abo.config import HarnessSettings
-    from lm_eval_abo.tasks.export import export_artifact
+    from lm_eval_abo.optimize import export_artifact
 
     path, checked = export_artifact(args.artifact, args.output, args.name, settings_from(args, HarnessSettings))
     print(f"wrote {path} ({checked} test documents, requests checked against the task with the prompt)")

@@ -88,7 +88,7 @@ def error_sets(ctx: Context, samples, other_errors, k: int) -> dict[str, list[di
 def reflection_study(config: OptimizeConfig, artifact: str | None = None, samples: int = 3, k: int = 4,
                      other_task: str | None = None, out=print, lm=None) -> dict:
     config = config.resolved()
-    session = open_session(config, lm)
+    session = open_session(config, lm, reads_text="diagnose reflection")
     ctx = session.context(params={})
     prompt = _prompt_of(session, artifact)
     [train] = session.bridge.score([prompt], "train", session.train_pool)
@@ -132,7 +132,7 @@ def reflection_study(config: OptimizeConfig, artifact: str | None = None, sample
 
 def refinement_study(config: OptimizeConfig, artifact: str | None = None, out=print, lm=None) -> dict:
     config = config.resolved()
-    session = open_session(config, lm)
+    session = open_session(config, lm, reads_text="diagnose refinement")
     ctx = session.context()
     prompt = _prompt_of(session, artifact)
     [dev] = session.bridge.score([prompt], "dev", session.dev_indices)

@@ -50,7 +50,7 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
     samples = results.pop("samples")
     position = {index: i for i, index in enumerate(part.indices)}
     rows = sorted((r for r in samples[task] if r["filter"] == bridge.filter_name), key=lambda r: r["doc_id"])
-    scored = {position[r["doc_id"]]: bridge.sample(r, position[r["doc_id"]])[0] for r in rows}
+    scored = {position[r["doc_id"]]: bridge.sample(r, "test", position[r["doc_id"]])[0] for r in rows}
     arguments = [list(r["arguments"]) for r in rows]
     tracker.save_results_aggregated(results=results, samples=samples)
     tracker.save_results_samples(task_name=task, samples=samples[task])  # rewrites the rows it saves

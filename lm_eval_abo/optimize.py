@@ -110,14 +110,15 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
     run = Run(config)
     saved = _resume_state(config, run, out)
     model_class(config)  # a bad --model fails before anything is loaded
-    planned = plan_session(config)
+    reads_text = config.method if METHODS[config.method].needs_generation else None
+    planned = plan_session(config, reads_text)
     out(report.projection_text(config, projection(config, len(planned.dev_indices), len(planned.train_pool), planned.n_test)))
     if config.dry_run:
         return None
     run.dir.mkdir(parents=True, exist_ok=True)  # an output that cannot be made fails now, not after a round
 
     started = time.time()
-    session = open_session(config, lm)
+    session = open_session(config, lm, reads_text)
     splits = session.split_ids()
     if saved and saved.get("splits", splits) != splits:
         raise AboError(f"--resume: the documents of {config.task}'s splits differ from those the run in {run.dir} used")
@@ -156,8 +157,7 @@ def finish(config: OptimizeConfig, session: Session, state: SearchState, run: Ru
     best, baseline = state.best, state.nodes[0]
     final = artifact_of(config, session, state, splits, started)
     store.save(final, run.artifact)  # the prompt stands before the test evaluation, also after a resume
-    provenance = {"task": config.task, "method": config.method, "source": str(run.artifact),
-                  "prompt_sha256": best.prompt.sha256(), "test_docs": session.n_test}
+    provenance = provenance_of(final, run.artifact, session.n_test)
     try:
         tested = evaluation.evaluate(session, best.prompt, run.results / "best", provenance)
         untouched = tested if best.key == baseline.key else evaluation.evaluate(
@@ -175,7 +175,11 @@ def finish(config: OptimizeConfig, session: Session, state: SearchState, run: Ru
     final.usage["test_requests"] = tested.requests + (untouched.requests if untouched is not tested else 0)
     final.usage["test_seconds"] = round(tested.seconds + (untouched.seconds if untouched is not tested else 0), 1)
     final.usage["target_requests"] = state.target_requests + final.usage["test_requests"]
-    final.export = _export(session, best.prompt, run, provenance, out)
+    try:
+        final.export = export_plain_task(session, best.prompt, run.dir, run.export_name, provenance)
+    except AboError as e:
+        out(f"warning: no plain lm-eval task written: {e}")
+        final.export = {"error": str(e)}
     store.save(final, run.artifact)
     write_text_atomic(run.report, report.run_report(config, state, session.bridge.docs("dev"), session.bridge, final,
                                                     session.bridge.docs("test")))
@@ -184,16 +188,36 @@ def finish(config: OptimizeConfig, session: Session, state: SearchState, run: Ru
     return final
 
 
-def _export(session: Session, prompt, run: Run, provenance: dict, out) -> dict:
-    """The best prompt as a plain lm-eval task beside the artifact, checked; what the artifact records of it."""
+def provenance_of(artifact: store.Artifact, path: Path, test_docs: int) -> dict:
+    """What lm-eval's results of a prompt record about it (`configs.<task>.metadata.abo`)."""
+    return {"task": artifact.task, "method": artifact.method, "source": str(path),
+            "prompt_sha256": artifact.prompt.sha256(), "test_docs": test_docs}
+
+
+def export_plain_task(session: Session, prompt, out_dir: Path, name: str, provenance: dict) -> dict:
+    """The prompt as a plain lm-eval task in `out_dir`, checked (removed again if the check fails); what
+    the artifact records of it."""
     try:
-        export.write(session, prompt, run.dir, run.export_name, provenance)
-        checked = export.verify(session, prompt, run.dir, run.export_name)
-    except AboError as e:
-        export.remove(run.dir, run.export_name)
-        out(f"warning: no plain lm-eval task written: {e}")
-        return {"error": str(e)}
-    return {"task": run.export_name, "yaml": f"{run.export_name}.yaml", "checked_documents": checked}
+        export.write(session, prompt, out_dir, name, provenance)
+        checked = export.verify(session, prompt, out_dir, name)
+    except AboError:
+        export.remove(out_dir, name)
+        raise
+    return {"task": name, "yaml": f"{name}.yaml", "checked_documents": checked}
+
+
+def export_artifact(artifact_path: str | Path, out_dir: str | Path | None, name: str | None, harness) -> tuple[Path, int]:
+    """`lm-eval-abo export lm-eval`: an artifact's prompt as the plain task its run wrote (on the run's
+    held-out test documents); returns the YAML's path and the documents checked."""
+    from lm_eval_abo.session import artifact_session
+
+    artifact_path = Path(artifact_path)
+    artifact = store.load(artifact_path)
+    session = artifact_session(artifact, harness)
+    out_dir = Path(out_dir) if out_dir else artifact_path.parent
+    name = name or artifact.export.get("task") or export.default_name(artifact.task)
+    done = export_plain_task(session, artifact.prompt, out_dir, name, provenance_of(artifact, artifact_path, session.n_test))
+    return out_dir / done["yaml"], done["checked_documents"]
 
 
 def _phase_seconds(trace: list[dict]) -> dict:

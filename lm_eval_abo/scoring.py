@@ -21,7 +21,7 @@ from lm_eval_abo.errors import AboError
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.tasks import fields
 from lm_eval_abo.tasks.built import physical_docs, quiet_lm_eval, set_up
-from lm_eval_abo.tasks.splits import Splits
+from lm_eval_abo.tasks.splits import Splits, doc_id
 
 OUTPUT_TYPES = ("generate_until", "multiple_choice")
 # Endings that make a worked answer's last line extractable, tried on the task's own filter and metric
@@ -34,6 +34,7 @@ class Sample:
     """One example as the target saw and answered it."""
 
     index: int  # position in its logical split
+    id: str  # the document's id (`splits.doc_id`)
     doc: dict
     prompt: str  # the full text lm-eval sent to the target
     output: str  # the raw reply (for multiple choice: the option the target ranked first)
@@ -153,9 +154,6 @@ class Bridge:
                  metric: str | None = None, answer_format: str | None = None, quiet: bool = True):
         """`task`: the task as lm-eval builds it (the reference: its documents, filters, metrics);
         `base_config`: its config, which candidate configs copy; `default_prompt`: the baseline."""
-        if task.OUTPUT_TYPE not in OUTPUT_TYPES:
-            raise AboError(f"task {task.config.task!r} is a {task.OUTPUT_TYPE} task; prompts can be optimized for "
-                           f"{' and '.join(OUTPUT_TYPES)} tasks")
         self.counter = target
         self.harness = harness or HarnessSettings()
         if self.harness.use_cache:
@@ -293,12 +291,13 @@ class Bridge:
                 for row in results["samples"][name]:
                     if row["filter"] == self.filter_name:
                         index = physical[row["doc_id"]]
-                        self._memo[(job["key"], split, index)] = self.sample(row, index)
+                        self._memo[(job["key"], split, index)] = self.sample(row, split, index)
             self.target_seconds += time.perf_counter() - started
         return [self.summarise([self._memo[(key, split, i)] for i in indices]) for key in keys]
 
-    def sample(self, row: dict, index: int) -> tuple[Sample, object]:
-        """An lm-eval sample-log row as a Sample, with the metric's raw per-example item."""
+    def sample(self, row: dict, split: str, index: int) -> tuple[Sample, object]:
+        """An lm-eval sample-log row (of document `index` of logical split `split`) as a Sample, with the
+        metric's raw per-example item."""
         doc, item = row["doc"], row[self.metric]
         if self.output_type == "multiple_choice":
             choices = self.reference.doc_to_choice(doc)
@@ -307,7 +306,8 @@ class Bridge:
         else:
             output, answer = row["resps"][0][0], _first(row["filtered_resps"][0])
         score = self._value(item)
-        sample = Sample(index=index, doc=doc, prompt=str(row["arguments"][0][0]), output=output, answer=answer,
+        sample = Sample(index=index, id=doc_id(doc, self.splits[split].split, self.splits[split].indices[index]), doc=doc,
+                        prompt=str(row["arguments"][0][0]), output=output, answer=answer,
                         target=self.gold(doc), score=score, correct=self._is_correct(score))
         return sample, item
 

@@ -10,7 +10,7 @@ from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import user_cache_dir
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.redact import redact_arg_string
-from lm_eval_abo.scoring import Bridge, CountingLM
+from lm_eval_abo.scoring import OUTPUT_TYPES, Bridge, CountingLM
 from lm_eval_abo.tasks import AboTask, lookup, splits
 from lm_eval_abo.tasks.built import physical_docs, quiet_lm_eval
 from lm_eval_abo.tasks.configs import load_config
@@ -51,12 +51,6 @@ def target_cache(config: OptimizeConfig) -> str | None:
 
     identity = hashlib.sha256(f"{config.model}|{config.model_args}".encode()).hexdigest()[:12]
     return f"{config.use_cache}_{identity}"
-
-
-def doc_id(doc: dict, split: str, index: int) -> str:
-    """How a run records a document: its own id field where it has one, else its split and position."""
-    value = doc.get("id")
-    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else f"{split}:{index}"
 
 
 @dataclass
@@ -100,25 +94,39 @@ class Session:
         for name, positions in used.items():
             part = self.splits[name]
             docs = physical_docs(self.task, part.split)
-            out[name] = [doc_id(docs[part.indices[i]], part.split, part.indices[i]) for i in positions]
+            out[name] = [splits.doc_id(docs[part.indices[i]], part.split, part.indices[i]) for i in positions]
         return out
 
 
-def plan_session(config: OptimizeConfig) -> Session:
+def build_task(manager, name: str, verbose: bool = False):
+    """The task as lm-eval builds it; a failure (its dataset cannot be loaded, its YAML is wrong) is one line."""
+    with quiet_lm_eval(not verbose):
+        try:
+            return manager.load([name])["tasks"][name]
+        except AboError:
+            raise
+        except Exception as e:  # lm-eval and datasets raise many kinds; every one ends the same way
+            lines = str(e).strip().splitlines()
+            raise AboError(f"cannot build task {name!r}: {type(e).__name__}: {lines[0] if lines else ''}"[:600]) from e
+
+
+def plan_session(config: OptimizeConfig, reads_text: str | None = None) -> Session:
     """The task, built once, and its splits, without loading any model (enough for a dry run and the
-    exports). `config`'s sizes must be resolved."""
+    exports). `config`'s sizes must be resolved. `reads_text` names what will read the target's generated
+    text (ABO, a study): a task that makes none is refused in one line."""
     manager = lookup.task_manager(config.task, config.include_path, config.metadata)
-    with quiet_lm_eval(not config.verbose):
-        task = manager.load([config.task])["tasks"][config.task]
     base = load_config(manager.task_index[config.task].yaml_path)
-    if isinstance(task, AboTask):
-        base.pop("class")
-        default = task.abo_prompt
-    elif "class" in base:
-        raise AboError(f"task {config.task!r} is a Python class ({base['class']!r}); prompts can be optimized for "
-                       "tasks configured in YAML")
-    else:
-        default = Prompt()
+    if base.get("class", AboTask) is not AboTask:
+        raise AboError(f"task {config.task!r} is a Python class ({base['class'].__name__}); prompts can be optimized "
+                       "for tasks configured in YAML")
+    task = build_task(manager, config.task, config.verbose)
+    if task.OUTPUT_TYPE not in OUTPUT_TYPES:
+        raise AboError(f"task {config.task!r} is a {task.OUTPUT_TYPE} task; prompts can be optimized for "
+                       f"{' and '.join(OUTPUT_TYPES)} tasks")
+    if reads_text and task.OUTPUT_TYPE != "generate_until":
+        raise AboError(f"{reads_text} needs the target's generated text, and task {config.task!r} is a "
+                       f"{task.OUTPUT_TYPE} task; use an APO method (ape, apo, apo-sum, promptagent, opro)")
+    default = task.abo_prompt if base.pop("class", None) else Prompt()
     own = splits.task_splits(task.config)
     sizes = {name: len(physical_docs(task, name)) for name in set(own.values()) if name is not None}
     plan = splits.plan(task.config, sizes, config.seed, config.train_limit, config.dev_limit, config.test_limit)
@@ -127,11 +135,11 @@ def plan_session(config: OptimizeConfig) -> Session:
     return Session(config, manager, task, base, plan, default, harness)
 
 
-def open_session(config: OptimizeConfig, lm=None) -> Session:
+def open_session(config: OptimizeConfig, lm=None, reads_text: str | None = None) -> Session:
     """`plan_session`, then the optimizer and the target (`lm`: an already loaded one, reused)."""
     from lm_eval_abo.llm import OptimizerLLM
 
-    session = plan_session(config)
+    session = plan_session(config, reads_text)
     session.llm = OptimizerLLM(  # first: a bad --optimizer fails before the target loads
         config.optimizer, config.optimizer_args,
         cache_dir=user_cache_dir() / "optimizer" if config.optimizer_cache == "default" else config.optimizer_cache,

@@ -88,7 +88,7 @@ class ScriptedLLM:
 
 def rule_lm(keyword: str = "magic", say: str = ""):
     """A stand-in target for unit tests: answers right exactly when the prompt contains `keyword`
-    (every answer starting with `say`, if given)."""
+    (every answer starting with `say`, if given); the gold answer is the document's `target` or `answer`."""
     from lm_eval.api.model import LM
 
     class RuleLM(LM):
@@ -100,7 +100,8 @@ def rule_lm(keyword: str = "magic", say: str = ""):
             out = []
             for r in requests:
                 self.seen.append(r.args[0])
-                verdict = f" So the answer is {r.doc['target']}." if keyword in r.args[0] else " I do not know."
+                gold = r.doc.get("target", r.doc.get("answer"))
+                verdict = f" So the answer is {gold}." if keyword in r.args[0] else " I do not know."
                 out.append(f" {say}{verdict}" if say else verdict)
             return out
 
@@ -142,3 +143,37 @@ def real_results(tmp_path_factory) -> dict[str, Path]:
             "--gen_kwargs", "max_gen_toks=48", "--method-args", "paraphrases=1", "--output", "runs",
             "--optimizer-cache", str(root / "optimizer-cache"), cwd=root)
     return {"root": root, "baseline": root / "baseline", "ape": root / "runs"}
+
+
+def write_user_task(folder: Path, name: str = "my_arith", splits=("train", "validation", "test"), sizes=(12, 8, 10),
+                    **overrides) -> Path:
+    """A plain lm-eval task of a user's own: JSONL data files, generate_until, a regex filter, exact_match;
+    nothing of lm-eval-abo in it. Returns the directory to give as --include_path."""
+    import random
+
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(name)
+    files = {}
+    for split, size in zip(splits, sizes):
+        rows = []
+        for _ in range(size):
+            a, b = rng.randint(1, 20), rng.randint(1, 20)
+            rows.append({"question": f"What is {a} plus {b}?", "answer": str(a + b)})
+        path = folder / f"{name}_{split}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        files[split] = str(path)
+    config = {
+        "task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": files}, "output_type": "generate_until",
+        **{f"{'training' if split == 'train' else split}_split": split for split in splits},
+        "description": "Add the two numbers.\n\n", "doc_to_text": "Question: {{question}}\nAnswer:",
+        "doc_to_target": "{{answer}}",
+        "generation_kwargs": {"until": ["\n\nQuestion:"], "max_gen_toks": 32, "do_sample": False},
+        "filter_list": [{"name": "get-answer", "filter": [{"function": "regex", "regex_pattern": "answer is (\\-?[0-9]+)"},
+                                                          {"function": "take_first"}]}],
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+        **overrides,
+    }
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder

@@ -148,7 +148,7 @@ class Abo:
                 "parent": node.key[:12],
                 "step_failures": step_failure_table([x for x in located if x], len(steps)),
                 "errors": [
-                    {"id": e.doc.get("id"), "answer": e.answer, "target": e.target, **(loc or {"step": None, "kind": None})}
+                    {"id": e.id, "answer": e.answer, "target": e.target, **(loc or {"step": None, "kind": None})}
                     for e, loc in zip(errors, located)
                 ],
             }

@@ -20,12 +20,12 @@ def edit_and_paraphrase(ctx: Context, round_no: int, jobs: list[tuple[Node, list
         for _ in range(edits):
             owners.append((node, reason))
             requests.append(("apo_edit", {
-                "task_description": ctx.task_description, "instruction": node.prompt.instruction,
+                "task_description": ctx.task_description, "instruction": ctx.rewritable(node.prompt).instruction,
                 "errors": errors, "reason": reason,
             }))
     texts = ctx.ask(f"round {round_no}: edits", requests, first_tag("prompt"), "prompt")
     edited = [
-        Candidate(replace(node.prompt, instruction=t), "edit", node.key, {"reason": reason})
+        Candidate(replace(ctx.rewritable(node.prompt), instruction=t), "edit", node.key, {"reason": reason})
         for (node, reason), t in zip(owners, texts) if t
     ]
     return edited + paraphrases(ctx, f"round {round_no}: paraphrases", [(c, n_paraphrases) for c in edited])
@@ -46,7 +46,7 @@ class Apo(InstructionMethod):
                 group = [ctx.error(s) for s in rng.sample(errors, min(p["errors_per_gradient"], len(errors)))]
                 groups.append((node, group))
                 requests.append(("apo_gradient", {
-                    "task_description": ctx.task_description, "instruction": node.prompt.instruction,
+                    "task_description": ctx.task_description, "instruction": ctx.rewritable(node.prompt).instruction,
                     "errors": group, "n": 1,
                 }))
         reasons = ctx.ask(f"round {round_no}: gradients", requests, first_tag("reason"), "reason")
@@ -68,7 +68,7 @@ class ApoSum(InstructionMethod):
         reflected = [n for n in beam if n.train_errors()]
         requests = [
             ("apo_sum_reflect", {
-                "task_description": ctx.task_description, "instruction": node.prompt.instruction,
+                "task_description": ctx.task_description, "instruction": ctx.rewritable(node.prompt).instruction,
                 "errors": [ctx.error(s) for s in node.train_errors()[: p["max_errors"]]],
             })
             for node in reflected

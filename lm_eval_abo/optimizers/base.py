@@ -77,6 +77,13 @@ class Context:
         base = self.bridge.default_prompt
         return base if base.answer_format else replace(base, answer_format=self.bridge.answer_format)
 
+    def rewritable(self, prompt: Prompt) -> Prompt:
+        """The prompt an instruction method rewrites. A task as written (the baseline of a task that is not
+        the plugin's own has no instruction of ours) stands for its own description, with the answer format."""
+        if prompt.instruction or prompt.procedure:
+            return prompt
+        return replace(self.base_prompt, instruction=self.task_description)
+
     def rng(self, *purpose) -> random.Random:
         return random.Random(f"{self.seed}:" + ":".join(map(str, purpose)))
 

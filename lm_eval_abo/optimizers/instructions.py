@@ -30,10 +30,10 @@ def paraphrases(ctx: Context, purpose: str, sources: list[tuple[Node | Candidate
     for source, n in sources:
         for _ in range(n):
             owners.append(source)
-            requests.append(("paraphrase", {"instruction": source.prompt.instruction}))
+            requests.append(("paraphrase", {"instruction": ctx.rewritable(source.prompt).instruction}))
     texts = ctx.ask(purpose, requests, first_tag("prompt"), "prompt")
     return [
-        Candidate(replace(src.prompt, instruction=t), "paraphrase", src.key)
+        Candidate(replace(ctx.rewritable(src.prompt), instruction=t), "paraphrase", src.key)
         for src, t in zip(owners, texts) if t
     ]
 

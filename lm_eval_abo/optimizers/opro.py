@@ -20,9 +20,10 @@ class Opro(InstructionMethod):
         sign = 1 if ctx.bridge.higher_is_better else -1
         best_by_instruction: dict[str, Node] = {}
         for node in history:
-            known = best_by_instruction.get(node.prompt.instruction)
+            instruction = ctx.rewritable(node.prompt).instruction
+            known = best_by_instruction.get(instruction)
             if known is None or sign * node.dev > sign * known.dev:
-                best_by_instruction[node.prompt.instruction] = node
+                best_by_instruction[instruction] = node
         shown = sorted(best_by_instruction.values(), key=lambda n: sign * n.dev)[-p["history"] :]
         docs = ctx.bridge.docs("train")
         requests = []
@@ -30,12 +31,12 @@ class Opro(InstructionMethod):
             picked = ctx.rng(round_no, "exemplars", i).sample(ctx.train_pool, min(p["exemplars"], len(ctx.train_pool)))
             requests.append(("opro", {
                 "task_description": ctx.task_description,
-                "history": [{"instruction": n.prompt.instruction, "score": round(100 * n.dev)} for n in shown],
+                "history": [{"instruction": ctx.rewritable(n.prompt).instruction, "score": round(100 * n.dev)} for n in shown],
                 "examples": [ctx.example(docs[j]) for j in picked],
             }))
         texts = ctx.ask(f"round {round_no}: new prompts", requests, first_tag("prompt"), "prompt")
         best = beam[0]
-        return [Candidate(replace(best.prompt, instruction=t), "opro", best.key) for t in texts if t]
+        return [Candidate(replace(ctx.rewritable(best.prompt), instruction=t), "opro", best.key) for t in texts if t]
 
     def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
         return (params["new_prompts"],) * 2

@@ -9,13 +9,13 @@ from lm_eval_abo.optimizers.base import Candidate, Context, Node, all_tags, firs
 from lm_eval_abo.optimizers.instructions import InstructionMethod
 
 
-def trajectory(node: Node, history: list[Node]) -> list[dict]:
+def trajectory(ctx: Context, node: Node, history: list[Node]) -> list[dict]:
     """The path of prompts from the root to `node`, each with its dev score."""
     by_key = {n.key: n for n in history}
     path = [node]
     while path[-1].candidate.parent in by_key and len(path) < 50:
         path.append(by_key[path[-1].candidate.parent])
-    return [{"instruction": n.prompt.instruction, "score": round(n.dev, 3)} for n in reversed(path)]
+    return [{"instruction": ctx.rewritable(n.prompt).instruction, "score": round(n.dev, 3)} for n in reversed(path)]
 
 
 class PromptAgent(InstructionMethod):
@@ -31,7 +31,7 @@ class PromptAgent(InstructionMethod):
             if errors:
                 picked = ctx.rng(round_no, node.key, "errors").sample(errors, min(p["error_batch"], len(errors)))
                 jobs.append((node, {
-                    "task_description": ctx.task_description, "trajectory": trajectory(node, history),
+                    "task_description": ctx.task_description, "trajectory": trajectory(ctx, node, history),
                     "errors": [ctx.error(s) for s in picked],
                 }))
         reasons = ctx.ask(
@@ -45,7 +45,7 @@ class PromptAgent(InstructionMethod):
             all_tags("prompt"), "prompt",
         )
         return [
-            Candidate(replace(node.prompt, instruction=text), "edit", node.key, {"reason": reason})
+            Candidate(replace(ctx.rewritable(node.prompt), instruction=text), "edit", node.key, {"reason": reason})
             for (node, _, reason), texts in zip(jobs, batches) for text in (texts or [])[: p["expand"]]
         ]
 

@@ -114,7 +114,8 @@ class Search:
         known = {n.key for n in state.nodes}
         fresh: dict[str, Candidate] = {}
         for c in candidates:
-            if c.key not in known and c.key not in fresh and (c.prompt.instruction.strip() or c.prompt.procedure):
+            empty = not (c.prompt.instruction.strip() or c.prompt.procedure) and c.origin != "baseline"
+            if c.key not in known and c.key not in fresh and not empty:
                 fresh[c.key] = c
         scores = self.ctx.bridge.score([c.prompt for c in fresh.values()], "dev", self.dev_indices)
         nodes = [

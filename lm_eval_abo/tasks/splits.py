@@ -42,6 +42,12 @@ class Splits:
         return {name: self[name].split for name in LOGICAL if self[name].carved}
 
 
+def doc_id(doc: dict, split: str, index: int) -> str:
+    """How a run records a document: its own id field where it has one, else its split and position."""
+    value = doc.get("id")
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else f"{split}:{index}"
+
+
 def task_splits(config) -> dict[str, str | None]:
     """The task's own split behind each logical split (None where it has none)."""
     test = config.test_split or config.validation_split
