@@ -6,8 +6,6 @@ import argparse
 import os
 import sys
 import traceback
-import types
-from typing import get_args
 
 # Offline by default: no price-map download on `import litellm`, no hub lookups for cached data.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -24,62 +22,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _flag(name: str, spec) -> str:
-    return spec.name or "--" + name.replace("_", "-")
-
-
-def add_settings(p, command: str, settings=None, **overrides) -> None:
-    """The flags of the settings `command` takes; `overrides` change a flag's argparse keywords (default,
-    help, choices) for this command."""
-    from lm_eval_abo.config import PRESETS, OptimizeConfig, settings_fields
-
-    for name, spec, kind, default in settings_fields(settings or OptimizeConfig):
-        if command not in spec.commands:
-            continue
-        kinds = [k for k in get_args(kind) if k is not type(None)] if isinstance(kind, types.UnionType) else [kind]
-        base = getattr(kinds[0], "__origin__", kinds[0])
-        if base is bool:
-            options = {"action": "store_true"}
-        elif base is list:
-            options = {"action": "append"}
-        else:
-            options = {"type": base if base in (int, float) else str, "default": None if spec.parse else default}
-        help_text = spec.help
-        if spec.preset:
-            shown = {p: values[name] or "all" for p, values in PRESETS.items()}
-            help_text += " (" + ", ".join(f"preset {p}: {v}" for p, v in shown.items()) + ")"
-        if name == "preset":
-            options["choices"] = sorted(PRESETS)
-        options.update({"help": help_text, **overrides.get(name, {})})
-        p.add_argument(_flag(name, spec), dest=name, **options)
-        if spec.off:
-            p.add_argument(spec.off, dest=name, action="store_const", const=None, help=f"turn {_flag(name, spec)} off")
-
-
-def settings_from(args, cls=None, **fixed):
-    """The settings object (an OptimizeConfig unless `cls` says otherwise) of a command's flags; flags the
-    command lacks keep their defaults."""
-    from lm_eval_abo.config import OptimizeConfig, settings_fields
-
-    cls = cls or OptimizeConfig
-    given = {}
-    for name, spec, _, default in settings_fields(cls):
-        if not hasattr(args, name):
-            continue
-        value = getattr(args, name)
-        if spec.parse:
-            value = spec.parse(value, _flag(name, spec))
-        elif value is None and isinstance(default, list):
-            value = []
-        given[name] = value
-    return cls(**{**given, **fixed})
-
-
-def config_from(args, **fixed):
-    """The OptimizeConfig of a command's flags."""
-    return settings_from(args, **fixed)
 
 
 def cmd_tasks_path(args) -> None:
@@ -102,6 +44,13 @@ def cmd_serve(args) -> None:
     if len(ports) != len(args.model):
         raise AboError("give one --port per --model, or none")
     serve_forever(args.model, ports)
+
+
+def config_from(args, **fixed):
+    """The OptimizeConfig of a command's flags."""
+    from lm_eval_abo.config import from_flags
+
+    return from_flags(args, **fixed)
 
 
 def cmd_optimize(args) -> None:
@@ -183,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_commands(sub) -> None:
+    from lm_eval_abo.config import add_flags
     from lm_eval_abo.optimizers import METHODS
     from lm_eval_abo.table import APO_METHODS
 
@@ -193,7 +143,7 @@ def add_commands(sub) -> None:
         "the best prompt is saved as <output>/<task>/<method>/best.yaml, evaluated once on test beside the baseline, and "
         "written as a plain lm-eval task (<task>_abo.yaml) beside it.",
     )
-    add_settings(p, "optimize", task={"required": True}, method=methods)
+    add_flags(p, "optimize", task={"required": True}, method=methods)
     p.set_defaults(func=cmd_optimize)
 
     p = sub.add_parser("diagnose", help="the paper's studies: reflection sensitivity, refinement fix/break rates")
@@ -202,34 +152,34 @@ def add_commands(sub) -> None:
     p.add_argument("--samples", type=int, default=3, help="reflection: reflections per error set (default 3)")
     p.add_argument("--errors", type=int, default=4, help="reflection: examples shown per reflection (default 4)")
     p.add_argument("--other-task", dest="other_task", help="reflection: the task whose errors are the off-task set")
-    add_settings(p, "diagnose", task={"required": True},
+    add_flags(p, "diagnose", task={"required": True},
                  method={**methods, "default": "apo", "help": "refinement: the method making the step (default: apo)"})
     p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("paper-table", help="the paper's Table 2 layout for one target/optimizer pair")
     p.add_argument("--tasks", default="abo_object_counting_synth", help="comma-separated tasks")
     p.add_argument("--apo-methods", dest="apo_methods", default=",".join(APO_METHODS), help="APO methods compared for the 'best APO method' row")
-    add_settings(p, "paper-table", patience={
+    add_flags(p, "paper-table", patience={
         "default": 1, "help": "APO runs stop when the best dev score has not improved for this many rounds (default 1, "
         "ABO's own default; 0: every round). ABO always runs every step: each is a row"})
     p.set_defaults(func=cmd_paper_table)
 
 
 def cmd_export_promptfoo(args) -> None:
-    from lm_eval_abo.config import HarnessSettings
+    from lm_eval_abo.config import HarnessSettings, from_flags
     from lm_eval_abo.promptfoo.export import ExportOptions, export
 
     options = ExportOptions(split=args.split, limit=args.limit, provider=args.provider, api_base=args.api_base,
                             api_key_env=args.api_key_env)
-    config = export(args.artifact, args.output, options, settings_from(args, HarnessSettings))
+    config = export(args.artifact, args.output, options, from_flags(args, HarnessSettings))
     print(f"wrote {args.output}: {len(config['tests'])} tests, provider {config['providers'][0]['id']}")
 
 
 def cmd_export_lm_eval(args) -> None:
-    from lm_eval_abo.config import HarnessSettings
+    from lm_eval_abo.config import HarnessSettings, from_flags
     from lm_eval_abo.optimize import export_artifact
 
-    path, checked = export_artifact(args.artifact, args.output, args.name, settings_from(args, HarnessSettings))
+    path, checked = export_artifact(args.artifact, args.output, args.name, from_flags(args, HarnessSettings))
     print(f"wrote {path} ({checked} test documents, requests checked against the task with the prompt)")
     print(f"  run: lm_eval --include_path {path.parent} --tasks {path.stem} --model ...")
 
@@ -265,7 +215,7 @@ def cmd_check(args) -> int:
 
 def add_ecosystem_commands(sub) -> None:
     """Exports (lm-eval, promptfoo), the promptfoo import, leaderboards and the CI regression gate."""
-    from lm_eval_abo.config import HarnessSettings
+    from lm_eval_abo.config import HarnessSettings, add_flags
 
     p = sub.add_parser("export", help="export an optimized prompt (a plain lm-eval task, or a promptfoo config)")
     formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
@@ -276,7 +226,7 @@ def add_ecosystem_commands(sub) -> None:
     p.add_argument("artifact", help="an artifact (e.g. runs/<task>/<method>/best.yaml)")
     p.add_argument("-o", "--output", help="directory to write into (default: the artifact's)")
     p.add_argument("--name", help="task name (default: <task>_abo)")
-    add_settings(p, "export", HarnessSettings, **{k: {"help": "(default: the run's) " + h} for k, h in (
+    add_flags(p, "export", HarnessSettings, **{k: {"help": "(default: the run's) " + h} for k, h in (
         ("metadata", "task knobs as JSON or key=value"), ("gen_kwargs", "generation settings, as lm_eval --gen_kwargs"))})
     p.set_defaults(func=cmd_export_lm_eval)
 
@@ -291,7 +241,7 @@ def add_ecosystem_commands(sub) -> None:
     p.add_argument("--provider", help="promptfoo provider id (default: mapped from the artifact's target model)")
     p.add_argument("--api-base", dest="api_base", help="OpenAI-compatible server base URL, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key-env", dest="api_key_env", help="environment variable with the API key (default: OPENAI_API_KEY)")
-    add_settings(p, "export", HarnessSettings, metadata={"help": "task knobs as JSON or key=value (default: those of the "
+    add_flags(p, "export", HarnessSettings, metadata={"help": "task knobs as JSON or key=value (default: those of the "
                  "optimize run)"}, gen_kwargs={"help": "generation settings over those of the optimize run, as lm_eval "
                  "--gen_kwargs"})
     p.set_defaults(func=cmd_export_promptfoo)
@@ -327,28 +277,14 @@ def add_ecosystem_commands(sub) -> None:
     p.set_defaults(func=cmd_check)
 
 
-def _flag_values(argv: list[str], flags) -> list[str]:
-    """The values given to `flags` (`--flag v1 v2` or `--flag=v`), without parsing the command."""
-    found, taking = [], False
-    for arg in argv:
-        name, eq, value = arg.partition("=")
-        if arg.startswith("-"):
-            taking = arg in flags
-            if eq and name in flags:
-                found.append(value)
-        elif taking:
-            found.append(arg)
-    return found
-
-
 def main(argv: list[str] | None = None) -> int:
-    from lm_eval_abo.redact import scrubbed_output, secret_values
+    from lm_eval_abo.redact import flag_values, scrubbed_output, secret_values
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]  # also valid after `run`, whose flags are lm-eval's
     # API keys given as flags or environment variables never reach the terminal or a log
-    with scrubbed_output(secret_values(*_flag_values(argv, SECRET_FLAGS))):
+    with scrubbed_output(secret_values(*flag_values(argv, SECRET_FLAGS))):
         return _main(argv, debug)
 
 

@@ -10,9 +10,10 @@ budgets. Presets and method defaults are resolved and checked by `OptimizeConfig
 from __future__ import annotations
 
 import json
+import types
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
-from typing import get_type_hints
+from typing import get_args, get_type_hints
 
 from lm_eval_abo.embedded.models import DEFAULT_OPTIMIZER as EMBEDDED_OPTIMIZER
 from lm_eval_abo.embedded.models import DEFAULT_TARGET as EMBEDDED_TARGET
@@ -74,6 +75,7 @@ class Flag:
     off: str | None = None  # a second flag that sets the setting to None
     resume: bool = False  # a resumed run must have the same value
     secret: bool = False  # may hold API keys: masked wherever it is written
+    evaluate: bool = False  # passed as it is to lm-eval's evaluate() and simple_evaluate()
 
 
 def flag(help: str, default=MISSING, default_factory=MISSING, **kwargs):
@@ -92,20 +94,40 @@ class HarnessSettings:
     gen_kwargs: dict = flag("generation settings for the target, as lm_eval --gen_kwargs", default_factory=dict,
                             name="--gen_kwargs", parse=parse_pairs, resume=True, commands=RUNS + EXPORTS)
     system_instruction: str | None = flag("as lm_eval --system_instruction", default=None, name="--system_instruction",
-                                          resume=True, commands=RUNS + EXPORTS)
+                                          resume=True, commands=RUNS + EXPORTS, evaluate=True)
     apply_chat_template: bool = flag("as lm_eval --apply_chat_template", default=False, name="--apply_chat_template",
-                                     resume=True, commands=RUNS + EXPORTS)
+                                     resume=True, commands=RUNS + EXPORTS, evaluate=True)
     fewshot_as_multiturn: bool = flag("as lm_eval --fewshot_as_multiturn", default=False, name="--fewshot_as_multiturn",
-                                      resume=True, commands=RUNS + EXPORTS)
+                                      resume=True, commands=RUNS + EXPORTS, evaluate=True)
     batch_size: str | int = flag("as lm_eval --batch_size", default=1, name="--batch_size")
     device: str | None = flag("as lm_eval --device", default=None, name="--device")
     use_cache: str | None = flag("lm-eval's target cache: a path prefix for sqlite files (as lm_eval --use_cache)",
                                  default=None, name="--use_cache")
 
+    def recorded(self) -> dict:
+        """The settings as an artifact records them (secrets masked)."""
+        return {f.name: redacted(getattr(self, f.name)) if f.metadata["flag"].secret else getattr(self, f.name)
+                for f in fields(HarnessSettings)}
+
+    def over(self, recorded: dict) -> HarnessSettings:
+        """These settings given over those a run recorded: mappings merged, lists joined, switches on if
+        either is, anything else this one's where given."""
+        merged = {}
+        for f in fields(HarnessSettings):
+            mine, theirs = getattr(self, f.name), recorded.get(f.name)
+            if isinstance(mine, dict):
+                merged[f.name] = {**(theirs or {}), **mine}
+            elif isinstance(mine, list):
+                merged[f.name] = [*(theirs or []), *mine]
+            elif isinstance(mine, bool):
+                merged[f.name] = mine or bool(theirs)
+            else:
+                merged[f.name] = theirs if mine == f.default and theirs is not None else mine
+        return HarnessSettings(**merged)
+
     def evaluate_kwargs(self) -> dict:
-        """The arguments lm-eval's evaluate() and simple_evaluate() take for prompt rendering."""
-        return {"system_instruction": self.system_instruction, "apply_chat_template": self.apply_chat_template,
-                "fewshot_as_multiturn": self.fewshot_as_multiturn}
+        """The settings lm-eval's evaluate() and simple_evaluate() take as they are (prompt rendering)."""
+        return {f.name: getattr(self, f.name) for f in fields(HarnessSettings) if f.metadata["flag"].evaluate}
 
 
 @dataclass
@@ -224,3 +246,47 @@ def settings_fields(cls=OptimizeConfig) -> list[tuple[str, Flag, type, object]]:
         out.append((f.name, spec, hints[f.name], default))
     return sorted(out, key=lambda setting: setting[0] in harness and cls is not HarnessSettings)
 
+
+def flag_name(name: str, spec: Flag) -> str:
+    return spec.name or "--" + name.replace("_", "-")
+
+
+def add_flags(parser, command: str, cls=OptimizeConfig, **overrides) -> None:
+    """The flags of the settings of `cls` that `command` takes; `overrides` change a flag's argparse
+    keywords (default, help, choices) for this command."""
+    for name, spec, kind, default in settings_fields(cls):
+        if command not in spec.commands:
+            continue
+        kinds = [k for k in get_args(kind) if k is not type(None)] if isinstance(kind, types.UnionType) else [kind]
+        base = getattr(kinds[0], "__origin__", kinds[0])
+        if base is bool:
+            options = {"action": "store_true"}
+        elif base is list:
+            options = {"action": "append"}
+        else:
+            options = {"type": base if base in (int, float) else str, "default": None if spec.parse else default}
+        help_text = spec.help
+        if spec.preset:
+            help_text += " (" + ", ".join(f"preset {p}: {values[name] or 'all'}" for p, values in PRESETS.items()) + ")"
+        if name == "preset":
+            options["choices"] = sorted(PRESETS)
+        options.update({"help": help_text, **overrides.get(name, {})})
+        parser.add_argument(flag_name(name, spec), dest=name, **options)
+        if spec.off:
+            parser.add_argument(spec.off, dest=name, action="store_const", const=None, help=f"turn {flag_name(name, spec)} off")
+
+
+def from_flags(args, cls=OptimizeConfig, **fixed):
+    """The settings (a `cls`) of a command's parsed flags; settings the command has no flag for keep their
+    defaults."""
+    given = {}
+    for name, spec, _, default in settings_fields(cls):
+        if not hasattr(args, name):
+            continue
+        value = getattr(args, name)
+        if spec.parse:
+            value = spec.parse(value, flag_name(name, spec))
+        elif value is None and isinstance(default, list):
+            value = []
+        given[name] = value
+    return cls(**{**given, **fixed})

@@ -19,7 +19,7 @@ from lm_eval_abo.files import read_json, write_json, write_text_atomic
 from lm_eval_abo.optimizers import METHODS
 from lm_eval_abo.optimizers.search import Search, SearchState
 from lm_eval_abo.scoring import TargetFailed
-from lm_eval_abo.session import Session, model_class, open_session, plan_session
+from lm_eval_abo.session import Session, attach_models, model_class, plan_session
 from lm_eval_abo.tasks import export
 
 
@@ -76,9 +76,7 @@ def settings_of(config: OptimizeConfig, session: Session) -> dict:
     return {
         "rounds": config.rounds, "beam": config.beam, "minibatch": config.minibatch, "method_args": config.method_args,
         "seed": config.seed, "train_limit": config.train_limit, "dev_limit": config.dev_limit,
-        "test_limit": config.test_limit, "metadata": config.redacted("metadata"), "include_path": config.include_path,
-        "gen_kwargs": config.gen_kwargs, "system_instruction": config.system_instruction,
-        "apply_chat_template": config.apply_chat_template, "fewshot_as_multiturn": config.fewshot_as_multiturn,
+        "test_limit": config.test_limit, **config.harness().recorded(),
         "metric": session.bridge.metric_key, "answer_format": session.bridge.answer_format,
     }
 
@@ -118,7 +116,7 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
     run.dir.mkdir(parents=True, exist_ok=True)  # an output that cannot be made fails now, not after a round
 
     started = time.time()
-    session = open_session(config, lm, reads_text)
+    session = attach_models(planned, lm)
     splits = session.split_ids()
     if saved and saved.get("splits", splits) != splits:
         raise AboError(f"--resume: the documents of {config.task}'s splits differ from those the run in {run.dir} used")

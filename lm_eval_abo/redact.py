@@ -69,6 +69,20 @@ def redacting_tracker(base):
     return RedactingTracker
 
 
+def flag_values(argv: list[str], flags) -> list[str]:
+    """The values given to `flags` (`--flag v1 v2` or `--flag=v`), without parsing the command."""
+    found, taking = [], False
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if arg.startswith("-"):
+            taking = arg in flags
+            if eq and name in flags:
+                found.append(value)
+        elif taking:
+            found.append(arg)
+    return found
+
+
 def _pairs(args) -> dict:
     """A mapping from a dict, a JSON object string or a `k=v,k2=v2` string (never fails)."""
     if isinstance(args, dict):

@@ -136,10 +136,15 @@ def plan_session(config: OptimizeConfig, reads_text: str | None = None) -> Sessi
 
 
 def open_session(config: OptimizeConfig, lm=None, reads_text: str | None = None) -> Session:
-    """`plan_session`, then the optimizer and the target (`lm`: an already loaded one, reused)."""
+    """`plan_session`, then `attach_models`."""
+    return attach_models(plan_session(config, reads_text), lm)
+
+
+def attach_models(session: Session, lm=None) -> Session:
+    """The optimizer and the target (`lm`: an already loaded one, reused) on a planned session."""
     from lm_eval_abo.llm import OptimizerLLM
 
-    session = plan_session(config, reads_text)
+    config = session.config
     session.llm = OptimizerLLM(  # first: a bad --optimizer fails before the target loads
         config.optimizer, config.optimizer_args,
         cache_dir=user_cache_dir() / "optimizer" if config.optimizer_cache == "default" else config.optimizer_cache,
@@ -159,12 +164,7 @@ def artifact_session(artifact, harness: HarnessSettings) -> Session:
     config = OptimizeConfig(
         task=artifact.task, seed=done.get("seed", 1234),
         **{f"{split}_limit": len(recorded[split]) if recorded.get(split) else None for split in ("train", "dev", "test")},
-        metadata={**(done.get("metadata") or {}), **harness.metadata},
-        include_path=[*(done.get("include_path") or []), *harness.include_path],
-        gen_kwargs={**(done.get("gen_kwargs") or {}), **harness.gen_kwargs},
-        system_instruction=harness.system_instruction or done.get("system_instruction"),
-        apply_chat_template=harness.apply_chat_template or bool(done.get("apply_chat_template")),
-        fewshot_as_multiturn=harness.fewshot_as_multiturn or bool(done.get("fewshot_as_multiturn")),
+        **vars(harness.over(done)),
     )
     session = plan_session(config)
     if recorded.get("test") and session.split_ids()["test"] != recorded["test"]:

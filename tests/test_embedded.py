@@ -5,7 +5,7 @@ import hashlib
 import pytest
 from lm_eval.api.instance import Instance
 
-from lm_eval_abo.embedded import llama, models, provider, serve
+from lm_eval_abo.embedded import models, provider, serve
 from lm_eval_abo.embedded.backend import EmbeddedLM
 from lm_eval_abo.errors import AboError
 

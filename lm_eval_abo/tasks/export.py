@@ -81,10 +81,8 @@ def write(session, prompt, out_dir: Path, name: str, provenance: dict) -> Path:
     settings, as `session.plan_session` gives them); returns the YAML's path."""
     if not NAME.fullmatch(name):
         raise AboError(f"export name {name!r}: use letters, digits, '_' and '-'")
-    test, harness = session.splits.test, session.harness
+    test, harness, built = session.splits.test, session.harness, session.task  # the prompt changes no document
     config = fields.task_config(session.base_config, prompt, name, test.split)
-    with quiet_lm_eval():
-        built = session.manager.load([config])["tasks"][name]
     snapshot = {test.split: physical_docs(built, test.split).select(list(test.indices))}
     shots = config.get("fewshot_config") or {}
     if (config.get("num_fewshot") or 0) > 0 and callable(shots.get("samples")):
