@@ -208,7 +208,7 @@ def cmd_leaderboard(args) -> None:
 def cmd_check(args) -> int:
     from lm_eval_abo.regression import check
 
-    outcome = check(args.results, args.baseline, max_drop=args.max_drop, stderr_aware=args.stderr_aware)
+    outcome = check(args.results, args.baseline, max_drop=args.max_drop, stderr_aware=args.stderr_aware, paired=args.paired)
     print(outcome.markdown)
     return 1 if outcome.regressed else 0
 
@@ -274,6 +274,8 @@ def add_ecosystem_commands(sub) -> None:
     p.add_argument("--max-drop", dest="max_drop", type=float, default=0.02, help="largest allowed drop (default 0.02)")
     p.add_argument("--stderr-aware", dest="stderr_aware", action="store_true",
                    help="also require the drop to exceed 1.96 x the combined standard error")
+    p.add_argument("--paired", action="store_true", help="where both sides have lm-eval's per-sample results "
+                   "(--log_samples), also require the drop to be significant on a paired test over the same examples")
     p.set_defaults(func=cmd_check)
 
 

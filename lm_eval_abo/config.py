@@ -159,6 +159,14 @@ class OptimizeConfig(HarnessSettings):
                              resume=True, commands=("optimize", "diagnose"))
     patience: int | None = flag("stop when the best dev score has not improved for this many rounds (0: never)",
                                 default=None, commands=("optimize", "paper-table"))
+    accept: str = flag("when a new prompt displaces the best: paired (only when better on a paired test over the same "
+                       "dev examples, at --alpha) or score (any higher dev score)", default="score", resume=True,
+                       commands=("optimize", "paper-table"))
+    alpha: float = flag("level of the paired test of --accept paired, and of the report's within-noise marks "
+                        "(default 0.05)", default=0.05, resume=True, commands=("optimize", "paper-table"))
+    selection: str = flag("how a round's candidates are scored on dev: full (each on all of it) or racing (growing "
+                          "slices; the better half goes on; the survivors get all of dev)", default="full", resume=True,
+                          commands=("optimize", "paper-table"))
     metric: str | None = flag("the task metric to optimize, as `metric` or `metric,filter` (default: the task's first "
                               "metric under its first filter)", default=None, resume=True)
     answer_format: str | None = flag("how an answer must end so the task's filter finds it, told to the optimizer (default: "
@@ -209,6 +217,13 @@ class OptimizeConfig(HarnessSettings):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
                 raise AboError(f"{name.replace('_', '-')} must not be negative, got {value!r}")
+        from lm_eval_abo.optimizers.selection import ACCEPT, SELECTION
+
+        for name, value, known in (("accept", self.accept, ACCEPT), ("selection", self.selection, SELECTION)):
+            if value not in known:
+                raise AboError(f"--{name} must be one of {', '.join(known)}, got {value!r}")
+        if not 0 < self.alpha < 1:
+            raise AboError(f"--alpha must be between 0 and 1, got {self.alpha!r}")
         patience = self.patience if self.patience is not None else method.patience
         return replace(self, **sizes, method_args=params, patience=patience)
 

@@ -18,14 +18,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lm_eval_abo import results as lm_results
-from lm_eval_abo import store
+from lm_eval_abo import stats, store
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import write_text_atomic
+from lm_eval_abo.markdown import fmt, table
 from lm_eval_abo.report import cost_text
 
 PLOTS_MISSING = "plots need matplotlib: pip install 'lm-eval-abo[plots]'"
-COLUMNS = ("task", "model", "method", "metric", "score", "stderr", "n", "optimizer_calls", "tokens", "cost_usd",
-           "optimize_seconds", "eval_seconds", "dev_by_round", "results_file", "artifact")
+COLUMNS = ("task", "model", "method", "metric", "score", "stderr", "n", "baseline", "difference", "ci_low", "ci_high",
+           "optimizer_calls", "tokens", "cost_usd", "optimize_seconds", "eval_seconds", "dev_by_round", "results_file", "artifact")
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Row:
     result: lm_results.TaskResult
     artifact: store.Artifact | None = None
     artifact_path: Path | None = None
+    against_baseline: dict = field(default_factory=dict)  # baseline score, paired difference and interval
 
     @property
     def metric(self) -> str:
@@ -58,7 +60,10 @@ class Row:
         value, stderr = self.score
         return {
             "task": self.result.task, "model": self.result.model, "method": self.result.method, "metric": self.metric,
-            "score": value, "stderr": stderr, "n": self.result.n, "optimizer_calls": self.usage.get("calls"),
+            "score": value, "stderr": stderr, "n": self.result.n, "baseline": self.against_baseline.get("baseline"),
+            "difference": self.against_baseline.get("difference"),
+            "ci_low": (self.against_baseline.get("interval") or [None, None])[0],
+            "ci_high": (self.against_baseline.get("interval") or [None, None])[1], "optimizer_calls": self.usage.get("calls"),
             "tokens": self.tokens, "cost_usd": self.usage.get("cost_usd") if self.usage.get("cost_known", True) else None,
             "optimize_seconds": (self.artifact.usage.get("seconds") if self.artifact else None),
             "eval_seconds": self.result.eval_seconds, "dev_by_round": ";".join(f"{v:.4f}" for v in self.dev_by_round),
@@ -99,7 +104,7 @@ def find_artifact(result: lm_results.TaskResult, index) -> tuple[Path | None, st
     """The artifact a result was evaluated with: its recorded source path (relative to where the run
     started, so tried against the results file's parent directories), else one with the same prompt."""
     sha, source = result.abo.get("prompt_sha256"), result.abo.get("source")
-    if not sha or not source or source in ("inline", "default"):  # the task's default prompt has no artifact
+    if not sha or not source or source in ("inline", "default", "baseline"):  # a task's own prompt has no artifact
         return None, None
     path = Path(source)
     for candidate in [path] if path.is_absolute() else [Path.cwd() / path, *(p / path for p in result.file.parents)]:
@@ -113,25 +118,45 @@ def find_artifact(result: lm_results.TaskResult, index) -> tuple[Path | None, st
     return None, None
 
 
+def against_baseline(row: Row, baseline: Row | None) -> dict:
+    """The row's prompt against the baseline on the same test examples: from both sides' per-sample logs
+    where they exist, else as the optimize run that made the artifact compared them."""
+    if baseline is not None and baseline is not row:
+        metric = row.metric
+        a, b = baseline.result.per_example(metric), row.result.per_example(metric)
+        if len(a.keys() & b.keys()) >= 2:
+            c = stats.compare(a, b, {k: v >= 1 for k, v in a.items()}, {k: v >= 1 for k, v in b.items()})
+            return {"baseline": c.baseline, "difference": c.difference, "interval": list(c.interval), "n": c.n}
+    scores = row.artifact.scores if row.artifact else {}
+    if "test_comparison" in scores:
+        c = scores["test_comparison"]
+        return {"baseline": scores["baseline_test"]["value"], "difference": c["difference"], "interval": c["interval"], "n": c["n"]}
+    return {}
+
+
 def collect(paths, artifact_dirs=()) -> list[Row]:
     found = lm_results.read_all(paths)
     index = artifact_index([(p, "best.yaml") for p in paths if Path(p).is_dir()] + [(d, "*.yaml") for d in artifact_dirs])
     newest = lm_results.latest(found, key=lambda r: (r.task, r.model, r.method))
     rows = [Row(r, *reversed(find_artifact(r, index))) for r in newest.values()]
+    baselines = {(r.result.task, r.result.model): r for r in rows if r.result.method == "baseline"}
+    for row in rows:
+        if row.result.method != "baseline":
+            row.against_baseline = against_baseline(row, baselines.get((row.result.task, row.result.model)))
     return sorted(rows, key=lambda row: (row.result.task, row.result.model, -(row.score[0] or 0.0), row.result.method))
 
 
 # --- tables -------------------------------------------------------------------------------------
 
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None or value == "":
-        return "-"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 def _cost(row: Row) -> str:
     return cost_text(row.usage) if row.usage else "-"
+
+
+def _difference(r: dict) -> str:
+    if r["difference"] is None:
+        return "-"
+    return f"{r['difference']:+.3f} ({r['ci_low']:+.3f} to {r['ci_high']:+.3f})"
 
 
 def table_rows(rows: list[Row]) -> list[list[str]]:
@@ -139,12 +164,14 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
     for row in rows:
         value, stderr = row.score
         r = row.record()
-        out.append([r["task"], r["model"], r["method"], f"{_fmt(value)} ± {_fmt(stderr)}", _fmt(r["n"]), _fmt(r["optimizer_calls"]),
-                    _fmt(r["tokens"]), _cost(row), _fmt(r["optimize_seconds"], 1), _fmt(r["eval_seconds"], 1)])
+        out.append([r["task"], r["model"], r["method"], f"{fmt(value)} ± {fmt(stderr)}", fmt(r["n"]), fmt(r["baseline"]),
+                    _difference(r), fmt(r["optimizer_calls"]), fmt(r["tokens"]), _cost(row), fmt(r["optimize_seconds"], 1),
+                    fmt(r["eval_seconds"], 1)])
     return out
 
 
-HEADER = ["task", "model", "method", "score ± stderr", "n", "optimizer calls", "tokens", "cost", "optimize s", "eval s"]
+HEADER = ["task", "model", "method", "score ± stderr", "n", "baseline", "vs baseline (95% CI)", "optimizer calls", "tokens",
+          "cost", "optimize s", "eval s"]
 
 
 def pivot(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
@@ -152,21 +179,18 @@ def pivot(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     tasks = sorted({r.result.task for r in rows})
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for row in rows:
-        cells.setdefault((row.result.method, row.result.model), {})[row.result.task] = _fmt(row.score[0])
+        cells.setdefault((row.result.method, row.result.model), {})[row.result.task] = fmt(row.score[0])
     header = ["method", "model", *tasks]
     return header, [[m, model, *(cells[(m, model)].get(t, "-") for t in tasks)] for (m, model) in sorted(cells)]
 
 
 def markdown(rows: list[Row]) -> str:
-    def table(header, body):
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|"]
-        return lines + ["| " + " | ".join(cells) + " |" for cells in body]
-
     metrics = ", ".join(sorted({f"{r.result.task}: {r.metric}" for r in rows}))
     p_header, p_body = pivot(rows)
     return "\n".join([
-        "## Leaderboard", "", f"Scores on each results file's examples (metrics: {metrics}).", "",
-        *table(HEADER, table_rows(rows)), "", "### Method x task", "", *table(p_header, p_body),
+        "## Leaderboard", "", f"Scores on each results file's examples (metrics: {metrics}); beside each optimized prompt, "
+        "the baseline on the same examples and the paired difference with its 95% interval.", "",
+        *table(HEADER, table_rows(rows), left=3), "", "### Method x task", "", *table(p_header, p_body, left=2),
     ])
 
 

@@ -136,7 +136,7 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
 
     out(report.round_header())
     search = Search(METHODS[config.method], session.context(), config.beam, session.dev_indices, config.minibatch,
-                    config.patience)
+                    config.patience, config.accept, config.alpha, config.selection)
     try:
         state = search.run(config.rounds, state, checkpoint, announce)
     except TargetFailed as e:

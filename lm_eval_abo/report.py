@@ -43,8 +43,10 @@ def round_header() -> str:
 
 def round_row(record: dict) -> str:
     opt = record["optimizer"]
+    best = record["best"]
     return row([
-        record["round"], len(record["candidates"]), fmt(record["best"]["dev"]), fmt(record["mean_dev"]),
+        record["round"], len(record["candidates"]), fmt(best["dev"]) + (" (noise)" if best.get("within_noise") else ""),
+        fmt(record["mean_dev"]),
         opt["calls"], opt["prompt_tokens"] + opt["completion_tokens"], cost_text(opt),
         record["target_requests"], record["seconds"], record.get("optimizer_seconds", "-"), record.get("target_seconds", "-"),
     ])
@@ -82,6 +84,11 @@ def _rendered(prompt) -> str:
 def _diff(before, after) -> str:
     lines = difflib.unified_diff(_rendered(before).splitlines(), _rendered(after).splitlines(), "previous best", "new best", lineterm="")
     return "\n".join(lines)
+
+
+def _noise(best: dict) -> str:
+    """A new best's gain over the previous one, when a paired test cannot tell it from noise."""
+    return f", a gain within noise (paired p = {best['gain_p']:.3g})" if best.get("within_noise") else ""
 
 
 def _doc_text(doc: dict) -> str:
@@ -130,7 +137,8 @@ def run_report(config, state, dev_docs: list[dict], bridge, final=None, test_doc
         out += [
             f"## Round {record['round']}",
             "",
-            f"Best dev {fmt(record['best']['dev'])} (± {fmt(record['best']['stderr'])}, n={record['best']['n']}); "
+            f"Best dev {fmt(record['best']['dev'])} (± {fmt(record['best']['stderr'])}, n={record['best']['n']})"
+            f"{_noise(record['best'])}; "
             f"optimizer {opt['calls']} calls ({opt['cache_hits']} cached), "
             f"{opt['prompt_tokens'] + opt['completion_tokens']} tokens, {cost_text(opt)}; "
             f"target {record['target_requests']} requests; {record['seconds']} s{_phases(record)}.",

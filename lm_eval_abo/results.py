@@ -8,11 +8,12 @@ source artifact, method, hashes).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import read_json
+from lm_eval_abo.files import read_json, read_text
 
 NOT_METRICS = {"alias", "name", "sample_len", " ", ""}
 
@@ -28,6 +29,20 @@ class TaskResult:
     file: Path = Path()
     date: float = 0.0
     eval_seconds: float | None = None
+    samples_file: Path | None = None  # lm-eval's per-example log of this task (--log_samples), if written
+
+    def per_example(self, metric: str) -> dict[str, float]:
+        """The metric's value per example (keyed by lm-eval's hash of the document), from the samples log;
+        empty without one or for a metric it does not hold per example."""
+        if self.samples_file is None:
+            return {}
+        name, _, filter_name = metric.partition(",")
+        values = {}
+        for line in read_text(self.samples_file).splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("filter") == filter_name and number(row.get(name)) is not None:
+                values[row.get("doc_hash") or str(row.get("doc_id"))] = number(row[name])
+        return values
 
     @property
     def primary(self) -> str:
@@ -95,12 +110,14 @@ def read(path: Path) -> list[TaskResult]:
         if not metrics:
             continue
         samples = (data.get("n-samples") or {}).get(task) or {}
+        logged = path.with_name(f"samples_{task}_{path.stem.removeprefix('results_')}.jsonl")
         config = (data.get("configs") or {}).get(task) or {}
         out.append(TaskResult(
             task=task, metrics=metrics, higher_is_better=(data.get("higher_is_better") or {}).get(task) or {},
             n=samples.get("effective"), model=model_label(data), abo=(config.get("metadata") or {}).get("abo") or {},
             file=path, date=number(data.get("date")) or path.stat().st_mtime,
             eval_seconds=number(data.get("total_evaluation_time_seconds")),
+            samples_file=logged if logged.is_file() else None,
         ))
     return out
 

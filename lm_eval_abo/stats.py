@@ -85,3 +85,12 @@ def compare(a: dict[int, float], b: dict[int, float], correct_a: dict[int, bool]
         difference=(sum(ys) - sum(xs)) / n if n else math.nan, interval=paired_interval(xs, ys, seed),
         mcnemar_p=mcnemar_exact(len(broken), len(fixed)) if is_binary(xs + ys) else None, fixed=fixed, broken=broken,
     )
+
+
+def sign_test(a: list[float], b: list[float]) -> float:
+    """One-sided exact sign test that b is better than a on paired examples (ties dropped); for 0/1
+    metrics it is the exact one-sided McNemar test."""
+    wins = sum(y > x for x, y in zip(a, b))
+    losses = sum(y < x for x, y in zip(a, b))
+    n = wins + losses
+    return sum(math.comb(n, i) for i in range(wins, n + 1)) / 2**n if n else 1.0

@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from lm_eval_abo import evaluation, store
+from lm_eval_abo import evaluation, stats, store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.files import write_json, write_text_atomic
 from lm_eval_abo.markdown import fmt, table
@@ -51,13 +51,18 @@ def _cumulative(trace: list[dict], upto: int) -> tuple[dict, float]:
 def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
     folder = Path(config.output) / config.task / "paper-table"
     session = open_session(config.resolved(), lm)
-    rows = []
+    rows, baseline = [], []
 
     def evaluate(name: str, prompt, method: str, usage=None, seconds=0.0, detail="") -> None:
         path = store.save(store.Artifact(task=config.task, method=method, prompt=prompt), folder / f"{name}.yaml")
         provenance = {"task": config.task, "method": method, "source": str(path), "prompt_sha256": prompt.sha256()}
         test = evaluation.evaluate(session, prompt, folder / "results" / name, provenance)
-        rows.append(_row(config.task, name, test, usage, seconds + test.seconds, detail))
+        row = _row(config.task, name, test, usage, seconds + test.seconds, detail)
+        if baseline:  # every prompt against the first row's on the same test examples
+            c = stats.compare(baseline[0].per_doc, test.per_doc, baseline[0].correct, test.correct, config.seed)
+            row.update(vs_baseline=c.difference, ci=list(c.interval), mcnemar_p=c.mcnemar_p)
+        baseline.append(test)
+        rows.append(row)
         out(f"{config.task}: {name}: {test.score['value']:.3f} (n={test.score['n']})")
 
     default = session.bridge.default_prompt
@@ -104,11 +109,19 @@ def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHOD
     return result
 
 
+def _versus(r: dict) -> str:
+    if "vs_baseline" not in r:
+        return "-"
+    return f"{r['vs_baseline']:+.3f} ({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f})"
+
+
 def table_markdown(result: dict) -> str:
-    header = ["task", "prompt", "score", "± stderr", "n", "optimizer calls", "tokens", "cost", "seconds", "detail"]
-    body = [[r["task"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], r["optimizer_calls"], r["tokens"], cost_text(r),
-             r["seconds"], r["detail"]] for r in result["rows"]]
+    header = ["task", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI)", "optimizer calls", "tokens", "cost",
+              "seconds", "detail"]
+    body = [[r["task"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], _versus(r), r["optimizer_calls"], r["tokens"],
+             cost_text(r), r["seconds"], r["detail"]] for r in result["rows"]]
     return "\n".join([
-        f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`; test split, each prompt evaluated once by lm-eval.",
+        f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`; test split, each prompt evaluated once by "
+        "lm-eval on the same examples, and compared with the zero-shot CoT prompt example by example (paired bootstrap).",
         "", *table(header, body, left=2),
     ])

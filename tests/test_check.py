@@ -83,3 +83,26 @@ def test_check_on_real_results(real_results):
     new_score = results_file(root / "runs")["results"][TASK]["exact_match,answer"]
     row = next(line for line in proc.stdout.splitlines() if line.startswith(f"| {TASK} |"))
     assert f"{new_score - base_score:+.4f}" in row and ("❌ regression" in row) == (new_score < base_score)
+
+
+def write_samples(results_path, task: str, values: list[float]):
+    """lm-eval's per-sample log beside a results file: one row per document, as --log_samples writes it."""
+    stem = results_path.stem.removeprefix("results_")
+    rows = [{"doc_id": i, "doc_hash": f"h{i}", "filter": "answer", "exact_match": v} for i, v in enumerate(values)]
+    results_path.with_name(f"samples_{task}_{stem}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_paired_gates_on_a_significant_drop_over_the_same_examples(tmp_path):
+    base = write_results(tmp_path / "b" / "results_1.json", {TASK: (0.6, 0.09)}, n=30)
+    write_samples(base, TASK, [1.0] * 18 + [0.0] * 12)
+    noisy = write_results(tmp_path / "n" / "results_1.json", {TASK: (0.5667, 0.09)}, n=30)  # 3 broken, 2 fixed
+    write_samples(noisy, TASK, [0.0] * 3 + [1.0] * 15 + [1.0] * 2 + [0.0] * 10)
+    real = write_results(tmp_path / "r" / "results_1.json", {TASK: (0.4, 0.09)}, n=30)  # 6 broken, none fixed
+    write_samples(real, TASK, [0.0] * 6 + [1.0] * 12 + [0.0] * 12)
+    assert check(noisy, base).regressed, "without --paired, the drop of 0.033 alone fails"
+    outcome = check(noisy, base, paired=True)
+    assert not outcome.regressed and "paired, n=30" in outcome.markdown
+    assert check(real, base, paired=True).regressed
+    unlogged = write_results(tmp_path / "u" / "results_1.json", {TASK: (0.5667, 0.09)}, n=30)
+    fallback = check(unlogged, base, paired=True)
+    assert fallback.regressed and "| drop |" in fallback.markdown, "no samples: --max-drop alone decides"

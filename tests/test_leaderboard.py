@@ -34,6 +34,10 @@ def test_leaderboard_joins_results_to_artifacts(real_results, tmp_path):
     assert float(ape["optimize_seconds"]) == artifact.usage["seconds"]
     assert ape["dev_by_round"] == ";".join(f"{r['best']['dev']:.4f}" for r in artifact.trace) and ape["dev_by_round"].count(";") == 1
     assert float(ape["score"]) == artifact.scores["test"]["value"]
+    assert float(ape["baseline"]) == artifact.scores["baseline_test"]["value"], "the baseline on the same test examples"
+    assert float(ape["difference"]) == pytest.approx(artifact.scores["test_comparison"]["difference"])
+    assert float(ape["ci_low"]) <= float(ape["difference"]) <= float(ape["ci_high"])
+    assert "vs baseline (95% CI)" in proc.stdout
     baseline = results_file(root / "baseline")
     for row in rows:
         if row["method"] == "baseline":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from lm_eval_abo.llm import BudgetExhausted, Usage
+from lm_eval_abo.optimizers import selection
 from lm_eval_abo.optimizers.base import Candidate, Context, Method, Node
 from lm_eval_abo.prompt import Prompt
 
@@ -105,10 +106,12 @@ class RoundStart:
 
 
 class Search:
-    def __init__(self, method: Method, ctx: Context, beam_size: int, dev_indices: list[int], minibatch: int, patience: int | None):
+    def __init__(self, method: Method, ctx: Context, beam_size: int, dev_indices: list[int], minibatch: int,
+                 patience: int | None, accept: str = "score", alpha: float = 0.05, selection: str = "full"):
         self.method, self.ctx = method, ctx
         self.beam_size, self.dev_indices = beam_size, dev_indices
         self.minibatch, self.patience = minibatch, patience
+        self.accept, self.alpha, self.selection = accept, alpha, selection
 
     def _score_new(self, state: SearchState, candidates: list[Candidate], round_no: int) -> list[Node]:
         known = {n.key for n in state.nodes}
@@ -117,21 +120,35 @@ class Search:
             empty = not (c.prompt.instruction.strip() or c.prompt.procedure) and c.origin != "baseline"
             if c.key not in known and c.key not in fresh and not empty:
                 fresh[c.key] = c
-        scores = self.ctx.bridge.score([c.prompt for c in fresh.values()], "dev", self.dev_indices)
-        nodes = [
-            Node(c, round_no, s.value, s.stderr, s.n, {x.index: x.score for x in s.samples})
-            for c, s in zip(fresh.values(), scores)
-        ]
+        bridge, chosen = self.ctx.bridge, list(fresh.values())
+
+        def score(group: list[Candidate], indices: list[int]):
+            return bridge.score([c.prompt for c in group], "dev", indices)
+
+        if self.selection == "racing":
+            scores = selection.race(chosen, score, self.dev_indices, self.beam_size, bridge.higher_is_better)
+        else:
+            scores = dict(enumerate(score(chosen, self.dev_indices)))
+        nodes = []
+        for i, c in enumerate(chosen):
+            s = scores[i]
+            if s.n < len(self.dev_indices):
+                c.notes["raced_out"] = f"after {s.n} of {len(self.dev_indices)} dev examples"
+            nodes.append(Node(c, round_no, s.value, s.stderr, s.n, {x.index: x.score for x in s.samples}))
         state.nodes.extend(nodes)
         return nodes
 
-    def _select(self, state: SearchState, pool: list[Node]) -> None:
+    def _select(self, state: SearchState, pool: list[Node], incumbent: Node | None) -> None:
+        """The beam: the best fully scored prompts, the incumbent best first unless displaced by the rule."""
         sign = 1 if self.ctx.bridge.higher_is_better else -1
+        complete = [n for n in pool if n.dev_n == len(self.dev_indices)]
         # a stable sort keeps the earlier (incumbent) node first on ties
-        ranked = sorted(pool, key=lambda n: -sign * n.dev)
+        ranked = selection.accept(sorted(complete, key=lambda n: -sign * n.dev), incumbent, self.accept, self.alpha,
+                                  self.ctx.bridge.higher_is_better)
         state.beam = [n.key for n in ranked[: self.beam_size]]
 
-    def _record(self, state: SearchState, round_no: int, new: list[Node], previous_best: Node | None, start: RoundStart) -> dict:
+    def _record(self, state: SearchState, round_no: int, new: list[Node], incumbent: Node | None, start: RoundStart) -> dict:
+        """The round as the trace keeps it (`incumbent`: the best before the round; in round 0 the baseline)."""
         best = state.best
         seconds = time.time() - start.time
         target_seconds = self.ctx.bridge.target_seconds - start.target_seconds
@@ -142,15 +159,24 @@ class Search:
                  "dev": n.dev, **({"notes": n.candidate.notes} if n.candidate.notes else {})}
                 for n in new
             ],
-            "best": {"key": best.key, "dev": best.dev, "stderr": best.dev_stderr, "n": best.dev_n},
+            "best": {"key": best.key, "dev": best.dev, "stderr": best.dev_stderr, "n": best.dev_n,
+                     **self._gain(incumbent, best)},
             "mean_dev": sum(n.dev for n in new) / len(new) if new else None,
-            "flips": flips(previous_best, best) if previous_best else {"fixed": [], "broken": []},
+            "flips": flips(incumbent, best) if incumbent else {"fixed": [], "broken": []},
             "optimizer": self.ctx.llm.usage.minus(start.usage).to_dict(),
             "target_requests": self.ctx.bridge.target_requests - start.target_requests,
             "seconds": round(seconds, 1),
             "target_seconds": round(target_seconds, 1),
             "optimizer_seconds": round(seconds - target_seconds, 1),
         }
+
+    def _gain(self, previous: Node | None, best: Node) -> dict:
+        """A new best's dev gain over the one it displaced: its paired p-value, and whether that is within
+        noise at the run's alpha (the report marks those)."""
+        if previous is None or previous.key == best.key:
+            return {}
+        p = selection.gain_p(previous.dev_per_example, best.dev_per_example, self.ctx.bridge.higher_is_better)
+        return {"gain_p": round(p, 6), "within_noise": p > self.alpha}
 
     def run(self, rounds: int, state: SearchState | None, checkpoint, announce) -> SearchState:
         """Rounds up to `rounds` (round 0 scores the baseline and the initial candidates), resuming
@@ -180,11 +206,12 @@ class Search:
                     break
                 new = self._score_new(state, candidates, round_no)
                 bar.update(1)
-            self._select(state, ([state.node(k) for k in state.beam] if state.beam else []) + new)
+            incumbent = previous_best or next((n for n in new if n.candidate.origin == "baseline"), None)
+            self._select(state, ([state.node(k) for k in state.beam] if state.beam else []) + new, incumbent)
             state.round = round_no
             state.templates = sorted(ctx.templates)
             state.target_requests = ctx.bridge.target_requests + target_offset
-            record = self._record(state, round_no, new, previous_best, start)
+            record = self._record(state, round_no, new, incumbent, start)
             state.trace.append(record)
             if not state.stopped and self._stalled(state):
                 state.stopped = self._stall_reason()

@@ -1,0 +1,127 @@
+"""Paired statistics against known values and simulated data; racing and paired acceptance in the search
+loop on a rule-based target (scored through lm-eval)."""
+
+import random
+
+import pytest
+from conftest import ScriptedLLM, make_bridge, rule_lm
+from scipy.stats import binomtest
+
+from lm_eval_abo import stats
+from lm_eval_abo.optimizers.base import Context
+from lm_eval_abo.optimizers.instructions import InstructionMethod, initial_candidates
+from lm_eval_abo.optimizers.search import Search
+from lm_eval_abo.optimizers.selection import slices
+
+
+def test_mcnemar_exact_on_a_hand_made_table():
+    # 20 examples: 8 right under both, 1 right under a only, 9 right under b only, 2 wrong under both
+    assert stats.mcnemar_exact(1, 9) == pytest.approx(22 / 1024) == pytest.approx(binomtest(9, 10, 0.5).pvalue)
+    assert stats.mcnemar_exact(9, 1) == stats.mcnemar_exact(1, 9)
+    assert stats.mcnemar_exact(0, 0) == 1.0 and stats.mcnemar_exact(3, 3) == 1.0
+    assert stats.mcnemar_exact(0, 5) == pytest.approx(2 / 32)
+
+
+def test_the_sign_test_is_the_one_sided_mcnemar_test_for_0_1_metrics():
+    a = [1] * 8 + [1] + [0] * 9 + [0, 0]
+    b = [1] * 8 + [0] + [1] * 9 + [0, 0]
+    assert stats.sign_test(a, b) == pytest.approx(binomtest(9, 10, 0.5, alternative="greater").pvalue)
+    assert stats.sign_test(b, a) == pytest.approx(binomtest(1, 10, 0.5, alternative="greater").pvalue)
+
+
+def test_the_paired_bootstrap_interval_covers_the_true_difference_95_percent_of_the_time():
+    rng = random.Random(0)
+    true_difference, covered, trials = 0.1, 0, 300
+    for trial in range(trials):
+        a, b = [], []
+        for _ in range(120):  # paired 0/1 outcomes: b fixes some of a's errors and breaks a few of its successes
+            x = rng.random() < 0.5
+            y = (rng.random() < 0.25) if not x else (rng.random() > 0.05)
+            a.append(float(x))
+            b.append(float(y))
+        # the true difference of these draws: P(y) - P(x) = 0.5*0.25 + 0.5*0.95 - 0.5 = 0.1
+        lo, hi = stats.paired_interval(a, b, seed=trial, iterations=2000)
+        covered += lo <= true_difference <= hi
+    assert 0.91 <= covered / trials <= 0.98, covered / trials
+
+
+def test_compare_reports_fixed_broken_and_a_verdict():
+    a = {i: 0.0 for i in range(30)} | {i: 1.0 for i in range(10)}
+    b = {i: 0.0 for i in range(30)} | {i: 1.0 for i in range(2, 25)}
+    correct = lambda d: {i: v >= 1 for i, v in d.items()}  # noqa: E731
+    c = stats.compare(a, b, correct(a), correct(b))
+    assert c.fixed == list(range(10, 25)) and c.broken == [0, 1] and c.n == 30
+    assert c.difference == pytest.approx(13 / 30) and c.mcnemar_p == pytest.approx(stats.mcnemar_exact(2, 15))
+    assert c.significant and c.verdict().startswith("+0.433 (95% CI +") and "better than the baseline" in c.verdict()
+    same = stats.compare(a, a, correct(a), correct(a))
+    assert not same.significant and same.verdict().startswith("no difference from the baseline that the test set can show (n=30")
+
+
+def test_race_slices_grow_to_the_whole_dev_split():
+    assert slices(10) == [4, 8, 10] and slices(50) == [13, 26, 50] and slices(3) == [3] and slices(4) == [4]
+
+
+def plain_or_magic(messages):
+    """Initial instructions: every third one says the magic word (the target then gets everything right)."""
+    plain_or_magic.n = getattr(plain_or_magic, "n", 0) + 1
+    return f"<prompt>Say the magic word, take {plain_or_magic.n}.</prompt>" if plain_or_magic.n % 3 == 0 else \
+        f"<prompt>Count the items, take {plain_or_magic.n}.</prompt>"
+
+
+class Initial(InstructionMethod):
+    """Round 0 only: `count` LLM-written initial instructions, whatever the beam."""
+
+    name, defaults = "initial", {}
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def initial(self, ctx, beam):
+        return initial_candidates(ctx, self.count)
+
+
+def search(count: int, beam: int, dev: int, **rules):
+    plain_or_magic.n = 0
+    bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=dev)
+    ctx = Context(llm=ScriptedLLM(plain_or_magic), bridge=bridge, params={}, seed=1, train_pool=list(range(8)))
+    state = Search(Initial(count), ctx, beam, list(range(dev)), minibatch=4, patience=None, **rules).run(
+        0, None, lambda s, r: None, lambda r: None)
+    return state, bridge.target_requests
+
+
+def test_racing_drops_the_dominated_candidates_and_scores_the_survivors_on_all_of_dev():
+    full, full_requests = search(6, beam=2, dev=12, selection="full")
+    raced, race_requests = search(6, beam=2, dev=12, selection="racing")
+    assert race_requests < full_requests == 7 * 12
+    raced_out = [n for n in raced.nodes if "raced_out" in n.candidate.notes]
+    assert raced_out and all(n.dev == 0.0 and n.dev_n < 12 for n in raced_out), "only the plain prompts lose"
+    assert all(raced.node(k).dev_n == 12 for k in raced.beam), "the beam rests on all of dev"
+    assert raced.best.prompt.instruction == full.best.prompt.instruction and "magic" in raced.best.prompt.instruction
+
+
+def test_paired_acceptance_keeps_the_incumbent_unless_the_gain_is_significant():
+    from lm_eval_abo.optimizers import selection
+    from lm_eval_abo.optimizers.base import Candidate, Node
+    from lm_eval_abo.prompt import Prompt
+
+    def node(name, per):
+        return Node(Candidate(Prompt(instruction=name), "x"), 0, sum(per) / len(per), None, len(per), dict(enumerate(per)))
+
+    incumbent = node("old", [1, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    slight = node("slight", [1, 1, 1, 0, 0, 0, 0, 0, 0, 0])  # 2 fixed, 0 broken: p = 0.25
+    clear = node("clear", [1, 1, 1, 1, 1, 1, 0, 0, 0, 0])  # 5 fixed, 0 broken: p = 1/32
+    assert selection.accept([slight, incumbent], incumbent, "paired", 0.05, True)[0] is incumbent
+    assert selection.accept([slight, incumbent], incumbent, "score", 0.05, True)[0] is slight
+    assert selection.accept([clear, incumbent], incumbent, "paired", 0.05, True)[0] is clear
+    assert selection.gain_p(incumbent.dev_per_example, slight.dev_per_example, True) == pytest.approx(0.25)
+
+
+def test_the_round_record_marks_a_best_whose_gain_is_within_noise():
+    scored, _ = search(3, beam=2, dev=4, accept="score")
+    best = scored.trace[0]["best"]
+    # the magic prompt fixes all 4 dev examples of the baseline: p = 1/16 > 0.05, kept by `score`, marked as noise
+    assert "magic" in scored.best.prompt.instruction and best["gain_p"] == pytest.approx(1 / 16) and best["within_noise"]
+    kept, _ = search(3, beam=2, dev=4, accept="paired")
+    assert kept.best.candidate.origin == "baseline", "the paired rule keeps the baseline: 4 of 4 is not enough"
+    significant, _ = search(3, beam=2, dev=6, accept="paired")
+    assert "magic" in significant.best.prompt.instruction, "6 of 6 is: p = 1/64"
