@@ -157,10 +157,11 @@ def finish(config: OptimizeConfig, session: Session, state: SearchState, run: Ru
     store.save(final, run.artifact)  # the prompt stands before the test evaluation, also after a resume
     provenance = provenance_of(final, run.artifact, session.n_test)
     try:
-        tested = evaluation.evaluate(session, best.prompt, run.results / "best", provenance)
-        untouched = tested if best.key == baseline.key else evaluation.evaluate(
+        untouched = None if best.key == baseline.key else evaluation.evaluate(  # first: the newest results are the best's
             session, baseline.prompt, run.results / "baseline",
             {**provenance, "method": "baseline", "source": "baseline", "prompt_sha256": baseline.prompt.sha256()})
+        tested = evaluation.evaluate(session, best.prompt, run.results / "best", provenance)
+        untouched = untouched or tested
     except TargetFailed as e:
         raise AboError(f"{e} during the test evaluation; {run.saved_rounds()}") from e
     comparison = stats.compare(untouched.per_doc, tested.per_doc, untouched.correct, tested.correct, config.seed)
