@@ -167,6 +167,10 @@ class OptimizeConfig(HarnessSettings):
     selection: str = flag("how a round's candidates are scored on dev: full (each on all of it) or racing (growing "
                           "slices; the better half goes on; the survivors get all of dev)", default="full", resume=True,
                           commands=("optimize", "paper-table"))
+    sampling_temperature: float = flag("temperature of the optimizer's sampling calls: initial instructions, paraphrases, "
+                                       "edits, OPRO's and PromptAgent's new prompts (default 1.0); reflections, ABO's "
+                                       "calls and all scoring stay deterministic", default=1.0, resume=True,
+                                       commands=("optimize", "diagnose", "paper-table"))
     metric: str | None = flag("the task metric to optimize, as `metric` or `metric,filter` (default: the task's first "
                               "metric under its first filter)", default=None, resume=True)
     answer_format: str | None = flag("how an answer must end so the task's filter finds it, told to the optimizer (default: "

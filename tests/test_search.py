@@ -78,10 +78,10 @@ def test_malformed_replies_are_retried_then_dropped_and_the_run_goes_on(caplog):
 def test_budget_exhaustion_keeps_the_last_completed_round():
     ctx, llm = context(improving_reply, gradients=1, paraphrases=1)
 
-    def limited(requests, desc=""):
+    def limited(requests, desc="", temperature=None):
         if llm.usage.calls >= 2:
             raise BudgetExhausted("optimizer call budget of 2 reached")
-        return ScriptedLLM.complete_many(llm, requests, desc)
+        return ScriptedLLM.complete_many(llm, requests, desc, temperature)
 
     llm.complete_many = limited
     checkpoints = []
@@ -92,7 +92,7 @@ def test_budget_exhaustion_keeps_the_last_completed_round():
 
 def test_budget_exhausted_in_round_zero_still_scores_the_baseline():
     ctx, llm = context(improving_reply)
-    llm.complete_many = lambda requests, desc="": (_ for _ in ()).throw(BudgetExhausted("no budget"))
+    llm.complete_many = lambda requests, desc="", temperature=None: (_ for _ in ()).throw(BudgetExhausted("no budget"))
     state = run(ctx, rounds=2)
     assert state.round == 0 and [n.candidate.origin for n in state.nodes] == ["baseline"]
 

@@ -191,6 +191,7 @@ class Search:
             state.stopped = self._stall_reason()
             return state
         for round_no in range(state.round + 1, rounds + 1):
+            ctx.round = round_no
             start = RoundStart.of(ctx)
             previous_best = state.best if state.beam else None
             with tqdm(total=3, desc=f"round {round_no}/{rounds}", leave=False) as bar:
