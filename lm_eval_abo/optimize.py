@@ -82,7 +82,7 @@ def settings_of(config: OptimizeConfig, session: Session) -> dict:
         "rounds": config.rounds, "beam": config.beam, "minibatch": config.minibatch, "method_args": config.method_args,
         "seed": config.seed, "train_limit": config.train_limit, "dev_limit": config.dev_limit,
         "test_limit": config.test_limit, "accept": config.accept, "alpha": config.alpha, "selection": config.selection,
-        "sampling_temperature": config.sampling_temperature, **config.harness().recorded(),
+        "no_copy": config.no_copy, "sampling_temperature": config.sampling_temperature, **config.harness().recorded(),
         "metric": session.bridge.metric_key, "answer_format": session.bridge.answer_format,
     }
 
@@ -144,7 +144,7 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
     ctx = session.context()
     ctx.record_call = lambda call: append_line(run.calls_file(call["round"]), json.dumps(call, ensure_ascii=False))
     search = Search(METHODS[config.method], ctx, config.beam, session.dev_indices, config.minibatch,
-                    config.patience, config.accept, config.alpha, config.selection)
+                    config.patience, config.accept, config.alpha, config.selection, bool(config.no_copy))
     try:
         state = search.run(config.rounds, state, checkpoint, announce)
     except TargetFailed as e:

@@ -132,9 +132,10 @@ def test_every_method_runs_a_round_on_the_scripted_optimizer(name):
         text = messages[0]["content"]
         if "<procedure>" in text:
             return f"<procedure>1. List the items.\n2. Add the counts, version {len(calls)}.\n3. Say the answer.</procedure>"
-        if "<solution>" in text:
+        if "<solution>" in text:  # works through every step shown
             target = re.search(r"correct final answer is (\d+)", text)
-            return f"<solution>Step 1: count.\nSo the answer is {target.group(1) if target else 0}.</solution>"
+            steps = "\n".join(f"Step {i}: count." for i in range(1, len(re.findall(r"^\d+\. ", text, flags=re.M)) + 1))
+            return f"<solution>{steps}\nSo the answer is {target.group(1) if target else 0}.</solution>"
         if "<steps>" in text:
             return f"<steps>1. Check the items again, version {len(calls)}.</steps>"
         if "<step>" in text:

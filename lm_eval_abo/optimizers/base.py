@@ -68,6 +68,7 @@ class Context:
     sampling_temperature: float | None = None  # of the calls that sample (see `ask`); None: the optimizer's own
     templates: set[str] = field(default_factory=set)  # meta-prompts rendered so far, includes too
     round: int = 0  # the round the calls belong to (the search sets it)
+    dropped: list[dict] = field(default_factory=list)  # candidates dropped this round before scoring, and why
     record_call: Callable[[dict], None] | None = None  # receives every call: meta-prompt, reply, seed, temperature
 
     @property
@@ -79,6 +80,10 @@ class Context:
         """The prompt new instructions are written into: the baseline, with the answer format the task needs."""
         base = self.bridge.default_prompt
         return base if base.answer_format else replace(base, answer_format=self.bridge.answer_format)
+
+    def drop(self, candidate: Candidate, reason: str) -> None:
+        """Leave a candidate out of the round (the round's record lists it with the reason)."""
+        self.dropped.append({"key": candidate.key[:12], "origin": candidate.origin, "reason": reason})
 
     def rewritable(self, prompt: Prompt) -> Prompt:
         """The prompt an instruction method rewrites. A task as written (the baseline of a task that is not
@@ -163,6 +168,7 @@ class Method(Protocol):
     name: str
     defaults: dict  # method parameters, documented in the README
     paper: dict  # what `--preset paper` changes: the values the method's source publishes
+    choices: dict[str, tuple[str, ...]]  # the values of each text parameter (the others are whole numbers)
     uses_errors: bool  # whether later rounds read the beam's train errors (which cost target requests)
     patience: int | None  # the method's own early stop (rounds without dev improvement), None: never
     needs_generation: bool  # whether it needs the target's generated text (not a multiple-choice task)

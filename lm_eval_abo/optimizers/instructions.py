@@ -45,6 +45,7 @@ class InstructionMethod:
     name: str
     defaults: dict
     paper: dict = {}
+    choices: dict = {}
     uses_errors = True
     patience: int | None = None
     needs_generation = False  # multiple-choice tasks work: an error is the option chosen against the gold one
