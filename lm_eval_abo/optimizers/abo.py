@@ -76,7 +76,7 @@ class Abo:
         for i, steps in enumerate(procedures):
             if steps:
                 steps = capped(steps, p["max_steps"])
-                demos, counts = self._demonstrations(ctx, steps, f"{purpose}: demos {i}", preferred=[])
+                demos, counts = self.demonstrations(ctx, steps, f"{purpose}: demos {i}", preferred=[])
                 candidates += self._kept(ctx, Candidate(self._prompt(ctx, steps, demos), "procedure", None,
                                                         {"demos_verified": counts}))
         return candidates
@@ -138,7 +138,7 @@ class Abo:
         for i, ((step, kind), new) in enumerate(zip(plans, replies)):
             examples = [e.index for e, _ in failing(step)]
             if kind == "not_followed" and p["demo_repairs"] and p["demos"]:  # the same steps, shown doing this one
-                demos, counts = self._demonstrations(ctx, steps, f"{tag} demos for step {step}", examples)
+                demos, counts = self.demonstrations(ctx, steps, f"{tag} demos for step {step}", examples)
                 notes = {"repaired_step": step, "kind": kind, "demos_verified": counts, "diagnosis": diagnosis}
                 candidates += self._kept(ctx, Candidate(self._prompt(ctx, steps, demos, node.prompt), "demonstration",
                                                         node.key, notes))
@@ -148,7 +148,7 @@ class Abo:
             if not new_steps or new_steps == steps:
                 continue
             new_steps = capped(new_steps, p["max_steps"] + EXTRA_STEPS)
-            demos, counts = self._demonstrations(ctx, new_steps, f"{tag}.{i} demos", examples)
+            demos, counts = self.demonstrations(ctx, new_steps, f"{tag}.{i} demos", examples)
             notes = {"revised_step": step, "kind": kind, "demos_verified": counts, "diagnosis": diagnosis}
             candidates += self._kept(ctx, Candidate(self._prompt(ctx, new_steps, demos, node.prompt), "revision", node.key, notes))
         return candidates
@@ -175,11 +175,12 @@ class Abo:
             answer_format=self._answer_format(ctx), demonstrations=tuple(demos), answer_prefix="Step 1:",
         )
 
-    def _demonstrations(self, ctx: Context, steps: list[str], purpose: str, preferred: list[int]) -> tuple[list[Demonstration], dict]:
+    def demonstrations(self, ctx: Context, steps: list[str], purpose: str, preferred: list[int]) -> tuple[list[Demonstration], dict]:
         """Up to `demos` demonstrations of the procedure on training examples (the `preferred` ones first,
         e.g. those that failed at a revised step), each checked (`verify`); with `hint=fallback`, the
-        examples whose solution failed are written again with the gold answer shown. Returns them and the
-        counts of what was tried, kept, and which check failed."""
+        examples whose solution failed are written again with the gold answer shown. Without steps, plain
+        chain-of-thought demonstrations (the paper-table's demonstrations-only control). Returns them and
+        the counts of what was tried, kept, and which check failed."""
         p = ctx.params
         if not p["demos"]:
             return [], {}
@@ -189,9 +190,9 @@ class Abo:
         counts, kept = Counter(tried=len(tried)), []
         passes = {"fallback": (False, True), "always": (True,), "never": (False,)}[p["hint"]]
         for hint in passes:
-            requests = [("abo_demonstration", {
-                "procedure": steps, "question": ctx.bridge.question(docs[i]), "answer_format": self._answer_format(ctx),
-                "target_hint": ctx.bridge.gold(docs[i]) if hint else "",
+            requests = [("abo_demonstration" if steps else "cot_demonstration", {
+                **({"procedure": steps} if steps else {}), "question": ctx.bridge.question(docs[i]),
+                "answer_format": self._answer_format(ctx), "target_hint": ctx.bridge.gold(docs[i]) if hint else "",
             }) for i in tried]
             solutions = ctx.ask(purpose + (" (answer shown)" if hint else ""), requests, parse_solution, "solution")
             failed = []
@@ -216,7 +217,7 @@ class Abo:
         if mode == "none":
             return "kept", solution
         start = 0
-        if mode == "steps":
+        if mode == "steps" and n_steps:
             start = follows(solution, n_steps)
             if start is None:
                 return "steps", solution
