@@ -85,7 +85,8 @@ class Session:
         from lm_eval_abo.optimizers.base import Context
 
         params = self.config.method_args if params is None else params
-        return Context(llm=self.llm, bridge=self.bridge, params=params, seed=self.config.seed, train_pool=self.train_pool)
+        return Context(llm=self.llm, bridge=self.bridge, params=params, seed=self.config.seed, train_pool=self.train_pool,
+                       sampling_temperature=self.config.sampling_temperature)
 
     def split_ids(self) -> dict[str, list[str]]:
         """The documents each split used, as `doc_id` names them."""

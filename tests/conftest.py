@@ -72,12 +72,14 @@ class ScriptedLLM:
 
         self.reply = reply
         self.requests: list[list[dict]] = []
+        self.temperatures: list[float | None] = []
         self.usage = Usage()
 
-    def complete_many(self, requests, desc=""):
+    def complete_many(self, requests, desc="", temperature=None):
         out = []
         for messages, _seed in requests:
             self.requests.append(messages)
+            self.temperatures.append(temperature)
             self.usage.calls += 1
             out.append(self.reply(messages))
         return out
