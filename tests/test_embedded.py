@@ -19,7 +19,9 @@ def target():
 
 def test_generation_and_loglikelihood_agree(target):
     context = "The days of the week are Monday, Tuesday,"
-    [text] = target.generate_until([Instance("generate_until", {}, (context, {"until": ["\n"], "max_gen_toks": 6}), 0)], disable_tqdm=True)
+    # without the server's default repeat penalty, generation is the argmax path loglikelihood checks
+    gen_kwargs = {"until": ["\n"], "max_gen_toks": 6, "repeat_penalty": 1.0}
+    [text] = target.generate_until([Instance("generate_until", {}, (context, gen_kwargs), 0)], disable_tqdm=True)
     assert text.strip(), "greedy generation produced nothing"
     requests = [Instance("loglikelihood", {}, (context, text), 0), Instance("loglikelihood", {}, (context, " Banana pancake"), 1)]
     (greedy_lp, is_greedy), (other_lp, other_greedy) = target.loglikelihood(requests, disable_tqdm=True)
