@@ -15,7 +15,9 @@ from pathlib import Path
 
 from lm_eval_abo import evaluation, store
 from lm_eval_abo.config import OptimizeConfig
+from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import write_json, write_text_atomic
+from lm_eval_abo.lock import FolderLock
 from lm_eval_abo.markdown import fmt, table
 from lm_eval_abo.optimize import optimize
 from lm_eval_abo.report import cost_text
@@ -85,20 +87,29 @@ def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
 
 
 def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHODS, out=print) -> dict:
+    from lm_eval_abo.optimizers import METHODS
+
+    if not tasks:
+        raise AboError("--tasks: name at least one task")
+    known = [m for m in METHODS if not m.startswith("abo")]
+    unknown = [m for m in apo_methods if m not in known]
+    if unknown:
+        raise AboError(f"--apo-methods: unknown {', '.join(unknown)}; known: {', '.join(known)}")
     # Re-running the command continues where it stopped; rows that evaluate a prompt an optimize run
     # already evaluated on test (the best APO and ABO prompts) are answered by the target cache.
     config = replace(config, resume=True, use_cache=config.use_cache or str(Path(config.output) / "target-cache"))
-    lm = load_target(config)
-    started = time.time()
-    rows = [row for task in tasks for row in task_rows(replace(config, task=task), apo_methods, lm, out)]
-    result = {
-        "target": {"model": config.model}, "optimizer": config.optimizer, "preset": config.preset,
-        "rows": rows, "seconds": round(time.time() - started, 1),
-    }
     folder = Path(config.output)
-    write_json(folder / "paper_table.json", result)
-    markdown = table_markdown(result)
-    write_text_atomic(folder / "paper_table.md", markdown + "\n")
+    with FolderLock(folder, "paper-table", out):  # each optimize run also locks its own folder
+        lm = load_target(config)
+        started = time.time()
+        rows = [row for task in tasks for row in task_rows(replace(config, task=task), apo_methods, lm, out)]
+        result = {
+            "target": {"model": config.model}, "optimizer": config.optimizer, "preset": config.preset,
+            "rows": rows, "seconds": round(time.time() - started, 1),
+        }
+        write_json(folder / "paper_table.json", result)
+        markdown = table_markdown(result)
+        write_text_atomic(folder / "paper_table.md", markdown + "\n")
     out(markdown)
     out(f"\nwritten: {folder / 'paper_table.md'} and paper_table.json")
     return result
