@@ -71,8 +71,8 @@ def cmd_diagnose(args) -> None:
 def cmd_paper_table(args) -> None:
     from lm_eval_abo.table import paper_table
 
-    tasks = [t for t in args.tasks.split(",") if t]
-    methods = [m for m in args.apo_methods.split(",") if m]
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    methods = [m.strip() for m in args.apo_methods.split(",") if m.strip()]
     paper_table(config_from(args, task=tasks[0] if tasks else ""), tasks, methods, seeds=args.seeds)
 
 
@@ -85,18 +85,21 @@ def cmd_run(argv: list[str]) -> None:
 
     import lm_eval_abo.embedded.backend  # noqa: F401  (registers --model abo-embedded)
     from lm_eval_abo.redact import redacting_tracker
-    from lm_eval_abo.tasks import tasks_dir
+    from lm_eval_abo.session import missing_package
+    from lm_eval_abo.tasks.lookup import task_paths
 
     setup_logging()
     harness = HarnessCLI()
     sys.argv = ["lm-eval-abo run", "run", *argv]
     args = harness.parse_args()
-    args.include_path = [str(tasks_dir()), *([args.include_path] if args.include_path else [])]
+    args.include_path = task_paths([args.include_path] if args.include_path else [])  # the plugin's, then the user's
     # lm-eval's run looks the tracker up when it runs: this one keeps model_args secrets out of the results
     lm_eval.loggers.EvaluationTracker = redacting_tracker(lm_eval.loggers.EvaluationTracker)
     try:
         harness.execute(args)
-    except (ValueError, TypeError) as e:  # lm-eval reports a bad task, model or model_args this way
+    except ImportError as e:  # a backend whose extra is not installed
+        raise missing_package(args.model, e) from e
+    except (ValueError, TypeError, AssertionError) as e:  # lm-eval reports a bad task, model or model_args so
         raise AboError(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
 
 

@@ -10,6 +10,7 @@ budgets. Presets and method defaults are resolved and checked by `OptimizeConfig
 from __future__ import annotations
 
 import json
+import re
 import types
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -59,6 +60,23 @@ def parse_pairs(text: str | None, flag: str = "value") -> dict:
         raise AboError(f"{flag}: expected key=value pairs separated by commas, got {text!r}") from None
 
 
+def parse_gen_kwargs(text: str | None, flag: str = "--gen_kwargs") -> dict:
+    """--gen_kwargs as `parse_pairs` reads it, checked as lm-eval's backends read it (stop sequences as
+    text or a list, whole token counts, a number for the temperature), so a bad value fails now rather
+    than at the first request to the target."""
+    kwargs = parse_pairs(text, flag)
+    if kwargs:
+        from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+
+        try:
+            handle_stop_sequences(kwargs.get("until"), None)
+            normalize_gen_kwargs(kwargs)
+        except (TypeError, ValueError) as e:
+            raise AboError(f"{flag} {text}: lm-eval cannot use it ({e}); e.g. {flag} max_gen_toks=256,temperature=0,"
+                           "do_sample=false") from None
+    return kwargs
+
+
 RUNS = ("optimize", "diagnose", "paper-table")  # the commands that run a search or a study
 EXPORTS = ("export",)  # the commands that write an artifact out for another tool
 
@@ -92,7 +110,7 @@ class HarnessSettings:
                           default_factory=dict, name="--metadata", parse=parse_pairs, resume=True, secret=True,
                           commands=RUNS + EXPORTS)
     gen_kwargs: dict = flag("generation settings for the target, as lm_eval --gen_kwargs", default_factory=dict,
-                            name="--gen_kwargs", parse=parse_pairs, resume=True, commands=RUNS + EXPORTS)
+                            name="--gen_kwargs", parse=parse_gen_kwargs, resume=True, commands=RUNS + EXPORTS)
     system_instruction: str | None = flag("as lm_eval --system_instruction", default=None, name="--system_instruction",
                                           resume=True, commands=RUNS + EXPORTS, evaluate=True)
     apply_chat_template: bool = flag("as lm_eval --apply_chat_template", default=False, name="--apply_chat_template",
@@ -202,6 +220,13 @@ class OptimizeConfig(HarnessSettings):
 
         if not self.task:
             raise AboError("no task given (--task)")
+        if any(c in self.task for c in ",*?["):
+            raise AboError(f"--task {self.task}: name one task; a run optimizes one task, not a list or a pattern")
+        if not str(self.output).strip():
+            raise AboError("--output: name a directory")
+        if self.export_name is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", self.export_name):
+            raise AboError(f"--export-name {self.export_name!r}: a task name is letters, digits and _ . - (it names a "
+                           "file beside best.yaml)")
         if self.method not in METHODS:
             raise AboError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
         if self.preset not in PRESETS:

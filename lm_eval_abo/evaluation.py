@@ -3,10 +3,13 @@ exactly as `lm_eval` runs a task, with lm-eval's results JSON and samples writte
 
 from __future__ import annotations
 
+import errno
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lm_eval_abo.files import write_text_atomic
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.redact import redact_arg_string, redacting_tracker
 from lm_eval_abo.results import number
@@ -58,7 +61,7 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
     return TestRun(
         score={"metric": key, "value": number(metrics.get(key)), "stderr": number(metrics.get(key.replace(",", "_stderr,", 1))),
                "n": int(results["n-samples"][task]["effective"])},
-        results=max(Path(results_dir).rglob("results_*.json"), key=lambda p: p.stat().st_mtime),
+        results=_written(tracker, results_dir),
         per_doc={i: s.score for i, s in scored.items()},
         correct={i: s.correct for i, s in scored.items()},
         arguments=arguments,
@@ -66,3 +69,25 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
         seconds=round(time.time() - started, 1),
         table=make_table(results),
     )
+
+
+def _written(tracker, results_dir: Path) -> Path:
+    """The results file lm-eval has just written. lm-eval logs a write that failed and goes on (leaving an
+    empty or partial file); this removes what it left and stops the run, with the file system's reason (a
+    full disk, a read-only folder)."""
+    folder = Path(results_dir) / tracker.general_config_tracker.model_name_sanitized
+    date = getattr(tracker, "date_id", "")
+    path = folder / f"results_{date}.json"
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+        return path
+    except (OSError, ValueError):
+        pass
+    try:
+        write_text_atomic(folder / ".written", "written\n").unlink()  # fails as lm-eval's write did, saying why
+        error = OSError(errno.EIO, "lm-eval could not write its results file", str(path))
+    except OSError as e:
+        error = OSError(e.errno, e.strerror, str(path))
+    for left in folder.glob(f"*_{date}.json*"):  # the results file and the samples, both of this evaluation
+        left.unlink(missing_ok=True)
+    raise error

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 
 import yaml
@@ -58,10 +59,15 @@ def read_yaml(path: str | Path, max_bytes: int = MAX_YAML_BYTES):
     try:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise AboError(f"{path}: not valid YAML: {problem}{where}") from None
+        raise AboError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
+
+
+def yaml_problem(error: Exception) -> str:
+    """A YAML error (or any other) in one line, with its line number where it has one."""
+    lines = str(error).strip().splitlines()
+    problem = getattr(error, "problem", None) or (lines[0] if lines else type(error).__name__)
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1})" if mark is not None else problem
 
 
 class _Dumper(yaml.SafeDumper):
@@ -86,18 +92,73 @@ def dump_yaml(data) -> str:
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write through a temporary file and rename it, so a crash never leaves half a file."""
-    path = Path(path)
+    write_texts_atomic({Path(path): text})
+    return Path(path)
+
+
+def write_texts_atomic(texts: dict[Path, str]) -> None:
+    """Write several files as one step: every text goes to a temporary file first, and only when all are
+    written are they renamed over their files, in order (put the file that marks the step done last). A
+    failure to write (a full disk, a read-only folder) leaves every file as it was; it is an OSError naming
+    the file it concerns. Each file gets the mode a plain open() gives it: a new one 0o666 less the umask,
+    a replaced one its own mode."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, text in texts.items():
+            path = Path(path)
+            try:
+                staged.append((_staged(path, text), path))
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(path)) from e
+        for tmp, path in staged:
+            os.replace(tmp, path)
+        for folder in {path.parent for _, path in staged}:
+            _sync_folder(folder)  # the renames themselves survive a power loss
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _staged(path: Path, text: str) -> str:
+    """`text` in a new temporary file beside `path`, on disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if path.exists():
+                os.fchmod(f.fileno(), stat.S_IMODE(path.stat().st_mode))
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def _create_beside(path: Path) -> tuple[int, str]:
+    """A new, uniquely named file beside `path`, created as open() creates files (so the umask and a
+    folder's default ACL apply; tempfile.mkstemp would make it 0600 whatever they say)."""
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def publish(path: Path, make) -> Path:
+    """A file that other processes may read or make at the same time (a model assembled into the user's
+    cache): `make(tmp)` writes it to a temporary file beside `path`, which then replaces `path` in one
+    rename, so nobody sees half of it and a process reading the old file keeps its copy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _create_beside(path)
+    os.close(fd)
+    try:
+        make(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return path
 
 
@@ -108,6 +169,19 @@ def append_line(path: str | Path, text: str) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(text.rstrip("\n") + "\n")
         f.flush()
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # a file system that cannot sync folders
+    finally:
+        os.close(fd)
 
 
 def write_yaml(path: str | Path, data) -> Path:
@@ -122,5 +196,9 @@ def read_json(path: str | Path):
         raise AboError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
 
 
+def dump_json(data) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
 def write_json(path: str | Path, data) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    return write_text_atomic(path, dump_json(data))

@@ -129,9 +129,16 @@ class OptimizerLLM:
         timeout, backoff_s = _client_arg(args, "timeout", timeout), _client_arg(args, "retry_backoff", backoff_s)
         retries = int(_client_arg(args, "num_retries", retries))
         if cache_dir is not None:
+            import sqlite3
+
             from litellm.caching.caching import Cache
 
-            litellm.cache = Cache(type="disk", disk_cache_dir=str(cache_dir))
+            try:  # a diskcache folder: safe for several processes at once
+                Path(cache_dir).mkdir(parents=True, exist_ok=True)
+                litellm.cache = Cache(type="disk", disk_cache_dir=str(cache_dir))
+            except (OSError, sqlite3.Error) as e:
+                raise AboError(f"--optimizer-cache {cache_dir}: not a folder a cache can be kept in "
+                               f"({getattr(e, 'strerror', None) or e}); choose another, or --no-optimizer-cache") from None
         self.model = model
         self.args = args
         self.secrets = secret_values(args)  # masked in every message this client writes

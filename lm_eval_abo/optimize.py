@@ -9,6 +9,7 @@ writes the best prompt as a plain lm-eval task beside the artifact (`tasks.expor
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,16 @@ from pathlib import Path
 from lm_eval_abo import evaluation, metaprompts, report, stats, store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import append_line, read_json, write_json, write_text_atomic
+from lm_eval_abo.files import append_line, dump_json, read_json, write_text_atomic, write_texts_atomic
+from lm_eval_abo.lock import FolderLock
 from lm_eval_abo.optimizers import METHODS
 from lm_eval_abo.optimizers.search import Search, SearchState
 from lm_eval_abo.scoring import TargetFailed
 from lm_eval_abo.session import Session, attach_models, model_class, plan_session
 from lm_eval_abo.tasks import export
+
+# A file the run could not write (a full disk, a folder made read-only; sqlite: lm-eval's target cache)
+WRITE_ERRORS = (OSError, sqlite3.OperationalError)
 
 
 @dataclass
@@ -75,6 +80,16 @@ class Run:
         saved = f"rounds 0-{done} are" if done else "round 0 is"
         return f"{saved} saved in {self.dir}; rerun with --resume to continue from there"
 
+    def unwritable(self, error: OSError | sqlite3.Error) -> AboError:
+        """A write that failed (a full disk, a folder made read-only), with what the run kept."""
+        if not isinstance(error, OSError):
+            what = f"lm-eval's target cache (--use_cache) cannot be written: {error}"
+        elif error.filename:
+            what = f"cannot write {error.filename}: {error.strerror or error}"
+        else:
+            what = f"cannot write in {self.dir}: {error.strerror or error}"
+        return AboError(f"{what}; {self.saved_rounds()}")
+
 
 def settings_of(config: OptimizeConfig, session: Session) -> dict:
     """How the run was configured, as the artifact records it (enough to rebuild its splits)."""
@@ -106,12 +121,19 @@ def artifact_of(config: OptimizeConfig, session: Session, state: SearchState, sp
 def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
     """Run the search, the final test evaluation and the export; returns None for a dry run.
     `out` receives the lines to show (default: printed above any progress bars); `lm` is an
-    already loaded lm-eval model to reuse."""
+    already loaded lm-eval model to reuse. The run directory is locked while the run writes there."""
     from tqdm import tqdm
 
     out = out or tqdm.write
     config = config.resolved()
     run = Run(config)
+    if config.dry_run:
+        return _optimize(config, run, out, lm)
+    with FolderLock(run.dir, "optimize run", out):  # before the first read of an earlier run
+        return _optimize(config, run, out, lm)
+
+
+def _optimize(config: OptimizeConfig, run: Run, out, lm) -> Outcome | None:
     saved = _resume_state(config, run, out)
     model_class(config)  # a bad --model fails before anything is loaded
     reads_text = config.method if METHODS[config.method].needs_generation else None
@@ -119,7 +141,6 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
     out(report.projection_text(config, projection(config, len(planned.dev_indices), len(planned.train_pool), planned.n_test)))
     if config.dry_run:
         return None
-    run.dir.mkdir(parents=True, exist_ok=True)  # an output that cannot be made fails now, not after a round
 
     started = time.time()
     session = attach_models(planned, lm)
@@ -130,10 +151,13 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
     dev_docs = session.bridge.docs("dev")
 
     def checkpoint(search_state, record) -> None:
-        write_json(run.state, {"config": config.fingerprint(), "splits": splits, "state": search_state.to_dict()})
+        texts = {}
         if search_state.beam:
-            store.save(artifact_of(config, session, search_state, splits, started), run.artifact)
-            write_text_atomic(run.report, report.run_report(config, search_state, dev_docs, session.bridge))
+            texts[run.artifact] = store.text(artifact_of(config, session, search_state, splits, started))
+            texts[run.report] = report.run_report(config, search_state, dev_docs, session.bridge)
+        # the state last: a round counts as saved once its state is
+        texts[run.state] = dump_json({"config": config.fingerprint(), "splits": splits, "state": search_state.to_dict()})
+        write_texts_atomic(texts)
 
     def announce(record) -> None:
         out(report.round_row(record))
@@ -149,11 +173,16 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
         state = search.run(config.rounds, state, checkpoint, announce)
     except TargetFailed as e:
         raise AboError(f"{e}; {run.saved_rounds()}") from e
+    except WRITE_ERRORS as e:
+        raise run.unwritable(e) from e
     if not state.beam:
         raise AboError(f"stopped before any prompt was scored: {state.stopped}")
     if state.stopped:
         out(f"search stopped early: {state.stopped}; the best prompt so far is kept")
-    final = finish(config, session, state, run, splits, started, out)
+    try:
+        final = finish(config, session, state, run, splits, started, out)
+    except WRITE_ERRORS as e:
+        raise run.unwritable(e) from e
     return Outcome(run.dir, run.artifact, run.dir / final.scores["test"]["results_file"], final, state)
 
 

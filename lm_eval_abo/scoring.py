@@ -141,8 +141,9 @@ def primary_metric(task, choice: str | None = None) -> tuple[str, str]:
         return metrics[0], filters[0]
     metric, _, filter_name = choice.partition(",")
     if metric not in metrics or (filter_name and filter_name not in filters):
-        raise AboError(f"--metric {choice}: task {task.config.task!r} has the metrics {', '.join(metrics)} under the "
-                       f"filters {', '.join(filters)}")
+        known = ", ".join(f"{m},{f}" for f in filters for m in metrics)
+        raise AboError(f"--metric {choice!r}: task {task.config.task!r} has no such metric; choose one of {known} "
+                       "(`metric` alone takes its first filter)")
     return metric, filter_name or filters[0]
 
 

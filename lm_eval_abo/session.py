@@ -4,13 +4,14 @@ optimizer client; the bridge between them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from lm_eval_abo.config import HarnessSettings, OptimizeConfig
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import user_cache_dir
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.redact import redact_arg_string
-from lm_eval_abo.scoring import OUTPUT_TYPES, Bridge, CountingLM
+from lm_eval_abo.scoring import OUTPUT_TYPES, Bridge, CountingLM, primary_metric
 from lm_eval_abo.tasks import AboTask, lookup, splits
 from lm_eval_abo.tasks.built import physical_docs, quiet_lm_eval
 from lm_eval_abo.tasks.configs import load_config
@@ -27,20 +28,53 @@ def model_class(config: OptimizeConfig):
     if config.model == "abo-embedded":
         import lm_eval_abo.embedded.backend  # noqa: F401  (registers the embedded backend)
     try:
-        return get_model(config.model)
+        model = get_model(config.model)
     except (KeyError, ValueError):
         raise AboError(f"unknown lm-eval model backend {config.model!r} (see lm-eval's model list)") from None
+    except ImportError as e:  # lm-eval imports a backend's packages when it is first named
+        raise missing_package(config.model, e) from None
+    if _chat_only(model) and not config.apply_chat_template:
+        raise AboError(f"--model {config.model} sends chat messages: add --apply_chat_template")
+    return model
 
 
 def load_target(config: OptimizeConfig):
     """The target model, loaded through lm-eval's registry."""
     model = model_class(config)
     try:
-        return model.create_from_arg_string(config.model_args, {"batch_size": config.batch_size, "device": config.device})
+        lm = model.create_from_arg_string(config.model_args, {"batch_size": config.batch_size, "device": config.device})
+        getattr(lm, "api_key", None)  # lm-eval's API backends read their key at the first request: read it now
+        return lm
     except AboError:
         raise
-    except (TypeError, ValueError) as e:
-        raise AboError(f"--model {config.model} --model_args {redact_arg_string(config.model_args)}: {e}") from None
+    except ImportError as e:
+        raise missing_package(config.model, e) from None
+    except (TypeError, ValueError, AssertionError) as e:  # lm-eval checks a backend's arguments with asserts too
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        given = f" --model_args {redact_arg_string(config.model_args)}" if config.model_args else ""
+        raise AboError(f"--model {config.model}{given}: {lines[0]}") from None
+
+
+def missing_package(model: str, error: ImportError) -> AboError:
+    """A backend whose Python packages are not installed, with the lm-eval extra that installs them."""
+    import re
+    from importlib import metadata
+
+    module = (error.name or "").split(".")[0]
+    extras = [m.group(2) for line in metadata.requires("lm_eval") or []
+              if (m := re.match(r"([A-Za-z0-9_.\-]+).*extra == \"([^\"]+)\"", line))
+              and re.sub(r"[-_.]+", "_", m.group(1)).lower() == module.lower()]
+    how = f"pip install 'lm_eval[{extras[0]}]'" if extras else f"pip install {module}" if module else "install its packages"
+    return AboError(f"--model {model} needs the Python package {module or '?'}, which is not installed: {how}")
+
+
+def _chat_only(model) -> bool:
+    """A backend that talks to a chat endpoint (lm-eval's chat-completions family)."""
+    try:
+        from lm_eval.models.openai_completions import LocalChatCompletion
+    except ImportError:
+        return False
+    return isinstance(model, type) and issubclass(model, LocalChatCompletion)
 
 
 def target_cache(config: OptimizeConfig) -> str | None:
@@ -108,7 +142,9 @@ def build_task(manager, name: str, verbose: bool = False):
             raise
         except Exception as e:  # lm-eval and datasets raise many kinds; every one ends the same way
             lines = str(e).strip().splitlines()
-            raise AboError(f"cannot build task {name!r}: {type(e).__name__}: {lines[0] if lines else ''}"[:600]) from e
+            reason = f"{type(e).__name__}: {lines[0] if lines else ''}"[:500]
+            raise AboError(f"cannot build task {name!r}: {reason}; fix its YAML or its data (--verbose shows "
+                           "lm-eval's log)") from e
 
 
 def plan_session(config: OptimizeConfig, reads_text: str | None = None) -> Session:
@@ -120,6 +156,7 @@ def plan_session(config: OptimizeConfig, reads_text: str | None = None) -> Sessi
     if base.get("class", AboTask) is not AboTask:
         raise AboError(f"task {config.task!r} is a Python class ({base['class'].__name__}); prompts can be optimized "
                        "for tasks configured in YAML")
+    splits.task_splits(base)  # a task without a split to evaluate: one line before lm-eval's build says less
     task = build_task(manager, config.task, config.verbose)
     if task.OUTPUT_TYPE not in OUTPUT_TYPES:
         raise AboError(f"task {config.task!r} is a {task.OUTPUT_TYPE} task; prompts can be optimized for "
@@ -127,6 +164,7 @@ def plan_session(config: OptimizeConfig, reads_text: str | None = None) -> Sessi
     if reads_text and task.OUTPUT_TYPE != "generate_until":
         raise AboError(f"{reads_text} needs the target's generated text, and task {config.task!r} is a "
                        f"{task.OUTPUT_TYPE} task; use an APO method (ape, apo, apo-sum, promptagent, opro)")
+    primary_metric(task, config.metric)  # a --metric the task does not have fails before any model loads
     default = task.abo_prompt if base.pop("class", None) else Prompt()
     own = splits.task_splits(task.config)
     sizes = {name: len(physical_docs(task, name)) for name in set(own.values()) if name is not None}
@@ -146,6 +184,8 @@ def attach_models(session: Session, lm=None) -> Session:
     from lm_eval_abo.llm import OptimizerLLM
 
     config = session.config
+    if session.harness.use_cache:  # lm-eval's sqlite cache does not make its folder
+        Path(session.harness.use_cache).parent.mkdir(parents=True, exist_ok=True)
     session.llm = OptimizerLLM(  # first: a bad --optimizer fails before the target loads
         config.optimizer, config.optimizer_args,
         cache_dir=user_cache_dir() / "optimizer" if config.optimizer_cache == "default" else config.optimizer_cache,

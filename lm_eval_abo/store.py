@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import get_type_hints
 
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import read_yaml, write_yaml
+from lm_eval_abo.files import dump_yaml, read_yaml, write_yaml
 from lm_eval_abo.prompt import Prompt
 
 SCHEMA_VERSION = 2
@@ -105,6 +105,11 @@ def load(path: str | Path, task: str | None = None) -> Artifact:
     if task is not None and artifact.task != task:
         raise AboError(f"{path}: artifact is for task '{artifact.task}', not '{task}'")
     return artifact
+
+
+def text(artifact: Artifact) -> str:
+    """The artifact as its YAML file holds it."""
+    return dump_yaml(artifact.to_dict())
 
 
 def save(artifact: Artifact, path: str | Path) -> Path:

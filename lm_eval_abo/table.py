@@ -25,6 +25,7 @@ from lm_eval_abo import evaluation, stats, store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import write_json, write_text_atomic
+from lm_eval_abo.lock import FolderLock
 from lm_eval_abo.markdown import fmt, table
 from lm_eval_abo.optimize import optimize
 from lm_eval_abo.optimizers import METHODS
@@ -128,29 +129,32 @@ def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
 
 
 def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHODS, seeds: int = 1, out=print) -> dict:
-    # Re-running the command continues where it stopped; rows that evaluate a prompt an optimize run
-    # already evaluated on test (the best APO and ABO prompts) are answered by the target cache.
+    if not tasks:
+        raise AboError("--tasks: name at least one task")
     unknown = [m for m in apo_methods if m not in APO_METHODS]
     if unknown:
-        raise AboError(f"--apo-methods: {', '.join(unknown)} not among the APO methods ({', '.join(APO_METHODS)})")
+        raise AboError(f"--apo-methods: unknown {', '.join(unknown)}; known: {', '.join(APO_METHODS)}")
+    # Re-running the command continues where it stopped; rows that evaluate a prompt an optimize run
+    # already evaluated on test (the best APO and ABO prompts) are answered by the target cache.
     config = replace(config, resume=True, rounds=config.rounds if config.rounds is not None else ROUNDS,
                      use_cache=config.use_cache or str(Path(config.output) / "target-cache"))
-    lm = load_target(config)
-    started = time.time()
-    rows = []
-    for offset in range(seeds):
-        seeded = replace(config, seed=config.seed + offset,
-                         output=str(Path(config.output) / f"seed-{config.seed + offset}") if seeds > 1 else config.output)
-        rows += [row for task in tasks for row in task_rows(replace(seeded, task=task), apo_methods, lm, out)]
-    result = {
-        "target": {"model": config.model}, "optimizer": config.optimizer, "preset": config.preset, "rounds": config.rounds,
-        "patience": config.patience, "seeds": seeds, "rows": rows, "spread": spread(rows) if seeds > 1 else [],
-        "seconds": round(time.time() - started, 1),
-    }
     folder = Path(config.output)
-    write_json(folder / "paper_table.json", result)
-    markdown = table_markdown(result)
-    write_text_atomic(folder / "paper_table.md", markdown + "\n")
+    with FolderLock(folder, "paper-table", out):  # each optimize run also locks its own folder
+        lm = load_target(config)
+        started = time.time()
+        rows = []
+        for offset in range(seeds):
+            seeded = replace(config, seed=config.seed + offset,
+                             output=str(folder / f"seed-{config.seed + offset}") if seeds > 1 else config.output)
+            rows += [row for task in tasks for row in task_rows(replace(seeded, task=task), apo_methods, lm, out)]
+        result = {
+            "target": {"model": config.model}, "optimizer": config.optimizer, "preset": config.preset,
+            "rounds": config.rounds, "patience": config.patience, "seeds": seeds, "rows": rows,
+            "spread": spread(rows) if seeds > 1 else [], "seconds": round(time.time() - started, 1),
+        }
+        write_json(folder / "paper_table.json", result)
+        markdown = table_markdown(result)
+        write_text_atomic(folder / "paper_table.md", markdown + "\n")
     out(markdown)
     out(f"\nwritten: {folder / 'paper_table.md'} and paper_table.json")
     return result

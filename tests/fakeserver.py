@@ -79,6 +79,20 @@ def optimizer_default(request: Request) -> Action:
     return reply(f"<prompt>{variant(request)}</prompt>")
 
 
+def target_or_optimizer(request: Request) -> Action:
+    """Both models of a run on one server: the optimizer's instructions (chat), and a target whose answer
+    depends on the prompt (some right), for lm-eval's `local-completions` (see `target_args`)."""
+    if request.path.endswith("/chat/completions"):
+        return optimizer_default(request)
+    return reply(f" So the answer is {int(hashlib.sha256(request.text.encode()).hexdigest()[:4], 16) % 6}.")
+
+
+def target_args(server: FakeServer) -> str:
+    """--model_args of lm-eval's `local-completions` for the target on `server`."""
+    return (f"model=fake,base_url={server.base_url}/completions,tokenizer_backend=None,tokenized_requests=False,"
+            "max_retries=1")
+
+
 class FakeServer:
     def __init__(self, default: Callable[[Request], Action] = optimizer_default):
         self.default = default

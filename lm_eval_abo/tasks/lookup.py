@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from lm_eval_abo.errors import AboError
+from lm_eval_abo.files import yaml_problem
 
 SHOWN_MEMBERS = 8
 
@@ -33,11 +34,27 @@ def task_manager(name: str, include_path: list[str], metadata: dict):
     paths = task_paths(include_path)
     manager = TaskManager(include_path=paths, include_defaults=False, metadata=metadata)
     if name not in manager.task_index:
+        unreadable(name, include_path)
         if sys.stderr.isatty():  # it takes a while; a pipe or a log gets the result only
             print(f"{name}: searching lm-eval's own tasks ...", file=sys.stderr)
         manager = TaskManager(include_path=paths, include_defaults=True, metadata=metadata)
     check_single_task(manager, name)
     return manager
+
+
+def unreadable(name: str, include_path: list[str]) -> None:
+    """lm-eval's index skips a task YAML it cannot read without a word: one under the user's paths that
+    names `name` and cannot be read is the error."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    for folder in include_path:
+        for path in sorted(Path(folder).rglob("*.yaml")):
+            try:
+                if name not in path.read_text(encoding="utf-8", errors="replace"):
+                    continue
+                load_yaml(path, resolve_func=False, recursive=True)
+            except Exception as e:  # what lm-eval's index skips: YAML errors, missing includes, unreadable files
+                raise AboError(f"task {name!r}: lm-eval cannot read {path} ({yaml_problem(e)}); fix that file") from None
 
 
 def _members(entry) -> list[str]:
@@ -57,8 +74,8 @@ def check_single_task(manager, name: str) -> None:
     if entry is None:
         close = difflib.get_close_matches(name, manager.all_subtasks, n=3, cutoff=0.75)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise AboError(f"unknown task {name!r}{hint}: not among lm-eval's tasks (`lm-eval ls tasks`), this plugin's "
-                       "(`lm-eval-abo tasks`) or under --include_path")
+        raise AboError(f"unknown task {name!r}: not among lm-eval's tasks (`lm-eval ls tasks`), this plugin's "
+                       f"(`lm-eval-abo tasks`) or under --include_path{hint}")
     if entry.kind in (Kind.GROUP, Kind.TAG):
         members = _members(entry)
         shown = ", ".join(members[:SHOWN_MEMBERS]) + (", ..." if len(members) > SHOWN_MEMBERS else "")

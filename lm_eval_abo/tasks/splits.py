@@ -49,13 +49,18 @@ def doc_id(doc: dict, split: str, index: int) -> str:
 
 
 def task_splits(config) -> dict[str, str | None]:
-    """The task's own split behind each logical split (None where it has none)."""
-    test = config.test_split or config.validation_split
+    """The task's own split behind each logical split (None where it has none). `config`: its TaskConfig,
+    or its config as read from the YAML (a dict), so that a task lm-eval cannot build fails here first."""
+    def get(name: str):
+        return config.get(name) if type(config) is dict else getattr(config, name, None)  # TaskConfig: a dict too
+
+    test = get("test_split") or get("validation_split")
     if test is None:
-        raise AboError(f"task {config.task!r} has neither a test_split nor a validation_split to evaluate")
+        raise AboError(f"task {get('task')!r} has neither a test_split nor a validation_split, so lm-eval has no "
+                       "documents to evaluate; set test_split: <split> in its YAML to one of its dataset's splits")
     return {
-        "train": config.training_split if config.training_split not in (None, test) else None,
-        "dev": config.validation_split if config.validation_split not in (None, test) else None,
+        "train": get("training_split") if get("training_split") not in (None, test) else None,
+        "dev": get("validation_split") if get("validation_split") not in (None, test) else None,
         "test": test,
     }
 
