@@ -163,12 +163,16 @@ def publish(path: Path, make) -> Path:
 
 
 def append_line(path: str | Path, text: str) -> None:
-    """Add a line to a log file (made with its folder if missing), flushed at once: a crash loses no line."""
+    """Add a line to a log file (made with its folder if missing), flushed at once: a crash loses no line.
+    A failure to write is an OSError naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(text.rstrip("\n") + "\n")
-        f.flush()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            f.write(text.rstrip("\n") + "\n")
+            f.flush()
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 def _sync_folder(folder: Path) -> None:

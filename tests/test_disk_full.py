@@ -63,7 +63,7 @@ def scenarios(tmp_path_factory) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("name,saved,failed_file", [
-    ("full-mid-run", 1, "best.yaml"), ("read-only-mid-run", 1, "best.yaml"), ("full-at-test", 2, "results_")])
+    ("full-mid-run", 1, "round-2.jsonl"), ("read-only-mid-run", 1, "round-2.jsonl"), ("full-at-test", 2, "results_")])
 def test_a_write_that_fails_mid_run_stops_the_run_and_keeps_the_last_round(scenarios, name, saved, failed_file):
     found = scenarios[name]
     reason = "No space left on device" if name.startswith("full") else "Read-only file system"
