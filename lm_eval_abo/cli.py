@@ -60,12 +60,12 @@ def cmd_optimize(args) -> None:
 
 
 def cmd_diagnose(args) -> None:
-    from lm_eval_abo import diagnose
+    from lm_eval_abo import studies
 
     if args.study == "reflection":
-        diagnose.reflection_study(config_from(args), args.prompt, samples=args.samples, k=args.errors, other_task=args.other_task)
+        studies.reflection_study(config_from(args), args.prompt, args.samples, args.errors, args.other_task, args.study_temperature)
     else:
-        diagnose.refinement_study(config_from(args), args.prompt)
+        studies.refinement_study(config_from(args), args.prompt)
 
 
 def cmd_paper_table(args) -> None:
@@ -152,8 +152,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("diagnose", help="the paper's studies: reflection sensitivity, refinement fix/break rates")
     p.add_argument("study", choices=["reflection", "refinement"])
     p.add_argument("--prompt", help="artifact whose prompt is studied (default: the task's baseline prompt)")
-    p.add_argument("--samples", type=int, default=3, help="reflection: reflections per error set (default 3)")
+    p.add_argument("--samples", type=int, default=4, help="reflection: reflections per error set (default 4, the fewest that can show p < 0.05)")
     p.add_argument("--errors", type=int, default=4, help="reflection: examples shown per reflection (default 4)")
+    p.add_argument("--study-temperature", dest="study_temperature", type=float, default=1.0,
+                   help="reflection: the optimizer's temperature for the reflections (default 1.0: independent samples)")
     p.add_argument("--other-task", dest="other_task", help="reflection: the task whose errors are the off-task set")
     add_flags(p, "diagnose", task={"required": True},
                  method={**methods, "default": "apo", "help": "refinement: the method making the step (default: apo)"})

@@ -1,8 +1,10 @@
 """Paired statistics of two prompts scored on the same examples: the difference with a paired bootstrap
-interval, the exact McNemar test for 0/1 metrics, and the examples one prompt fixed and broke."""
+interval, the exact McNemar test for 0/1 metrics, and the examples one prompt fixed and broke; and, for
+the studies, a two-sample permutation test and a one-sided Fisher exact test."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import asdict, dataclass
@@ -94,3 +96,37 @@ def sign_test(a: list[float], b: list[float]) -> float:
     losses = sum(y < x for x, y in zip(a, b))
     n = wins + losses
     return sum(math.comb(n, i) for i in range(wins, n + 1)) / 2**n if n else 1.0
+
+
+def permutation_test(a: list[float], b: list[float], seed: int = 1234, iterations: int = BOOTSTRAP,
+                     level: float = LEVEL) -> tuple[float, float]:
+    """Two-sample permutation test of mean(a) - mean(b): (the `level` quantile of |difference| when the
+    pooled values are split at random into groups of the same sizes, two-sided p-value). Every split is
+    tried when there are at most `iterations`; else `iterations` seeded random ones."""
+    pooled, n = a + b, len(a)
+    if not a or not b:
+        return (math.nan, math.nan)
+    total, m = sum(pooled), len(b)
+
+    def gap(group) -> float:
+        inside = sum(pooled[i] for i in group)
+        return abs(inside / n - (total - inside) / m)
+
+    observed = abs(sum(a) / n - sum(b) / m)
+    if math.comb(n + m, n) <= iterations:
+        gaps = [gap(g) for g in itertools.combinations(range(n + m), n)]  # includes the observed split
+        extreme = sum(g >= observed - 1e-12 for g in gaps) / len(gaps)
+    else:
+        rng = random.Random(seed)
+        gaps = [gap(rng.sample(range(n + m), n)) for _ in range(iterations)]
+        extreme = (1 + sum(g >= observed - 1e-12 for g in gaps)) / (1 + iterations)
+    gaps.sort()
+    return gaps[min(len(gaps) - 1, int(level * len(gaps)))], extreme
+
+
+def fisher_greater(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
+    """One-sided Fisher exact p-value that group a's rate of hits exceeds group b's."""
+    if not n_a or not n_b:
+        return 1.0
+    hits, n = hits_a + hits_b, n_a + n_b
+    return sum(math.comb(hits, x) * math.comb(n - hits, n_a - x) for x in range(hits_a, min(hits, n_a) + 1)) / math.comb(n, n_a)

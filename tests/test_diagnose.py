@@ -5,6 +5,9 @@ import json
 import pytest
 from conftest import bin_path, run_cli
 
+from lm_eval_abo.stats import mcnemar_exact
+from lm_eval_abo.studies.sets import same_answer
+
 pytestmark = pytest.mark.slow
 TASK = "abo_object_counting_synth"
 TINY = ["--train-limit", "4", "--dev-limit", "3", "--minibatch", "3", "--gen_kwargs", "max_gen_toks=48"]
@@ -20,24 +23,42 @@ def diagnose(tmp_path, study, *extra):
 def test_reflection_sensitivity(tmp_path):
     proc = diagnose(tmp_path, "reflection", "--samples", "2", "--errors", "2")
     result = json.loads((tmp_path / "runs" / TASK / "diagnose" / "reflection.json").read_text())
-    assert result["measure"].startswith("TF-IDF cosine")
-    assert [r["perturbation"] for r in result["rows"]] == ["shuffled_labels", "correct_as_errors", "other_task"]
-    assert result["train_examples"] == 4 and result["train_errors"] >= 1
-    assert result["error_sets"]["other_task"] and "navigation" not in result["error_sets"]["real"][0]["question"]
-    assert len(result["reflections"]["real"]) >= 1, "the optimizer wrote reflections on the real errors"
-    for row in result["rows"]:
+    assert result["measure"].startswith("TF-IDF cosine") and result["temperature"] == 1.0
+    assert [r["set"] for r in result["rows"]] == ["real_a", "wrong_labels", "correct_as_errors", "other_task", "planted_cause"]
+    assert result["train_examples"] == 4 and result["train_errors"] >= 2
+    sets = result["error_sets"]
+    assert sets["other_task"] and "navigation" not in sets["real_a"][0]["question"]
+    assert not {e["question"] for e in sets["real_a"]} & {e["question"] for e in sets["real_b"]}
+    assert all(not same_answer(e["target"], e["true_target"]) for e in sets["wrong_labels"])
+    real = result["reflections"]["real_a"]
+    assert len(real) == 2 and real[0]["text"] != real[1]["text"], "two samples at temperature 1.0, not one text twice"
+    assert all(r["temperature"] == 1.0 for r in real) and real[0]["seed"] != real[1]["seed"]
+    for row in result["rows"][1:]:
         sim = row["similarity_to_real"]
-        assert sim is None or 0.0 <= sim <= 1.0 + 1e-9
+        assert sim is None or -1e-9 <= sim <= 1.0 + 1e-9
         if sim is not None and result["within_real_similarity"] is not None:
             assert row["sensitivity"] == pytest.approx(result["within_real_similarity"] - sim)
-    assert "| perturbation |" in proc.stdout and (tmp_path / "runs" / TASK / "diagnose" / "reflection.md").exists()
+    planted = result["planted"]
+    assert planted["cause"] == "off_by_one" and planted["examples_shown"] == 2
+    assert all(int(e["answer"]) == int(e["target"]) - 1 for e in sets["planted_cause"])
+    assert planted["control_reflections"] == len(result["reflections"]["real_a"]) + len(result["reflections"]["real_b"])
+    assert "| set |" in proc.stdout and "## Planted cause" in proc.stdout
+    assert (tmp_path / "runs" / TASK / "diagnose" / "reflection.md").exists()
 
 
-def test_refinement_fix_and_break_rates(tmp_path):
-    diagnose(tmp_path, "refinement", "--method", "apo", "--method-args", "gradients=1,paraphrases=0")
+def test_refinement_fix_and_break_rates_beside_the_paraphrase_control(tmp_path):
+    proc = diagnose(tmp_path, "refinement", "--method", "apo", "--method-args", "gradients=1,paraphrases=0")
     result = json.loads((tmp_path / "runs" / TASK / "diagnose" / "refinement.json").read_text())
-    assert result["dev_n"] == 3 and result["rows"] and result["target_requests"] > 0
+    assert result["parent"]["n"] == 3 and result["target_requests"] > 0 and result["sampling_temperature"] == 1.0
+    kinds = [row["kind"] for row in result["rows"]]
+    assert "refinement" in kinds and "control" in kinds and kinds.count("control") <= kinds.count("refinement")
+    errors = result["parent"]["errors"]
     for row in result["rows"]:
-        assert 0 <= row["fixed"] <= result["old_errors"] and 0 <= row["broken"] <= 3 - result["old_errors"]
-        assert row["net"] == pytest.approx(row["dev"] - result["old_dev"])
+        assert 0 <= row["fixed"] <= errors and 0 <= row["broken"] <= 3 - errors
         assert row["net"] == pytest.approx((row["fixed"] - row["broken"]) / 3), "net change is fixes minus breaks"
+        assert row["net"] == pytest.approx(row["dev"] - result["parent"]["dev"])
+        assert row["mcnemar_p"] == mcnemar_exact(row["broken"], row["fixed"])
+        assert 0 <= row["changed"] <= 1 and row["check"] in (None, "new terms", "step labels")
+    assert [r["origin"] for r in result["rows"] if r["kind"] == "control"] == ["paraphrase"] * kinds.count("control")
+    assert {c["template"] for c in result["calls"]} >= {"apo_gradient", "apo_edit", "paraphrase"}
+    assert "| control |" in proc.stdout and "McNemar p" in proc.stdout

@@ -1,0 +1,178 @@
+"""`lm-eval-abo diagnose refinement`: does one refinement step change what the target does?
+
+One round of the method (`--method`, default apo) refines the studied prompt from its errors on a train
+minibatch. Beside it, the paper's control (APO-step-k-APE): as many paraphrases of the same parent (the
+`paraphrase` meta-prompt: the parent's instruction reworded, the rest of the prompt kept) as the step made
+refinements. Every candidate is scored on the same dev examples as the parent, through lm-eval:
+
+- fixed / broken: the parent's errors now right / its right answers now errors; fix rate, break rate, net
+  change; McNemar p: the exact two-sided McNemar test on (broken, fixed), the discordant pairs.
+- changed: the share of dev examples whose reply differs from the parent's (the target decodes as the
+  task says, greedily for the bundled tasks, so a different reply is the prompt's doing).
+- answered: the share of replies from which the task's filter extracts an answer (it differs from what
+  the filter makes of an empty reply): the answer form every prompt asks for.
+- followed: whether the replies show the candidate's new guidance. A prompt with a numbered procedure:
+  per step, the share of replies that label it ("Step N:"; the answer prefix counts); a step whose text
+  is not among the parent's steps is new, and a reply follows the new guidance when it labels every new
+  step. Otherwise (or when no step is new): the new terms, content words (4+ letters, no function words)
+  of the candidate's instruction that the parent's lacks; a reply follows when it uses one that is in
+  neither the question nor the parent's reply to the same example. That is a lexical proxy: it misses
+  guidance followed in other words and counts a word used for another reason; the paraphrase control's
+  rate is its base rate.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from lm_eval_abo.config import OptimizeConfig
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.markdown import fmt, table
+from lm_eval_abo.optimizers import METHODS
+from lm_eval_abo.optimizers.base import Candidate, Context, Node
+from lm_eval_abo.optimizers.instructions import paraphrases
+from lm_eval_abo.prompt import Prompt
+from lm_eval_abo.scoring import Sample, Score
+from lm_eval_abo.session import open_session
+from lm_eval_abo.stats import mcnemar_exact
+from lm_eval_abo.studies.common import mean, save, studied_prompt
+from lm_eval_abo.studies.sets import same_answer
+
+KINDS = ("refinement", "control")
+FUNCTION_WORDS = frozenset("""
+about above after again against also because been before being below between both could does doing down during
+each every from further have having here into itself just more most must only other over same should some such
+than that their them then there these they this those through under until very what when where which while will
+with would your yours make sure""".split())
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in FUNCTION_WORDS}
+
+
+def labels_step(prompt: Prompt, reply: str, n: int) -> bool:
+    """Whether a reply (after the prompt's answer prefix) labels step n."""
+    return re.search(rf"\bstep\s*{n}\s*[:.)]", f"{prompt.answer_prefix} {reply}", flags=re.IGNORECASE) is not None
+
+
+def share(flags) -> float | None:
+    flags = list(flags)
+    return sum(flags) / len(flags) if flags else None
+
+
+def guidance(ctx: Context, parent: Prompt, candidate: Prompt, old: dict[int, Sample], new: dict[int, Sample]) -> dict:
+    """The check of whether the replies under `candidate` show its new guidance (see the module's doc)."""
+    found: dict = {"check": None, "followed": None}
+    if candidate.procedure:
+        new_steps = [n for n, step in enumerate(candidate.procedure, 1) if step not in parent.procedure]
+        found["steps"] = [
+            {"step": n, "new": n in new_steps, "labelled": share(labels_step(candidate, s.output, n) for s in new.values()),
+             "text": step} for n, step in enumerate(candidate.procedure, 1)
+        ]
+        if new_steps:
+            found["check"] = "step labels"
+            found["followed"] = share(all(labels_step(candidate, s.output, n) for n in new_steps) for s in new.values())
+    terms = content_words(candidate.instruction_block()) - content_words(parent.instruction_block())
+    found["terms"] = sorted(terms)
+    if terms and found["check"] is None:
+        found["check"] = "new terms"
+        found["followed"] = share(
+            bool(terms & (content_words(s.output) - content_words(ctx.bridge.question(s.doc)) - content_words(old[i].output)))
+            for i, s in new.items()
+        )
+    return found
+
+
+def row(ctx: Context, kind: str, candidate: Candidate, score: Score, parent: Prompt, old: dict[int, Sample],
+        empty: dict[int, str]) -> dict:
+    new = {s.index: s for s in score.samples}
+    fixed = [i for i in old if not old[i].correct and new[i].correct]
+    broken = [i for i in old if old[i].correct and not new[i].correct]
+    wrong = sum(not s.correct for s in old.values())
+    found = guidance(ctx, parent, candidate.prompt, old, new)
+    return {
+        "kind": kind, "candidate": candidate.key[:12], "origin": candidate.origin, "dev": score.value,
+        "fixed": len(fixed), "broken": len(broken), "fix_rate": len(fixed) / wrong if wrong else None,
+        "break_rate": len(broken) / (len(old) - wrong) if len(old) > wrong else None,
+        "net": (len(fixed) - len(broken)) / len(old), "mcnemar_p": mcnemar_exact(len(broken), len(fixed)),
+        "changed": share(new[i].output != old[i].output for i in old),
+        "answered": share(not same_answer(s.answer, empty[i]) for i, s in new.items()),
+        "followed": found.pop("followed"), "check": found.pop("check"), "guidance": found,
+        "fixed_examples": fixed, "broken_examples": broken, "prompt": candidate.prompt.to_dict(), "notes": candidate.notes,
+    }
+
+
+def refine(ctx: Context, method, prompt: Prompt, dev: Score, train: Score) -> dict:
+    """One refinement step of `method` on `prompt` (its dev and train-minibatch scores), the paraphrase
+    control, every candidate scored on the same dev examples, and the comparisons."""
+    calls: list[dict] = []
+    ctx = replace(ctx, record_call=calls.append)
+    node = Node(Candidate(prompt, "studied"), 0, dev.value, dev.stderr, dev.n, {s.index: s.score for s in dev.samples})
+    node.train_samples = train.samples
+    refinements = [c for c in method.propose(ctx, [node], [node], 1) if c.key != node.key]
+    if not refinements:
+        raise AboError(f"{method.name} proposed no refinement (no train errors, or no usable optimizer reply)")
+    controls = [c for c in paraphrases(ctx, "control: paraphrases", [(node, len(refinements))]) if c.key != node.key]
+    candidates = [("refinement", c) for c in refinements] + [("control", c) for c in controls]
+    scores = ctx.bridge.score([c.prompt for _, c in candidates], "dev", [s.index for s in dev.samples])
+    old = {s.index: s for s in dev.samples}
+    blank = ctx.bridge.check([""] * dev.n, [s.doc for s in dev.samples])  # what the filter makes of no reply
+    empty = {s.index: answer for s, (answer, _) in zip(dev.samples, blank)}
+    rows = [row(ctx, kind, c, score, prompt, old, empty) for (kind, c), score in zip(candidates, scores)]
+    parent = {
+        "dev": dev.value, "n": dev.n, "errors": sum(not s.correct for s in dev.samples),
+        "answered": share(not same_answer(s.answer, empty[s.index]) for s in dev.samples),
+        "steps": [share(labels_step(prompt, s.output, n) for s in dev.samples) for n in range(1, len(prompt.procedure) + 1)],
+    }
+    means = {kind: {key: mean(r[key] for r in rows if r["kind"] == kind)
+                    for key in ("fix_rate", "break_rate", "net", "changed", "answered", "followed")} for kind in KINDS}
+    return {"parent": parent, "rows": rows, "mean": means, "calls": calls}
+
+
+def refinement_study(config: OptimizeConfig, artifact: str | None = None, out=print, lm=None) -> dict:
+    config = config.resolved()
+    session = open_session(config, lm, reads_text="diagnose refinement")
+    ctx = session.context()
+    prompt = studied_prompt(session, artifact)
+    [dev] = session.bridge.score([prompt], "dev", session.dev_indices)
+    batch = ctx.rng("minibatch", 1).sample(session.train_pool, min(config.minibatch, len(session.train_pool)))
+    [train] = session.bridge.score([prompt], "train", batch)
+    result = {
+        "task": config.task, "method": config.method, "method_args": config.method_args, "optimizer": config.optimizer,
+        "prompt_sha256": prompt.sha256(), "seed": config.seed, "sampling_temperature": config.sampling_temperature,
+        "minibatch": sorted(batch), **refine(ctx, METHODS[config.method], prompt, dev, train),
+        "optimizer_usage": session.llm.usage.to_dict(), "target_requests": session.bridge.target_requests,
+    }
+    save(config, "refinement", result, refinement_markdown(result), out)
+    return result
+
+
+def refinement_markdown(r: dict) -> str:
+    parent, rows = r["parent"], r["rows"]
+    cells = [[x["kind"], x["candidate"], x["origin"], fmt(x["dev"]), x["fixed"], x["broken"], fmt(x["fix_rate"]),
+              fmt(x["break_rate"]), fmt(x["net"]), fmt(x["mcnemar_p"]), fmt(x["changed"]), fmt(x["answered"]),
+              f"{fmt(x['followed'])} ({x['check'] or 'nothing new'})"] for x in rows]
+    cells += [[f"mean {kind}", "", "", "", "", "", fmt(m["fix_rate"]), fmt(m["break_rate"]), fmt(m["net"]), "",
+               fmt(m["changed"]), fmt(m["answered"]), fmt(m["followed"])] for kind, m in r["mean"].items()]
+    steps = [[x["candidate"], s["step"], "yes" if s["new"] else "", fmt(s["labelled"]), s["text"][:80]]
+             for x in rows for s in x["guidance"].get("steps", [])]
+    lines = [
+        f"# One refinement step: {r['task']}, {r['method']}, optimizer {r['optimizer']}",
+        "",
+        f"Prompt refined: dev {fmt(parent['dev'])} on {parent['n']} examples ({parent['errors']} errors); replies with an "
+        f"answer the task's filter extracts: {fmt(parent['answered'])}.",
+        f"Refinements: one {r['method']} round on {len(r['minibatch'])} train examples. Controls: paraphrases of the same "
+        "parent (APO-step-k-APE), as many as the refinements. "
+        f"Sampling temperature {r['sampling_temperature']:g}, seed {r['seed']}.",
+        "McNemar p: exact, two-sided, on the fixed and broken examples. Changed: replies that differ from the parent's. "
+        "Followed: replies that show the new guidance (step labels, or new terms).",
+        "",
+        *table(["kind", "candidate", "origin", "dev", "fixed", "broken", "fix rate", "break rate", "net", "McNemar p",
+                "changed", "answered", "followed (check)"], cells, left=3),
+    ]
+    if steps:
+        labelled = ", ".join(f"step {n}: {fmt(v)}" for n, v in enumerate(parent["steps"], 1)) or "no procedure"
+        lines += ["", "## Steps: share of replies that label each step", "", f"Parent: {labelled}.", "",
+                  *table(["candidate", "step", "new", "labelled", "text"], steps, left=1)]
+    return "\n".join(lines)
