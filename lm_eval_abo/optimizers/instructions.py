@@ -89,7 +89,7 @@ class InstructionMethod:
 
     def initial(self, ctx: Context, beam: int) -> list[Candidate]:
         candidates = initial_candidates(ctx, beam)
-        note_train_scores(ctx, candidates, with_baseline=True)  # methods that show scores (a score subset) only
+        note_train_scores(ctx, candidates, with_baseline=True)  # nothing to do unless the method shows scores
         return candidates
 
     def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
