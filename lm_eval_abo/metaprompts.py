@@ -2,7 +2,9 @@
 
 Templates render in a sandbox with StrictUndefined. Untrusted text (documents, target outputs,
 optimizer replies) only ever enters as a variable's value, and jinja2 never evaluates a value, so
-`{{ 7*7 }}` inside an error message stays `{{ 7*7 }}`.
+`{{ 7*7 }}` inside an error message stays `{{ 7*7 }}`. Long inputs are shortened with the `cut_middle`
+filter, which cuts the middle and keeps both ends: a question's answer options and a reply's final
+answer sit at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +27,18 @@ def _environment(directory: str) -> SandboxedEnvironment:
         trim_blocks=True, lstrip_blocks=True, autoescape=False,
     )
     env.filters["numbered"] = lambda items: "\n".join(f"{i}. {item}" for i, item in enumerate(items, 1))
+    env.filters["cut_middle"] = cut_middle
     return env
+
+
+def cut_middle(text, length: int) -> str:
+    """`text` cut down to `length` of its characters, the first and the last half of them, with the cut
+    marked in between."""
+    text = str(text)
+    if len(text) <= length:
+        return text
+    head, tail = text[: (length + 1) // 2], text[len(text) - length // 2 :]
+    return f"{head.rstrip()} [... {len(text) - length} characters cut ...] {tail.lstrip()}"
 
 
 def templates_dir() -> Path:

@@ -20,6 +20,7 @@ from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import append_line, dump_json, read_json, write_text_atomic, write_texts_atomic
 from lm_eval_abo.lock import FolderLock
 from lm_eval_abo.optimizers import METHODS
+from lm_eval_abo.optimizers.instructions import SCORE_EXAMPLES
 from lm_eval_abo.optimizers.search import Search, SearchState
 from lm_eval_abo.scoring import TargetFailed
 from lm_eval_abo.session import Session, attach_models, model_class, plan_session
@@ -41,12 +42,13 @@ class Outcome:
 def projection(config: OptimizeConfig, n_dev: int, n_train: int, n_test: int) -> dict:
     """Most calls the run can make (before format retries; caches and early stops make it fewer)."""
     method = METHODS[config.method]
+    shown = min(config.method_args.get(SCORE_EXAMPLES, 0), n_train)  # train examples behind each score shown (opro, promptagent)
     rows = []
     for r in range(config.rounds + 1):
         calls, candidates = method.projected(config.method_args, config.beam, initial=r == 0)
         candidates += r == 0  # the baseline
         train = 0 if r == 0 or not method.uses_errors else config.beam * min(config.minibatch, n_train)
-        rows.append({"round": r, "optimizer_calls": calls, "target_requests": train + candidates * n_dev})
+        rows.append({"round": r, "optimizer_calls": calls, "target_requests": train + candidates * (n_dev + shown)})
     total_optimizer = sum(r["optimizer_calls"] for r in rows)
     if config.max_optimizer_calls is not None:
         total_optimizer = min(total_optimizer, config.max_optimizer_calls)

@@ -1,8 +1,10 @@
-"""Reflection methods on explicit errors.
+"""Reflection methods on explicit errors, expanding each beam prompt as ProTeGi does.
 
 `apo` (ProTeGi): per beam prompt, groups of train errors each get a "textual gradient" (a reason the
-prompt failed), each gradient an edit, each edit some paraphrases.
-`apo-sum`: one reflection summarising all errors of a beam prompt, then edits and paraphrases.
+prompt failed), each gradient an edit.
+`apo-sum`: one reflection summarising a random sample of a beam prompt's errors, then edits.
+Both then write paraphrases (ProTeGi's Monte Carlo successors) of every edit and of the beam prompt
+itself, and keep at most `max_expansion_factor` of a prompt's distinct children, sampled at random.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
 from lm_eval_abo.optimizers.instructions import InstructionMethod, paraphrases
 
 
-def edit_and_paraphrase(ctx: Context, round_no: int, jobs: list[tuple[Node, list[dict], str]], edits: int, n_paraphrases: int) -> list[Candidate]:
-    """For each (node, errors shown, reason): `edits` rewritten instructions, then paraphrases of each."""
+def expand(ctx: Context, round_no: int, beam: list[Node], jobs: list[tuple[Node, list[dict], str]], edits_per_job: int) -> list[Candidate]:
+    """Each beam prompt's children: `edits_per_job` rewritten instructions per (node, errors shown, reason) job,
+    `paraphrases` paraphrases of each edit and of the beam prompt itself, then a seeded sample of
+    `max_expansion_factor` of the distinct ones."""
+    p = ctx.params
     owners, requests = [], []
     for node, errors, reason in jobs:
-        for _ in range(edits):
+        for _ in range(edits_per_job):
             owners.append((node, reason))
             requests.append(("apo_edit", {
                 "task_description": ctx.task_description, "instruction": ctx.rewritable(node.prompt).instruction,
@@ -28,13 +33,36 @@ def edit_and_paraphrase(ctx: Context, round_no: int, jobs: list[tuple[Node, list
         Candidate(replace(ctx.rewritable(node.prompt), instruction=t), "edit", node.key, {"reason": reason})
         for (node, reason), t in zip(owners, texts) if t
     ]
-    return edited + paraphrases(ctx, f"round {round_no}: paraphrases", [(c, n_paraphrases) for c in edited])
+    sources: list[Node | Candidate] = [*edited, *beam]
+    beam_prompt_of = {c.key: c.parent for c in edited} | {node.key: node.key for node in beam}
+    successors = paraphrases(ctx, f"round {round_no}: paraphrases", [(source, p["paraphrases"]) for source in sources])
+    children: dict[str, dict[str, Candidate]] = {node.key: {} for node in beam}  # beam prompt -> its distinct children
+    for child in edited + successors:
+        owner = beam_prompt_of[child.parent]
+        if child.key != owner:
+            children[owner].setdefault(child.key, child)
+    kept = []
+    for owner, distinct in children.items():
+        found = list(distinct.values())
+        if len(found) > p["max_expansion_factor"]:
+            chosen = set(ctx.rng(round_no, owner, "expansion").sample(range(len(found)), p["max_expansion_factor"]))
+            found = [c for i, c in enumerate(found) if i in chosen]
+        kept += found
+    return kept
+
+
+def projected_children(params: dict, beam: int, reflections: int, edits: int) -> tuple[int, int]:
+    """Calls and candidates of a round: per beam prompt `reflections` calls, `edits` edits, paraphrases of
+    the edits and the prompt, at most `max_expansion_factor` children kept."""
+    paraphrase_calls = (edits + 1) * params["paraphrases"]
+    return beam * (reflections + edits + paraphrase_calls), beam * min(params["max_expansion_factor"], edits + paraphrase_calls)
 
 
 class Apo(InstructionMethod):
     name = "apo"
-    defaults = {"gradients": 2, "errors_per_gradient": 4, "edits_per_gradient": 1, "paraphrases": 1}
-    paper = {"gradients": 4, "paraphrases": 2}  # ProTeGi: 4 gradients from groups of 4 errors, 2 paraphrases per edit
+    defaults = {"gradients": 2, "errors_per_gradient": 4, "edits_per_gradient": 1, "paraphrases": 1, "max_expansion_factor": 4}
+    # ProTeGi: 4 gradients from groups of 4 errors, 1 edit per gradient, 2 Monte Carlo samples per prompt, 8 children kept
+    paper = {"gradients": 4, "paraphrases": 2, "max_expansion_factor": 8}
 
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
         p = ctx.params
@@ -51,35 +79,37 @@ class Apo(InstructionMethod):
                 }))
         reasons = ctx.ask(f"round {round_no}: gradients", requests, first_tag("reason"), "reason")
         jobs = [(node, group, reason) for (node, group), reason in zip(groups, reasons) if reason]
-        return edit_and_paraphrase(ctx, round_no, jobs, p["edits_per_gradient"], p["paraphrases"])
+        return expand(ctx, round_no, beam, jobs, p["edits_per_gradient"])
 
     def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
-        candidates = beam * params["gradients"] * params["edits_per_gradient"] * (1 + params["paraphrases"])
-        return beam * params["gradients"] + candidates, candidates
+        return projected_children(params, beam, params["gradients"], params["gradients"] * params["edits_per_gradient"])
 
 
 class ApoSum(InstructionMethod):
     name = "apo-sum"
-    defaults = {"max_errors": 16, "errors_shown": 4, "edits": 2, "paraphrases": 1}
-    paper = {"max_errors": 64, "edits": 4, "paraphrases": 2}  # ProTeGi's budget, one summary over all errors
+    defaults = {"max_errors": 16, "errors_shown": 4, "edits": 2, "paraphrases": 1, "max_expansion_factor": 4}
+    paper = {"max_errors": 64, "edits": 4, "paraphrases": 2, "max_expansion_factor": 8}  # ProTeGi's budget, one summary over all errors
 
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
         p = ctx.params
-        reflected = [n for n in beam if n.train_errors()]
+        sampled = {}  # a seeded random sample of each beam prompt's errors
+        for node in beam:
+            errors = node.train_errors()
+            sampled[node.key] = ctx.rng(round_no, node.key, "errors").sample(errors, min(p["max_errors"], len(errors)))
+        reflected = [node for node in beam if sampled[node.key]]
         requests = [
             ("apo_sum_reflect", {
                 "task_description": ctx.task_description, "instruction": ctx.rewritable(node.prompt).instruction,
-                "errors": [ctx.error(s) for s in node.train_errors()[: p["max_errors"]]],
+                "errors": [ctx.error(s) for s in sampled[node.key]],
             })
             for node in reflected
         ]
         summaries = ctx.ask(f"round {round_no}: summaries", requests, first_tag("summary"), "summary")
         jobs = [
-            (node, [ctx.error(s) for s in node.train_errors()[: p["errors_shown"]]], summary)
+            (node, [ctx.error(s) for s in sampled[node.key][: p["errors_shown"]]], summary)  # a random sample too
             for node, summary in zip(reflected, summaries) if summary
         ]
-        return edit_and_paraphrase(ctx, round_no, jobs, p["edits"], p["paraphrases"])
+        return expand(ctx, round_no, beam, jobs, p["edits"])
 
     def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
-        candidates = beam * params["edits"] * (1 + params["paraphrases"])
-        return beam + candidates, candidates
+        return projected_children(params, beam, 1, params["edits"])

@@ -1,6 +1,6 @@
 """What the instruction-rewriting (APO family) methods share: LLM-written initial instructions (the paper's
-unified starting point), paraphrases of an instruction, and the members of the method contract that they
-all answer the same way."""
+unified starting point), paraphrases of an instruction, the scores some methods show the optimizer, and
+the members of the method contract that they all answer the same way."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from dataclasses import replace
 from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
 
 INITIAL_EXAMPLES = 5
+# The method parameter of the methods that show the optimizer scores (opro, promptagent): how many train
+# examples each shown score is measured on. Every candidate they propose is scored on that fixed, seeded
+# subset of train (OPRO's own code shows training accuracy), so dev stays a selection signal only.
+SCORE_EXAMPLES = "score_examples"
+TRAIN_SCORE = "train_score"  # the candidate note that holds it
 
 
 def initial_candidates(ctx: Context, count: int) -> list[Candidate]:
@@ -38,6 +43,35 @@ def paraphrases(ctx: Context, purpose: str, sources: list[tuple[Node | Candidate
     ]
 
 
+def score_subset(ctx: Context) -> list[int]:
+    """The fixed train examples behind every shown score (none: no scores are shown)."""
+    size = min(ctx.params.get(SCORE_EXAMPLES, 0), len(ctx.train_pool))
+    return sorted(ctx.rng("score subset").sample(ctx.train_pool, size))
+
+
+def note_train_scores(ctx: Context, candidates: list[Candidate], with_baseline: bool = False) -> None:
+    """Score new candidates on the score subset, if the method has one, and note it in each (so the score
+    outlives a resume). Round 0 also scores the baseline, which the search adds itself: `train_scores` finds
+    it in the bridge."""
+    subset = score_subset(ctx)
+    scored = [c for c in candidates if c.prompt.instruction.strip() or c.prompt.procedure]  # the search drops empty ones
+    prompts = [c.prompt for c in scored] + ([ctx.bridge.default_prompt] if with_baseline else [])
+    if subset and prompts:
+        for candidate, score in zip(scored, ctx.bridge.score(prompts, "train", subset)):
+            candidate.notes[TRAIN_SCORE] = score.value
+
+
+def train_scores(ctx: Context, nodes: list[Node]) -> list[float | None]:
+    """Each node's score on the score subset (None when no scores are shown): noted when it was proposed,
+    else (the baseline) scored through the bridge, which scores an identical prompt and example once per run."""
+    subset = score_subset(ctx)
+    if not subset:
+        return [None] * len(nodes)
+    missing = [n.prompt for n in nodes if TRAIN_SCORE not in n.candidate.notes]
+    fresh = iter(ctx.bridge.score(missing, "train", subset))
+    return [n.candidate.notes[TRAIN_SCORE] if TRAIN_SCORE in n.candidate.notes else next(fresh).value for n in nodes]
+
+
 class InstructionMethod:
     """A method that rewrites the instruction: round 0 writes `beam` initial instructions; later rounds are
     the method's own (`propose`, and `projected_round` for the projection)."""
@@ -54,7 +88,9 @@ class InstructionMethod:
         return self.uses_errors
 
     def initial(self, ctx: Context, beam: int) -> list[Candidate]:
-        return initial_candidates(ctx, beam)
+        candidates = initial_candidates(ctx, beam)
+        note_train_scores(ctx, candidates, with_baseline=True)  # nothing to do unless the method shows scores
+        return candidates
 
     def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
         return (beam, beam) if initial else self.projected_round(params, beam)

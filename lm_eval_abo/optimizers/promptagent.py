@@ -1,27 +1,38 @@
-"""PromptAgent (beam variant): reflection that sees the trajectory of earlier prompts and their
-scores, then several new prompts per beam prompt in one call."""
+"""PromptAgent (beam variant), as its reference code does it: per beam prompt, a reflection on a batch of
+train errors (an analysis of each error, then a summary of what to improve), then several new prompts
+written from the errors, the reflection and the trajectory of prompts from the first to the current one,
+each with its score on a fixed subset of train (dev only selects)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from lm_eval_abo import metaprompts
 from lm_eval_abo.optimizers.base import Candidate, Context, Node, all_tags, first_tag
-from lm_eval_abo.optimizers.instructions import InstructionMethod
+from lm_eval_abo.optimizers.instructions import SCORE_EXAMPLES, InstructionMethod, note_train_scores, train_scores
 
 
 def trajectory(ctx: Context, node: Node, history: list[Node]) -> list[dict]:
-    """The path of prompts from the root to `node`, each with its dev score."""
+    """The path of prompts from the root to `node`, each with its score on the score subset."""
     by_key = {n.key: n for n in history}
     path = [node]
     while path[-1].candidate.parent in by_key and len(path) < 50:
         path.append(by_key[path[-1].candidate.parent])
-    return [{"instruction": ctx.rewritable(n.prompt).instruction, "score": round(n.dev, 3)} for n in reversed(path)]
+    path.reverse()
+    return [{"instruction": ctx.rewritable(n.prompt).instruction, "score": None if s is None else round(100 * s)}
+            for n, s in zip(path, train_scores(ctx, path))]
+
+
+def reflection(text: str) -> dict | None:
+    """The analyses of the errors, one each, and their summary (required)."""
+    summary = first_tag("summary")(text)
+    return {"analyses": metaprompts.tagged(text, "analysis"), "summary": summary} if summary else None
 
 
 class PromptAgent(InstructionMethod):
     name = "promptagent"
-    defaults = {"expand": 2, "error_batch": 5}
-    paper = {"expand": 3}  # PromptAgent (beam variant): expand 3, error batch 5
+    defaults = {"expand": 2, "error_batch": 5, SCORE_EXAMPLES: 8}
+    paper = {"expand": 3}  # PromptAgent (beam variant): expand 3, error batch 5; its trajectory shows no scores
 
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
         p = ctx.params
@@ -31,23 +42,24 @@ class PromptAgent(InstructionMethod):
             if errors:
                 picked = ctx.rng(round_no, node.key, "errors").sample(errors, min(p["error_batch"], len(errors)))
                 jobs.append((node, {
-                    "task_description": ctx.task_description, "trajectory": trajectory(ctx, node, history),
+                    "task_description": ctx.task_description, "instruction": ctx.rewritable(node.prompt).instruction,
                     "errors": [ctx.error(s) for s in picked],
                 }))
-        reasons = ctx.ask(
-            f"round {round_no}: reflections", [("promptagent_reflect", {**v, "n": 1}) for _, v in jobs],
-            first_tag("reason"), "reason",
-        )
-        jobs = [(node, v, reason) for (node, v), reason in zip(jobs, reasons) if reason]
+        reflections = ctx.ask(f"round {round_no}: reflections", [("promptagent_reflect", v) for _, v in jobs],
+                              reflection, "summary")
+        jobs = [(node, v, r) for (node, v), r in zip(jobs, reflections) if r]
         batches = ctx.ask(
             f"round {round_no}: new prompts",
-            [("promptagent_edit", {**v, "reason": reason, "n": p["expand"]}) for _, v, reason in jobs],
+            [("promptagent_edit", {**v, **r, "trajectory": trajectory(ctx, node, history), "scored": p[SCORE_EXAMPLES] > 0,
+                                   "n": p["expand"]}) for node, v, r in jobs],
             all_tags("prompt"), "prompt", sample=True,
         )
-        return [
-            Candidate(replace(ctx.rewritable(node.prompt), instruction=text), "edit", node.key, {"reason": reason})
-            for (node, _, reason), texts in zip(jobs, batches) for text in (texts or [])[: p["expand"]]
+        candidates = [
+            Candidate(replace(ctx.rewritable(node.prompt), instruction=text), "edit", node.key, {"reason": r["summary"]})
+            for (node, _, r), texts in zip(jobs, batches) for text in (texts or [])[: p["expand"]]
         ]
+        note_train_scores(ctx, candidates)
+        return candidates
 
     def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
         return beam * 2, beam * params["expand"]
