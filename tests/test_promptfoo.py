@@ -342,9 +342,10 @@ def test_import_optimize_then_evaluate_with_lm_eval_and_promptfoo(gemma_server, 
     artifact = store.load(run_dir / "best.yaml", task="capitals")
     assert artifact.scores["test"]["metric"] == "pass_rate,none" and artifact.scores["test"]["n"] == 3
     assert artifact.usage["optimizer"]["calls"] >= 1 and [r["round"] for r in artifact.trace] == [0, 1]
+    test_ids = artifact.splits["test"]  # the held-out documents, after train and dev were carved out
 
     run_cli(bin_path("lm_eval"), "--model", "local-completions", "--model_args", local_completions_args(gemma_server),
-            "--include_path", str(tasks), "--tasks", "capitals", "--limit", "4",
+            "--include_path", str(tasks), "--tasks", "capitals", "--samples", json.dumps({"capitals": test_ids}),
             "--metadata", json.dumps({"abo_prompt": str(run_dir / "best.yaml")}), "--output_path", str(tmp_path / "lm_eval"),
             "--log_samples", cwd=tmp_path)
     results = results_file(tmp_path / "lm_eval")
@@ -353,9 +354,9 @@ def test_import_optimize_then_evaluate_with_lm_eval_and_promptfoo(gemma_server, 
 
     out = tmp_path / "promptfooconfig.yaml"
     run_cli(bin_path("lm-eval-abo"), "export", "promptfoo", str(run_dir / "best.yaml"), "--include_path", str(tasks),
-            "--limit", "4", "--api-base", f"{gemma_server.base_url}", "-o", str(out), cwd=tmp_path)
+            "--api-base", f"{gemma_server.base_url}", "-o", str(out), cwd=tmp_path)
     found = run_promptfoo(out, tmp_path / "promptfoo.json")
     by_doc = {row["doc_id"]: row for row in samples(tmp_path / "lm_eval", "capitals")}
     outcomes = [(r["response"]["output"], r["success"]) for r in sorted(found["results"], key=lambda r: r["testIdx"])]
-    expected = [(by_doc[i]["resps"][0][0], by_doc[i]["pass_rate"] == 1.0) for i in range(4)]
-    assert outcomes == expected and found["stats"]["successes"] / 4 == score
+    expected = [(by_doc[i]["resps"][0][0], by_doc[i]["pass_rate"] == 1.0) for i in test_ids]
+    assert outcomes == expected and found["stats"]["successes"] / len(test_ids) == score
