@@ -35,12 +35,16 @@ class Outcome:
 def projection(config: OptimizeConfig, n_dev: int, n_train: int, n_test: int) -> dict:
     """Most calls the run can make (before format retries; caches and early stops make it fewer)."""
     method = METHODS[config.method]
+    engine = getattr(method, "projected_engine", None)  # a method whose later rounds are its own engine's (GEPA)
     rows = []
     for r in range(config.rounds + 1):
         calls, candidates = method.projected(config.method_args, config.beam, initial=r == 0)
         candidates += r == 0  # the baseline
         train = 0 if r == 0 or not method.uses_errors else config.beam * min(config.minibatch, n_train)
-        rows.append({"round": r, "optimizer_calls": calls, "target_requests": train + candidates * n_dev})
+        requests = train + candidates * n_dev
+        if r and engine:
+            calls, requests = engine(config.method_args, n_dev)
+        rows.append({"round": r, "optimizer_calls": calls, "target_requests": requests})
     total_optimizer = sum(r["optimizer_calls"] for r in rows)
     if config.max_optimizer_calls is not None:
         total_optimizer = min(total_optimizer, config.max_optimizer_calls)
@@ -131,12 +135,14 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
 
     def announce(record) -> None:
         out(report.round_row(record))
+        if record.get("notes"):
+            out(report.notes_text(record))
         for table in report.diagnosis_tables(record):
             out(table)
 
     out(report.round_header())
-    search = Search(METHODS[config.method], session.context(), config.beam, session.dev_indices, config.minibatch,
-                    config.patience, config.accept, config.alpha, config.selection)
+    search = Search(METHODS[config.method], session.context(run_dir=run.dir), config.beam, session.dev_indices,
+                    config.minibatch, config.patience, config.accept, config.alpha, config.selection)
     try:
         state = search.run(config.rounds, state, checkpoint, announce)
     except TargetFailed as e:

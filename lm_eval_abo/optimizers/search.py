@@ -162,6 +162,7 @@ class Search:
             "best": {"key": best.key, "dev": best.dev, "stderr": best.dev_stderr, "n": best.dev_n,
                      **self._gain(incumbent, best)},
             "mean_dev": sum(n.dev for n in new) / len(new) if new else None,
+            **({"notes": dict(self.ctx.round_notes)} if self.ctx.round_notes else {}),
             "flips": flips(incumbent, best) if incumbent else {"fixed": [], "broken": []},
             "optimizer": self.ctx.llm.usage.minus(start.usage).to_dict(),
             "target_requests": self.ctx.bridge.target_requests - start.target_requests,
@@ -192,6 +193,7 @@ class Search:
             return state
         for round_no in range(state.round + 1, rounds + 1):
             start = RoundStart.of(ctx)
+            ctx.round_notes.clear()
             previous_best = state.best if state.beam else None
             with tqdm(total=3, desc=f"round {round_no}/{rounds}", leave=False) as bar:
                 try:
