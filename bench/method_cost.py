@@ -56,7 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     load_at_start = record.header("Cost per method per round (optimizer calls and tokens)")
 
-    from lm_eval_abo.embedded import DEFAULT_TARGET, EmbeddedLM
+    from lm_eval_abo.embedded.backend import EmbeddedLM
+    from lm_eval_abo.embedded.models import DEFAULT_TARGET
 
     lm = EmbeddedLM(model=DEFAULT_TARGET)
     results = {}
