@@ -73,7 +73,7 @@ def cmd_paper_table(args) -> None:
 
     tasks = [t for t in args.tasks.split(",") if t]
     methods = [m for m in args.apo_methods.split(",") if m]
-    paper_table(config_from(args, task=tasks[0] if tasks else ""), tasks, methods)
+    paper_table(config_from(args, task=tasks[0] if tasks else ""), tasks, methods, seeds=args.seeds)
 
 
 def cmd_run(argv: list[str]) -> None:
@@ -158,10 +158,13 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("paper-table", help="the paper's Table 2 layout for one target/optimizer pair")
     p.add_argument("--tasks", default="abo_object_counting_synth", help="comma-separated tasks")
-    p.add_argument("--apo-methods", dest="apo_methods", default=",".join(APO_METHODS), help="APO methods compared for the 'best APO method' row")
+    p.add_argument("--apo-methods", dest="apo_methods", default=",".join(APO_METHODS),
+                   help="APO methods compared for the 'best APO method' row (default: all five)")
+    p.add_argument("--seeds", type=int, default=1, help="repeat the table with this many seeds and report each row's spread")
     add_flags(p, "paper-table", patience={
-        "default": 1, "help": "APO runs stop when the best dev score has not improved for this many rounds (default 1, "
-        "ABO's own default; 0: every round). ABO always runs every step: each is a row"})
+        "default": 0, "help": "every method stops when its best dev score has not improved for this many rounds "
+        "(default 0: every method runs every round, so the budgets compare)"},
+        rounds={"help": "rounds of every method (default 2: ABO's rows are steps 0-2, as in the paper)"})
     p.set_defaults(func=cmd_paper_table)
 
 

@@ -167,6 +167,13 @@ class OptimizeConfig(HarnessSettings):
     selection: str = flag("how a round's candidates are scored on dev: full (each on all of it) or racing (growing "
                           "slices; the better half goes on; the survivors get all of dev)", default="full", resume=True,
                           commands=("optimize", "paper-table"))
+    no_copy: int = flag("1 (the default): reject a proposed instruction or procedure that copies training content "
+                        "(phrases, the examples' own objects and numbers); 0: keep it, flagged", default=1, name="--no-copy",
+                        resume=True, commands=("optimize", "paper-table"))
+    sampling_temperature: float = flag("temperature of the optimizer's sampling calls: initial instructions, paraphrases, "
+                                       "edits, OPRO's and PromptAgent's new prompts (default 1.0); reflections, ABO's "
+                                       "calls and all scoring stay deterministic", default=1.0, resume=True,
+                                       commands=("optimize", "diagnose", "paper-table"))
     metric: str | None = flag("the task metric to optimize, as `metric` or `metric,filter` (default: the task's first "
                               "metric under its first filter)", default=None, resume=True)
     answer_format: str | None = flag("how an answer must end so the task's filter finds it, told to the optimizer (default: "
@@ -211,7 +218,10 @@ class OptimizeConfig(HarnessSettings):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
                 raise AboError(f"{name.replace('_', '-')} must be a whole number of at least {least}, got {value!r}")
         for name, value in params.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if name in method.choices:
+                if value not in method.choices[name]:
+                    raise AboError(f"method argument {name} must be one of {', '.join(method.choices[name])}, got {value!r}")
+            elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise AboError(f"method argument {name} must be a whole number of at least 0, got {value!r}")
         for name in ("max_optimizer_calls", "max_cost", "patience"):
             value = getattr(self, name)

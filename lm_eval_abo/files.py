@@ -101,6 +101,15 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
+def append_line(path: str | Path, text: str) -> None:
+    """Add a line to a log file (made with its folder if missing), flushed at once: a crash loses no line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(text.rstrip("\n") + "\n")
+        f.flush()
+
+
 def write_yaml(path: str | Path, data) -> Path:
     return write_text_atomic(path, dump_yaml(data))
 

@@ -213,15 +213,19 @@ class OptimizerLLM:
         lines = str(error).strip().splitlines()
         return scrub(lines[0] if lines else type(error).__name__, self.secrets)[:300]
 
-    def complete_many(self, requests: list[tuple[list[dict], int]], desc: str = "optimizer") -> list[str | None]:
+    def complete_many(self, requests: list[tuple[list[dict], int]], desc: str = "optimizer",
+                      temperature: float | None = None) -> list[str | None]:
         """Several completions at once (bounded concurrency); a request that fails after its retries
-        gives None and a warning, so one bad call never ends the run. Budget exhaustion still raises."""
+        gives None and a warning, so one bad call never ends the run. Budget exhaustion still raises.
+        `temperature`, when given, is this batch's (over the optimizer's own)."""
         from tqdm import tqdm
+
+        overrides = {} if temperature is None else {"temperature": temperature}
 
         def one(request):
             messages, seed = request
             try:
-                return self.complete(messages, seed=seed)
+                return self.complete(messages, seed=seed, **overrides)
             except (BudgetExhausted, AboError):
                 raise
             except Exception as e:  # after retries: drop this one request

@@ -8,6 +8,7 @@ writes the best prompt as a plain lm-eval task beside the artifact (`tasks.expor
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from lm_eval_abo import evaluation, metaprompts, report, stats, store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import read_json, write_json, write_text_atomic
+from lm_eval_abo.files import append_line, read_json, write_json, write_text_atomic
 from lm_eval_abo.optimizers import METHODS
 from lm_eval_abo.optimizers.search import Search, SearchState
 from lm_eval_abo.scoring import TargetFailed
@@ -66,6 +67,10 @@ class Run:
         self.results = self.dir / "results"
         self.export_name = config.export_name or export.default_name(config.task)
 
+    def calls_file(self, round_no: int) -> Path:
+        """The optimizer calls of a round, each as rendered and answered (JSON Lines)."""
+        return self.dir / "metaprompts" / f"round-{round_no}.jsonl"
+
     def saved_rounds(self) -> str:
         """What a failed run kept, and how to continue it."""
         if not self.state.exists():
@@ -80,7 +85,8 @@ def settings_of(config: OptimizeConfig, session: Session) -> dict:
     return {
         "rounds": config.rounds, "beam": config.beam, "minibatch": config.minibatch, "method_args": config.method_args,
         "seed": config.seed, "train_limit": config.train_limit, "dev_limit": config.dev_limit,
-        "test_limit": config.test_limit, **config.harness().recorded(),
+        "test_limit": config.test_limit, "accept": config.accept, "alpha": config.alpha, "selection": config.selection,
+        "no_copy": config.no_copy, "sampling_temperature": config.sampling_temperature, **config.harness().recorded(),
         "metric": session.bridge.metric_key, "answer_format": session.bridge.answer_format,
     }
 
@@ -141,8 +147,10 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
             out(table)
 
     out(report.round_header())
-    search = Search(METHODS[config.method], session.context(run_dir=run.dir), config.beam, session.dev_indices,
-                    config.minibatch, config.patience, config.accept, config.alpha, config.selection)
+    ctx = session.context(run_dir=run.dir)
+    ctx.record_call = lambda call: append_line(run.calls_file(call["round"]), json.dumps(call, ensure_ascii=False))
+    search = Search(METHODS[config.method], ctx, config.beam, session.dev_indices, config.minibatch,
+                    config.patience, config.accept, config.alpha, config.selection, bool(config.no_copy))
     try:
         state = search.run(config.rounds, state, checkpoint, announce)
     except TargetFailed as e:
@@ -163,10 +171,11 @@ def finish(config: OptimizeConfig, session: Session, state: SearchState, run: Ru
     store.save(final, run.artifact)  # the prompt stands before the test evaluation, also after a resume
     provenance = provenance_of(final, run.artifact, session.n_test)
     try:
-        tested = evaluation.evaluate(session, best.prompt, run.results / "best", provenance)
-        untouched = tested if best.key == baseline.key else evaluation.evaluate(
+        untouched = None if best.key == baseline.key else evaluation.evaluate(  # first: the newest results are the best's
             session, baseline.prompt, run.results / "baseline",
             {**provenance, "method": "baseline", "source": "baseline", "prompt_sha256": baseline.prompt.sha256()})
+        tested = evaluation.evaluate(session, best.prompt, run.results / "best", provenance)
+        untouched = untouched or tested
     except TargetFailed as e:
         raise AboError(f"{e} during the test evaluation; {run.saved_rounds()}") from e
     comparison = stats.compare(untouched.per_doc, tested.per_doc, untouched.correct, tested.correct, config.seed)

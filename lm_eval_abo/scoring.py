@@ -232,7 +232,7 @@ class Bridge:
         docs = self.docs("train")[:8]
         for phrasing in ANSWER_PHRASINGS:
             texts = [f"Working through the question step by step.\n{phrasing.format(self.gold(d))}" for d in docs]
-            if all(self._is_correct(score) for _, score in self.check(texts, docs)):
+            if all(self.correct(score) for _, score in self.check(texts, docs)):
                 return f'End your answer with "{phrasing.format("<answer>")}".'
         return ""
 
@@ -308,7 +308,7 @@ class Bridge:
         score = self._value(item)
         sample = Sample(index=index, id=doc_id(doc, self.splits[split].split, self.splits[split].indices[index]), doc=doc,
                         prompt=str(row["arguments"][0][0]), output=output, answer=answer,
-                        target=self.gold(doc), score=score, correct=self._is_correct(score))
+                        target=self.gold(doc), score=score, correct=self.correct(score))
         return sample, item
 
     def summarise(self, scored: list[tuple[Sample, object]]) -> Score:
@@ -338,6 +338,7 @@ class Bridge:
         value = float(self.reference.aggregation()[self.metric]([item]))
         return value if math.isfinite(value) else 0.0
 
-    def _is_correct(self, score: float) -> bool:
+    def correct(self, score: float) -> bool:
+        """Not an error: the score reaches the error threshold."""
         return score >= self.threshold if self.higher_is_better else score <= self.threshold
 

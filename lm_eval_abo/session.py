@@ -86,7 +86,8 @@ class Session:
 
         params = self.config.method_args if params is None else params
         return Context(llm=self.llm, bridge=self.bridge, params=params, seed=self.config.seed, train_pool=self.train_pool,
-                       dev_indices=self.dev_indices, run_dir=run_dir)
+                       sampling_temperature=self.config.sampling_temperature, dev_indices=self.dev_indices,
+                       run_dir=run_dir)
 
     def split_ids(self) -> dict[str, list[str]]:
         """The documents each split used, as `doc_id` names them."""

@@ -1,104 +1,151 @@
 """`lm-eval-abo paper-table`: the paper's Table 2 layout for one target/optimizer pair.
 
-Per task, every row is a prompt evaluated once on the test split through lm-eval: zero-shot CoT (the
-task's default prompt), few-shot CoT (the same with the chain-of-thought exemplars lm-eval ships), the
-best APO method (by dev score), ABO after step 0, 1 and 2, and ABO without demonstrations. Each row
-carries score ± stderr, n, optimizer calls, tokens, cost and wall time; markdown and JSON are written.
-APO runs stop early by the config's patience; the ABO runs never do, so every step has its row.
+Per task, every row is a prompt evaluated once on the same held-out test examples through lm-eval, and
+compared with the first row's (zero-shot CoT, the task's own prompt) example by example:
+  zero-shot CoT · few-shot CoT (the chain-of-thought exemplars lm-eval ships, where it has them) ·
+  demonstrations only (the baseline prompt with verified chain-of-thought demonstrations written by the
+  optimizer, as DSPy's BootstrapFewShot does: with ABO step 0 it splits ABO's gain into "has
+  demonstrations" and "has a procedure") · the best APO method (the five methods, chosen by dev) ·
+  ABO after step 0, 1, 2 · ABO without demonstrations (ABO's best prompt with its demonstrations taken
+  out, re-scored) · the ABO-ablation run (optimized without demonstrations from the start).
+Every method gets the same rounds (2 unless --rounds says otherwise, so ABO's rows are steps 0-2 whatever
+the preset) and the same patience. Every row names where its prompt came from (the baseline can win a
+beam) and what it cost: optimizer calls, tokens, dollars, target requests (optimizing and testing) and
+seconds. `--seeds N` repeats the table with N seeds and reports each row's spread.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from lm_eval_abo import evaluation, stats, store
 from lm_eval_abo.config import OptimizeConfig
+from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import write_json, write_text_atomic
 from lm_eval_abo.markdown import fmt, table
 from lm_eval_abo.optimize import optimize
+from lm_eval_abo.optimizers import METHODS
 from lm_eval_abo.report import cost_text
 from lm_eval_abo.session import load_target, open_session
 from lm_eval_abo.tasks import cot_exemplars
 
-APO_METHODS = ("ape", "apo")
+APO_METHODS = ("ape", "apo", "apo-sum", "promptagent", "opro")
+ROUNDS = 2  # the paper's ABO reports steps 0-2
 
 
-def _row(task: str, name: str, test: evaluation.TestRun, usage: dict | None, seconds: float, detail: str = "") -> dict:
-    usage = usage or {}
-    return {
-        "task": task, "row": name, "detail": detail, "metric": test.score["metric"], "value": test.score["value"],
-        "stderr": test.score["stderr"], "n": test.score["n"], "optimizer_calls": usage.get("calls", 0),
-        "tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
-        "cost_usd": usage.get("cost_usd", 0.0), "cost_known": usage.get("cost_known", True),
-        "seconds": round(seconds, 1), "results": str(test.results),
-    }
-
-
-def _cumulative(trace: list[dict], upto: int) -> tuple[dict, float]:
-    """Optimizer usage and seconds of the rounds 0..upto of a run."""
+def _cumulative(trace: list[dict], upto: int) -> tuple[dict, int, float]:
+    """Optimizer usage, target requests and seconds of the rounds 0..upto of a run."""
     usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "cost_known": True}
-    seconds = 0.0
+    requests, seconds = 0, 0.0
     for record in trace[: upto + 1]:
         for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd"):
             usage[k] += record["optimizer"][k]
         usage["cost_known"] &= record["optimizer"]["cost_known"]
+        requests += record["target_requests"]
         seconds += record["seconds"]
-    return usage, seconds
+    return usage, requests, seconds
+
+
+class Rows:
+    """A task's rows: each prompt evaluated once on test, compared with the first one's."""
+
+    def __init__(self, session, folder: Path, out):
+        self.session, self.folder, self.out = session, folder, out
+        self.rows: list[dict] = []
+        self.first: evaluation.TestRun | None = None
+
+    def add(self, name: str, prompt, method: str, origin: str, usage=None, requests: int = 0, seconds: float = 0.0,
+            detail: str = "") -> None:
+        config = self.session.config
+        path = store.save(store.Artifact(task=config.task, method=method, prompt=prompt), self.folder / f"{name}.yaml")
+        provenance = {"task": config.task, "method": method, "source": str(path), "prompt_sha256": prompt.sha256()}
+        test = evaluation.evaluate(self.session, prompt, self.folder / "results" / name, provenance)
+        usage = usage or {}
+        row = {
+            "task": config.task, "seed": config.seed, "row": name, "origin": origin, "detail": detail,
+            "metric": test.score["metric"], "value": test.score["value"], "stderr": test.score["stderr"],
+            "n": test.score["n"], "optimizer_calls": usage.get("calls", 0),
+            "tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
+            "cost_usd": usage.get("cost_usd", 0.0), "cost_known": usage.get("cost_known", True),
+            "target_requests": requests + test.requests, "seconds": round(seconds + test.seconds, 1),
+            "results": str(test.results),
+        }
+        if self.first is None:
+            self.first = test
+        else:
+            c = stats.compare(self.first.per_doc, test.per_doc, self.first.correct, test.correct, config.seed)
+            row.update(vs_baseline=c.difference, ci=list(c.interval), mcnemar_p=c.mcnemar_p)
+        self.rows.append(row)
+        self.out(f"{config.task} (seed {config.seed}): {name}: {test.score['value']:.3f} (n={test.score['n']})")
+
+
+def run_rows(run) -> tuple[dict, int, float]:
+    """What a whole optimize run cost: optimizer usage, target requests and seconds."""
+    return run.artifact_data.usage["optimizer"], run.state.target_requests, run.artifact_data.usage["seconds"]
 
 
 def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
-    folder = Path(config.output) / config.task / "paper-table"
     session = open_session(config.resolved(), lm)
-    rows, baseline = [], []
-
-    def evaluate(name: str, prompt, method: str, usage=None, seconds=0.0, detail="") -> None:
-        path = store.save(store.Artifact(task=config.task, method=method, prompt=prompt), folder / f"{name}.yaml")
-        provenance = {"task": config.task, "method": method, "source": str(path), "prompt_sha256": prompt.sha256()}
-        test = evaluation.evaluate(session, prompt, folder / "results" / name, provenance)
-        row = _row(config.task, name, test, usage, seconds + test.seconds, detail)
-        if baseline:  # every prompt against the first row's on the same test examples
-            c = stats.compare(baseline[0].per_doc, test.per_doc, baseline[0].correct, test.correct, config.seed)
-            row.update(vs_baseline=c.difference, ci=list(c.interval), mcnemar_p=c.mcnemar_p)
-        baseline.append(test)
-        rows.append(row)
-        out(f"{config.task}: {name}: {test.score['value']:.3f} (n={test.score['n']})")
-
+    rows = Rows(session, Path(config.output) / config.task / "paper-table", out)
     default = session.bridge.default_prompt
-    evaluate("zero-shot CoT", default, "zero-shot-cot")
+    rows.add("zero-shot CoT", default, "zero-shot-cot", "baseline")
     exemplars = cot_exemplars(session.bridge.reference.config.metadata or {})
     if exemplars:
-        evaluate("few-shot CoT", replace(default, demonstrations=exemplars), "few-shot-cot", detail=f"{len(exemplars)} exemplars from lm-eval")
+        rows.add("few-shot CoT", replace(default, demonstrations=exemplars), "few-shot-cot", "lm-eval's exemplars",
+                 detail=f"{len(exemplars)} exemplars from lm-eval")
+
+    abo_params = METHODS["abo"].defaults if config.preset != "paper" else {**METHODS["abo"].defaults, **METHODS["abo"].paper}
+    ctx = session.context(params=abo_params)
+    started = time.time()
+    demos, counts = METHODS["abo"].demonstrations(ctx, [], "demonstrations-only control", [])
+    rows.add("demonstrations only", replace(default, demonstrations=tuple(demos)), "demonstrations-only",
+             "baseline + verified demonstrations", session.llm.usage.to_dict(), session.bridge.target_requests,
+             time.time() - started, detail=f"{len(demos)} demonstrations ({counts})")
 
     runs = {m: optimize(replace(config, method=m), out=out, lm=lm) for m in apo_methods}
     if runs:
         best = max(runs, key=lambda m: runs[m].artifact_data.scores["dev"]["value"])
-        art = runs[best].artifact_data
-        evaluate("best APO method", art.prompt, best, art.usage["optimizer"], art.usage["seconds"],
-                 detail=f"{best} (dev " + ", ".join(f"{m} {runs[m].artifact_data.scores['dev']['value']:.3f}" for m in runs) + ")")
+        dev = ", ".join(f"{m} {runs[m].artifact_data.scores['dev']['value']:.3f}" for m in runs)
+        rows.add("best APO method", runs[best].artifact_data.prompt, best, runs[best].state.best.candidate.origin,
+                 *run_rows(runs[best]), detail=f"{best} (dev {dev})")
 
-    abo = optimize(replace(config, method="abo", patience=0), out=out, lm=lm).state
-    prompts = {n.key: n.prompt for n in abo.nodes}
-    for record in abo.trace:  # the best prompt after each step, on test
-        usage, seconds = _cumulative(abo.trace, record["round"])
-        evaluate(f"ABO step {record['round']}", prompts[record["best"]["key"]], "abo", usage, seconds,
-                 detail=f"dev {record['best']['dev']:.3f}")
-    ablation = optimize(replace(config, method="abo-ablation", patience=0), out=out, lm=lm).artifact_data
-    evaluate("ABO without demonstrations", ablation.prompt, "abo-ablation", ablation.usage["optimizer"], ablation.usage["seconds"])
-    return rows
+    abo = optimize(replace(config, method="abo"), out=out, lm=lm)
+    by_key = {n.key: n for n in abo.state.nodes}
+    for record in abo.state.trace:  # the best prompt after each step, on test
+        node = by_key[record["best"]["key"]]
+        rows.add(f"ABO step {record['round']}", node.prompt, "abo", node.candidate.origin,
+                 *_cumulative(abo.state.trace, record["round"]), detail=f"dev {record['best']['dev']:.3f}")
+    best = abo.state.best
+    rows.add("ABO without demonstrations", replace(best.prompt, demonstrations=()), "abo", f"{best.candidate.origin}, "
+             "demonstrations taken out", *run_rows(abo), detail="ABO's best prompt, re-scored without its demonstrations")
+    ablation = optimize(replace(config, method="abo-ablation"), out=out, lm=lm)
+    rows.add("ABO-ablation run", ablation.artifact_data.prompt, "abo-ablation", ablation.state.best.candidate.origin,
+             *run_rows(ablation), detail="optimized without demonstrations from step 0")
+    return rows.rows
 
 
-def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHODS, out=print) -> dict:
+def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHODS, seeds: int = 1, out=print) -> dict:
     # Re-running the command continues where it stopped; rows that evaluate a prompt an optimize run
     # already evaluated on test (the best APO and ABO prompts) are answered by the target cache.
-    config = replace(config, resume=True, use_cache=config.use_cache or str(Path(config.output) / "target-cache"))
+    unknown = [m for m in apo_methods if m not in APO_METHODS]
+    if unknown:
+        raise AboError(f"--apo-methods: {', '.join(unknown)} not among the APO methods ({', '.join(APO_METHODS)})")
+    config = replace(config, resume=True, rounds=config.rounds if config.rounds is not None else ROUNDS,
+                     use_cache=config.use_cache or str(Path(config.output) / "target-cache"))
     lm = load_target(config)
     started = time.time()
-    rows = [row for task in tasks for row in task_rows(replace(config, task=task), apo_methods, lm, out)]
+    rows = []
+    for offset in range(seeds):
+        seeded = replace(config, seed=config.seed + offset,
+                         output=str(Path(config.output) / f"seed-{config.seed + offset}") if seeds > 1 else config.output)
+        rows += [row for task in tasks for row in task_rows(replace(seeded, task=task), apo_methods, lm, out)]
     result = {
-        "target": {"model": config.model}, "optimizer": config.optimizer, "preset": config.preset,
-        "rows": rows, "seconds": round(time.time() - started, 1),
+        "target": {"model": config.model}, "optimizer": config.optimizer, "preset": config.preset, "rounds": config.rounds,
+        "patience": config.patience, "seeds": seeds, "rows": rows, "spread": spread(rows) if seeds > 1 else [],
+        "seconds": round(time.time() - started, 1),
     }
     folder = Path(config.output)
     write_json(folder / "paper_table.json", result)
@@ -109,6 +156,15 @@ def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHOD
     return result
 
 
+def spread(rows: list[dict]) -> list[dict]:
+    """Each (task, row) over the seeds: mean, standard deviation, min and max of the test score."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["row"]), []).append(r["value"])
+    return [{"task": t, "row": name, "mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0,
+             "min": min(v), "max": max(v), "values": v} for (t, name), v in groups.items()]
+
+
 def _versus(r: dict) -> str:
     if "vs_baseline" not in r:
         return "-"
@@ -116,12 +172,19 @@ def _versus(r: dict) -> str:
 
 
 def table_markdown(result: dict) -> str:
-    header = ["task", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI)", "optimizer calls", "tokens", "cost",
-              "seconds", "detail"]
-    body = [[r["task"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], _versus(r), r["optimizer_calls"], r["tokens"],
-             cost_text(r), r["seconds"], r["detail"]] for r in result["rows"]]
-    return "\n".join([
-        f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`; test split, each prompt evaluated once by "
-        "lm-eval on the same examples, and compared with the zero-shot CoT prompt example by example (paired bootstrap).",
-        "", *table(header, body, left=2),
-    ])
+    header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI)", "prompt from",
+              "optimizer calls", "tokens", "cost", "target requests", "seconds", "detail"]
+    body = [[r["task"], r["seed"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], _versus(r), r["origin"],
+             r["optimizer_calls"], r["tokens"], cost_text(r), r["target_requests"], r["seconds"], r["detail"]]
+            for r in result["rows"]]
+    lines = [
+        f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`; every method {result['rounds']} rounds, "
+        f"patience {result['patience'] or 'none'}; each prompt evaluated once by lm-eval on the same test examples and "
+        "compared with the zero-shot CoT prompt example by example (paired bootstrap).",
+        "", *table(header, body, left=3),
+    ]
+    if result["spread"]:
+        lines += ["", f"Over {result['seeds']} seeds:", "", *table(
+            ["task", "prompt", "mean", "sd", "min", "max"],
+            [[s["task"], s["row"], fmt(s["mean"]), fmt(s["sd"]), fmt(s["min"]), fmt(s["max"])] for s in result["spread"]], left=2)]
+    return "\n".join(lines)

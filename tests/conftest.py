@@ -72,6 +72,7 @@ class ScriptedLLM:
 
         self.reply = reply
         self.requests: list[list[dict]] = []
+        self.temperatures: list[float | None] = []
         self.usage = Usage()
         self.max_calls = max_calls
 
@@ -80,7 +81,7 @@ class ScriptedLLM:
             return f"optimizer call budget of {self.max_calls} reached"
         return None
 
-    def complete_many(self, requests, desc=""):
+    def complete_many(self, requests, desc="", temperature=None):
         from lm_eval_abo.llm import BudgetExhausted
 
         out = []
@@ -88,6 +89,7 @@ class ScriptedLLM:
             if self.exhausted():
                 raise BudgetExhausted(self.exhausted())
             self.requests.append(messages)
+            self.temperatures.append(temperature)
             self.usage.calls += 1
             out.append(self.reply(messages))
         return out

@@ -6,13 +6,15 @@ import pytest
 from conftest import ScriptedLLM, make_bridge, rule_lm
 
 from lm_eval_abo.optimizers import METHODS
-from lm_eval_abo.optimizers.abo import (
-    Abo, parse_location, parse_solution, parse_steps, splice, step_failure_table,
-)
+from lm_eval_abo.optimizers.abo import Abo
 from lm_eval_abo.optimizers.base import Context
+from lm_eval_abo.optimizers.procedure import (
+    capped, follows, parse_location, parse_solution, parse_steps, splice, step_failure_table,
+)
 from lm_eval_abo.optimizers.search import Search
 
 PROCEDURE = "<procedure>\n1. List the items with counts.\nStep 2: Keep the asked kind\n   (drop the rest).\n3) Add the counts.\n</procedure>"
+STEPS = ["List the items with counts.", "Keep the asked kind.", "Add the counts."]
 
 
 def test_parse_steps_accepts_the_usual_numberings_and_wrapped_lines():
@@ -38,10 +40,28 @@ def test_parse_solution_takes_the_tag_or_the_steps():
     assert parse_solution("The answer is 2.") is None
 
 
-def test_splice_and_failure_table():
-    steps = ["a", "b", "c"]
-    assert splice(steps, 2, ["b1", "b2"]) == ["a", "b1", "b2", "c"]
+def test_a_solution_follows_the_procedure_only_with_every_step_in_order():
+    ok = "Step 1: a cat (1).\nStep 2: keep it.\n**Step 3:** 1. So the answer is 1."
+    assert follows(ok, 3) == ok.index("**Step 3:**")
+    assert follows("Step 1: a.\nStep 3: 1. So the answer is 1.", 3) is None, "step 2 skipped"
+    assert follows("Step 1: a.\nStep 2 and 3: 1. So the answer is 1.", 3) is None, "steps merged"
+    assert follows("Step 2: a.\nStep 1: b.\nStep 3: c.", 3) is None, "out of order"
+    assert follows("Step 1: a.\nStep 2: b.\nStep 2: again.\nStep 3: c.", 3) is None, "a step twice"
+    assert follows("Step 1: a.\nStep 2: b.", 3) is None, "stops before the last step"
+
+
+def test_splice_never_duplicates_and_the_answer_step_survives_a_cut():
+    steps = ["a", "b", "c", "d", "e"]
+    assert splice(steps, 2, ["b1", "b2"]) == ["a", "b1", "b2", "c", "d", "e"]
     assert splice(steps, 2, steps) is None and splice(steps, 2, ["b"]) is None
+    near_complete = ["a", "b1", "c", "d", "e2"]  # a whole procedure handed back for step 2
+    assert splice(steps, 2, near_complete) == near_complete, "a full revision, not 9 steps with duplicates"
+    assert splice(steps, 2, ["b1", "c", "d"]) == ["b1", "c", "d"], "repeats other steps: a full revision"
+    assert splice(["a", "b", "c"], 2, ["b1", "b2", "b3"]) == ["a", "b1", "b2", "b3", "c"], "a step split in three"
+    assert capped(["1", "2", "3", "4", "5", "answer"], 4) == ["1", "2", "3", "answer"] and capped(["1", "2"], 4) == ["1", "2"]
+
+
+def test_failure_table_and_revision_plans():
     located = [{"step": 2, "kind": "not_followed"}, {"step": 2, "kind": "wrong"}, {"step": 3, "kind": "wrong"}, {"step": 2, "kind": "not_followed"}]
     assert step_failure_table(located, 3) == [
         {"step": 1, "not_followed": 0, "wrong": 0}, {"step": 2, "not_followed": 2, "wrong": 1}, {"step": 3, "not_followed": 0, "wrong": 1},
@@ -51,25 +71,26 @@ def test_splice_and_failure_table():
     assert Abo._revision_plans([None, None], 1) == [(None, None)], "nothing located: revise from the errors alone"
 
 
-def gold(text: str) -> str:
+def gold(text: str) -> str | None:
     found = re.search(r"correct final answer is (\d+)", text)
-    return found.group(1) if found else "0"
+    return found.group(1) if found else None
 
 
-def make_reply(wrong_demos: bool = False, echo: str = "", locations=("<step>2</step><kind>not_followed</kind><why>It skipped step 2.</why>",)):
-    """Procedures, demonstrations (every other one wrong when asked), localisations, step rewrites."""
-    counter = {"demo": 0, "locate": 0}
+def make_reply(demo="hinted", echo: str = "", procedure: str | None = None,
+               locations=("<step>2</step><kind>not_followed</kind><why>It skipped step 2.</why>",)):
+    """Procedures, demonstrations, localisations, step rewrites. `demo`: "hinted" (every step; the right
+    answer only when the gold answer is shown), "skipping" (step 2 skipped) or "wrong" (never right)."""
+    counter = {"locate": 0}
 
     def reply(messages):
         text = messages[0]["content"]
         if "<procedure>" in text and "Write the steps" in text:
-            return "<procedure>1. List the items with counts.\n2. Keep the asked kind.\n3. Add the counts.</procedure>"
-        if "<solution>" in text:
-            counter["demo"] += 1
-            answer = gold(text)
-            if wrong_demos and counter["demo"] % 2 == 0:
-                answer = str(int(answer) + 5)
-            return f"<solution>Step 1: listed.\nStep 2: kept.\nStep 3: added. So the answer is {answer}.{echo}</solution>"
+            return procedure or "<procedure>1. List the items with counts.\n2. Keep the asked kind.\n3. Add the counts.</procedure>"
+        if "<solution>" in text:  # one "Step i:" per step of the procedure shown
+            answer = (gold(text) if demo != "wrong" else None) or "999"
+            numbers = range(1, len(re.findall(r"^\d+\. ", text, flags=re.M)) + 1)
+            steps = "\n".join(f"Step {i}: done." for i in numbers if not (demo == "skipping" and i == 2))
+            return f"<solution>{steps} So the answer is {answer}.{echo}</solution>"
         if "<step>" in text and "first" in text:
             counter["locate"] += 1
             return locations[(counter["locate"] - 1) % len(locations)]
@@ -89,31 +110,42 @@ def abo_context(reply, **params):
     return ctx, llm
 
 
-def test_step_zero_keeps_only_demonstrations_the_task_filter_verifies():
-    ctx, llm = abo_context(make_reply(wrong_demos=True), demos=3, demo_attempts=6)
+def test_a_demonstration_is_written_without_the_answer_first_and_with_it_only_as_a_fallback():
+    ctx, llm = abo_context(make_reply("hinted"), demos=3, demo_attempts=4)
     [candidate] = METHODS["abo"].initial(ctx, beam=1)
     prompt = candidate.prompt
     assert prompt.procedure == ("List the items with counts.", "Keep the asked kind.", "Add the counts.")
-    assert prompt.answer_format == ctx.bridge.default_prompt.answer_format and prompt.answer_prefix == "Step 1:"
-    assert len(prompt.demonstrations) == 3 and candidate.notes["demos_verified"] == "3/6"
+    assert prompt.answer_format == ctx.bridge.answer_format and prompt.answer_prefix == "Step 1:"
+    asked = llm.prompts_sent("<solution>")
+    assert len(asked) == 8 and not any("correct final answer" in a for a in asked[:4]), "first without the answer"
+    assert all("correct final answer" in a for a in asked[4:]), "then the failed ones with it"
+    assert candidate.notes["demos_verified"] == {"tried": 4, "answer": 4, "kept": 4, "kept_with_hint": 4}
     for demo in prompt.demonstrations:
-        assert demo.output.endswith(f"So the answer is {demo.doc['target']}."), "a wrong-answer demonstration was kept"
-    assert len(llm.prompts_sent("<solution>")) == 6
+        assert demo.output.endswith(f"So the answer is {demo.doc['target']}.")
 
 
-def test_verified_demonstrations_end_at_their_answer():
+def test_a_demonstration_that_skips_a_step_is_rejected_unless_only_the_answer_is_checked():
+    ctx, _ = abo_context(make_reply("skipping"), demos=2, demo_attempts=2)
+    assert METHODS["abo"].initial(ctx, beam=1) == [], "no demonstration verified: the procedure is dropped"
+    [dropped] = ctx.dropped
+    assert dropped["origin"] == "procedure" and "no demonstration verified" in dropped["reason"] and "'steps': 4" in dropped["reason"]
+    ctx, _ = abo_context(make_reply("skipping"), demos=2, demo_attempts=2, verify="answer")
+    [candidate] = METHODS["abo"].initial(ctx, beam=1)
+    assert len(candidate.prompt.demonstrations) == 2, "verify=answer: today's rule, the answer alone"
+
+
+def test_a_verified_demonstration_keeps_every_step_and_ends_at_its_answer():
     echo = '\n\nEnd your answer with "So the answer is N." where N is a number.'
-    ctx, _ = abo_context(make_reply(echo=echo), demos=2, demo_attempts=2)
+    ctx, _ = abo_context(make_reply("hinted", echo=echo), demos=2, demo_attempts=2)
     [candidate] = METHODS["abo"].initial(ctx, beam=1)
     assert [d.output for d in candidate.prompt.demonstrations] == [
-        f"Step 1: listed.\nStep 2: kept.\nStep 3: added. So the answer is {d.doc['target']}." for d in candidate.prompt.demonstrations]
+        f"Step 1: done.\nStep 2: done.\nStep 3: done. So the answer is {d.doc['target']}." for d in candidate.prompt.demonstrations]
 
 
 def test_switches_for_the_ablations():
-    ctx, _ = abo_context(make_reply(wrong_demos=True), demos=3, verify=0, demo_attempts=4)
+    ctx, _ = abo_context(make_reply("wrong"), demos=3, verify="none", demo_attempts=4)
     [unverified] = METHODS["abo"].initial(ctx, beam=1)
-    assert len(unverified.prompt.demonstrations) == 3 and any(
-        not d.output.endswith(f"{d.doc['target']}.") for d in unverified.prompt.demonstrations)
+    assert len(unverified.prompt.demonstrations) == 3 and all(d.output.endswith("999.") for d in unverified.prompt.demonstrations)
     ctx, llm = abo_context(make_reply(), **METHODS["abo-ablation"].defaults)
     [bare] = METHODS["abo-ablation"].initial(ctx, beam=1)
     assert bare.prompt.demonstrations == () and not llm.prompts_sent("<solution>")
@@ -124,7 +156,7 @@ def run_round(ctx, method="abo"):
     return search.run(1, None, lambda s, r: None, lambda r: None)
 
 
-def test_errors_are_located_and_the_failing_step_is_revised():
+def test_errors_are_located_on_the_whole_answer_and_a_step_not_followed_gets_both_repairs():
     ctx, llm = abo_context(make_reply(), revisions=1, max_errors=3, demos=1)
     state = run_round(ctx)
     revisions = [n for n in state.nodes if n.candidate.origin == "revision"]
@@ -133,12 +165,16 @@ def test_errors_are_located_and_the_failing_step_is_revised():
     assert notes["revised_step"] == 2 and notes["kind"] == "not_followed"
     table = notes["diagnosis"]["step_failures"]
     assert table[1] == {"step": 2, "not_followed": 3, "wrong": 0}, "three errors, each located at step 2"
-    assert all(e["step"] == 2 and e["kind"] == "not_followed" for e in notes["diagnosis"]["errors"])
     assert revisions[0].prompt.procedure == (
         "List the items with counts.", "Name the kind the question asks for.", "Cross out every item of another kind.", "Add the counts.")
     [rewrite] = llm.prompts_sent("Rewrite step 2")
     assert "two or three smaller, clearer steps" in rewrite and "It skipped step 2." in rewrite
-    assert "I do not know." in rewrite, "the revision sees the target's real output"
+    located = llm.prompts_sent("get wrong first")
+    assert located and all("The model's answer:\nStep 1: I do not know." in text for text in located), \
+        "the whole answer, with the prefix the target was given"
+    [repair] = [n for n in state.nodes if n.candidate.origin == "demonstration"]
+    assert repair.prompt.procedure == tuple(STEPS) and repair.candidate.notes["repaired_step"] == 2
+    assert repair.prompt.demonstrations, "the same steps, shown with a demonstration that exercises step 2"
 
 
 def test_without_localisation_the_whole_procedure_is_revised():
@@ -151,12 +187,13 @@ def test_without_localisation_the_whole_procedure_is_revised():
 
 
 @pytest.mark.parametrize("name", ["abo", "abo-ablation"])
-def test_projection_counts_localisation_revisions_and_demonstrations(name):
+def test_projection_counts_localisation_revisions_demonstrations_and_repairs(name):
     params = METHODS[name].defaults
     calls, candidates = METHODS[name].projected(params, beam=2, initial=False)
-    demo_calls = params["demo_attempts"] if params["demos"] else 0
-    assert calls == 2 * (params["max_errors"] + params["revisions"] * (1 + demo_calls)) and candidates == 2 * params["revisions"]
-
+    demo_calls = 2 * params["demo_attempts"] if params["demos"] else 0  # without, then with the answer shown
+    repairs = params["revisions"] if params["demos"] else 0
+    assert calls == 2 * (params["max_errors"] + params["revisions"] * (1 + demo_calls) + repairs * demo_calls)
+    assert candidates == 2 * (params["revisions"] + repairs)
 
 
 def test_only_behaviour_prompts_have_their_train_batch_scored():
@@ -168,3 +205,32 @@ def test_only_behaviour_prompts_have_their_train_batch_scored():
     train_questions = [f"Q: {d['input']}\nA:" for d in ctx.bridge.docs("train")]
     on_train = [p for p in ctx.bridge.counter.inner.seen if any(q in p for q in train_questions)]
     assert on_train and all(p.endswith("A: Step 1:") for p in on_train), "only the procedure prompt ran on train"
+
+
+COPYING = ("<procedure>1. List all the fruits, snakes, mice, cauliflowers, and goats.\n2. Count them.\n"
+           "3. Add the counts.</procedure>")
+
+
+@pytest.mark.parametrize("no_copy", [True, False])
+def test_a_procedure_copying_the_training_questions_is_rejected_or_flagged(no_copy):
+    bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4)
+    from lm_eval_abo.synth import CATEGORIES
+
+    questions = " ".join(bridge.question(d) for d in bridge.docs("train"))
+    objects = [plural for items in CATEGORIES.values() for _, plural in items if f" {plural}" in questions][:4]
+    copying = f"<procedure>1. List all the {', '.join(objects)}.\n2. Count them.\n3. Add the counts.</procedure>"
+    ctx, _ = abo_context(make_reply(procedure=copying), demos=0)
+    state = Search(METHODS["abo"], ctx, 2, [0, 1, 2, 3], minibatch=4, patience=None, no_copy=no_copy).run(
+        0, None, lambda s, r: None, lambda r: None)
+    assert len(objects) >= 3, objects
+    if no_copy:
+        assert [n.candidate.origin for n in state.nodes] == ["baseline"]
+        [dropped] = state.trace[0]["dropped"]
+        assert dropped["reason"].startswith("copies training content: names the training questions'")
+    else:
+        [procedure] = [n for n in state.nodes if n.candidate.origin == "procedure"]
+        assert procedure.candidate.notes["copies"].startswith("names the training questions'")
+    general = "<procedure>1. Find the kind of thing the question asks about.\n2. Count each item of that kind.\n3. Add.</procedure>"
+    ctx, _ = abo_context(make_reply(procedure=general), demos=0)
+    state = Search(METHODS["abo"], ctx, 2, [0, 1, 2, 3], minibatch=4, patience=None).run(0, None, lambda s, r: None, lambda r: None)
+    assert [n.candidate.origin for n in state.nodes] == ["baseline", "procedure"], "a general procedure is kept"

@@ -6,7 +6,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-BENCHMARKS = ["harness_overhead", "caching", "batched_scoring", "end_to_end", "method_cost", "peers", "profile_optimize"]
+BENCHMARKS = ["harness_overhead", "caching", "batched_scoring", "end_to_end", "method_cost", "peers", "profile_optimize",
+              "selection", "copying"]
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +28,7 @@ def test_instant_stand_ins_drive_a_scoring_pass_and_every_reply_parses():
     from fakes import InstantTarget, instant_reply
 
     from lm_eval_abo.metaprompts import tagged
-    from lm_eval_abo.optimizers.abo import parse_location, parse_steps
+    from lm_eval_abo.optimizers.procedure import parse_location, parse_steps
 
     reply = instant_reply("(The correct final answer is 7; show how the steps reach it.)")
     assert all(tagged(reply, tag) for tag in ("prompt", "reason", "summary", "solution", "steps"))

@@ -93,6 +93,8 @@ def test_candidates_map_onto_the_instruction_and_the_procedure_and_keep_the_rest
 def test_gepa_finds_the_fix_and_the_loop_scores_and_selects_it_on_dev(tmp_path):
     calls = []
     ctx, _ = gepa_context(tmp_path, reflecting(fix_after=2, calls=calls))
+    recorded = []
+    ctx.record_call = recorded.append
     state = run(ctx, rounds=1)
     best = state.best
     assert best.candidate.origin == "gepa" and best.prompt.instruction == "Say the magic word, then count." and best.dev == 1.0
@@ -102,6 +104,10 @@ def test_gepa_finds_the_fix_and_the_loop_scores_and_selects_it_on_dev(tmp_path):
         assert not any(doc["input"] in prompt for prompt in calls), "no dev question reaches the optimizer"
     notes = state.trace[1]["notes"]
     assert notes["proposals"] == len(calls) and notes["accepted"] >= 1 and notes["stopped_by"] == "the metric-call budget"
+    kept = [c for c in recorded if c["purpose"] == "GEPA reflection"]
+    assert [c["messages"][0]["content"] for c in kept] == calls and all(c["round"] == 1 for c in kept), \
+        "every reflection is kept as sent, with its reply"
+    assert kept[-1]["reply"] == "```\nSay the magic word, then count.\n```"
 
 
 def test_the_run_budget_maps_to_gepas_max_metric_calls(tmp_path):

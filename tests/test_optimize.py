@@ -47,7 +47,7 @@ def test_optimize_end_to_end_then_the_stock_harness_runs_the_artifact(tmp_path, 
     assert len(artifact.splits["train"]) == 4 and len(artifact.splits["dev"]) == 3 and len(artifact.splits["test"]) == 3
     assert set(artifact.templates) >= {"paraphrase"} and all(len(h) == 64 for h in artifact.templates.values())
 
-    results = results_file(run_dir / "results")
+    results = results_file(run_dir / "results" / "best")
     assert artifact.scores["test"]["value"] == results["results"][TASK]["exact_match,answer"]
     assert results["configs"][TASK]["metadata"]["abo"]["prompt_sha256"] == artifact.prompt.sha256()
     assert (run_dir / "report.md").read_text().count("## Round") == 2
@@ -60,7 +60,8 @@ def test_optimize_end_to_end_then_the_stock_harness_runs_the_artifact(tmp_path, 
 
 
 def test_abo_end_to_end(tmp_path):
-    optimize(tmp_path, "abo", "--patience", "0", "--method-args", "demo_attempts=2,max_errors=2,revisions=1")
+    proc = optimize(tmp_path, "abo", "--patience", "0", "--method-args", "demo_attempts=2,max_errors=2,revisions=1")
+    assert "verdict: " in proc.stdout + proc.stderr
     run_dir = tmp_path / "runs" / TASK / "abo"
     artifact = store.load(run_dir / "best.yaml", task=TASK)
     state = read_json(run_dir / "state.json")["state"]
@@ -71,6 +72,16 @@ def test_abo_end_to_end(tmp_path):
         verified, tried = map(int, node["notes"]["demos_verified"].split("/"))
         assert verified == len(node["prompt"]["demonstrations"]) <= tried
     assert artifact.scores["test"]["n"] == 3 and 0 <= artifact.scores["test"]["value"] <= 1
+
+    # the baseline and the best prompt on the same test examples, each through lm-eval, and their comparison
+    comparison = artifact.scores["test_comparison"]
+    assert artifact.scores["baseline_test"]["n"] == 3 and comparison["n"] == 3
+    assert comparison["difference"] == pytest.approx(artifact.scores["test"]["value"] - artifact.scores["baseline_test"]["value"])
+    assert comparison["interval"][0] <= comparison["difference"] <= comparison["interval"][1]
+    for side in ("test", "baseline_test"):
+        assert (run_dir / artifact.scores[side]["results_file"]).is_file()
+    report = (run_dir / "report.md").read_text()
+    assert comparison["verdict"] in report and "## Test" in report
 
 
 def test_kill_after_round_one_then_resume_gives_the_uninterrupted_artifact(tmp_path):

@@ -79,10 +79,10 @@ def test_malformed_replies_are_retried_then_dropped_and_the_run_goes_on(caplog):
 def test_budget_exhaustion_keeps_the_last_completed_round():
     ctx, llm = context(improving_reply, gradients=1, paraphrases=1)
 
-    def limited(requests, desc=""):
+    def limited(requests, desc="", temperature=None):
         if llm.usage.calls >= 2:
             raise BudgetExhausted("optimizer call budget of 2 reached")
-        return ScriptedLLM.complete_many(llm, requests, desc)
+        return ScriptedLLM.complete_many(llm, requests, desc, temperature)
 
     llm.complete_many = limited
     checkpoints = []
@@ -93,7 +93,7 @@ def test_budget_exhaustion_keeps_the_last_completed_round():
 
 def test_budget_exhausted_in_round_zero_still_scores_the_baseline():
     ctx, llm = context(improving_reply)
-    llm.complete_many = lambda requests, desc="": (_ for _ in ()).throw(BudgetExhausted("no budget"))
+    llm.complete_many = lambda requests, desc="", temperature=None: (_ for _ in ()).throw(BudgetExhausted("no budget"))
     state = run(ctx, rounds=2)
     assert state.round == 0 and [n.candidate.origin for n in state.nodes] == ["baseline"]
 
@@ -133,9 +133,10 @@ def test_every_method_runs_a_round_on_the_scripted_optimizer(name):
         text = messages[0]["content"]
         if "<procedure>" in text:
             return f"<procedure>1. List the items.\n2. Add the counts, version {len(calls)}.\n3. Say the answer.</procedure>"
-        if "<solution>" in text:
+        if "<solution>" in text:  # works through every step shown
             target = re.search(r"correct final answer is (\d+)", text)
-            return f"<solution>Step 1: count.\nSo the answer is {target.group(1) if target else 0}.</solution>"
+            steps = "\n".join(f"Step {i}: count." for i in range(1, len(re.findall(r"^\d+\. ", text, flags=re.M)) + 1))
+            return f"<solution>{steps}\nSo the answer is {target.group(1) if target else 0}.</solution>"
         if "<steps>" in text:
             return f"<steps>1. Check the items again, version {len(calls)}.</steps>"
         if "<step>" in text:

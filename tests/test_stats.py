@@ -58,7 +58,7 @@ def test_compare_reports_fixed_broken_and_a_verdict():
 
 
 def test_race_slices_grow_to_the_whole_dev_split():
-    assert slices(10) == [4, 8, 10] and slices(50) == [13, 26, 50] and slices(3) == [3] and slices(4) == [4]
+    assert slices(10) == [3, 6, 10] and slices(50) == [7, 14, 28, 50] and slices(3) == [3] and slices(2) == [2]
 
 
 def plain_or_magic(messages):

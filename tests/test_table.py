@@ -1,28 +1,79 @@
-"""`paper-table` end to end on the real embedded models, with tiny splits."""
+"""`paper-table`: its rows on a rule-based target with a scripted optimizer server (fast), then end to end
+on the real embedded models with tiny splits (slow)."""
 
 import json
+import re
 
 import pytest
-from conftest import bin_path, run_cli
+from conftest import bin_path, rule_lm, run_cli
+from fakeserver import FakeServer, reply
 
-pytestmark = pytest.mark.slow
+from lm_eval_abo.config import OptimizeConfig
+from lm_eval_abo.table import spread, task_rows
+
 TASK = "abo_object_counting_synth"
 
 
+def scripted(request):
+    """Every meta-prompt answered in its own tags; worked solutions follow the steps shown and reach the
+    gold answer when it is given."""
+    text = request.text
+    if "<procedure>" in text and "Write the steps" in text:
+        return reply("<procedure>1. Find the kind asked about.\n2. Count each item of that kind.\n3. Add them up.</procedure>")
+    if "<solution>" in text:
+        gold = re.search(r"correct final answer is (\d+)", text)
+        steps = "\n".join(f"Step {i}: done." for i in range(1, len(re.findall(r"^\d+\. ", text, flags=re.M)) + 1))
+        return reply(f"<solution>{steps}\nSo the answer is {gold.group(1) if gold else 0}.</solution>")
+    if "<step>" in text:
+        return reply("<step>2</step><kind>not_followed</kind><why>Skipped.</why>")
+    if "<steps>" in text:
+        return reply("<steps>1. Name the kind.\n2. Cross out the rest.</steps>")
+    tag = next((t for t in ("reason", "summary", "procedure", "prompt") if f"<{t}>" in text), "prompt")
+    return reply(f"<{tag}>Count the items carefully, take {len(text) % 97}.</{tag}>")
+
+
+def test_rows_name_their_origin_cost_and_difference_from_the_first(tmp_path):
+    with FakeServer(default=scripted) as server:
+        config = OptimizeConfig(task=TASK, optimizer="openai/fake", optimizer_args={"api_base": server.base_url, "api_key": "x"},
+                                rounds=1, patience=0, beam=1, train_limit=4, dev_limit=3, test_limit=3, minibatch=2,
+                                optimizer_cache=None, output=str(tmp_path), resume=True)
+        rows = task_rows(config, ["ape", "opro"], rule_lm(), out=lambda line: None)
+    names = [r["row"] for r in rows]
+    assert names == ["zero-shot CoT", "few-shot CoT", "demonstrations only", "best APO method", "ABO step 0", "ABO step 1",
+                     "ABO without demonstrations", "ABO-ablation run"]
+    by = {r["row"]: r for r in rows}
+    assert by["zero-shot CoT"]["origin"] == "baseline" and "vs_baseline" not in by["zero-shot CoT"]
+    assert all("vs_baseline" in r and r["ci"][0] <= r["vs_baseline"] <= r["ci"][1] for r in rows[1:])
+    assert all(r["target_requests"] >= r["n"] for r in rows), "every row counts its target requests, test included"
+    assert by["best APO method"]["detail"].startswith(("ape (dev", "opro (dev")) and by["best APO method"]["optimizer_calls"] > 0
+    assert by["demonstrations only"]["origin"] == "baseline + verified demonstrations"
+    assert "kept" in by["demonstrations only"]["detail"]
+    assert by["ABO without demonstrations"]["origin"].endswith("demonstrations taken out")
+    artifacts = {r["row"]: (tmp_path / TASK / "paper-table" / f"{r['row']}.yaml") for r in rows}
+    assert all(path.is_file() for path in artifacts.values())
+    assert "demonstrations: []" in artifacts["ABO without demonstrations"].read_text()
+
+
+def test_spread_over_seeds():
+    rows = [{"task": "t", "row": "a", "value": v} for v in (0.2, 0.4, 0.6)]
+    [s] = spread(rows)
+    assert (s["mean"], s["min"], s["max"], s["values"]) == (pytest.approx(0.4), 0.2, 0.6, [0.2, 0.4, 0.6])
+    assert s["sd"] == pytest.approx(0.2)
+
+
+@pytest.mark.slow
 def test_paper_table_rows_come_from_lm_eval_results(tmp_path):
     run_cli(
         bin_path("lm-eval-abo"), "paper-table", "--tasks", TASK, "--apo-methods", "ape", "--rounds", "1", "--beam", "1",
         "--train-limit", "3", "--dev-limit", "2", "--test-limit", "2", "--minibatch", "2", "--gen_kwargs", "max_gen_toks=48",
-        "--output", "table", "--optimizer-cache", str(tmp_path / "optimizer-cache"), cwd=tmp_path,
+        "--method-args", "paraphrases=1", "--output", "table", "--optimizer-cache", str(tmp_path / "optimizer-cache"), cwd=tmp_path,
     )
     table = json.loads((tmp_path / "table" / "paper_table.json").read_text())
     names = [r["row"] for r in table["rows"]]
-    assert names == ["zero-shot CoT", "few-shot CoT", "best APO method", "ABO step 0", "ABO step 1", "ABO without demonstrations"]
+    assert names == ["zero-shot CoT", "few-shot CoT", "demonstrations only", "best APO method", "ABO step 0", "ABO step 1",
+                     "ABO without demonstrations", "ABO-ablation run"]
     for row in table["rows"]:
         results = json.loads((tmp_path / row["results"]).read_text())  # relative to where the command ran
         assert row["value"] == results["results"][TASK]["exact_match,answer"] and row["n"] == 2
-    optimized = [r for r in table["rows"] if "CoT" not in r["row"]]
-    assert all(r["optimizer_calls"] > 0 for r in optimized)
-    # the ablation's step-0 request is ABO's: answered by the optimizer cache, so it may cost no tokens
-    assert all(r["tokens"] > 0 for r in optimized if r["row"].startswith(("best APO", "ABO step")))
+    assert all(r["optimizer_calls"] > 0 for r in table["rows"] if r["row"].startswith(("best APO", "ABO step")))
     assert "| ABO step 1 |" in (tmp_path / "table" / "paper_table.md").read_text()

@@ -2,99 +2,55 @@
 Ma et al. 2024, whose meta-prompts are not published).
 
 Round 0: the optimizer writes a numbered procedure of small checkable steps ending in the task's answer
-format, then demonstrations that execute it step by step on training examples; a demonstration is kept
-only if its final answer, passed through the task's own lm-eval filter and metric, is right.
+format, then demonstrations that execute it on training examples. A demonstration is kept only if it
+works through every step in order ("Step 1:" ... "Step N:", none skipped or merged) and its answer, passed
+through the task's own lm-eval filter and metric, is right; it is written without the gold answer first,
+and with it only for the examples that failed (`hint`). A procedure none of whose demonstrations verifies
+is dropped: without them it would be the ablation, not ABO.
 Later rounds: the target runs each behaviour prompt on a training batch; for each error the optimizer
-names the first failing step and whether it was not followed or followed but wrong; the most-failed
-step is split or clarified (not followed) or rewritten (wrong), and the demonstrations are rebuilt and
-re-verified, starting from the examples that failed at that step.
+reads the whole answer and names the first failing step and whether it was not followed or followed but
+wrong; the most-failed step is split or clarified (not followed) or rewritten (wrong), and the
+demonstrations are rebuilt and re-verified, starting from the examples that failed at that step. A step
+not followed also gets the paper's other repair: the same steps with demonstrations that exercise it.
+The beam decides between them.
 
-Every part can be switched off through --method-args: demos=0 (the paper's ablation, also the method
-`abo-ablation`), verify=0, localise=0, hint=0.
+Every part can be switched through --method-args: demos=0 (the paper's ablation, also the method
+`abo-ablation`), verify=steps|answer|none, hint=fallback|always|never, localise=0, demo_repairs=0.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import replace
 
-from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
+from lm_eval_abo.optimizers.base import Candidate, Context, Node
+from lm_eval_abo.optimizers.procedure import (
+    KINDS, capped, follows, parse_location, parse_solution, parse_steps, splice, step_failure_table,
+)
 from lm_eval_abo.prompt import Demonstration, Prompt
 
 INSTRUCTION = 'Solve the problem by following these steps exactly, in order. Write "Step N:" before the work of each step.'
-KINDS = ("not_followed", "wrong")
-MAX_STEP_CHARS = 400
-
-
-def parse_steps(text: str, tag: str = "procedure", min_steps: int = 2, max_steps: int = 12) -> list[str] | None:
-    """Numbered steps ("1. ...", "Step 2: ...") from a <tag> block; None if fewer than `min_steps`."""
-    block = first_tag(tag)(text)
-    if block is None:
-        return None
-    steps, after_blank = [], False
-    for line in block.splitlines():
-        m = re.match(r"^\s*(?:[-*]\s*)?(?:step\s*)?(\d{1,2})\s*[.):]\s*(.+)$", line, flags=re.I)
-        if m:
-            steps.append(m.group(2).strip()[:MAX_STEP_CHARS])
-        elif steps and line.strip() and not after_blank and not line.strip().startswith(("-", "*")):
-            steps[-1] = f"{steps[-1]} {line.strip()}"[:MAX_STEP_CHARS]  # a step that wraps onto the next line
-        after_blank = not line.strip() or (after_blank and not m)  # text after a blank line is not a step
-    return steps[:max_steps] if len(steps) >= min_steps else None
-
-
-def splice(steps: list[str], step: int, replacement: list[str]) -> list[str] | None:
-    """The procedure with step `step` replaced; None when nothing changes (small optimizers often
-    hand back the whole procedure instead of the new step)."""
-    if replacement == steps or replacement == [steps[step - 1]]:
-        return None
-    return steps[: step - 1] + replacement + steps[step:]
-
-
-def parse_solution(text: str) -> str | None:
-    """A demonstration from a <solution> block; small optimizers often drop the tags but still write
-    the steps, so text from the first "Step 1" on is accepted too (verification judges it anyway)."""
-    tagged = first_tag("solution")(text)
-    if tagged:
-        return tagged
-    start = re.search(r"step\s*1\s*[:.)]", text, flags=re.I)
-    return text[start.start() :].replace("```", "").strip() if start else None
-
-
-def parse_location(text: str, n_steps: int) -> dict | None:
-    """{"step", "kind", "why"} from a localisation reply, or None if malformed."""
-    step, kind = first_tag("step")(text), first_tag("kind")(text)
-    number = re.search(r"\d+", step or "")
-    kind = (kind or "").strip().lower().replace(" ", "_").replace("-", "_")
-    if not number or kind not in KINDS or not 1 <= int(number.group()) <= n_steps:
-        return None
-    return {"step": int(number.group()), "kind": kind, "why": (first_tag("why")(text) or "")[:300]}
-
-
-def step_failure_table(located: list[dict], n_steps: int) -> list[dict]:
-    counts = Counter((loc["step"], loc["kind"]) for loc in located)
-    return [
-        {"step": i, "not_followed": counts[(i, "not_followed")], "wrong": counts[(i, "wrong")]}
-        for i in range(1, n_steps + 1)
-    ]
+EXTRA_STEPS = 4  # a revision may grow the procedure this far beyond max_steps
 
 
 class Abo:
     patience = 1  # stop when a round brings no dev improvement (the paper stops after 2 steps)
     uses_errors = True
     needs_generation = True  # the procedure is followed in generated text
+    choices = {"verify": ("steps", "answer", "none"), "hint": ("fallback", "always", "never")}
 
     def __init__(self, name: str = "abo", demos: int = 3):
         self.name = name
         self.defaults = {
             "procedures": 1,  # behaviour prompts written in round 0 (more fill the beam)
             "demos": demos,  # verified demonstrations per behaviour prompt (0: none, the ablation)
-            "demo_attempts": 4,  # training examples tried to get them
-            "verify": 1,  # keep only demonstrations whose answer passes the task's filter and metric
-            "hint": 1,  # tell the optimizer the gold answer when it writes a demonstration
+            "demo_attempts": 4,  # training examples tried to get them (each may be tried again with the hint)
+            "verify": "steps",  # every step in order and a right answer; "answer": the answer only; "none"
+            "hint": "fallback",  # the gold answer: only to retry failed examples; "always"; "never"
             "localise": 1,  # name the first failing step of each error (0: revise from errors alone)
-            "max_errors": 3,  # errors diagnosed per beam prompt per round
+            "max_errors": 3,  # errors diagnosed per beam prompt per round (each is one optimizer call)
             "revisions": 2,  # revised procedures per beam prompt per round
+            "demo_repairs": 1,  # a step not followed also gets new demonstrations exercising it (0: not)
             "min_steps": 3,
             "max_steps": 7,
         }
@@ -115,13 +71,23 @@ class Abo:
                 "task_description": ctx.task_description, "answer_format": self._answer_format(ctx),
                 "examples": [ctx.example(docs[j]) for j in picked], "min_steps": p["min_steps"], "max_steps": p["max_steps"],
             }))
-        procedures = ctx.ask(f"{purpose}: procedures", requests, lambda t: parse_steps(t, max_steps=p["max_steps"] + 2), "procedure")
+        procedures = ctx.ask(f"{purpose}: procedures", requests, parse_steps, "procedure")
         candidates = []
         for i, steps in enumerate(procedures):
             if steps:
-                demos, tried = self._demonstrations(ctx, steps, f"{purpose}: demos {i}", preferred=[])
-                candidates.append(Candidate(self._prompt(ctx, steps, demos), "procedure", None, {"demos_verified": f"{len(demos)}/{tried}"}))
+                steps = capped(steps, p["max_steps"])
+                demos, counts = self.demonstrations(ctx, steps, f"{purpose}: demos {i}", preferred=[])
+                candidates += self._kept(ctx, Candidate(self._prompt(ctx, steps, demos), "procedure", None,
+                                                        {"demos_verified": counts}))
         return candidates
+
+    def _kept(self, ctx: Context, candidate: Candidate) -> list[Candidate]:
+        """The candidate, unless it should have demonstrations and none verified (then it is dropped, and
+        the round's record says so)."""
+        if ctx.params["demos"] and not candidate.prompt.demonstrations:
+            ctx.drop(candidate, f"no demonstration verified ({candidate.notes['demos_verified']})")
+            return []
+        return [candidate]
 
     # --- later rounds ---
 
@@ -132,63 +98,69 @@ class Abo:
         return bool(node.prompt.procedure)
 
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
-        p = ctx.params
         candidates = []
         for node in beam:
-            steps = list(node.prompt.procedure)
-            errors = node.train_errors()
-            if not steps:  # a prompt without a procedure (the baseline): write procedures for it
+            if not node.prompt.procedure:  # a prompt without a procedure (the baseline): write procedures for it
                 candidates += [replace(c, parent=node.key) for c in self._procedures(ctx, f"round {round_no}")]
+            elif node.train_errors():
+                candidates += self._repairs(ctx, node, round_no)
+        return candidates
+
+    def _repairs(self, ctx: Context, node: Node, round_no: int) -> list[Candidate]:
+        """A behaviour prompt's errors located step by step, and the revisions they call for."""
+        p, steps, tag = ctx.params, list(node.prompt.procedure), f"round {round_no}: {node.key[:8]}"
+        errors = node.train_errors()
+        errors = ctx.rng(round_no, node.key, "errors").sample(errors, min(p["max_errors"], len(errors)))
+        located = self._locate(ctx, node.prompt, errors, f"{tag} locate") if p["localise"] else [None] * len(errors)
+        diagnosis = {
+            "parent": node.key[:12],
+            "step_failures": step_failure_table([x for x in located if x], len(steps)),
+            "errors": [{"id": e.id, "answer": e.answer, "target": e.target, **(loc or {"step": None, "kind": None})}
+                       for e, loc in zip(errors, located)],
+        }
+        plans = self._revision_plans(located, p["revisions"])
+
+        def failing(step):
+            return [(e, loc) for e, loc in zip(errors, located) if step is None or (loc and loc["step"] == step)]
+
+        requests = []
+        for step, kind in plans:
+            shown = [{**ctx.error(e), "output": node.prompt.answer_prefix + e.output, "why": loc["why"] if loc else ""}
+                     for e, loc in failing(step)]
+            if step is None:
+                requests.append(("abo_revise", {"task_description": ctx.task_description, "procedure": steps,
+                                                "errors": shown, "answer_format": self._answer_format(ctx)}))
+            else:
+                requests.append(("abo_revise_step", {"task_description": ctx.task_description, "procedure": steps,
+                                                     "step": step, "kind": kind, "errors": shown}))
+        replies = ctx.ask(f"{tag} revise", requests, lambda t: parse_steps(t, "procedure") or parse_steps(t, "steps", 1), "steps")
+        candidates = []
+        for i, ((step, kind), new) in enumerate(zip(plans, replies)):
+            examples = [e.index for e, _ in failing(step)]
+            if kind == "not_followed" and p["demo_repairs"] and p["demos"]:  # the same steps, shown doing this one
+                demos, counts = self.demonstrations(ctx, steps, f"{tag} demos for step {step}", examples)
+                notes = {"repaired_step": step, "kind": kind, "demos_verified": counts, "diagnosis": diagnosis}
+                candidates += self._kept(ctx, Candidate(self._prompt(ctx, steps, demos, node.prompt), "demonstration",
+                                                        node.key, notes))
+            if not new or (step is None and len(new) < 2):
                 continue
-            if not errors:
+            new_steps = new if step is None else splice(steps, step, new)
+            if not new_steps or new_steps == steps:
                 continue
-            errors = ctx.rng(round_no, node.key, "errors").sample(errors, min(p["max_errors"], len(errors)))
-            located = self._locate(ctx, steps, errors, f"round {round_no}: locate {node.key[:8]}") if p["localise"] else [None] * len(errors)
-            diagnosis = {
-                "parent": node.key[:12],
-                "step_failures": step_failure_table([x for x in located if x], len(steps)),
-                "errors": [
-                    {"id": e.id, "answer": e.answer, "target": e.target, **(loc or {"step": None, "kind": None})}
-                    for e, loc in zip(errors, located)
-                ],
-            }
-            plans = self._revision_plans(located, p["revisions"])
-            requests = []
-            for step, kind in plans:
-                shown = [
-                    {**ctx.error(e), "why": loc["why"] if loc else ""}
-                    for e, loc in zip(errors, located) if step is None or (loc and loc["step"] == step)
-                ]
-                if step is None:
-                    requests.append(("abo_revise", {
-                        "task_description": ctx.task_description, "procedure": steps, "errors": shown,
-                        "answer_format": self._answer_format(ctx),
-                    }))
-                else:
-                    requests.append(("abo_revise_step", {
-                        "task_description": ctx.task_description, "procedure": steps, "step": step, "kind": kind, "errors": shown,
-                    }))
-            replies = ctx.ask(f"round {round_no}: revise {node.key[:8]}", requests,
-                              lambda t: parse_steps(t, "procedure", 2, 20) or parse_steps(t, "steps", 1, 20), "steps")
-            for i, ((step, kind), new) in enumerate(zip(plans, replies)):
-                if not new or (step is None and len(new) < 2):
-                    continue
-                new_steps = new if step is None else splice(steps, step, new)
-                if not new_steps or new_steps == steps:
-                    continue
-                new_steps = new_steps[: p["max_steps"] + 4]
-                failing = [e.index for e, loc in zip(errors, located) if step is None or (loc and loc["step"] == step)]
-                demos, tried = self._demonstrations(ctx, new_steps, f"round {round_no}: demos {node.key[:8]}.{i}", failing)
-                notes = {"revised_step": step, "kind": kind, "demos_verified": f"{len(demos)}/{tried}", "diagnosis": diagnosis}
-                candidates.append(Candidate(self._prompt(ctx, new_steps, demos, base=node.prompt), "revision", node.key, notes))
+            new_steps = capped(new_steps, p["max_steps"] + EXTRA_STEPS)
+            demos, counts = self.demonstrations(ctx, new_steps, f"{tag}.{i} demos", examples)
+            notes = {"revised_step": step, "kind": kind, "demos_verified": counts, "diagnosis": diagnosis}
+            candidates += self._kept(ctx, Candidate(self._prompt(ctx, new_steps, demos, node.prompt), "revision", node.key, notes))
         return candidates
 
     def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
-        demo_calls = params["demo_attempts"] if params["demos"] else 0
+        """Most calls: a demonstration attempt may be asked twice (without, then with the hint)."""
+        demo_calls = params["demo_attempts"] * (1 + (params["hint"] == "fallback")) if params["demos"] else 0
         if initial:
             return params["procedures"] * (1 + demo_calls), params["procedures"]
-        per_node = params["max_errors"] * bool(params["localise"]) + params["revisions"] * (1 + demo_calls)
-        return beam * per_node, beam * params["revisions"]
+        repairs = params["revisions"] * bool(params["demo_repairs"] and params["demos"])
+        per_node = params["max_errors"] * bool(params["localise"]) + params["revisions"] * (1 + demo_calls) + repairs * demo_calls
+        return beam * per_node, beam * (params["revisions"] + repairs)
 
     # --- parts ---
 
@@ -203,46 +175,66 @@ class Abo:
             answer_format=self._answer_format(ctx), demonstrations=tuple(demos), answer_prefix="Step 1:",
         )
 
-    def _demonstrations(self, ctx: Context, steps: list[str], purpose: str, preferred: list[int]) -> tuple[list[Demonstration], int]:
-        """Up to `demos` demonstrations of the procedure on training examples (the `preferred` ones
-        first, e.g. those that failed at a revised step), verified by the task's filter and metric.
-        Returns them and the number of examples tried."""
+    def demonstrations(self, ctx: Context, steps: list[str], purpose: str, preferred: list[int]) -> tuple[list[Demonstration], dict]:
+        """Up to `demos` demonstrations of the procedure on training examples (the `preferred` ones first,
+        e.g. those that failed at a revised step), each checked (`verify`); with `hint=fallback`, the
+        examples whose solution failed are written again with the gold answer shown. Without steps, plain
+        chain-of-thought demonstrations (the paper-table's demonstrations-only control). Returns them and
+        the counts of what was tried, kept, and which check failed."""
         p = ctx.params
         if not p["demos"]:
-            return [], 0
+            return [], {}
         docs = ctx.bridge.docs("train")
         others = [i for i in ctx.rng(purpose, "order").sample(ctx.train_pool, len(ctx.train_pool)) if i not in preferred]
         tried = (list(dict.fromkeys(preferred)) + others)[: p["demo_attempts"]]
-        requests = [
-            ("abo_demonstration", {
-                "procedure": steps, "question": ctx.bridge.question(docs[i]), "answer_format": self._answer_format(ctx),
-                "target_hint": str(docs[i].get("target", "")) if p["hint"] else "",
-            })
-            for i in tried
-        ]
-        solutions = ctx.ask(purpose, requests, parse_solution, "solution")
-        written = [(docs[i], s) for i, s in zip(tried, solutions) if s]
-        if p["verify"] and written:
-            checks = ctx.bridge.check([s for _, s in written], [d for d, _ in written])
-            written = [(doc, self._trimmed(ctx, doc, s)) for (doc, s), (_, score) in zip(written, checks) if score >= 1.0]
-        demos = [Demonstration(doc=doc, output=solution) for doc, solution in written[: p["demos"]]]
-        return demos, len(tried)
+        counts, kept = Counter(tried=len(tried)), []
+        passes = {"fallback": (False, True), "always": (True,), "never": (False,)}[p["hint"]]
+        for hint in passes:
+            requests = [("abo_demonstration" if steps else "cot_demonstration", {
+                **({"procedure": steps} if steps else {}), "question": ctx.bridge.question(docs[i]),
+                "answer_format": self._answer_format(ctx), "target_hint": ctx.bridge.gold(docs[i]) if hint else "",
+            }) for i in tried]
+            solutions = ctx.ask(purpose + (" (answer shown)" if hint else ""), requests, parse_solution, "solution")
+            failed = []
+            for i, solution in zip(tried, solutions):
+                verdict, text = self._verified(ctx, docs[i], solution, len(steps))
+                counts[verdict] += 1
+                if verdict == "kept":
+                    kept.append(Demonstration(doc=docs[i], output=text))
+                    counts["kept_with_hint"] += hint
+                else:
+                    failed.append(i)
+            tried = failed
+            if len(kept) >= p["demos"] or not tried:
+                break
+        return kept[: p["demos"]], {k: v for k, v in counts.items() if v}
+
+    def _verified(self, ctx: Context, doc: dict, solution: str | None, n_steps: int) -> tuple[str, str]:
+        """("kept", the text to keep) or the check it failed: "unparsed", "steps" or "answer"."""
+        if solution is None:
+            return "unparsed", ""
+        mode = ctx.params["verify"]
+        if mode == "none":
+            return "kept", solution
+        start = 0
+        if mode == "steps" and n_steps:
+            start = follows(solution, n_steps)
+            if start is None:
+                return "steps", solution
+        # keep what verifies, up to the first line of the last step's work on which the answer is right:
+        # what the optimizer wrote after it (often the answer format echoed back) is not worth imitating
+        lines = solution[start:].splitlines()
+        cuts = [solution[:start] + "\n".join(lines[:k]).rstrip() for k in range(1, len(lines) + 1)]
+        checks = ctx.bridge.check(cuts, [doc] * len(cuts))
+        text = next((cut for cut, (_, score) in zip(cuts, checks) if ctx.bridge.correct(score)), None)
+        return ("kept", text) if text is not None else ("answer", solution)
 
     @staticmethod
-    def _trimmed(ctx: Context, doc: dict, solution: str) -> str:
-        """The shortest first lines of a verified solution that still verify: what the optimizer wrote
-        after the answer (often the answer-format instruction echoed back) is not worth imitating."""
-        lines = solution.splitlines()
-        prefixes = ["\n".join(lines[:k]).rstrip() for k in range(1, len(lines) + 1)]
-        checks = ctx.bridge.check(prefixes, [doc] * len(prefixes))
-        return next((text for text, (_, score) in zip(prefixes, checks) if score >= 1.0), solution)
-
-    @staticmethod
-    def _locate(ctx: Context, steps: list[str], errors, purpose: str) -> list[dict | None]:
-        requests = [
-            ("abo_locate", {"procedure": steps, **ctx.error(e)})
-            for e in errors
-        ]
+    def _locate(ctx: Context, prompt: Prompt, errors, purpose: str) -> list[dict | None]:
+        """The first failing step of each error, read from the target's whole answer (its prefix included)."""
+        steps = list(prompt.procedure)
+        requests = [("abo_locate", {"procedure": steps, **ctx.error(e), "output": prompt.answer_prefix + e.output})
+                    for e in errors]
         return ctx.ask(purpose, requests, lambda t: parse_location(t, len(steps)), "step")
 
     @staticmethod

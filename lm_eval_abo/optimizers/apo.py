@@ -23,7 +23,7 @@ def edit_and_paraphrase(ctx: Context, round_no: int, jobs: list[tuple[Node, list
                 "task_description": ctx.task_description, "instruction": ctx.rewritable(node.prompt).instruction,
                 "errors": errors, "reason": reason,
             }))
-    texts = ctx.ask(f"round {round_no}: edits", requests, first_tag("prompt"), "prompt")
+    texts = ctx.ask(f"round {round_no}: edits", requests, first_tag("prompt"), "prompt", sample=True)
     edited = [
         Candidate(replace(ctx.rewritable(node.prompt), instruction=t), "edit", node.key, {"reason": reason})
         for (node, reason), t in zip(owners, texts) if t

@@ -68,7 +68,11 @@ class Context:
     dev_indices: list[int] = field(default_factory=list)  # the dev examples candidates are scored on
     run_dir: Path | None = None  # where a method with its own engine keeps that engine's state (GEPA)
     format_retries: int = 1
+    sampling_temperature: float | None = None  # of the calls that sample (see `ask`); None: the optimizer's own
     templates: set[str] = field(default_factory=set)  # meta-prompts rendered so far, includes too
+    round: int = 0  # the round the calls belong to (the search sets it)
+    dropped: list[dict] = field(default_factory=list)  # candidates dropped this round before scoring, and why
+    record_call: Callable[[dict], None] | None = None  # receives every call: meta-prompt, reply, seed, temperature
     round_notes: dict = field(default_factory=dict)  # what a method says of the round as a whole (plain values)
 
     @property
@@ -80,6 +84,10 @@ class Context:
         """The prompt new instructions are written into: the baseline, with the answer format the task needs."""
         base = self.bridge.default_prompt
         return base if base.answer_format else replace(base, answer_format=self.bridge.answer_format)
+
+    def drop(self, candidate: Candidate, reason: str) -> None:
+        """Leave a candidate out of the round (the round's record lists it with the reason)."""
+        self.dropped.append({"key": candidate.key[:12], "origin": candidate.origin, "reason": reason})
 
     def rewritable(self, prompt: Prompt) -> Prompt:
         """The prompt an instruction method rewrites. A task as written (the baseline of a task that is not
@@ -104,9 +112,13 @@ class Context:
         return {"question": self.bridge.question(sample.doc), "target": sample.target, "output": sample.output,
                 "answer": sample.answer}
 
-    def ask(self, purpose: str, requests: list[tuple[str, dict]], parse: Callable[[str], object], tag: str) -> list:
+    def ask(self, purpose: str, requests: list[tuple[str, dict]], parse: Callable[[str], object], tag: str,
+            sample: bool = False) -> list:
         """Render each (template, variables), ask the optimizer, parse each reply. A reply that does
-        not parse is asked again (up to `format_retries` times), then dropped with a warning."""
+        not parse is asked again (up to `format_retries` times), then dropped with a warning. Calls that
+        `sample` (new instructions, paraphrases, edits: resampling needs variety) use the sampling
+        temperature; the others (reflections, ABO's procedures, demonstrations and diagnoses) do not."""
+        temperature = self.sampling_temperature if sample else None
         messages = [metaprompts.render(name, **variables) for name, variables in requests]
         for name, _ in requests:
             self.templates.update(metaprompts.closure(name))
@@ -123,10 +135,13 @@ class Context:
                         *metaprompts.render("format_reminder", tag=tag),
                     ]
                 batch.append((messages[i], self.seed_for(purpose, i, attempt)))
-            answered = self.llm.complete_many(batch, desc=purpose)
-            for i, reply in zip(pending, answered):
+            answered = self.llm.complete_many(batch, desc=purpose, temperature=temperature)
+            for i, (sent, seed), reply in zip(pending, batch, answered):
                 replies[i] = reply
                 results[i] = parse(reply) if reply is not None else None
+                if self.record_call:
+                    self.record_call({"round": self.round, "purpose": purpose, "template": requests[i][0], "attempt": attempt,
+                                      "seed": seed, "temperature": temperature, "messages": sent, "reply": reply})
             pending = [i for i in pending if results[i] is None and replies[i] is not None]
             if not pending:
                 break
@@ -157,6 +172,7 @@ class Method(Protocol):
     name: str
     defaults: dict  # method parameters, documented in the README
     paper: dict  # what `--preset paper` changes: the values the method's source publishes
+    choices: dict[str, tuple[str, ...]]  # the values of each text parameter (the others are whole numbers)
     uses_errors: bool  # whether later rounds read the beam's train errors (which cost target requests)
     patience: int | None  # the method's own early stop (rounds without dev improvement), None: never
     needs_generation: bool  # whether it needs the target's generated text (not a multiple-choice task)

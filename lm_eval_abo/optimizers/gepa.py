@@ -25,13 +25,16 @@ from pathlib import Path
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import read_json, write_json
 from lm_eval_abo.llm import BudgetExhausted
-from lm_eval_abo.optimizers.abo import Abo, parse_steps
+from lm_eval_abo.optimizers.abo import Abo
 from lm_eval_abo.optimizers.base import Candidate, Context, Node
 from lm_eval_abo.optimizers.instructions import initial_candidates
+from lm_eval_abo.optimizers.procedure import capped, parse_steps
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.scoring import Bridge, Sample
 
 log = logging.getLogger("lm_eval_abo")
+MAX_STEPS = 20  # a procedure GEPA writes is cut to this many steps, keeping the last
+TEMPLATE = "gepa:InstructionProposalSignature"  # GEPA's own reflection prompt, as the call records name it
 # the parameters ABO's round 0 reads (abo+gepa's round 0 is ABO's)
 ABO_STEP0 = ("procedures", "demos", "demo_attempts", "verify", "hint", "min_steps", "max_steps")
 
@@ -77,8 +80,8 @@ def prompt_of(seed: Prompt, candidate: dict[str, str]) -> Prompt:
         prompt = replace(prompt, instruction=candidate["instruction"].strip())
     if "procedure" in candidate and candidate["procedure"] != texts.get("procedure"):
         text = candidate["procedure"].strip()
-        steps = parse_steps(f"<procedure>{text}</procedure>", min_steps=1, max_steps=20) or ([text] if text else [])
-        prompt = replace(prompt, procedure=tuple(steps))
+        steps = parse_steps(f"<procedure>{text}</procedure>", min_steps=1) or ([text] if text else [])
+        prompt = replace(prompt, procedure=tuple(capped(steps, MAX_STEPS)))
     return prompt
 
 
@@ -134,7 +137,8 @@ class Adapter:
 
 class Reflection:
     """GEPA's reflection LM: its prompt, sent through the project's optimizer client (cache, ledger, retries,
-    budget). A reached budget or a fatal optimizer error stops the engine (`stopped`, a GEPA stopper)."""
+    budget), deterministically as every reflection, and kept with its reply like every call. A reached budget
+    or a fatal optimizer error stops the engine (`stopped`, a GEPA stopper)."""
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -148,6 +152,9 @@ class Reflection:
         except (BudgetExhausted, AboError) as e:
             self.halted = e
             raise
+        if self.ctx.record_call:
+            self.ctx.record_call({"round": self.ctx.round, "purpose": "GEPA reflection", "template": TEMPLATE,
+                                  "attempt": 0, "seed": seed, "temperature": None, "messages": messages, "reply": reply})
         if reply is None:  # dropped after its retries: GEPA skips this proposal
             raise RuntimeError("the optimizer call failed after its retries")
         return reply
@@ -197,6 +204,7 @@ class Gepa:
             "merge": 0,  # GEPA+Merge: also merge two Pareto-front candidates (GEPA's use_merge)
         }
         self.defaults = {**({k: self.abo.defaults[k] for k in ABO_STEP0} if self.abo else {}), **own}
+        self.choices = {k: v for k, v in self.abo.choices.items() if k in ABO_STEP0} if self.abo else {}
         self.paper = {k: v for k, v in self.abo.paper.items() if k in ABO_STEP0} if self.abo else {}
 
     def wants_errors(self, node: Node) -> bool:

@@ -20,7 +20,7 @@ def initial_candidates(ctx: Context, count: int) -> list[Candidate]:
         requests.append(("initial_instruction", {
             "examples": [ctx.example(docs[j]) for j in picked], "task_description": ctx.task_description,
         }))
-    texts = ctx.ask("initial instructions", requests, first_tag("prompt"), "prompt")
+    texts = ctx.ask("initial instructions", requests, first_tag("prompt"), "prompt", sample=True)
     return [Candidate(replace(ctx.base_prompt, instruction=t), "initial") for t in texts if t]
 
 
@@ -31,7 +31,7 @@ def paraphrases(ctx: Context, purpose: str, sources: list[tuple[Node | Candidate
         for _ in range(n):
             owners.append(source)
             requests.append(("paraphrase", {"instruction": ctx.rewritable(source.prompt).instruction}))
-    texts = ctx.ask(purpose, requests, first_tag("prompt"), "prompt")
+    texts = ctx.ask(purpose, requests, first_tag("prompt"), "prompt", sample=True)
     return [
         Candidate(replace(ctx.rewritable(src.prompt), instruction=t), "paraphrase", src.key)
         for src, t in zip(owners, texts) if t
@@ -45,6 +45,7 @@ class InstructionMethod:
     name: str
     defaults: dict
     paper: dict = {}
+    choices: dict = {}
     uses_errors = True
     patience: int | None = None
     needs_generation = False  # multiple-choice tasks work: an error is the option chosen against the gold one

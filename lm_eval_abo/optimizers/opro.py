@@ -34,7 +34,7 @@ class Opro(InstructionMethod):
                 "history": [{"instruction": ctx.rewritable(n.prompt).instruction, "score": round(100 * n.dev)} for n in shown],
                 "examples": [ctx.example(docs[j]) for j in picked],
             }))
-        texts = ctx.ask(f"round {round_no}: new prompts", requests, first_tag("prompt"), "prompt")
+        texts = ctx.ask(f"round {round_no}: new prompts", requests, first_tag("prompt"), "prompt", sample=True)
         best = beam[0]
         return [Candidate(replace(ctx.rewritable(best.prompt), instruction=t), "opro", best.key) for t in texts if t]
 

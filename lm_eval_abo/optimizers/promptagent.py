@@ -42,7 +42,7 @@ class PromptAgent(InstructionMethod):
         batches = ctx.ask(
             f"round {round_no}: new prompts",
             [("promptagent_edit", {**v, "reason": reason, "n": p["expand"]}) for _, v, reason in jobs],
-            all_tags("prompt"), "prompt",
+            all_tags("prompt"), "prompt", sample=True,
         )
         return [
             Candidate(replace(ctx.rewritable(node.prompt), instruction=text), "edit", node.key, {"reason": reason})

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from lm_eval_abo.llm import BudgetExhausted, Usage
 from lm_eval_abo.optimizers import selection
 from lm_eval_abo.optimizers.base import Candidate, Context, Method, Node
+from lm_eval_abo.optimizers.copying import Examples
 from lm_eval_abo.prompt import Prompt
 
 # A round record's wall times: the whole round, target scoring (train batches and dev candidates through
@@ -107,19 +108,37 @@ class RoundStart:
 
 class Search:
     def __init__(self, method: Method, ctx: Context, beam_size: int, dev_indices: list[int], minibatch: int,
-                 patience: int | None, accept: str = "score", alpha: float = 0.05, selection: str = "full"):
+                 patience: int | None, accept: str = "score", alpha: float = 0.05, selection: str = "full",
+                 no_copy: bool = True):
         self.method, self.ctx = method, ctx
         self.beam_size, self.dev_indices = beam_size, dev_indices
         self.minibatch, self.patience = minibatch, patience
-        self.accept, self.alpha, self.selection = accept, alpha, selection
+        self.accept, self.alpha, self.selection, self.no_copy = accept, alpha, selection, no_copy
+        self._examples: Examples | None = None
+
+    def _copied(self, candidate: Candidate) -> str | None:
+        """Why a proposed instruction or procedure copies the training questions, or None."""
+        if self._examples is None:
+            bridge = self.ctx.bridge
+            docs = bridge.docs("train")
+            allowed = "\n".join([self.ctx.task_description, bridge.answer_format, bridge.default_prompt.instruction_block()])
+            self._examples = Examples([bridge.question(docs[i]) for i in self.ctx.train_pool], allowed)
+        return self._examples.copied("\n".join([candidate.prompt.instruction, *candidate.prompt.procedure]))
 
     def _score_new(self, state: SearchState, candidates: list[Candidate], round_no: int) -> list[Node]:
         known = {n.key for n in state.nodes}
         fresh: dict[str, Candidate] = {}
         for c in candidates:
             empty = not (c.prompt.instruction.strip() or c.prompt.procedure) and c.origin != "baseline"
-            if c.key not in known and c.key not in fresh and not empty:
-                fresh[c.key] = c
+            if c.key in known or c.key in fresh or empty:
+                continue
+            copies = self._copied(c) if c.origin != "baseline" else None
+            if copies and self.no_copy:
+                self.ctx.drop(c, f"copies training content: {copies}")
+                continue
+            if copies:
+                c.notes["copies"] = copies
+            fresh[c.key] = c
         bridge, chosen = self.ctx.bridge, list(fresh.values())
 
         def score(group: list[Candidate], indices: list[int]):
@@ -162,6 +181,7 @@ class Search:
             "best": {"key": best.key, "dev": best.dev, "stderr": best.dev_stderr, "n": best.dev_n,
                      **self._gain(incumbent, best)},
             "mean_dev": sum(n.dev for n in new) / len(new) if new else None,
+            **({"dropped": list(self.ctx.dropped)} if self.ctx.dropped else {}),
             **({"notes": dict(self.ctx.round_notes)} if self.ctx.round_notes else {}),
             "flips": flips(incumbent, best) if incumbent else {"fixed": [], "broken": []},
             "optimizer": self.ctx.llm.usage.minus(start.usage).to_dict(),
@@ -192,8 +212,8 @@ class Search:
             state.stopped = self._stall_reason()
             return state
         for round_no in range(state.round + 1, rounds + 1):
+            ctx.round, ctx.dropped, ctx.round_notes = round_no, [], {}
             start = RoundStart.of(ctx)
-            ctx.round_notes.clear()
             previous_best = state.best if state.beam else None
             with tqdm(total=3, desc=f"round {round_no}/{rounds}", leave=False) as bar:
                 try:
