@@ -148,12 +148,19 @@ class OptimizerLLM:
         self.usage = usage or Usage()
         self._lock = threading.Lock()
 
+    def exhausted(self) -> str | None:
+        """Why no further call may be made (a budget cap reached), or None."""
+        if self.max_calls is not None and self.usage.calls >= self.max_calls:
+            return f"optimizer call budget of {self.max_calls} reached"
+        if self.max_cost is not None and self.usage.cost_usd >= self.max_cost:
+            return f"optimizer cost budget of ${self.max_cost} reached"
+        return None
+
     def _reserve(self) -> None:
         with self._lock:
-            if self.max_calls is not None and self.usage.calls >= self.max_calls:
-                raise BudgetExhausted(f"optimizer call budget of {self.max_calls} reached")
-            if self.max_cost is not None and self.usage.cost_usd >= self.max_cost:
-                raise BudgetExhausted(f"optimizer cost budget of ${self.max_cost} reached")
+            reason = self.exhausted()
+            if reason:
+                raise BudgetExhausted(reason)
             self.usage.calls += 1
 
     def _record(self, response) -> None:

@@ -43,12 +43,16 @@ def projection(config: OptimizeConfig, n_dev: int, n_train: int, n_test: int) ->
     """Most calls the run can make (before format retries; caches and early stops make it fewer)."""
     method = METHODS[config.method]
     shown = min(config.method_args.get(SCORE_EXAMPLES, 0), n_train)  # train examples behind each score shown (opro, promptagent)
+    engine = getattr(method, "projected_engine", None)  # a method whose later rounds are its own engine's (GEPA)
     rows = []
     for r in range(config.rounds + 1):
         calls, candidates = method.projected(config.method_args, config.beam, initial=r == 0)
         candidates += r == 0  # the baseline
         train = 0 if r == 0 or not method.uses_errors else config.beam * min(config.minibatch, n_train)
-        rows.append({"round": r, "optimizer_calls": calls, "target_requests": train + candidates * (n_dev + shown)})
+        requests = train + candidates * (n_dev + shown)
+        if r and engine:
+            calls, requests = engine(config.method_args, n_dev)
+        rows.append({"round": r, "optimizer_calls": calls, "target_requests": requests})
     total_optimizer = sum(r["optimizer_calls"] for r in rows)
     if config.max_optimizer_calls is not None:
         total_optimizer = min(total_optimizer, config.max_optimizer_calls)
@@ -163,11 +167,13 @@ def _optimize(config: OptimizeConfig, run: Run, out, lm) -> Outcome | None:
 
     def announce(record) -> None:
         out(report.round_row(record))
+        if record.get("notes"):
+            out(report.notes_text(record))
         for table in report.diagnosis_tables(record):
             out(table)
 
     out(report.round_header())
-    ctx = session.context()
+    ctx = session.context(run_dir=run.dir)
     ctx.record_call = lambda call: append_line(run.calls_file(call["round"]), json.dumps(call, ensure_ascii=False))
     search = Search(METHODS[config.method], ctx, config.beam, session.dev_indices, config.minibatch,
                     config.patience, config.accept, config.alpha, config.selection, bool(config.no_copy))

@@ -52,6 +52,11 @@ def round_row(record: dict) -> str:
     ])
 
 
+def notes_text(record: dict) -> str:
+    """What the method said of a round as a whole (e.g. GEPA's budget and proposals)."""
+    return f"round {record['round']}: " + "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in record["notes"].items())
+
+
 def diagnosis_tables(record: dict) -> list[str]:
     """ABO's step-failure tables of a round: per diagnosed beam prompt, failures per step and kind."""
     seen, tables = set(), []
@@ -143,6 +148,7 @@ def run_report(config, state, dev_docs: list[dict], bridge, final=None, test_doc
             f"{opt['prompt_tokens'] + opt['completion_tokens']} tokens, {cost_text(opt)}; "
             f"target {record['target_requests']} requests; {record['seconds']} s{_phases(record)}.",
             "",
+            *([notes_text(record), ""] if record.get("notes") else []),
             *table(["candidate", "origin", "parent", "dev"],
                    [[c["key"], c["origin"], c["parent"] or "-", fmt(c["dev"])] for c in record["candidates"]], left=3),
             "",

@@ -115,12 +115,13 @@ class Session:
     def n_test(self) -> int:
         return len(self.splits.test.indices)
 
-    def context(self, params: dict | None = None):
+    def context(self, params: dict | None = None, run_dir=None):
         from lm_eval_abo.optimizers.base import Context
 
         params = self.config.method_args if params is None else params
         return Context(llm=self.llm, bridge=self.bridge, params=params, seed=self.config.seed, train_pool=self.train_pool,
-                       sampling_temperature=self.config.sampling_temperature)
+                       sampling_temperature=self.config.sampling_temperature, dev_indices=self.dev_indices,
+                       run_dir=run_dir)
 
     def split_ids(self) -> dict[str, list[str]]:
         """The documents each split used, as `doc_id` names them."""

@@ -28,7 +28,7 @@ TASK_KEY = {1: "task", 2: "lm_eval_task"}
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for dist in ("lm-eval-abo", "lm-eval", "litellm", "llama-cpp-python"):
+    for dist in ("lm-eval-abo", "lm-eval", "litellm", "llama-cpp-python", "gepa"):
         try:
             found[dist] = importlib_metadata.version(dist)
         except importlib_metadata.PackageNotFoundError:

@@ -65,19 +65,29 @@ def samples(output_dir: Path, task: str) -> list[dict]:
 
 class ScriptedLLM:
     """A stand-in optimizer for unit tests: `reply(messages)` decides each answer; every request is
-    recorded. It offers what the methods use of OptimizerLLM: complete_many and usage."""
+    recorded. It offers what the methods use of OptimizerLLM: complete_many, usage and a call budget."""
 
-    def __init__(self, reply):
+    def __init__(self, reply, max_calls=None):
         from lm_eval_abo.llm import Usage
 
         self.reply = reply
         self.requests: list[list[dict]] = []
         self.temperatures: list[float | None] = []
         self.usage = Usage()
+        self.max_calls = max_calls
+
+    def exhausted(self):
+        if self.max_calls is not None and self.usage.calls >= self.max_calls:
+            return f"optimizer call budget of {self.max_calls} reached"
+        return None
 
     def complete_many(self, requests, desc="", temperature=None):
+        from lm_eval_abo.llm import BudgetExhausted
+
         out = []
         for messages, _seed in requests:
+            if self.exhausted():
+                raise BudgetExhausted(self.exhausted())
             self.requests.append(messages)
             self.temperatures.append(temperature)
             self.usage.calls += 1

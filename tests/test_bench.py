@@ -6,8 +6,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-BENCHMARKS = ["harness_overhead", "caching", "batched_scoring", "end_to_end", "method_cost", "profile_optimize", "selection",
-              "copying"]
+BENCHMARKS = ["harness_overhead", "caching", "batched_scoring", "end_to_end", "method_cost", "peers", "profile_optimize",
+              "selection", "copying"]
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 from lm_eval_abo import metaprompts
@@ -64,12 +65,15 @@ class Context:
     params: dict
     seed: int
     train_pool: list[int]  # train examples the run may use
+    dev_indices: list[int] = field(default_factory=list)  # the dev examples candidates are scored on
+    run_dir: Path | None = None  # where a method with its own engine keeps that engine's state (GEPA)
     format_retries: int = 1
     sampling_temperature: float | None = None  # of the calls that sample (see `ask`); None: the optimizer's own
     templates: set[str] = field(default_factory=set)  # meta-prompts rendered so far, includes too
     round: int = 0  # the round the calls belong to (the search sets it)
     dropped: list[dict] = field(default_factory=list)  # candidates dropped this round before scoring, and why
     record_call: Callable[[dict], None] | None = None  # receives every call: meta-prompt, reply, seed, temperature
+    round_notes: dict = field(default_factory=dict)  # what a method says of the round as a whole (plain values)
 
     @property
     def task_description(self) -> str:
@@ -183,5 +187,6 @@ class Method(Protocol):
 
     def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
         """At most how many optimizer calls and new candidates round 0 (initial=True) or a later
-        round makes, before format retries."""
+        round makes, before format retries. A method whose later rounds run an engine of its own on a
+        metric-call budget (GEPA) also has `projected_engine(params, n_dev) -> (calls, target requests)`."""
         ...

@@ -182,6 +182,7 @@ class Search:
                      **self._gain(incumbent, best)},
             "mean_dev": sum(n.dev for n in new) / len(new) if new else None,
             **({"dropped": list(self.ctx.dropped)} if self.ctx.dropped else {}),
+            **({"notes": dict(self.ctx.round_notes)} if self.ctx.round_notes else {}),
             "flips": flips(incumbent, best) if incumbent else {"fixed": [], "broken": []},
             "optimizer": self.ctx.llm.usage.minus(start.usage).to_dict(),
             "target_requests": self.ctx.bridge.target_requests - start.target_requests,
@@ -211,7 +212,7 @@ class Search:
             state.stopped = self._stall_reason()
             return state
         for round_no in range(state.round + 1, rounds + 1):
-            ctx.round, ctx.dropped = round_no, []
+            ctx.round, ctx.dropped, ctx.round_notes = round_no, [], {}
             start = RoundStart.of(ctx)
             previous_best = state.best if state.beam else None
             with tqdm(total=3, desc=f"round {round_no}/{rounds}", leave=False) as bar:

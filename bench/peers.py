@@ -1,0 +1,205 @@
+"""Peers: ABO, the best APO method and GEPA (and abo+gepa) side by side, at the same optimizer-call budget.
+
+Per task, each method runs `optimize` in this process on the embedded models (the target loaded once and
+shared), with the same sizes, seed and optimizer, the same `--max-optimizer-calls` cap, `--patience 0`
+(no method stops before its rounds or its budget), no target cache and a fresh optimizer cache each (every
+call paid). The best APO method is the one with the best dev score among those given (`--apo`; one name
+runs just that one; only the chosen run's cost is shown). Every method's best prompt and the task's
+baseline are evaluated once by lm-eval on the same held-out test documents.
+
+Per method: test score ± stderr (n), the paired difference from the baseline on the same test documents
+(95% bootstrap interval, McNemar p), dev score, optimizer calls and tokens, target requests of the search,
+search and test seconds; then each peer against ABO, paired on the same test documents. Runs are kept in
+`--output` (reports, artifacts, GEPA's state); `--resume` reuses the finished ones and continues the rest.
+
+    python bench/peers.py     # the full figures: 3 tasks, test n=100 (hours on 2 cores)
+    python bench/peers.py --tasks abo_object_counting_synth --apo ape --rounds 1 --budget 8 --train 4 --dev 3 \\
+        --test 3 --minibatch 2 --max-gen-toks 48 --method-args proposals=1,reflection_minibatch=2   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import record
+
+TASKS = "abo_object_counting_synth,abo_navigate_synth,abo_bbh_object_counting"
+APO = "ape,apo,apo-sum,promptagent,opro"
+PEERS = "abo,apo,gepa,abo+gepa"  # "apo" stands for the best APO method of --apo
+BBH = record.REPO.parent / "shared" / "data" / "bbh"
+
+
+def run_method(task: str, method: str, args, lm) -> dict:
+    """One method on one task: `optimize`, or the finished run kept in --output (with --resume)."""
+    from lm_eval_abo import store
+    from lm_eval_abo.config import parse_pairs
+    from lm_eval_abo.optimize import OptimizeConfig, optimize
+
+    output = Path(args.output)
+    artifact_path = output / task / method / "best.yaml"
+    if args.resume and artifact_path.exists() and "test" in store.load(artifact_path).scores:
+        return summary(store.load(artifact_path), artifact_path.parent)
+    config = OptimizeConfig(
+        task=task, method=method, rounds=args.rounds, beam=args.beam, minibatch=args.minibatch, train_limit=args.train,
+        dev_limit=args.dev, test_limit=args.test, patience=0, max_optimizer_calls=args.budget, seed=args.seed,
+        optimizer_cache=str(output / "optimizer-caches" / task / method), output=str(output), resume=args.resume,
+        metadata={"abo_data_dir": str(args.bbh_dir)} if task.startswith("abo_bbh_") else {},
+        gen_kwargs={"max_gen_toks": args.max_gen_toks} if args.max_gen_toks else {},
+        method_args={k: v for k, v in parse_pairs(args.method_args).items() if k in method_defaults(method)},
+    )
+    started = time.time()
+    outcome = optimize(config, out=lambda line: None, lm=lm)
+    print(f"{task}: {method}: test {outcome.artifact_data.scores['test']['value']:.3f} in {time.time() - started:.0f} s "
+          f"(load {record.load_average()})", flush=True)
+    return summary(outcome.artifact_data, outcome.run_dir)
+
+
+def method_defaults(method: str) -> dict:
+    from lm_eval_abo.optimizers import METHODS
+
+    return METHODS[method].defaults
+
+
+def summary(artifact, run_dir: Path) -> dict:
+    scores, usage = artifact.scores, artifact.usage
+    test, comparison = scores["test"], scores["test_comparison"]
+    notes = next((r["notes"] for r in reversed(artifact.trace) if r.get("notes")), {})
+    return {
+        "method": artifact.method, "test": test["value"], "stderr": test["stderr"], "n": test["n"],
+        "vs_baseline": comparison["difference"], "ci": comparison["interval"], "mcnemar_p": comparison["mcnemar_p"],
+        "baseline": scores["baseline_test"]["value"], "dev": scores["dev"]["value"],
+        "optimizer_calls": usage["optimizer"]["calls"],
+        "tokens": usage["optimizer"]["prompt_tokens"] + usage["optimizer"]["completion_tokens"],
+        "search_requests": usage["target_requests"] - usage["test_requests"], "search_s": usage["seconds"],
+        "test_s": usage["test_seconds"],
+        "detail": "; ".join([f"rounds {len(artifact.trace) - 1}" + (f" ({usage['stopped']})" if usage.get("stopped") else ""),
+                             *(f"{k.replace('_', ' ')} {v}" for k, v in notes.items() if k != "stopped_by")]),
+        "results": str(run_dir / test["results_file"]), "metric": test["metric"],
+    }
+
+
+def per_example(row: dict) -> dict[str, float]:
+    from lm_eval_abo import results
+
+    [result] = results.read(Path(row["results"]))
+    return result.per_example(row["metric"])
+
+
+def versus(abo: dict, other: dict) -> dict:
+    """`other` against ABO on the same test documents (paired: interval, McNemar for 0/1 metrics)."""
+    from lm_eval_abo import stats
+
+    a, b = per_example(abo), per_example(other)
+    c = stats.compare(a, b, {k: v >= 1 for k, v in a.items()}, {k: v >= 1 for k, v in b.items()})
+    return {"method": other["method"], "difference": c.difference, "ci": list(c.interval), "mcnemar_p": c.mcnemar_p,
+            "n": c.n, "verdict": c.verdict().replace("the baseline", "ABO")}
+
+
+def task_rows(task: str, args, lm) -> tuple[list[dict], list[dict]]:
+    rows = []
+    for peer in args.methods.split(","):
+        if peer != "apo":
+            rows.append(run_method(task, peer, args, lm))
+            continue
+        tried = [run_method(task, m, args, lm) for m in args.apo.split(",")]
+        best = max(tried, key=lambda r: r["dev"])  # the first listed wins a tie
+        best["detail"] += "; best APO by dev: " + ", ".join(f"{r['method']} {r['dev']:.3f}" for r in tried)
+        rows.append(best)
+    abo = next((r for r in rows if r["method"] == "abo"), None)
+    against = [versus(abo, r) for r in rows if abo and r is not abo]
+    for r in rows:
+        r["task"] = task
+    return rows, [{"task": task, **v} for v in against]
+
+
+def fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(rows: list[dict], against: list[dict], args) -> str:
+    lines = [
+        f"Embedded target and optimizer; per method: rounds {args.rounds}, beam {args.beam}, train {args.train}, dev "
+        f"{args.dev}, at most {args.budget} optimizer calls, `--patience 0`, fresh optimizer cache, no target cache.",
+        "",
+        "| task | method | test ± stderr (n) | vs baseline (95% CI, McNemar p) | dev | optimizer calls | tokens | "
+        "target requests (search) | search s | test s | detail |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    for task in tasks:
+        mine = [r for r in rows if r["task"] == task]
+        lines.append(f"| {task} | baseline (the task's prompt) | {fmt(mine[0]['baseline'])} ({mine[0]['n']}) | | | | | | | | |")
+        for r in mine:
+            p = f", p={r['mcnemar_p']:.3g}" if r["mcnemar_p"] is not None else ""
+            lines.append(
+                f"| {task} | {r['method']} | {fmt(r['test'])} ± {fmt(r['stderr'])} ({r['n']}) | {r['vs_baseline']:+.3f} "
+                f"({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f}{p}) | {fmt(r['dev'])} | {r['optimizer_calls']} | {r['tokens']:,} | "
+                f"{r['search_requests']} | {r['search_s']:.0f} | {r['test_s']:.0f} | {r['detail'] or '-'} |"
+            )
+    if against:
+        lines += ["", "Each peer against ABO on the same test documents:", "",
+                  "| task | method | difference from ABO (95% CI) | McNemar p | verdict |", "|---|---|---|---:|---|"]
+        lines += [f"| {v['task']} | {v['method']} | {v['difference']:+.3f} ({v['ci'][0]:+.3f} to {v['ci'][1]:+.3f}) | "
+                  f"{fmt(v['mcnemar_p'], 3)} | {v['verdict']} |" for v in against]
+    lines += ["", "By test score: " + "; ".join(standing([r for r in rows if r["task"] == task]) for task in tasks) + "."]
+    return "\n".join(lines)
+
+
+def standing(rows: list[dict]) -> str:
+    """Who leads a task's test scores, and by how much over the next."""
+    ranked = sorted(rows, key=lambda r: -r["test"])
+    top = [r["method"] for r in ranked if r["test"] == ranked[0]["test"]]
+    rest = ranked[len(top):]
+    lead = f"{', '.join(top)} {'tie' if len(top) > 1 else 'leads'} at {ranked[0]['test']:.3f}"
+    if rest:
+        lead += f", {ranked[0]['test'] - rest[0]['test']:+.3f} over {rest[0]['method']}"
+    return f"{rows[0]['task']}: {lead}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=TASKS)
+    parser.add_argument("--methods", default=PEERS, help="peers to run; 'apo' is the best APO method of --apo")
+    parser.add_argument("--apo", default=APO, help="APO methods the best (by dev) is chosen from; one name runs just it")
+    parser.add_argument("--budget", type=int, default=40, help="optimizer calls each method may make (--max-optimizer-calls)")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds each method may run; most reach the call budget first")
+    parser.add_argument("--beam", type=int, default=2)
+    parser.add_argument("--minibatch", type=int, default=4)
+    parser.add_argument("--train", type=int, default=16)
+    parser.add_argument("--dev", type=int, default=10)
+    parser.add_argument("--test", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--max-gen-toks", type=int, default=None, help="the target's generation cap (default: the task's)")
+    parser.add_argument("--method-args", default="", help="k=v,... given to every method that has the parameter")
+    parser.add_argument("--bbh-dir", type=Path, default=BBH, help="the real BIG-Bench-Hard files (abo_bbh_* tasks)")
+    parser.add_argument("--output", default=str(record.RESULTS_DIR / "peers-runs"))
+    parser.add_argument("--resume", action="store_true", help="reuse finished runs in --output, continue the others")
+    args = parser.parse_args()
+    load_at_start = record.header("Peers: ABO, the best APO method and GEPA at the same optimizer-call budget")
+
+    from lm_eval_abo.embedded.backend import EmbeddedLM
+    from lm_eval_abo.embedded.models import DEFAULT_TARGET
+
+    lm = EmbeddedLM(model=DEFAULT_TARGET)
+    rows, against = [], []
+    with record.stopwatch() as elapsed:
+        for task in args.tasks.split(","):
+            if task.startswith("abo_bbh_") and not (args.bbh_dir / f"{task.removeprefix('abo_bbh_')}.json").exists():
+                print(f"{task}: skipped, no BIG-Bench-Hard file in {args.bbh_dir} (--bbh-dir)")
+                continue
+            task_result, task_against = task_rows(task, args, lm)
+            rows += task_result
+            against += task_against
+    text = markdown(rows, against, args)
+    print()
+    print(text)
+    record.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (record.RESULTS_DIR / "peers.md").write_text(text + "\n")
+    record.save("peers", {"load_average_1min_at_start": load_at_start, "settings": {**vars(args), "bbh_dir": str(args.bbh_dir)},
+                          "rows": rows, "versus_abo": against, "wall_s": round(elapsed(), 1)})
+
+
+if __name__ == "__main__":
+    main()

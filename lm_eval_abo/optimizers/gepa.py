@@ -1,0 +1,303 @@
+"""GEPA (Agrawal et al. 2025, arXiv 2507.19457) as a method of the one search loop, run by the `gepa`
+package's own engine (`gepa.optimize`, pinned in the `gepa` extra), not a re-implementation.
+
+Round 0 writes the seed candidates as the other methods do (`gepa`: LLM-written initial instructions,
+`abo+gepa`: ABO's step-0 behaviour prompt, a procedure with verified demonstrations). Every later round
+continues ONE GEPA run, seeded with the best of round 0, for a further slice of its metric-call budget:
+GEPA samples a parent from its Pareto front, scores it on a train minibatch, has the optimizer reflect on
+lm-eval's sample logs and rewrite one text component, scores the child on the same minibatch and, if it
+does better there, on all of dev. Its best candidate and the rest of its Pareto front (as many as the beam
+holds) are handed back to the loop, which scores them on dev (the bridge already holds those scores) and
+selects as for every method. GEPA's state lives in `<run dir>/gepa/`, so `--resume` continues it.
+
+The GEPA run sees train (reflection minibatches) and dev (its validation set) through the bridge, never
+test. A candidate's text components are the prompt's instruction and, where ABO wrote one, its
+procedure; everything else (answer format, demonstrations, answer prefix, placement) stays the seed's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.files import read_json, write_json
+from lm_eval_abo.llm import BudgetExhausted
+from lm_eval_abo.optimizers.abo import Abo
+from lm_eval_abo.optimizers.base import Candidate, Context, Node
+from lm_eval_abo.optimizers.instructions import initial_candidates
+from lm_eval_abo.optimizers.procedure import capped, parse_steps
+from lm_eval_abo.prompt import Prompt
+from lm_eval_abo.scoring import Bridge, Sample
+
+log = logging.getLogger("lm_eval_abo")
+MAX_STEPS = 20  # a procedure GEPA writes is cut to this many steps, keeping the last
+TEMPLATE = "gepa:InstructionProposalSignature"  # GEPA's own reflection prompt, as the call records name it
+# the parameters ABO's round 0 reads (abo+gepa's round 0 is ABO's)
+ABO_STEP0 = ("procedures", "demos", "demo_attempts", "verify", "hint", "min_steps", "max_steps")
+
+
+def engine():
+    """The gepa package, or one line on how to install it."""
+    try:
+        import gepa
+    except ImportError:
+        raise AboError("this method runs the gepa package's engine, which is not installed: "
+                       "pip install 'lm-eval-abo[gepa]'") from None
+    return gepa
+
+
+def round_budget(params: dict, n_dev: int) -> int:
+    """GEPA's metric calls per loop round: `metric_calls`, else what `proposals` proposals cost at most
+    (each scores its parent and its child on a reflection minibatch, and the child on all of dev)."""
+    return params["metric_calls"] or params["proposals"] * (2 * params["reflection_minibatch"] + n_dev)
+
+
+def max_metric_calls(params: dict, n_dev: int, rounds: int) -> int:
+    """GEPA's `max_metric_calls` after `rounds` loop rounds of one run: its seed's dev evaluation, then a
+    round's budget per round."""
+    return n_dev + rounds * round_budget(params, n_dev)
+
+
+# --- the prompt as GEPA's text components ---
+
+
+def components(prompt: Prompt) -> dict[str, str]:
+    found = {"instruction": prompt.instruction}
+    if prompt.procedure:
+        found["procedure"] = "\n".join(f"Step {i}: {step}" for i, step in enumerate(prompt.procedure, 1))
+    return found
+
+
+def prompt_of(seed: Prompt, candidate: dict[str, str]) -> Prompt:
+    """The seed prompt with a GEPA candidate's texts in its instruction and procedure (a text GEPA left as
+    the seed's keeps the seed's part exactly)."""
+    texts = components(seed)
+    prompt = seed
+    if candidate["instruction"] != texts["instruction"]:
+        prompt = replace(prompt, instruction=candidate["instruction"].strip())
+    if "procedure" in candidate and candidate["procedure"] != texts.get("procedure"):
+        text = candidate["procedure"].strip()
+        steps = parse_steps(f"<procedure>{text}</procedure>", min_steps=1) or ([text] if text else [])
+        prompt = replace(prompt, procedure=tuple(capped(steps, MAX_STEPS)))
+    return prompt
+
+
+# --- GEPA's adapter: the engine's one way to the task, through the bridge ---
+
+
+@dataclass(frozen=True)
+class Trace:
+    split: str
+    sample: Sample
+
+
+class Adapter:
+    """`gepa.GEPAAdapter` over the bridge. A data instance is a (split, index) pair of the run's train pool
+    (GEPA's trainset) or dev examples (its valset); scores are the task's metric per example, negated for
+    a lower-is-better metric (GEPA maximises)."""
+
+    propose_new_texts = None  # GEPA's own reflection proposes the texts
+
+    def __init__(self, bridge: Bridge, seed: Prompt):
+        self.bridge, self.seed = bridge, seed
+        self.sign = 1.0 if bridge.higher_is_better else -1.0
+        self.perfect = self.sign * bridge.threshold
+
+    def evaluate(self, batch: list[tuple[str, int]], candidate: dict[str, str], capture_traces: bool = False):
+        from gepa.core.adapter import EvaluationBatch
+
+        [split] = {s for s, _ in batch}
+        [score] = self.bridge.score([prompt_of(self.seed, candidate)], split, [i for _, i in batch])
+        by_index = {s.index: s for s in score.samples}
+        samples = [by_index[i] for _, i in batch]
+        return EvaluationBatch(outputs=[s.output for s in samples], scores=[self.sign * s.score for s in samples],
+                               trajectories=[Trace(split, s) for s in samples] if capture_traces else None)
+
+    def make_reflective_dataset(self, candidate, eval_batch, components_to_update: list[str]) -> dict[str, list[dict]]:
+        """GEPA's feedback from lm-eval's sample logs: the question, the target's output, the answer the task's
+        filter read from it, the gold answer and the metric's value. Train examples only: dev never reaches
+        the optimizer."""
+        records = [self.record(t.sample) for t in eval_batch.trajectories or [] if t.split == "train"]
+        return {name: records for name in components_to_update}
+
+    def record(self, sample: Sample) -> dict:
+        verdict = "correct" if sample.correct else "wrong"
+        return {
+            "Inputs": self.bridge.question(sample.doc),
+            "Generated Outputs": sample.output,
+            "Extracted Answer": sample.answer,
+            "Correct Answer": sample.target,
+            "Feedback": f"The task's filter read the answer {sample.answer!r} from the output; the correct answer is "
+                        f"{sample.target!r}. {self.bridge.metric_key} = {sample.score:g} ({verdict}).",
+        }
+
+
+class Reflection:
+    """GEPA's reflection LM: its prompt, sent through the project's optimizer client (cache, ledger, retries,
+    budget), deterministically as every reflection, and kept with its reply like every call. A reached budget
+    or a fatal optimizer error stops the engine (`stopped`, a GEPA stopper)."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.halted: Exception | None = None
+
+    def __call__(self, prompt) -> str:
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        seed = self.ctx.seed_for("gepa reflection", hashlib.sha256(repr(messages).encode()).hexdigest()[:16])
+        try:
+            [reply] = self.ctx.llm.complete_many([(messages, seed)], desc="GEPA reflection")
+        except (BudgetExhausted, AboError) as e:
+            self.halted = e
+            raise
+        if self.ctx.record_call:
+            self.ctx.record_call({"round": self.ctx.round, "purpose": "GEPA reflection", "template": TEMPLATE,
+                                  "attempt": 0, "seed": seed, "temperature": None, "messages": messages, "reply": reply})
+        if reply is None:  # dropped after its retries: GEPA skips this proposal
+            raise RuntimeError("the optimizer call failed after its retries")
+        return reply
+
+    def stopped(self, state) -> bool:
+        return self.halted is not None or self.ctx.llm.exhausted() is not None
+
+
+class RunLog:
+    """GEPA's log: a file in its state directory (or the debug log), never the console."""
+
+    def __init__(self, folder: Path | None):
+        self.path = folder / "run_log.txt" if folder else None
+
+    def log(self, message: str) -> None:
+        if self.path is None:
+            log.debug("gepa: %s", message)
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(f"{message}\n")
+
+
+class FinalState:
+    """A GEPA callback that keeps the engine's state at the end of its run."""
+
+    state = None
+
+    def on_optimization_end(self, event) -> None:
+        self.state = event["final_state"]
+
+
+class Gepa:
+    """`gepa` and `abo+gepa` (`seeded_by_abo`): round 0 as the instruction methods or as ABO's step 0, then
+    one GEPA run across the later rounds."""
+
+    uses_errors = False  # GEPA scores its own reflection minibatches through the adapter
+    patience: int | None = None  # a round without a better prompt is no reason to stop GEPA's run
+
+    def __init__(self, name: str = "gepa", seeded_by_abo: bool = False):
+        self.name = name
+        self.abo = Abo() if seeded_by_abo else None
+        self.needs_generation = seeded_by_abo
+        own = {
+            "proposals": 4,  # a round's budget pays for this many proposals, each accepted (rejected ones cost less)
+            "metric_calls": 0,  # a round's metric-call budget given directly (0: from `proposals` and the dev size)
+            "reflection_minibatch": 3,  # train examples per proposal (GEPA's default)
+            "merge": 0,  # GEPA+Merge: also merge two Pareto-front candidates (GEPA's use_merge)
+        }
+        self.defaults = {**({k: self.abo.defaults[k] for k in ABO_STEP0} if self.abo else {}), **own}
+        self.choices = {k: v for k, v in self.abo.choices.items() if k in ABO_STEP0} if self.abo else {}
+        self.paper = {k: v for k, v in self.abo.paper.items() if k in ABO_STEP0} if self.abo else {}
+
+    def wants_errors(self, node: Node) -> bool:
+        return False
+
+    def initial(self, ctx: Context, beam: int) -> list[Candidate]:
+        engine()  # a missing package is one line before any call is made
+        return self.abo.initial(ctx, beam) if self.abo else initial_candidates(ctx, beam)
+
+    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
+        if initial:
+            return self.abo.projected(params, beam, True) if self.abo else (beam, beam)
+        return 0, 0  # a later round is GEPA's: `projected_engine`
+
+    @staticmethod
+    def projected_engine(params: dict, n_dev: int) -> tuple[int, int]:
+        """A later round: at most one reflection call per 2 x minibatch metric calls; the engine checks its
+        budget between iterations, so the last one may run over it by one iteration's calls."""
+        budget, minibatch = round_budget(params, n_dev), params["reflection_minibatch"]
+        return -(-budget // (2 * minibatch)), budget + 2 * minibatch + n_dev
+
+    def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
+        gepa, p = engine(), ctx.params
+        reason = ctx.llm.exhausted()
+        if reason:
+            raise BudgetExhausted(reason)
+        if not ctx.dev_indices:
+            raise AboError("GEPA needs the run's dev examples (Context.dev_indices), its validation set")
+        folder = ctx.run_dir / "gepa" if ctx.run_dir else None
+        seed, seed_key = self._seed(ctx, beam, history, folder)
+        n_dev = len(ctx.dev_indices)
+        budget = max_metric_calls(p, n_dev, round_no if folder else 1)  # without a directory, each round runs afresh
+        adapter, reflection, final = Adapter(ctx.bridge, seed), Reflection(ctx), FinalState()
+        result = gepa.optimize(
+            seed_candidate=components(seed), trainset=[("train", i) for i in ctx.train_pool],
+            valset=[("dev", i) for i in ctx.dev_indices], adapter=adapter, reflection_lm=reflection,
+            reflection_minibatch_size=p["reflection_minibatch"], use_merge=bool(p["merge"]),
+            perfect_score=adapter.perfect, max_metric_calls=budget, stop_callbacks=reflection.stopped,
+            logger=RunLog(folder), callbacks=[final], run_dir=str(folder) if folder else None,
+            seed=ctx.seed_for("gepa", round_no), track_best_outputs=False, display_progress_bar=True,
+        )
+        if isinstance(reflection.halted, AboError):
+            raise reflection.halted
+        ctx.round_notes.update(self._summary(final.state, budget, reflection, ctx))
+        return self._candidates(result, adapter, seed_key, max(len(beam), 1))
+
+    # --- parts ---
+
+    def _seed(self, ctx: Context, beam: list[Node], history: list[Node], folder: Path | None) -> tuple[Prompt, str]:
+        """The prompt GEPA's run starts from: the best of the loop after round 0 (for `abo+gepa`, the best
+        behaviour prompt of round 0), as an instruction method rewrites it; kept in `seed.json` so every round
+        and a resumed run continue the same GEPA run."""
+        saved = folder / "seed.json" if folder else None
+        if saved and saved.exists():
+            data = read_json(saved)
+            if data["node"] not in {n.key for n in history}:
+                raise AboError(f"{folder} holds the GEPA state of another run; remove it or choose another --output")
+            return Prompt.from_dict(data["prompt"]), data["node"]
+        if folder and (folder / "gepa_state.bin").exists():
+            raise AboError(f"{folder} holds GEPA state without its seed; remove it or choose another --output")
+        node = beam[0]
+        if self.abo:
+            sign = 1 if ctx.bridge.higher_is_better else -1
+            complete = len(ctx.dev_indices) or max(n.dev_n for n in history)
+            behaviour = [n for n in history if n.round == 0 and n.prompt.procedure and n.dev_n == complete]
+            node = max(behaviour, key=lambda n: sign * n.dev, default=node)
+        prompt = ctx.rewritable(node.prompt)
+        if saved:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(saved, {"prompt": prompt.to_dict(), "node": node.key})
+        return prompt, node.key
+
+    @staticmethod
+    def _summary(state, budget: int, reflection: Reflection, ctx: Context) -> dict:
+        """How far GEPA's run has come, for the round's record: its budget and the proposals it allowed."""
+        trace = state.full_program_trace if state else []
+        proposals = sum("new_subsample_scores" in t or "new_program_subsample_scores" in t for t in trace)
+        spent = state.total_num_evals if state else 0
+        stopped = (str(reflection.halted) if reflection.halted else ctx.llm.exhausted()) or \
+            ("the metric-call budget" if spent >= budget else "a gepa.stop file")
+        return {"metric_calls": f"{spent} of {budget}", "proposals": proposals,
+                "accepted": len(state.program_candidates) - 1 if state else 0, "stopped_by": stopped}
+
+    def _candidates(self, result, adapter: Adapter, seed_key: str, keep: int) -> list[Candidate]:
+        """GEPA's best candidate, then the rest of its Pareto front by dev score, `keep` in all."""
+        scores = result.val_aggregate_scores
+        front = set().union(*result.per_val_instance_best_candidates.values()) - {result.best_idx}
+        chosen = [result.best_idx, *sorted(front, key=lambda i: (-scores[i], i))][:keep]
+        prompts = [prompt_of(adapter.seed, c) for c in result.candidates]
+        out = []
+        for i in chosen:
+            parent = next((j for j in result.parents[i] if j is not None), None)
+            parent_key = prompts[parent].sha256() if parent is not None else seed_key
+            notes = {"gepa_candidate": i, "gepa_parents": [j for j in result.parents[i] if j is not None]}
+            out.append(Candidate(prompts[i], "gepa", None if i == 0 else parent_key, notes))
+        return out

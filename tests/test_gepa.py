@@ -1,0 +1,240 @@
+"""GEPA's engine (the gepa package) in the one search loop, through the one bridge to lm-eval.
+
+Fast tests: a rule-based target (right exactly when the prompt says "magic"), a scripted reflection LM,
+real lm-eval scoring and the real GEPA engine. The slow one: the real embedded models, and the stock
+`lm_eval` CLI on the exported task."""
+
+import json
+import pickle
+import sys
+
+import pytest
+from conftest import ScriptedLLM, bin_path, local_completions_args, make_bridge, rule_lm, run_cli, samples
+
+from lm_eval_abo import store
+from lm_eval_abo.config import OptimizeConfig
+from lm_eval_abo.errors import AboError
+from lm_eval_abo.optimize import projection
+from lm_eval_abo.optimizers import METHODS
+from lm_eval_abo.optimizers.base import Context
+from lm_eval_abo.optimizers.gepa import Adapter, components, engine, max_metric_calls, prompt_of, round_budget
+from lm_eval_abo.optimizers.search import Search, SearchState
+from lm_eval_abo.prompt import Demonstration, Prompt
+
+DEV = [0, 1, 2, 3]
+
+
+def reflecting(fix_after: int | None = None, calls: list | None = None):
+    """A scripted optimizer: initial instructions in tags; GEPA's reflection prompt (which asks for ```
+    blocks) answered with a plain rewrite, or, from reflection call `fix_after` on, the magic word."""
+    calls = calls if calls is not None else []
+
+    def reply(messages):
+        text = messages[0]["content"]
+        if "```" not in text:
+            return "<prompt>Count the items.</prompt>"
+        calls.append(text)
+        if fix_after is not None and len(calls) >= fix_after:
+            return "```\nSay the magic word, then count.\n```"
+        return f"```\nCount the items carefully, attempt {len(calls)}.\n```"
+
+    return reply
+
+
+def gepa_context(tmp_path, reply, method="gepa", max_calls=None, **params):
+    bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4)
+    llm = ScriptedLLM(reply, max_calls=max_calls)
+    ctx = Context(llm=llm, bridge=bridge, params={**METHODS[method].defaults, **params}, seed=1, train_pool=list(range(8)),
+                  dev_indices=DEV, run_dir=tmp_path)
+    return ctx, llm
+
+
+def run(ctx, rounds, state=None, method="gepa", checkpoints=None):
+    search = Search(METHODS[method], ctx, 2, DEV, minibatch=4, patience=None)
+    saved = checkpoints if checkpoints is not None else []
+    return search.run(rounds, state, lambda s, r: saved.append(SearchState.from_dict(s.to_dict())), lambda r: None)
+
+
+def gepa_state(tmp_path):
+    return pickle.loads((tmp_path / "gepa" / "gepa_state.bin").read_bytes())
+
+
+def test_the_reflective_dataset_holds_lm_evals_outputs_and_gold_answers_of_train_examples_only():
+    bridge = make_bridge(rule_lm(say="I counted."), abo_n_train=8, abo_n_dev=4)
+    adapter = Adapter(bridge, Prompt(instruction="Count."))
+    train = adapter.evaluate([("train", 2), ("train", 5)], {"instruction": "Count."}, capture_traces=True)
+    assert train.scores == [0.0, 0.0] and train.outputs == [" I counted. I do not know."] * 2
+    [records] = adapter.make_reflective_dataset({}, train, ["instruction"]).values()
+    docs = bridge.docs("train")
+    assert [r["Inputs"] for r in records] == [bridge.question(docs[2]), bridge.question(docs[5])]
+    assert [r["Correct Answer"] for r in records] == [str(docs[2]["target"]), str(docs[5]["target"])]
+    assert all(r["Generated Outputs"] == " I counted. I do not know." and r["Extracted Answer"] == "[invalid]" for r in records), \
+        "the raw output and the answer the task's own regex filter read from it"
+    assert "exact_match,answer = 0 (wrong)" in records[0]["Feedback"] and str(docs[2]["target"]) in records[0]["Feedback"]
+
+    magic = adapter.evaluate([("dev", 0), ("dev", 1)], {"instruction": "The magic word."}, capture_traces=True)
+    assert magic.scores == [1.0, 1.0]
+    assert adapter.make_reflective_dataset({}, magic, ["instruction"]) == {"instruction": []}, "dev never reaches the optimizer"
+
+
+def test_candidates_map_onto_the_instruction_and_the_procedure_and_keep_the_rest():
+    seed = Prompt(instruction="Follow the steps.", procedure=("List the items.", "Add them."), answer_format="End with N.",
+                  demonstrations=(Demonstration({"input": "q", "target": "1"}, "Step 1: a\nSo the answer is 1."),),
+                  answer_prefix="Step 1:")
+    texts = components(seed)
+    assert texts == {"instruction": "Follow the steps.", "procedure": "Step 1: List the items.\nStep 2: Add them."}
+    assert prompt_of(seed, texts) is seed, "the seed itself, byte for byte"
+    new = prompt_of(seed, {**texts, "procedure": "1. Name each item.\n2. Count the asked kind.\n3. Say the total."})
+    assert new.procedure == ("Name each item.", "Count the asked kind.", "Say the total.")
+    assert (new.instruction, new.demonstrations, new.answer_prefix, new.answer_format) == \
+        (seed.instruction, seed.demonstrations, seed.answer_prefix, seed.answer_format), "demonstrations stay fixed"
+
+
+def test_gepa_finds_the_fix_and_the_loop_scores_and_selects_it_on_dev(tmp_path):
+    calls = []
+    ctx, _ = gepa_context(tmp_path, reflecting(fix_after=2, calls=calls))
+    recorded = []
+    ctx.record_call = recorded.append
+    state = run(ctx, rounds=1)
+    best = state.best
+    assert best.candidate.origin == "gepa" and best.prompt.instruction == "Say the magic word, then count." and best.dev == 1.0
+    assert best.prompt.answer_format == ctx.bridge.default_prompt.answer_format
+    assert "I do not know." in calls[0] and "Correct Answer" in calls[0], "GEPA reflects on the target's real train errors"
+    for doc in ctx.bridge.docs("dev"):
+        assert not any(doc["input"] in prompt for prompt in calls), "no dev question reaches the optimizer"
+    notes = state.trace[1]["notes"]
+    assert notes["proposals"] == len(calls) and notes["accepted"] >= 1 and notes["stopped_by"] == "the metric-call budget"
+    kept = [c for c in recorded if c["purpose"] == "GEPA reflection"]
+    assert [c["messages"][0]["content"] for c in kept] == calls and all(c["round"] == 1 for c in kept), \
+        "every reflection is kept as sent, with its reply"
+    assert kept[-1]["reply"] == "```\nSay the magic word, then count.\n```"
+
+
+def test_the_run_budget_maps_to_gepas_max_metric_calls(tmp_path):
+    params = METHODS["gepa"].defaults
+    assert round_budget(params, 4) == 4 * (2 * 3 + 4) and round_budget({**params, "metric_calls": 25}, 4) == 25
+    assert max_metric_calls(params, 4, rounds=2) == 4 + 2 * 40, "the seed's dev evaluation, then a budget per round"
+
+    ctx, llm = gepa_context(tmp_path, reflecting(), proposals=2)
+    state = run(ctx, rounds=1)
+    budget = max_metric_calls(ctx.params, len(DEV), 1)
+    spent = gepa_state(tmp_path)["total_num_evals"]
+    assert budget <= spent < budget + 2 * 3 + len(DEV), "GEPA stops within one iteration of its budget"
+    assert state.trace[1]["notes"]["metric_calls"] == f"{spent} of {budget}"
+    assert state.trace[1]["notes"]["proposals"] == len(llm.prompts_sent("```")) > 0
+
+    config = OptimizeConfig(task="abo_object_counting_synth", method="gepa", rounds=2, beam=2).resolved()
+    rows = projection(config, n_dev=10, n_train=16, n_test=30)["rounds"]
+    assert rows[0]["optimizer_calls"] == 2 and rows[1]["target_requests"] == round_budget(config.method_args, 10) + 6 + 10
+    assert rows[1]["optimizer_calls"] == -(-round_budget(config.method_args, 10) // 6)
+
+
+def test_later_rounds_continue_one_gepa_run_and_resume_continues_its_state(tmp_path):
+    ctx, _ = gepa_context(tmp_path, reflecting())
+    checkpoints = []
+    run(ctx, rounds=1, checkpoints=checkpoints)
+    after_one = gepa_state(tmp_path)
+    seed = json.loads((tmp_path / "gepa" / "seed.json").read_text())
+
+    resumed, llm2 = gepa_context(tmp_path, reflecting())  # a new process: fresh bridge, fresh optimizer client
+    state = run(resumed, rounds=2, state=checkpoints[-1])
+    after_two = gepa_state(tmp_path)
+    assert after_two["total_num_evals"] >= max_metric_calls(ctx.params, len(DEV), 2)
+    assert after_two["full_program_trace"][: len(after_one["full_program_trace"])] == after_one["full_program_trace"], \
+        "round 2 continued round 1's GEPA run"
+    made = len(llm2.prompts_sent("```"))
+    assert state.trace[2]["notes"]["proposals"] == state.trace[1]["notes"]["proposals"] + made
+    assert json.loads((tmp_path / "gepa" / "seed.json").read_text()) == seed
+
+
+def test_a_run_killed_inside_gepa_resumes_from_gepas_last_iteration(tmp_path):
+    calls = []
+
+    def killed(messages):
+        if "```" in messages[0]["content"] and len(calls) == 3:
+            raise KeyboardInterrupt
+        return reflecting(calls=calls)(messages)
+
+    ctx, _ = gepa_context(tmp_path, killed)
+    checkpoints = []
+    with pytest.raises(KeyboardInterrupt):
+        run(ctx, rounds=1, checkpoints=checkpoints)
+    assert checkpoints[-1].round == 0
+    iterations = gepa_state(tmp_path)["i"]
+    assert iterations >= 2, "GEPA saved its state before the interrupted iteration"
+
+    resumed, llm = gepa_context(tmp_path, reflecting())
+    state = run(resumed, rounds=1, state=checkpoints[-1])
+    assert state.round == 1
+    notes = state.trace[1]["notes"]
+    assert notes["proposals"] == 3 + len(llm.prompts_sent("```")), "the three proposals before the kill are kept"
+
+
+def test_the_optimizer_budget_ends_gepas_run_and_keeps_what_it_found(tmp_path):
+    # round 0 writes two instructions, which leaves one call for a reflection
+    ctx, _ = gepa_context(tmp_path, reflecting(fix_after=1), max_calls=2 + 1)
+    state = run(ctx, rounds=2)
+    assert state.round == 1 and state.stopped == "optimizer call budget of 3 reached"
+    assert state.trace[1]["notes"]["stopped_by"] == "optimizer call budget of 3 reached"
+    assert state.best.prompt.instruction == "Say the magic word, then count.", "round 1 completed with GEPA's candidate"
+
+
+def test_abo_gepa_starts_from_abos_behaviour_prompt(tmp_path):
+    def reply(messages):
+        text = messages[0]["content"]
+        if "<procedure>" in text:
+            return "<procedure>1. List the items.\n2. Add the counts.\n3. Say the answer.</procedure>"
+        if "<solution>" in text:
+            return "<solution>Step 1: listed.\nStep 2: added.\nStep 3: So the answer is 0.</solution>"
+        if "Step 1: List the items." in text:  # GEPA's reflection on the procedure component
+            return "```\n1. List the items.\n2. Say the magic word.\n3. Say the answer.\n```"
+        return "```\nFollow the steps.\n```"
+
+    ctx, _ = gepa_context(tmp_path, reply, method="abo+gepa", demos=0, proposals=1)
+    state = run(ctx, rounds=1, method="abo+gepa")
+    seed = Prompt.from_dict(json.loads((tmp_path / "gepa" / "seed.json").read_text())["prompt"])
+    assert seed.procedure == ("List the items.", "Add the counts.", "Say the answer."), "ABO's step-0 procedure"
+    best = state.best
+    assert best.candidate.origin == "gepa" and best.dev == 1.0
+    assert best.prompt.procedure == ("List the items.", "Say the magic word.", "Say the answer.")
+    assert (best.prompt.instruction, best.prompt.answer_prefix) == (seed.instruction, seed.answer_prefix)
+
+
+def test_a_missing_gepa_package_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gepa", None)
+    with pytest.raises(AboError, match=r"pip install 'lm-eval-abo\[gepa\]'"):
+        engine()
+
+
+def test_another_runs_gepa_state_is_refused(tmp_path):
+    ctx, _ = gepa_context(tmp_path, reflecting())
+    run(ctx, rounds=1)
+    other, _ = gepa_context(tmp_path, lambda m: "<prompt>Something else entirely.</prompt>" if "```" not in m[0]["content"]
+                            else "```\nx\n```")
+    other.bridge.default_prompt = Prompt(instruction="Another task's baseline.")
+    with pytest.raises(AboError, match="holds the GEPA state of another run"):
+        run(other, rounds=1)
+
+
+@pytest.mark.slow
+def test_a_tiny_gepa_run_on_the_real_models_exports_a_task_the_stock_lm_eval_reproduces(gemma_server, tmp_path):
+    run_cli(bin_path("lm-eval-abo"), "optimize", "--task", "abo_object_counting_synth", "--method", "gepa",
+            "--rounds", "1", "--beam", "1", "--train-limit", "4", "--dev-limit", "3", "--test-limit", "3",
+            "--gen_kwargs", "max_gen_toks=48", "--method-args", "proposals=1,reflection_minibatch=2",
+            "--optimizer-cache", str(tmp_path / "optimizer-cache"), "--output", "runs", cwd=tmp_path)
+    run_dir = tmp_path / "runs" / "abo_object_counting_synth" / "gepa"
+    artifact = store.load(run_dir / "best.yaml")
+    notes = artifact.trace[1]["notes"]
+    assert artifact.versions["gepa"] == "0.1.4" and notes["metric_calls"].endswith(f"of {3 + 1 * (2 * 2 + 3)}")
+    assert (run_dir / "gepa" / "gepa_state.bin").exists() and "proposals: " in (run_dir / "report.md").read_text()
+    assert artifact.usage["optimizer"]["calls"] >= 1 + notes["proposals"], "the reflections went through the ledger"
+
+    run_cli(bin_path("lm_eval"), "--model", "local-completions", "--model_args", local_completions_args(gemma_server),
+            "--include_path", str(run_dir), "--tasks", "abo_object_counting_synth_abo", "--output_path", str(tmp_path / "stock"),
+            "--log_samples", cwd=tmp_path)
+    results = json.loads(sorted((tmp_path / "stock").rglob("results_*.json"))[-1].read_text())
+    metric = artifact.scores["test"]["metric"]
+    assert results["results"]["abo_object_counting_synth_abo"][metric] == artifact.scores["test"]["value"]
+    stock = samples(tmp_path / "stock", "abo_object_counting_synth_abo")
+    run = samples(run_dir / "results" / "best", "abo_object_counting_synth")
+    assert [r["arguments"] for r in stock] == [r["arguments"] for r in run], "the same prompts, document for document"
