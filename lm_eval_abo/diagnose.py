@@ -124,7 +124,7 @@ def reflection_study(config: OptimizeConfig, artifact: str | None = None, sample
         "task": config.task, "optimizer": config.optimizer, "measure": "TF-IDF cosine similarity (scikit-learn)",
         "prompt_sha256": prompt.sha256(), "train_errors": len(train.errors()), "train_examples": train.n,
         "within_real_similarity": within, "rows": rows, "reflections": reflections, "error_sets": sets,
-        "optimizer_usage": session.llm.usage.to_dict(),
+        "usage": session.ledger.to_dict(),
     }
     _save(config, "reflection", result, reflection_markdown(result), out)
     return result
@@ -160,7 +160,7 @@ def refinement_study(config: OptimizeConfig, artifact: str | None = None, out=pr
     result = {
         "task": config.task, "method": config.method, "optimizer": config.optimizer, "prompt_sha256": prompt.sha256(),
         "dev_n": dev.n, "old_dev": dev.value, "old_errors": len(wrong), "rows": rows, "mean": mean,
-        "optimizer_usage": session.llm.usage.to_dict(), "target_requests": session.bridge.target_requests,
+        "usage": session.ledger.to_dict(),
     }
     _save(config, "refinement", result, refinement_markdown(result), out)
     return result

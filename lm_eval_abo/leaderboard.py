@@ -2,7 +2,8 @@
 
 Scores come from lm-eval's own results files; each is joined to the artifact that made its prompt (via
 `configs.<task>.metadata.abo`: the source path, checked by the prompt's sha256) for the optimizer's
-calls, tokens, cost and wall time and the best dev score of every round. Per (task, model, method) the
+calls and tokens, the target's requests and tokens, the cost of each and of both, the wall time and the best dev
+score of every round. Per (task, model, method) the
 newest result is kept. Written as markdown, CSV and one self-contained HTML page whose plots (matplotlib,
 embedded as PNG data) show per task the score of each method and the dev score per round.
 """
@@ -21,10 +22,11 @@ from lm_eval_abo import results as lm_results
 from lm_eval_abo import store
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import write_text_atomic
-from lm_eval_abo.report import cost_text
+from lm_eval_abo.report import money, tokens_text
 
 PLOTS_MISSING = "plots need matplotlib: pip install 'lm-eval-abo[plots]'"
-COLUMNS = ("task", "model", "method", "metric", "score", "stderr", "n", "optimizer_calls", "tokens", "cost_usd",
+COLUMNS = ("task", "model", "method", "metric", "score", "stderr", "n", "optimizer_calls", "tokens", "target_requests",
+           "target_tokens", "target_tokens_estimated", "cost_usd", "optimizer_cost_usd", "target_cost_usd",
            "optimize_seconds", "eval_seconds", "dev_by_round", "results_file", "artifact")
 
 
@@ -42,13 +44,16 @@ class Row:
     def score(self) -> tuple[float | None, float | None]:
         return self.result.metrics[self.metric]
 
-    @property
-    def usage(self) -> dict:
-        return (self.artifact.usage if self.artifact else {}).get("optimizer") or {}
+    def usage(self, side: str) -> dict:
+        """The run's ledger of one side ("optimizer" or "target"); empty without an artifact."""
+        return (self.artifact.usage if self.artifact else {}).get(side) or {}
 
-    @property
-    def tokens(self) -> int | None:
-        return self.usage["prompt_tokens"] + self.usage["completion_tokens"] if self.usage else None
+    def cost(self, *sides: str) -> float | None:
+        """Dollars of the given sides together; None where a price was unknown (or no artifact)."""
+        used = [self.usage(side) for side in sides]
+        if not all(u and u.get("cost_known", True) for u in used):
+            return None
+        return round(sum(u["cost_usd"] for u in used), 10)
 
     @property
     def dev_by_round(self) -> list[float]:
@@ -56,10 +61,13 @@ class Row:
 
     def record(self) -> dict:
         value, stderr = self.score
+        optimizer, target = self.usage("optimizer"), self.usage("target")
         return {
             "task": self.result.task, "model": self.result.model, "method": self.result.method, "metric": self.metric,
-            "score": value, "stderr": stderr, "n": self.result.n, "optimizer_calls": self.usage.get("calls"),
-            "tokens": self.tokens, "cost_usd": self.usage.get("cost_usd") if self.usage.get("cost_known", True) else None,
+            "score": value, "stderr": stderr, "n": self.result.n, "optimizer_calls": optimizer.get("calls"),
+            "tokens": _tokens(optimizer), "target_requests": target.get("calls"), "target_tokens": _tokens(target),
+            "target_tokens_estimated": target.get("estimated"), "cost_usd": self.cost("optimizer", "target"),
+            "optimizer_cost_usd": self.cost("optimizer"), "target_cost_usd": self.cost("target"),
             "optimize_seconds": (self.artifact.usage.get("seconds") if self.artifact else None),
             "eval_seconds": self.result.eval_seconds, "dev_by_round": ";".join(f"{v:.4f}" for v in self.dev_by_round),
             "results_file": str(self.result.file), "artifact": str(self.artifact_path or ""),
@@ -130,8 +138,15 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _cost(row: Row) -> str:
-    return cost_text(row.usage) if row.usage else "-"
+def _tokens(usage: dict) -> int | None:
+    return usage["prompt_tokens"] + usage["completion_tokens"] if usage else None
+
+
+def _cost(row: Row, *sides: str) -> str:
+    if not all(row.usage(side) for side in sides):
+        return "-"
+    cost = row.cost(*sides)
+    return money({"cost_usd": cost}) if cost is not None else "n/a"
 
 
 def table_rows(rows: list[Row]) -> list[list[str]]:
@@ -139,12 +154,15 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
     for row in rows:
         value, stderr = row.score
         r = row.record()
+        target = row.usage("target")
         out.append([r["task"], r["model"], r["method"], f"{_fmt(value)} ± {_fmt(stderr)}", _fmt(r["n"]), _fmt(r["optimizer_calls"]),
-                    _fmt(r["tokens"]), _cost(row), _fmt(r["optimize_seconds"], 1), _fmt(r["eval_seconds"], 1)])
+                    _fmt(r["tokens"]), tokens_text(target) if target else "-", _cost(row, "optimizer", "target"),
+                    _cost(row, "optimizer"), _cost(row, "target"), _fmt(r["optimize_seconds"], 1), _fmt(r["eval_seconds"], 1)])
     return out
 
 
-HEADER = ["task", "model", "method", "score ± stderr", "n", "optimizer calls", "tokens", "cost", "optimize s", "eval s"]
+HEADER = ["task", "model", "method", "score ± stderr", "n", "optimizer calls", "optimizer tokens", "target tokens", "cost",
+          "optimizer cost", "target cost", "optimize s", "eval s"]
 
 
 def pivot(rows: list[Row]) -> tuple[list[str], list[list[str]]]:

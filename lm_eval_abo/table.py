@@ -3,7 +3,9 @@
 Per task, every row is a prompt evaluated once on the test split through lm-eval: zero-shot CoT (the
 task's default prompt), few-shot CoT (the same with the chain-of-thought exemplars lm-eval ships), the
 best APO method (by dev score), ABO after step 0, 1 and 2, and ABO without demonstrations. Each row
-carries score ± stderr, n, optimizer calls, tokens, cost and wall time; markdown and JSON are written.
+carries score ± stderr, n, the ledger of the run that made the prompt plus its own test evaluation (optimizer
+calls and tokens, target requests and tokens, the cost of each and of both) and wall time; markdown and JSON
+are written.
 APO runs stop early by the config's patience; the ABO runs never do, so every step has its row.
 """
 
@@ -16,36 +18,32 @@ from pathlib import Path
 from lm_eval_abo import evaluation, store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.files import write_json, write_text_atomic
+from lm_eval_abo.ledger import Ledger, total
 from lm_eval_abo.markdown import fmt, table
 from lm_eval_abo.optimize import optimize
-from lm_eval_abo.report import cost_text
+from lm_eval_abo.report import money, tokens_text
 from lm_eval_abo.session import load_target, open_session
 from lm_eval_abo.tasks import cot_exemplars
 
 APO_METHODS = ("ape", "apo")
 
 
-def _row(task: str, name: str, test: evaluation.TestRun, usage: dict | None, seconds: float, detail: str = "") -> dict:
-    usage = usage or {}
+def _row(task: str, name: str, test: evaluation.TestRun, made: Ledger | None, seconds: float, detail: str = "") -> dict:
+    """A row: the prompt's test score, and the ledger of what made it (`made`) plus its test evaluation."""
+    used = (made or Ledger()).plus(Ledger(target=test.usage))
     return {
         "task": task, "row": name, "detail": detail, "metric": test.score["metric"], "value": test.score["value"],
-        "stderr": test.score["stderr"], "n": test.score["n"], "optimizer_calls": usage.get("calls", 0),
-        "tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
-        "cost_usd": usage.get("cost_usd", 0.0), "cost_known": usage.get("cost_known", True),
-        "seconds": round(seconds, 1), "results": str(test.results),
+        "stderr": test.score["stderr"], "n": test.score["n"], "optimizer_calls": used.optimizer.calls,
+        "tokens": used.optimizer.tokens, "target_requests": used.target.calls, "target_tokens": used.target.tokens,
+        "target_tokens_estimated": used.target.estimated, "cost_usd": used.cost_usd, "cost_known": used.cost_known,
+        "optimizer_cost_usd": used.optimizer.cost_usd, "target_cost_usd": used.target.cost_usd,
+        "usage": used.to_dict(), "seconds": round(seconds, 1), "results": str(test.results),
     }
 
 
-def _cumulative(trace: list[dict], upto: int) -> tuple[dict, float]:
-    """Optimizer usage and seconds of the rounds 0..upto of a run."""
-    usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "cost_known": True}
-    seconds = 0.0
-    for record in trace[: upto + 1]:
-        for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd"):
-            usage[k] += record["optimizer"][k]
-        usage["cost_known"] &= record["optimizer"]["cost_known"]
-        seconds += record["seconds"]
-    return usage, seconds
+def _cumulative(trace: list[dict], upto: int) -> tuple[Ledger, float]:
+    """The ledger and seconds of the rounds 0..upto of a run."""
+    return total(Ledger.from_dict(r) for r in trace[: upto + 1]), sum(r["seconds"] for r in trace[: upto + 1])
 
 
 def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
@@ -53,7 +51,7 @@ def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
     session = open_session(config.resolved(), lm)
     rows = []
 
-    def evaluate(name: str, prompt, method: str, usage=None, seconds=0.0, detail="") -> None:
+    def evaluate(name: str, prompt, method: str, usage: Ledger | None = None, seconds=0.0, detail="") -> None:
         path = store.save(store.Artifact(task=config.task, method=method, prompt=prompt), folder / f"{name}.yaml")
         provenance = {"task": config.task, "method": method, "source": str(path), "prompt_sha256": prompt.sha256()}
         test = evaluation.evaluate(session, prompt, folder / "results" / name, provenance)
@@ -70,7 +68,7 @@ def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
     if runs:
         best = max(runs, key=lambda m: runs[m].artifact_data.scores["dev"]["value"])
         art = runs[best].artifact_data
-        evaluate("best APO method", art.prompt, best, art.usage["optimizer"], art.usage["seconds"],
+        evaluate("best APO method", art.prompt, best, Ledger.from_dict(art.usage), art.usage["seconds"],
                  detail=f"{best} (dev " + ", ".join(f"{m} {runs[m].artifact_data.scores['dev']['value']:.3f}" for m in runs) + ")")
 
     abo = optimize(replace(config, method="abo", patience=0), out=out, lm=lm).state
@@ -80,7 +78,8 @@ def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
         evaluate(f"ABO step {record['round']}", prompts[record["best"]["key"]], "abo", usage, seconds,
                  detail=f"dev {record['best']['dev']:.3f}")
     ablation = optimize(replace(config, method="abo-ablation", patience=0), out=out, lm=lm).artifact_data
-    evaluate("ABO without demonstrations", ablation.prompt, "abo-ablation", ablation.usage["optimizer"], ablation.usage["seconds"])
+    evaluate("ABO without demonstrations", ablation.prompt, "abo-ablation", Ledger.from_dict(ablation.usage),
+             ablation.usage["seconds"])
     return rows
 
 
@@ -105,9 +104,11 @@ def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHOD
 
 
 def table_markdown(result: dict) -> str:
-    header = ["task", "prompt", "score", "± stderr", "n", "optimizer calls", "tokens", "cost", "seconds", "detail"]
-    body = [[r["task"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], r["optimizer_calls"], r["tokens"], cost_text(r),
-             r["seconds"], r["detail"]] for r in result["rows"]]
+    header = ["task", "prompt", "score", "± stderr", "n", "optimizer calls", "optimizer tokens", "target requests",
+              "target tokens", "cost", "optimizer cost", "target cost", "seconds", "detail"]
+    body = [[r["task"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], r["optimizer_calls"], f"{r['tokens']:,}",
+             r["target_requests"], tokens_text(r["usage"]["target"]), money(r["usage"]), money(r["usage"]["optimizer"]),
+             money(r["usage"]["target"]), r["seconds"], r["detail"]] for r in result["rows"]]
     return "\n".join([
         f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`; test split, each prompt evaluated once by lm-eval.",
         "", *table(header, body, left=2),

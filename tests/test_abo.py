@@ -153,9 +153,11 @@ def test_without_localisation_the_whole_procedure_is_revised():
 @pytest.mark.parametrize("name", ["abo", "abo-ablation"])
 def test_projection_counts_localisation_revisions_and_demonstrations(name):
     params = METHODS[name].defaults
-    calls, candidates = METHODS[name].projected(params, beam=2, initial=False)
+    plan = METHODS[name].projected(params, beam=2, initial=False)
     demo_calls = params["demo_attempts"] if params["demos"] else 0
-    assert calls == 2 * (params["max_errors"] + params["revisions"] * (1 + demo_calls)) and candidates == 2 * params["revisions"]
+    assert plan.calls == 2 * (params["max_errors"] + params["revisions"] * (1 + demo_calls))
+    assert plan.candidates == 2 * params["revisions"]
+    assert {a.template for a in plan.asks if a.calls} == {"abo_locate", "abo_revise_step"} | ({"abo_demonstration"} if demo_calls else set())
 
 
 

@@ -36,7 +36,7 @@ def test_reflection_sensitivity(tmp_path):
 def test_refinement_fix_and_break_rates(tmp_path):
     diagnose(tmp_path, "refinement", "--method", "apo", "--method-args", "gradients=1,paraphrases=0")
     result = json.loads((tmp_path / "runs" / TASK / "diagnose" / "refinement.json").read_text())
-    assert result["dev_n"] == 3 and result["rows"] and result["target_requests"] > 0
+    assert result["dev_n"] == 3 and result["rows"] and result["usage"]["target"]["calls"] > 0
     for row in result["rows"]:
         assert 0 <= row["fixed"] <= result["old_errors"] and 0 <= row["broken"] <= 3 - result["old_errors"]
         assert row["net"] == pytest.approx(row["dev"] - result["old_dev"])

@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from dataclasses import replace
 
-from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, first_tag
 from lm_eval_abo.prompt import Demonstration, Prompt
 
 INSTRUCTION = 'Solve the problem by following these steps exactly, in order. Write "Step N:" before the work of each step.'
@@ -183,12 +183,20 @@ class Abo:
                 candidates.append(Candidate(self._prompt(ctx, new_steps, demos, base=node.prompt), "revision", node.key, notes))
         return candidates
 
-    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
+    def projected(self, params: dict, beam: int, initial: bool) -> Projected:
         demo_calls = params["demo_attempts"] if params["demos"] else 0
+        steps = {"procedure": params["max_steps"]}
+        written = max(params["procedures"], 1) if initial else beam * params["revisions"]
         if initial:
-            return params["procedures"] * (1 + demo_calls), params["procedures"]
-        per_node = params["max_errors"] * bool(params["localise"]) + params["revisions"] * (1 + demo_calls)
-        return beam * per_node, beam * params["revisions"]
+            asks = [Asks("abo_procedure", written, {"examples": 3})]
+        else:
+            errors = params["max_errors"]
+            asks = [Asks("abo_locate", beam * errors * bool(params["localise"]), steps),
+                    Asks("abo_revise_step" if params["localise"] else "abo_revise", written, {**steps, "errors": errors})]
+        return Projected((*asks, Asks("abo_demonstration", written * demo_calls, steps)), written)
+
+    def written(self, params: dict) -> tuple[Asks, ...]:
+        return (Asks("abo_procedure", 1), Asks("abo_demonstration", params["demos"], {"examples": 1}))
 
     # --- parts ---
 

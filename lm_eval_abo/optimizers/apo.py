@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, first_tag
 from lm_eval_abo.optimizers.instructions import InstructionMethod, paraphrases
 
 
@@ -53,9 +53,11 @@ class Apo(InstructionMethod):
         jobs = [(node, group, reason) for (node, group), reason in zip(groups, reasons) if reason]
         return edit_and_paraphrase(ctx, round_no, jobs, p["edits_per_gradient"], p["paraphrases"])
 
-    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
-        candidates = beam * params["gradients"] * params["edits_per_gradient"] * (1 + params["paraphrases"])
-        return beam * params["gradients"] + candidates, candidates
+    def projected_round(self, params: dict, beam: int) -> Projected:
+        gradients, shown = beam * params["gradients"], {"errors": params["errors_per_gradient"]}
+        edits = gradients * params["edits_per_gradient"]
+        return Projected((Asks("apo_gradient", gradients, shown), Asks("apo_edit", edits, shown),
+                          Asks("paraphrase", edits * params["paraphrases"])), edits * (1 + params["paraphrases"]))
 
 
 class ApoSum(InstructionMethod):
@@ -80,6 +82,8 @@ class ApoSum(InstructionMethod):
         ]
         return edit_and_paraphrase(ctx, round_no, jobs, p["edits"], p["paraphrases"])
 
-    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
-        candidates = beam * params["edits"] * (1 + params["paraphrases"])
-        return beam + candidates, candidates
+    def projected_round(self, params: dict, beam: int) -> Projected:
+        edits = beam * params["edits"]
+        return Projected((Asks("apo_sum_reflect", beam, {"errors": params["max_errors"]}),
+                          Asks("apo_edit", edits, {"errors": params["errors_shown"]}),
+                          Asks("paraphrase", edits * params["paraphrases"])), edits * (1 + params["paraphrases"]))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from lm_eval_abo import metaprompts
+from lm_eval_abo.ledger import Ledger
 from lm_eval_abo.llm import OptimizerLLM
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.scoring import Bridge, Sample
@@ -66,6 +67,11 @@ class Context:
     train_pool: list[int]  # train examples the run may use
     format_retries: int = 1
     templates: set[str] = field(default_factory=set)  # meta-prompts rendered so far, includes too
+
+    @property
+    def ledger(self) -> Ledger:
+        """The live counts of both models: the optimizer's calls and the target's requests."""
+        return Ledger(self.llm.usage, self.bridge.counter.usage)
 
     @property
     def task_description(self) -> str:
@@ -131,6 +137,27 @@ class Context:
         return results
 
 
+@dataclass(frozen=True)
+class Asks:
+    """Calls of one meta-prompt, as the projection counts them."""
+
+    template: str
+    calls: int
+    shows: dict = field(default_factory=dict)  # lengths of the template's lists (examples, errors, ...) and its `n`
+
+
+@dataclass(frozen=True)
+class Projected:
+    """At most what one round of a method asks the optimizer, and the new candidates it makes."""
+
+    asks: tuple[Asks, ...]
+    candidates: int
+
+    @property
+    def calls(self) -> int:
+        return sum(a.calls for a in self.asks)
+
+
 def first_tag(tag: str) -> Callable[[str], str | None]:
     def parse(text: str) -> str | None:
         found = metaprompts.tagged(text, tag)
@@ -165,7 +192,12 @@ class Method(Protocol):
 
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round: int) -> list[Candidate]: ...
 
-    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
-        """At most how many optimizer calls and new candidates round 0 (initial=True) or a later
-        round makes, before format retries."""
+    def projected(self, params: dict, beam: int, initial: bool) -> Projected:
+        """At most what round 0 (initial=True) or a later round asks the optimizer, before format retries,
+        and how many new candidates it makes."""
+        ...
+
+    def written(self, params: dict) -> tuple[Asks, ...]:
+        """The optimizer replies a candidate prompt is made of, each asked once per `calls` (what a
+        candidate adds to the target's prompt, for the projection)."""
         ...

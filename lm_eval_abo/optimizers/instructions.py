@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, first_tag
 
 INITIAL_EXAMPLES = 5
 
@@ -55,8 +55,13 @@ class InstructionMethod:
     def initial(self, ctx: Context, beam: int) -> list[Candidate]:
         return initial_candidates(ctx, beam)
 
-    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
-        return (beam, beam) if initial else self.projected_round(params, beam)
+    def projected(self, params: dict, beam: int, initial: bool) -> Projected:
+        if initial:
+            return Projected((Asks("initial_instruction", beam, {"examples": INITIAL_EXAMPLES}),), beam)
+        return self.projected_round(params, beam)
 
-    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
+    def projected_round(self, params: dict, beam: int) -> Projected:
         raise NotImplementedError
+
+    def written(self, params: dict) -> tuple[Asks, ...]:
+        return (Asks("paraphrase", 1),)  # one written instruction in place of the task's own

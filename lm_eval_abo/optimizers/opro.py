@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, first_tag
 from lm_eval_abo.optimizers.instructions import InstructionMethod
 
 
@@ -38,5 +38,6 @@ class Opro(InstructionMethod):
         best = beam[0]
         return [Candidate(replace(ctx.rewritable(best.prompt), instruction=t), "opro", best.key) for t in texts if t]
 
-    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
-        return (params["new_prompts"],) * 2
+    def projected_round(self, params: dict, beam: int) -> Projected:
+        shown = {"history": params["history"], "examples": params["exemplars"]}
+        return Projected((Asks("opro", params["new_prompts"], shown),), params["new_prompts"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lm_eval_abo.optimizers.base import Candidate, Context, Node, all_tags, first_tag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, all_tags, first_tag
 from lm_eval_abo.optimizers.instructions import InstructionMethod
 
 
@@ -49,5 +49,7 @@ class PromptAgent(InstructionMethod):
             for (node, _, reason), texts in zip(jobs, batches) for text in (texts or [])[: p["expand"]]
         ]
 
-    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
-        return beam * 2, beam * params["expand"]
+    def projected_round(self, params: dict, beam: int) -> Projected:
+        shown = {"errors": params["error_batch"], "trajectory": 3}
+        return Projected((Asks("promptagent_reflect", beam, shown),
+                          Asks("promptagent_edit", beam, {**shown, "n": params["expand"]})), beam * params["expand"])
