@@ -60,10 +60,13 @@ def projection_text(config, plan) -> str:
                [*(cells(r, ledger) for r, ledger in enumerate(plan.rounds)),
                 cells("test (baseline and best)", plan.test), cells("total", whole)], left=0),
     ]
-    caps = [f"{name} {shown(cap)} (projected {shown(value)})" for name, cap, value, shown in (
-        ("--max-cost", config.max_cost, whole.cost_usd, lambda v: f"${v:g}"),
-        ("--max-target-tokens", config.max_target_tokens, whole.target.tokens, lambda v: f"{v:,}"),
-        ("--max-optimizer-calls", config.max_optimizer_calls, whole.optimizer.calls, str)) if cap is not None]
+    caps = []
+    if config.max_cost is not None:
+        caps.append(f"--max-cost ${config.max_cost:g} (projected {money(whole.to_dict())})")
+    if config.max_target_tokens is not None:
+        caps.append(f"--max-target-tokens {config.max_target_tokens:,} (projected {whole.target.tokens:,})")
+    if config.max_optimizer_calls is not None:
+        caps.append(f"--max-optimizer-calls {config.max_optimizer_calls} (projected {whole.optimizer.calls})")
     if caps:
         last = plan.last_round_within(config)
         if last == config.rounds:

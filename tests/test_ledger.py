@@ -260,3 +260,19 @@ def test_the_embedded_targets_tokens_are_its_tokenizers_and_its_cache_hits_cost_
     bridges[1].score([bridges[1].default_prompt], "dev", [0, 1, 2])
     again = bridges[1].counter.usage
     assert (again.calls, again.cache_hits, again.tokens, again.cost_usd) == (3, 3, 0, 0.0) and len(served) == 3
+
+
+@pytest.mark.slow
+def test_a_real_runs_use_is_within_the_projections_stated_error(tmp_path):
+    """The embedded models, ape at the size of bench/method_cost.py's quick run: each side's tokens and the
+    run's dollars within the error the README states (0.15x to 2x of the projection)."""
+    cfg = OptimizeConfig(task=TASK, method="ape", rounds=1, beam=1, train_limit=4, dev_limit=3, test_limit=3, minibatch=2,
+                         gen_kwargs={"max_gen_toks": 48}, patience=0, optimizer_cache=None, output=str(tmp_path),
+                         target_price=(0.5, 1.5), optimizer_price=(2.5, 10.0))
+    usage = run(cfg).usage
+    projected = usage["projection"]["total"]
+    for side in ("optimizer", "target"):
+        got, plan = Usage.from_dict(usage[side]), Usage.from_dict(projected[side])
+        assert got.calls <= 2 * plan.calls, "at most the projected calls, each asked again once for its format"
+        assert 0.15 <= got.tokens / plan.tokens <= 2.0, (side, got.tokens, plan.tokens)
+    assert 0.15 <= usage["cost_usd"] / projected["cost_usd"] <= 2.0
