@@ -51,8 +51,10 @@ def counts(output: Path) -> dict:
     usage = artifact.usage
     opt = usage["optimizer"]
     return {
-        "target requests (search)": usage["target_requests"] - usage["test_requests"],
-        "target requests (test)": usage["test_requests"],
+        # requests that reached the target: those asked less those lm-eval's cache answered
+        "target requests (search)": (usage["target"]["calls"] - usage["target"]["cache_hits"]
+                                     - usage["test"]["calls"] + usage["test"]["cache_hits"]),
+        "target requests (test)": usage["test"]["calls"] - usage["test"]["cache_hits"],
         "optimizer calls": opt["calls"], "optimizer cache hits": opt["cache_hits"],
         "new optimizer calls": opt["calls"] - opt["cache_hits"],
         "optimizer tokens": opt["prompt_tokens"] + opt["completion_tokens"],

@@ -30,30 +30,31 @@ def readme_command(work, extra: list[str]) -> list[str]:
 
 def phase_rows(artifact, meter: Meter) -> tuple[list[dict], dict]:
     """Per round and for the test evaluation: seconds, optimizer calls and tokens, target requests and tokens."""
-    from lm_eval_abo.embedded import DEFAULT_OPTIMIZER, DEFAULT_TARGET
+    from lm_eval_abo.embedded.models import DEFAULT_OPTIMIZER, DEFAULT_TARGET
 
     usage, trace = artifact.usage, artifact.trace
     target_calls = meter.of(DEFAULT_TARGET)
-    counts = [r["target_requests"] for r in trace] + [usage["test_requests"]]
+    # requests that reached the model (those lm-eval's cache answered never do), per round and for the test
+    counts = [u["calls"] - u["cache_hits"] for u in [*(r["target"] for r in trace), usage["test"]]]
     per_phase = split_by_counts(target_calls, counts)
     rows = []
     for r, calls in zip(trace, per_phase):
         opt, tgt = r["optimizer"], totals(calls)
         rows.append({"phase": f"round {r['round']}", "seconds": r["seconds"], "optimizer s": r["optimizer_seconds"],
                      "optimizer calls": opt["calls"], "optimizer tokens in/out": f"{opt['prompt_tokens']}/{opt['completion_tokens']}",
-                     "target s": r["target_seconds"], "target requests": r["target_requests"],
+                     "target s": r["target_seconds"], "target requests": r["target"]["calls"],
                      "target tokens in/out": f"{tgt['prompt_tokens']}/{tgt['completion_tokens']}"})
     test = totals(per_phase[-1])
     rows.append({"phase": "test evaluation", "seconds": usage["test_seconds"], "target s": usage["test_seconds"],
-                 "target requests": usage["test_requests"], "target tokens in/out": f"{test['prompt_tokens']}/{test['completion_tokens']}"})
+                 "target requests": usage["test"]["calls"], "target tokens in/out": f"{test['prompt_tokens']}/{test['completion_tokens']}"})
     optimizer_model = totals(meter.of(DEFAULT_OPTIMIZER))
     summary = {
         "optimizer": {"seconds": usage["optimizer_seconds"], "calls": usage["optimizer"]["calls"],
                       "cache_hits": usage["optimizer"]["cache_hits"], "prompt_tokens": usage["optimizer"]["prompt_tokens"],
                       "completion_tokens": usage["optimizer"]["completion_tokens"], "model": optimizer_model},
-        "target scoring (search)": {"seconds": usage["target_seconds"], "requests": usage["target_requests"] - usage["test_requests"],
+        "target scoring (search)": {"seconds": usage["target_seconds"], "requests": usage["target"]["calls"] - usage["test"]["calls"],
                                     **{k: v for k, v in totals([c for p in per_phase[:-1] for c in p]).items() if k != "calls"}},
-        "test evaluation": {"seconds": usage["test_seconds"], "requests": usage["test_requests"],
+        "test evaluation": {"seconds": usage["test_seconds"], "requests": usage["test"]["calls"],
                             **{k: v for k, v in test.items() if k != "calls"}},
         "target calls metered": len(target_calls),
     }

@@ -1,6 +1,6 @@
 """A meter on the embedded models: every llama.cpp call the package makes goes through
-`embedded.complete` (the target, a completion model) or `embedded.chat` (the optimizer); the meter wraps
-both and logs each call's model, tokens and seconds. Behaviour is unchanged; only benchmarks use it.
+`embedded.llama.complete` (the target, a completion model) or `embedded.llama.chat` (the optimizer); the
+meter wraps both and logs each call's model, tokens and seconds. Behaviour is unchanged; only benchmarks use it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class Meter:
     calls: list[Call] = field(default_factory=list)
 
     def install(self) -> Meter:
-        from lm_eval_abo import embedded
+        from lm_eval_abo.embedded import llama as embedded
 
         def metered(function):
             def wrapper(name, *args, **kwargs):

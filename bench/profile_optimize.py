@@ -122,7 +122,7 @@ def main() -> None:
     categories = categorise(root)
     usage = outcome.artifact_data.usage
     print(f"optimize wall time: {wall:.2f} s; optimizer calls {usage['optimizer']['calls']}, "
-          f"target requests {usage['target_requests']}\n")
+          f"target requests {usage['target']['calls']}\n")
     print(record.table([{"where": k, "seconds": v, "share": f"{100 * v / wall:.1f}%"} for k, v in categories.items()]))
     print("\nhottest functions (self time):\n")
     hot = hottest(root)

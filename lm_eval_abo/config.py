@@ -19,6 +19,7 @@ from typing import get_args, get_type_hints
 from lm_eval_abo.embedded.models import DEFAULT_OPTIMIZER as EMBEDDED_OPTIMIZER
 from lm_eval_abo.embedded.models import DEFAULT_TARGET as EMBEDDED_TARGET
 from lm_eval_abo.errors import AboError
+from lm_eval_abo.ledger import parse_price
 from lm_eval_abo.llm import CLIENT_ARGS
 from lm_eval_abo.redact import redact_arg_string, redact_args
 
@@ -202,9 +203,19 @@ class OptimizeConfig(HarnessSettings):
     output: str = flag("output directory (default: runs)", default="runs")
     resume: bool = flag("continue the run in the output directory from its last completed round", default=False,
                         commands=("optimize",))
-    dry_run: bool = flag("print the projected calls and stop", default=False, commands=("optimize",))
-    max_optimizer_calls: int | None = flag("stop after this many optimizer calls", default=None)
-    max_cost: float | None = flag("stop when the optimizer has cost this many US dollars", default=None)
+    dry_run: bool = flag("print the projected calls, tokens and dollars and stop", default=False, commands=("optimize",))
+    max_optimizer_calls: int | None = flag("cap on optimizer calls: the search stops at its last complete round",
+                                           default=None)
+    max_cost: float | None = flag("cap in US dollars on the optimizer and the target together, the test evaluation "
+                                  "kept aside: the search stops at its last complete round", default=None)
+    max_target_tokens: int | None = flag("cap on the target's prompt and completion tokens, the test evaluation kept "
+                                         "aside: the search stops at its last complete round", default=None)
+    target_price: tuple[float, float] | None = flag(
+        "the target's price IN,OUT in US dollars per million tokens (default: litellm's cost map where it knows the "
+        "model; local backends $0)", default=None, parse=parse_price)
+    optimizer_price: tuple[float, float] | None = flag(
+        "the optimizer's price IN,OUT in US dollars per million tokens, e.g. for a self-hosted one (default: litellm's "
+        "cost map; embedded models $0)", default=None, parse=parse_price)
     optimizer_cache: str | None = flag("directory of the optimizer's reply cache (default: ~/.cache/lm-eval-abo/optimizer)",
                                        default="default", off="--no-optimizer-cache")
     seed: int = flag("seed of minibatches, example picks, split carving and optimizer sampling", default=1234, resume=True)
@@ -248,7 +259,7 @@ class OptimizeConfig(HarnessSettings):
                     raise AboError(f"method argument {name} must be one of {', '.join(method.choices[name])}, got {value!r}")
             elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise AboError(f"method argument {name} must be a whole number of at least 0, got {value!r}")
-        for name in ("max_optimizer_calls", "max_cost", "patience"):
+        for name in ("max_optimizer_calls", "max_cost", "max_target_tokens", "patience"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
                 raise AboError(f"{name.replace('_', '-')} must not be negative, got {value!r}")

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm_eval_abo.files import write_text_atomic
+from lm_eval_abo.ledger import Usage
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.redact import redact_arg_string, redacting_tracker
 from lm_eval_abo.results import number
-from lm_eval_abo.scoring import target_calls
+from lm_eval_abo.target import target_calls
 from lm_eval_abo.tasks import fields
 from lm_eval_abo.tasks.built import quiet_lm_eval
 
@@ -25,7 +26,7 @@ class TestRun:
     per_doc: dict[int, float]  # position in the test split -> the metric's value
     correct: dict[int, bool]  # position in the test split -> not an error
     arguments: list  # what lm-eval sent the target for each test document, in order
-    requests: int  # requests that reached the target (not answered by a cache)
+    usage: Usage  # the target's requests (cache hits included), tokens and cost
     seconds: float
     table: str  # lm-eval's results table
 
@@ -41,7 +42,7 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
     task_config = fields.task_config(session.base_config, prompt, task, part.split)
     task_config["metadata"] = {**(task_config.get("metadata") or {}), "abo": provenance}
     tracker = redacting_tracker(EvaluationTracker)(output_path=str(results_dir))
-    before, started = bridge.target_requests, time.time()
+    before, reached, started = bridge.counter.usage.copy(), bridge.target_requests, time.time()
     with quiet_lm_eval(not config.verbose), target_calls():
         results = simple_evaluate(
             model=bridge.counter, model_args=redact_arg_string(config.model_args), tasks=[task_config],
@@ -55,6 +56,7 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
     rows = sorted((r for r in samples[task] if r["filter"] == bridge.filter_name), key=lambda r: r["doc_id"])
     scored = {position[r["doc_id"]]: bridge.sample(r, "test", position[r["doc_id"]])[0] for r in rows}
     arguments = [list(r["arguments"]) for r in rows]
+    bridge.counter.cache_hits(rows, reached)
     tracker.save_results_aggregated(results=results, samples=samples)
     tracker.save_results_samples(task_name=task, samples=samples[task])  # rewrites the rows it saves
     metrics, key = results["results"][task], bridge.metric_key
@@ -65,7 +67,7 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
         per_doc={i: s.score for i, s in scored.items()},
         correct={i: s.correct for i, s in scored.items()},
         arguments=arguments,
-        requests=bridge.target_requests - before,
+        usage=bridge.counter.usage.minus(before),
         seconds=round(time.time() - started, 1),
         table=make_table(results),
     )

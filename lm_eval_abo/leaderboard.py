@@ -2,7 +2,8 @@
 
 Scores come from lm-eval's own results files; each is joined to the artifact that made its prompt (via
 `configs.<task>.metadata.abo`: the source path, checked by the prompt's sha256) for the optimizer's
-calls, tokens, cost and wall time and the best dev score of every round. Per (task, model, method) the
+calls and tokens, the target's requests and tokens, the cost of each and of both, the wall time and the best dev
+score of every round. Per (task, model, method) the
 newest result is kept. Written as markdown, CSV and one self-contained HTML page whose plots (matplotlib,
 embedded as PNG data) show per task the score of each method and the dev score per round.
 """
@@ -22,11 +23,13 @@ from lm_eval_abo import stats, store
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import write_text_atomic
 from lm_eval_abo.markdown import fmt, table
-from lm_eval_abo.report import cost_text
+from lm_eval_abo.report import money, tokens_text
 
 PLOTS_MISSING = "plots need matplotlib: pip install 'lm-eval-abo[plots]'"
 COLUMNS = ("task", "model", "method", "metric", "score", "stderr", "n", "baseline", "difference", "ci_low", "ci_high",
-           "optimizer_calls", "tokens", "cost_usd", "optimize_seconds", "eval_seconds", "dev_by_round", "results_file", "artifact")
+           "optimizer_calls", "tokens", "target_requests", "target_tokens", "target_tokens_estimated", "cost_usd",
+           "optimizer_cost_usd", "target_cost_usd", "optimize_seconds", "eval_seconds", "dev_by_round", "results_file",
+           "artifact")
 
 
 @dataclass
@@ -44,13 +47,16 @@ class Row:
     def score(self) -> tuple[float | None, float | None]:
         return self.result.metrics[self.metric]
 
-    @property
-    def usage(self) -> dict:
-        return (self.artifact.usage if self.artifact else {}).get("optimizer") or {}
+    def usage(self, side: str) -> dict:
+        """The run's ledger of one side ("optimizer" or "target"); empty without an artifact."""
+        return (self.artifact.usage if self.artifact else {}).get(side) or {}
 
-    @property
-    def tokens(self) -> int | None:
-        return self.usage["prompt_tokens"] + self.usage["completion_tokens"] if self.usage else None
+    def cost(self, *sides: str) -> float | None:
+        """Dollars of the given sides together; None where a price was unknown (or no artifact)."""
+        used = [self.usage(side) for side in sides]
+        if not all(u and u.get("cost_known", True) for u in used):
+            return None
+        return round(sum(u["cost_usd"] for u in used), 10)
 
     @property
     def dev_by_round(self) -> list[float]:
@@ -58,13 +64,16 @@ class Row:
 
     def record(self) -> dict:
         value, stderr = self.score
+        optimizer, target = self.usage("optimizer"), self.usage("target")
         return {
             "task": self.result.task, "model": self.result.model, "method": self.result.method, "metric": self.metric,
             "score": value, "stderr": stderr, "n": self.result.n, "baseline": self.against_baseline.get("baseline"),
             "difference": self.against_baseline.get("difference"),
             "ci_low": (self.against_baseline.get("interval") or [None, None])[0],
-            "ci_high": (self.against_baseline.get("interval") or [None, None])[1], "optimizer_calls": self.usage.get("calls"),
-            "tokens": self.tokens, "cost_usd": self.usage.get("cost_usd") if self.usage.get("cost_known", True) else None,
+            "ci_high": (self.against_baseline.get("interval") or [None, None])[1], "optimizer_calls": optimizer.get("calls"),
+            "tokens": _tokens(optimizer), "target_requests": target.get("calls"), "target_tokens": _tokens(target),
+            "target_tokens_estimated": target.get("estimated"), "cost_usd": self.cost("optimizer", "target"),
+            "optimizer_cost_usd": self.cost("optimizer"), "target_cost_usd": self.cost("target"),
             "optimize_seconds": (self.artifact.usage.get("seconds") if self.artifact else None),
             "eval_seconds": self.result.eval_seconds, "dev_by_round": ";".join(f"{v:.4f}" for v in self.dev_by_round),
             "results_file": str(self.result.file), "artifact": str(self.artifact_path or ""),
@@ -149,8 +158,15 @@ def collect(paths, artifact_dirs=()) -> list[Row]:
 # --- tables -------------------------------------------------------------------------------------
 
 
-def _cost(row: Row) -> str:
-    return cost_text(row.usage) if row.usage else "-"
+def _tokens(usage: dict) -> int | None:
+    return usage["prompt_tokens"] + usage["completion_tokens"] if usage else None
+
+
+def _cost(row: Row, *sides: str) -> str:
+    if not all(row.usage(side) for side in sides):
+        return "-"
+    cost = row.cost(*sides)
+    return money({"cost_usd": cost}) if cost is not None else "n/a"
 
 
 def _difference(r: dict) -> str:
@@ -164,14 +180,16 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
     for row in rows:
         value, stderr = row.score
         r = row.record()
+        target = row.usage("target")
         out.append([r["task"], r["model"], r["method"], f"{fmt(value)} ± {fmt(stderr)}", fmt(r["n"]), fmt(r["baseline"]),
-                    _difference(r), fmt(r["optimizer_calls"]), fmt(r["tokens"]), _cost(row), fmt(r["optimize_seconds"], 1),
-                    fmt(r["eval_seconds"], 1)])
+                    _difference(r), fmt(r["optimizer_calls"]), fmt(r["tokens"]), tokens_text(target) if target else "-",
+                    _cost(row, "optimizer", "target"), _cost(row, "optimizer"), _cost(row, "target"),
+                    fmt(r["optimize_seconds"], 1), fmt(r["eval_seconds"], 1)])
     return out
 
 
-HEADER = ["task", "model", "method", "score ± stderr", "n", "baseline", "vs baseline (95% CI)", "optimizer calls", "tokens",
-          "cost", "optimize s", "eval s"]
+HEADER = ["task", "model", "method", "score ± stderr", "n", "baseline", "vs baseline (95% CI)", "optimizer calls",
+          "optimizer tokens", "target tokens", "cost", "optimizer cost", "target cost", "optimize s", "eval s"]
 
 
 def pivot(rows: list[Row]) -> tuple[list[str], list[list[str]]]:

@@ -1,8 +1,8 @@
 """The optimizer LLM, called through litellm: any model string litellm knows, or `embedded/<name>`.
 
 What this adds to litellm: bounded concurrency, retries with exponential backoff on the errors worth
-retrying (rate limits, time-outs, connection errors, 5xx), an on-disk cache (litellm's own), a ledger
-of calls, tokens and cost per round, and budget caps that stop the run gracefully.
+retrying (rate limits, time-outs, connection errors, 5xx), an on-disk cache (litellm's own), the
+optimizer's side of the run's ledger (calls, tokens, dollars) and the run's caps, checked before each call.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lm_eval_abo.errors import AboError
+from lm_eval_abo.ledger import Budget, BudgetExhausted, Price, Usage
 
 log = logging.getLogger("lm_eval_abo")
 RETRIES = 4
@@ -24,31 +24,6 @@ MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After is not honoured: the exponentia
 # Keys of --optimizer_args that set this client rather than go to litellm (litellm's names where it has one)
 CLIENT_ARGS = {"timeout": "seconds per call", "num_retries": "retries after the first try",
                "retry_backoff": "first backoff in seconds, doubling per retry"}
-
-
-class BudgetExhausted(Exception):
-    """A budget cap was reached; the search stops and keeps the best prompt so far."""
-
-
-@dataclass
-class Usage:
-    calls: int = 0  # requests answered (from the model or the cache)
-    cache_hits: int = 0
-    failures: int = 0  # requests that failed after all retries
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    cost_known: bool = True  # False once a call had no price (tokens are still counted)
-
-    def minus(self, earlier: Usage) -> Usage:
-        return Usage(
-            self.calls - earlier.calls, self.cache_hits - earlier.cache_hits, self.failures - earlier.failures,
-            self.prompt_tokens - earlier.prompt_tokens, self.completion_tokens - earlier.completion_tokens,
-            round(self.cost_usd - earlier.cost_usd, 8), self.cost_known,
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _retryable() -> tuple[type[Exception], ...]:
@@ -91,15 +66,16 @@ class _RetryAfterOrBackoff:
 
 
 class OptimizerLLM:
-    """One optimizer model with its settings, cache, ledger and budget."""
+    """One optimizer model with its settings, cache, usage and budget. `price` (US dollars per million
+    tokens) overrides litellm's price of the model, e.g. for a self-hosted one."""
 
     def __init__(
         self,
         model: str,
         args: dict | None = None,
         cache_dir: str | Path | None = None,
-        max_calls: int | None = None,
-        max_cost: float | None = None,
+        budget: Budget | None = None,
+        price: Price | None = None,
         concurrency: int = CONCURRENCY,
         timeout: float = TIMEOUT_S,
         retries: int = RETRIES,
@@ -143,47 +119,50 @@ class OptimizerLLM:
         self.args = args
         self.secrets = secret_values(args)  # masked in every message this client writes
         self.cached = cache_dir is not None
-        self.max_calls, self.max_cost = max_calls, max_cost
+        self.budget, self.price = budget, price
         self.concurrency, self.timeout, self.retries, self.backoff_s = concurrency, timeout, retries, backoff_s
         self.usage = usage or Usage()
         self._lock = threading.Lock()
 
     def exhausted(self) -> str | None:
         """Why no further call may be made (a budget cap reached), or None."""
-        if self.max_calls is not None and self.usage.calls >= self.max_calls:
-            return f"optimizer call budget of {self.max_calls} reached"
-        if self.max_cost is not None and self.usage.cost_usd >= self.max_cost:
-            return f"optimizer cost budget of ${self.max_cost} reached"
+        try:
+            if self.budget is not None:
+                self.budget.optimizer_call()
+        except BudgetExhausted as e:
+            return str(e)
         return None
 
     def _reserve(self) -> None:
         with self._lock:
-            reason = self.exhausted()
-            if reason:
-                raise BudgetExhausted(reason)
+            if self.budget is not None:
+                self.budget.optimizer_call()
             self.usage.calls += 1
 
     def _record(self, response) -> None:
-        import litellm
 
         hidden = getattr(response, "_hidden_params", {}) or {}
+        usage = getattr(response, "usage", None)
+        prompt, completion = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
+        cost = self.price.cost(prompt, completion) if self.price else self._litellm_cost(response, hidden)
+        with self._lock:
+            if hidden.get("cache_hit"):
+                self.usage.cache_hits += 1
+            else:
+                self.usage.add(prompt, completion, cost)
+
+    @staticmethod
+    def _litellm_cost(response, hidden: dict) -> float | None:
+        """litellm's cost of a response (it knows cached-token discounts and tiers); None: no price known."""
+        import litellm
+
         cost = hidden.get("response_cost")
         if cost is None:
             try:
                 cost = litellm.completion_cost(completion_response=response)
             except Exception:  # litellm knows no price for this model
-                cost = None
-        with self._lock:
-            if hidden.get("cache_hit"):
-                self.usage.cache_hits += 1
-                return
-            usage = getattr(response, "usage", None)
-            self.usage.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
-            self.usage.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
-            if cost is None:
-                self.usage.cost_known = False
-            else:
-                self.usage.cost_usd += float(cost)
+                return None
+        return float(cost)
 
     def complete(self, messages: list[dict], seed: int = 0, **overrides) -> str:
         """One chat completion; `seed` tells apart requests that would otherwise be identical."""

@@ -18,12 +18,13 @@ from lm_eval_abo import evaluation, metaprompts, report, stats, store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import append_line, dump_json, read_json, write_text_atomic, write_texts_atomic
+from lm_eval_abo.ledger import Budget
 from lm_eval_abo.lock import FolderLock
 from lm_eval_abo.optimizers import METHODS
-from lm_eval_abo.optimizers.instructions import SCORE_EXAMPLES
 from lm_eval_abo.optimizers.search import Search, SearchState
-from lm_eval_abo.scoring import TargetFailed
+from lm_eval_abo.projection import Projection, fits, project
 from lm_eval_abo.session import Session, attach_models, model_class, plan_session
+from lm_eval_abo.target import TargetFailed
 from lm_eval_abo.tasks import export
 
 # A file the run could not write (a full disk, a folder made read-only; sqlite: lm-eval's target cache)
@@ -37,30 +38,6 @@ class Outcome:
     results: Path | None  # lm-eval results JSON of the best prompt on test
     artifact_data: store.Artifact
     state: SearchState  # the search as it ended
-
-
-def projection(config: OptimizeConfig, n_dev: int, n_train: int, n_test: int) -> dict:
-    """Most calls the run can make (before format retries; caches and early stops make it fewer)."""
-    method = METHODS[config.method]
-    shown = min(config.method_args.get(SCORE_EXAMPLES, 0), n_train)  # train examples behind each score shown (opro, promptagent)
-    engine = getattr(method, "projected_engine", None)  # a method whose later rounds are its own engine's (GEPA)
-    rows = []
-    for r in range(config.rounds + 1):
-        calls, candidates = method.projected(config.method_args, config.beam, initial=r == 0)
-        candidates += r == 0  # the baseline
-        train = 0 if r == 0 or not method.uses_errors else config.beam * min(config.minibatch, n_train)
-        requests = train + candidates * (n_dev + shown)
-        if r and engine:
-            calls, requests = engine(config.method_args, n_dev)
-        rows.append({"round": r, "optimizer_calls": calls, "target_requests": requests})
-    total_optimizer = sum(r["optimizer_calls"] for r in rows)
-    if config.max_optimizer_calls is not None:
-        total_optimizer = min(total_optimizer, config.max_optimizer_calls)
-    return {
-        "rounds": rows, "test_requests": 2 * n_test,  # the baseline and the best prompt
-        "optimizer_calls": total_optimizer,
-        "target_requests": sum(r["target_requests"] for r in rows) + 2 * n_test,
-    }
 
 
 class Run:
@@ -108,7 +85,8 @@ def settings_of(config: OptimizeConfig, session: Session) -> dict:
     }
 
 
-def artifact_of(config: OptimizeConfig, session: Session, state: SearchState, splits: dict, started: float) -> store.Artifact:
+def artifact_of(config: OptimizeConfig, session: Session, state: SearchState, splits: dict, started: float,
+                plan: Projection) -> store.Artifact:
     best, baseline, bridge = state.best, state.nodes[0], session.bridge
     return store.Artifact(
         task=config.task, method=config.method, prompt=best.prompt,
@@ -117,7 +95,7 @@ def artifact_of(config: OptimizeConfig, session: Session, state: SearchState, sp
         scores={"dev": {"metric": bridge.metric_key, "value": best.dev, "stderr": best.dev_stderr, "n": best.dev_n},
                 "baseline_dev": {"metric": bridge.metric_key, "value": baseline.dev, "n": baseline.dev_n}},
         splits=dict(splits), carved=session.splits.carved(), trace=state.trace,
-        usage={"optimizer": state.usage.to_dict(), "target_requests": state.target_requests,
+        usage={**state.ledger.to_dict(), "prices": plan.prices, "projection": plan.to_dict(),
                "seconds": round(time.time() - started, 1), **_phase_seconds(state.trace), "stopped": state.stopped},
         templates=metaprompts.hashes(state.templates),
         settings=settings_of(config, session),
@@ -144,12 +122,15 @@ def _optimize(config: OptimizeConfig, run: Run, out, lm) -> Outcome | None:
     model_class(config)  # a bad --model fails before anything is loaded
     reads_text = config.method if METHODS[config.method].needs_generation else None
     planned = plan_session(config, reads_text)
-    out(report.projection_text(config, projection(config, len(planned.dev_indices), len(planned.train_pool), planned.n_test)))
+    plan = project(config, planned)
+    out(report.projection_text(config, plan))
     if config.dry_run:
         return None
 
     started = time.time()
-    session = attach_models(planned, lm)
+    budget = Budget(planned.ledger, config.max_cost, config.max_target_tokens, config.max_optimizer_calls,
+                    reserve=plan.test.target, per_request=plan.per_request)
+    session = attach_models(planned, lm, budget)
     splits = session.split_ids()
     if saved and saved.get("splits", splits) != splits:
         raise AboError(f"--resume: the documents of {config.task}'s splits differ from those the run in {run.dir} used")
@@ -159,7 +140,7 @@ def _optimize(config: OptimizeConfig, run: Run, out, lm) -> Outcome | None:
     def checkpoint(search_state, record) -> None:
         texts = {}
         if search_state.beam:
-            texts[run.artifact] = store.text(artifact_of(config, session, search_state, splits, started))
+            texts[run.artifact] = store.text(artifact_of(config, session, search_state, splits, started, plan))
             texts[run.report] = report.run_report(config, search_state, dev_docs, session.bridge)
         # the state last: a round counts as saved once its state is
         texts[run.state] = dump_json({"config": config.fingerprint(), "splits": splits, "state": search_state.to_dict()})
@@ -188,17 +169,17 @@ def _optimize(config: OptimizeConfig, run: Run, out, lm) -> Outcome | None:
     if state.stopped:
         out(f"search stopped early: {state.stopped}; the best prompt so far is kept")
     try:
-        final = finish(config, session, state, run, splits, started, out)
+        final = finish(config, session, state, run, splits, started, plan, out)
     except WRITE_ERRORS as e:
         raise run.unwritable(e) from e
     return Outcome(run.dir, run.artifact, run.dir / final.scores["test"]["results_file"], final, state)
 
 
 def finish(config: OptimizeConfig, session: Session, state: SearchState, run: Run, splits: dict, started: float,
-           out) -> store.Artifact:
+           plan: Projection, out) -> store.Artifact:
     """The baseline and the best prompt on the test split, their comparison, the export, the last artifact."""
     best, baseline = state.best, state.nodes[0]
-    final = artifact_of(config, session, state, splits, started)
+    final = artifact_of(config, session, state, splits, started, plan)
     store.save(final, run.artifact)  # the prompt stands before the test evaluation, also after a resume
     provenance = provenance_of(final, run.artifact, session.n_test)
     try:
@@ -216,9 +197,9 @@ def finish(config: OptimizeConfig, session: Session, state: SearchState, run: Ru
     final.scores["test_comparison"] = {**comparison.to_dict(), "fixed": [test_ids[i] for i in comparison.fixed],
                                        "broken": [test_ids[i] for i in comparison.broken],
                                        "verdict": comparison.verdict(session.bridge.higher_is_better)}
-    final.usage["test_requests"] = tested.requests + (untouched.requests if untouched is not tested else 0)
+    test_usage = tested.usage if untouched is tested else tested.usage.plus(untouched.usage)
+    final.usage.update(state.ledger.to_dict(), test=test_usage.to_dict())  # the target's side now holds the test too
     final.usage["test_seconds"] = round(tested.seconds + (untouched.seconds if untouched is not tested else 0), 1)
-    final.usage["target_requests"] = state.target_requests + final.usage["test_requests"]
     try:
         final.export = export_plain_task(session, best.prompt, run.dir, run.export_name, provenance)
     except AboError as e:
@@ -229,6 +210,9 @@ def finish(config: OptimizeConfig, session: Session, state: SearchState, run: Ru
                                                     session.bridge.docs("test")))
     out(tested.table)
     out(report.final_text(final, run.artifact, tested.results, run.dir))
+    if not fits(state.ledger, config):
+        out(f"warning: the run used more than its caps allow ({report.ledger_text(final.usage)}): the test evaluation "
+            "cost more than projected")
     return final
 
 

@@ -1,4 +1,4 @@
-"""What a run shows people: the projected calls, a summary row per round, a readable report."""
+"""What a run shows people: the projection, a summary row per round, a readable report, the ledger throughout."""
 
 from __future__ import annotations
 
@@ -7,26 +7,76 @@ import difflib
 from lm_eval_abo.markdown import fmt, row, table
 from lm_eval_abo.redact import redact_arg_string
 
-COLUMNS = ("round", "candidates", "best dev", "mean dev", "opt calls", "tokens", "cost", "target req", "seconds", "optimizer s", "target s")
+COLUMNS = ("round", "candidates", "best dev", "mean dev", "opt calls", "opt tokens", "target req", "target tokens", "cost",
+           "seconds", "optimizer s", "target s")
 SHOWN_FLIPS = 10
 
 
+def money(usage: dict) -> str:
+    """Dollars of a usage or a ledger, or n/a where a price was unknown."""
+    return f"${usage['cost_usd']:.4f}" if usage.get("cost_known", True) else "n/a"
+
+
 def cost_text(usage: dict) -> str:
-    return f"${usage['cost_usd']:.4f}" if usage.get("cost_known", True) else "n/a (tokens only)"
+    return money(usage) if usage.get("cost_known", True) else "n/a (tokens only)"
 
 
-def projection_text(config, plan: dict) -> str:
+def tokens_text(usage: dict) -> str:
+    """A usage's tokens, in + out, marked where they were estimated."""
+    text = f"{usage['prompt_tokens'] + usage['completion_tokens']:,}"
+    return text + " (estimated)" if usage.get("estimated") else text
+
+
+def usage_text(usage: dict, unit: str) -> str:
+    """e.g. "12 calls (3 cached), 4,567 tokens (3,900 in, 667 out), $0.0123"."""
+    return (f"{usage['calls']:,} {unit} ({usage['cache_hits']:,} cached), {tokens_text(usage)} tokens "
+            f"({usage['prompt_tokens']:,} in, {usage['completion_tokens']:,} out), {cost_text(usage)}")
+
+
+def ledger_text(ledger: dict) -> str:
+    """Both sides of a ledger (a round record or a run's usage) and their total cost."""
+    total = {"cost_usd": ledger["optimizer"]["cost_usd"] + ledger["target"]["cost_usd"],
+             "cost_known": ledger["optimizer"]["cost_known"] and ledger["target"]["cost_known"]}
+    return (f"optimizer {usage_text(ledger['optimizer'], 'calls')}; target {usage_text(ledger['target'], 'requests')}; "
+            f"total {cost_text(total)}")
+
+
+def projection_text(config, plan) -> str:
+    """The projection as printed before any call (and by --dry-run), with what it means for the caps."""
+    def cells(label, ledger):
+        opt, tgt = ledger.optimizer.to_dict(), ledger.target.to_dict()
+        return [label, opt["calls"], tokens_text(opt), money(opt), tgt["calls"], tokens_text(tgt), money(tgt),
+                money(ledger.to_dict())]
+
+    whole = plan.total
     lines = [
         f"{config.method} on {config.task}: {config.rounds} round(s), beam {config.beam}; "
         f"target {config.model} ({redact_arg_string(config.model_args)}), optimizer {config.optimizer}",
-        "projected at most (caches and early stops make it fewer):",
-        *table(["round", "optimizer calls", "target requests"],
-               [*([r["round"], r["optimizer_calls"], r["target_requests"]] for r in plan["rounds"]),
-                ["test (baseline and best)", 0, plan["test_requests"]],
-                ["total", plan["optimizer_calls"], plan["target_requests"]]], left=0),
+        f"prices: target {plan.prices['target']}; optimizer {plan.prices['optimizer']}",
+        f"projected before any call (calls and requests at most: caches and early stops make them fewer; target "
+        f"tokens {plan.counted}, its replies at their max_gen_toks cap):",
+        *table(["round", "optimizer calls", "optimizer tokens", "optimizer $", "target requests", "target tokens",
+                "target $", "total $"],
+               [*(cells(r, ledger) for r, ledger in enumerate(plan.rounds)),
+                cells("test (baseline and best)", plan.test), cells("total", whole)], left=0),
     ]
-    if config.max_optimizer_calls is not None or config.max_cost is not None:
-        lines.append(f"budget caps: optimizer calls {config.max_optimizer_calls}, cost {config.max_cost}")
+    caps = []
+    if config.max_cost is not None:
+        caps.append(f"--max-cost ${config.max_cost:g} (projected {money(whole.to_dict())})")
+    if config.max_target_tokens is not None:
+        caps.append(f"--max-target-tokens {config.max_target_tokens:,} (projected {whole.target.tokens:,})")
+    if config.max_optimizer_calls is not None:
+        caps.append(f"--max-optimizer-calls {config.max_optimizer_calls} (projected {whole.optimizer.calls})")
+    if caps:
+        last = plan.last_round_within(config)
+        if last == config.rounds:
+            lines.append(f"caps: {'; '.join(caps)}: the projection fits")
+        else:
+            stop = f"after round {last}" if last is not None else "in round 0, with the baseline"
+            lines.append(f"caps: {'; '.join(caps)}: the projection exceeds them; the search keeps to the caps, "
+                         f"stopping at its last complete round (projected: {stop}), and still evaluates the best "
+                         f"prompt on test ({tokens_text(plan.test.target.to_dict())} tokens, "
+                         f"{money(plan.test.to_dict())} kept aside for it)")
     return "\n".join(lines)
 
 
@@ -42,13 +92,13 @@ def round_header() -> str:
 
 
 def round_row(record: dict) -> str:
-    opt = record["optimizer"]
-    best = record["best"]
+    opt, target = record["optimizer"], record["target"]
     return row([
-        record["round"], len(record["candidates"]), fmt(best["dev"]) + (" (noise)" if best.get("within_noise") else ""),
+        record["round"], len(record["candidates"]), fmt(record["best"]["dev"]) + (" (noise)" if record["best"].get("within_noise") else ""),
         fmt(record["mean_dev"]),
-        opt["calls"], opt["prompt_tokens"] + opt["completion_tokens"], cost_text(opt),
-        record["target_requests"], record["seconds"], record.get("optimizer_seconds", "-"), record.get("target_seconds", "-"),
+        opt["calls"], tokens_text(opt), target["calls"], tokens_text(target),
+        money({"cost_usd": opt["cost_usd"] + target["cost_usd"], "cost_known": opt["cost_known"] and target["cost_known"]}),
+        record["seconds"], record.get("optimizer_seconds", "-"), record.get("target_seconds", "-"),
     ])
 
 
@@ -138,15 +188,11 @@ def run_report(config, state, dev_docs: list[dict], bridge, final=None, test_doc
     previous = None
     for record in state.trace:
         best = state.node(record["best"]["key"])
-        opt = record["optimizer"]
         out += [
             f"## Round {record['round']}",
             "",
             f"Best dev {fmt(record['best']['dev'])} (± {fmt(record['best']['stderr'])}, n={record['best']['n']})"
-            f"{_noise(record['best'])}; "
-            f"optimizer {opt['calls']} calls ({opt['cache_hits']} cached), "
-            f"{opt['prompt_tokens'] + opt['completion_tokens']} tokens, {cost_text(opt)}; "
-            f"target {record['target_requests']} requests; {record['seconds']} s{_phases(record)}.",
+            f"{_noise(record['best'])}; {ledger_text(record)}; {record['seconds']} s{_phases(record)}.",
             "",
             *([notes_text(record), ""] if record.get("notes") else []),
             *table(["candidate", "origin", "parent", "dev"],
@@ -181,23 +227,36 @@ def run_report(config, state, dev_docs: list[dict], bridge, final=None, test_doc
         previous = best
     out += ["## Best prompt", "", "```text", _rendered(state.best.prompt), "```", ""]
     if final is not None and "test" in final.scores:
-        out += _test_section(final, test_docs)
+        out += _test_section(final, test_docs) + _cost_section(final.usage)
     return "\n".join(out)
+
+
+def _cost_section(usage: dict) -> list[str]:
+    """What the run used, the test evaluation included, beside its projection."""
+    projected, rows = usage["projection"]["total"], []
+    for side in ("optimizer", "target"):
+        got, plan = usage[side], projected[side]
+        rows.append([side, f"{got['calls']:,} ({got['cache_hits']:,} cached)", tokens_text(got), money(got),
+                     f"{plan['calls']:,}", tokens_text(plan), money(plan)])
+    rows.append(["total", "", "", money(usage), "", "", money(projected)])
+    return ["## Cost", "", f"Prices: target {usage['prices']['target']}; optimizer {usage['prices']['optimizer']}.", "",
+            *table(["", "calls / requests", "tokens", "dollars", "projected calls / requests", "projected tokens",
+                    "projected dollars"], rows), ""]
 
 
 def final_text(artifact, artifact_path, results_path, run_dir) -> str:
     scores = artifact.scores
     dev, test, base = scores["dev"], scores["test"], scores["baseline_dev"]
-    usage = artifact.usage["optimizer"]
+    usage = artifact.usage
     lines = [
         "",
         f"best prompt: {artifact_path}",
         f"  dev  {dev['metric']} = {fmt(dev['value'])} (baseline {fmt(base['value'])}, n={dev['n']})",
         f"  test {test['metric']} = {fmt(test['value'])} ± {fmt(test['stderr'])} (baseline "
         f"{fmt(scores['baseline_test']['value'])}, n={test['n']})",
-        f"  optimizer: {usage['calls']} calls ({usage['cache_hits']} cached), "
-        f"{usage['prompt_tokens'] + usage['completion_tokens']} tokens, {cost_text(usage)}; "
-        f"target: {artifact.usage['target_requests']} requests; {artifact.usage['seconds']} s{_phases(artifact.usage)}",
+        f"  {ledger_text(usage)} (projected {money(usage['projection']['total'])}); of the target, the test "
+        f"evaluation {usage_text(usage['test'], 'requests')}",
+        f"  {usage['seconds']} s{_phases(usage)}",
         f"lm-eval results: {results_path}",
     ]
     if artifact.export.get("yaml"):

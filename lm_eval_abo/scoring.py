@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-
-from lm_eval.api.model import LM
 
 from lm_eval_abo.config import HarnessSettings
 from lm_eval_abo.errors import AboError
+from lm_eval_abo.ledger import Budget
 from lm_eval_abo.prompt import Prompt
+from lm_eval_abo.target import CountingLM, target_calls
 from lm_eval_abo.tasks import fields
-from lm_eval_abo.tasks.built import physical_docs, quiet_lm_eval, set_up
+from lm_eval_abo.tasks.built import gold, physical_docs, question, quiet_lm_eval, set_up
 from lm_eval_abo.tasks.splits import Splits, doc_id
 
 OUTPUT_TYPES = ("generate_until", "multiple_choice")
@@ -60,78 +59,6 @@ def _first(filtered) -> str:
     return str(filtered[0] if isinstance(filtered, (list, tuple)) else filtered)
 
 
-class CountingLM(LM):
-    """Passes every request to the wrapped model and counts the ones that reach it
-    (under lm-eval's CachingLM, cache hits never do)."""
-
-    def __init__(self, inner: LM):
-        super().__init__()
-        self.inner = inner
-        self.requests = 0
-
-    def _count(self, name: str, requests, disable_tqdm: bool):
-        self.requests += len(requests)
-        return getattr(self.inner, name)(requests, disable_tqdm=disable_tqdm)
-
-    def loglikelihood(self, requests, disable_tqdm: bool = False):
-        return self._count("loglikelihood", requests, disable_tqdm)
-
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        return self._count("loglikelihood_rolling", requests, disable_tqdm)
-
-    def generate_until(self, requests, disable_tqdm: bool = False):
-        return self._count("generate_until", requests, disable_tqdm)
-
-    def set_cache_hook(self, cache_hook) -> None:
-        self.inner.set_cache_hook(cache_hook)  # the wrapped model writes each result as it comes
-
-    def apply_chat_template(self, chat_history, add_generation_prompt: bool = True):
-        return self.inner.apply_chat_template(chat_history, add_generation_prompt=add_generation_prompt)
-
-    @property
-    def tokenizer_name(self) -> str:
-        return self.inner.tokenizer_name
-
-    def chat_template(self, chat_template=False):
-        return self.inner.chat_template(chat_template)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-class TargetFailed(AboError):
-    """The target model stopped answering (a server that died or timed out, after lm-eval's retries)."""
-
-
-@contextmanager
-def target_calls():
-    """Around lm-eval calls that reach the target: a network failure becomes one clear TargetFailed.
-    lm-eval's API backends raise requests' errors (OSError subclasses) or aiohttp's."""
-    failures: tuple[type[BaseException], ...] = (OSError,)
-    try:
-        import aiohttp
-
-        failures += (aiohttp.ClientError,)
-    except ImportError:
-        pass
-    try:
-        yield
-    except failures as e:
-        raise TargetFailed(f"the target model failed: {_network_error(e)}") from e
-
-
-def _network_error(error: BaseException) -> str:
-    """A network error in short: requests nests the OS reason ("[Errno 111] Connection refused") deep in
-    a long message; the URL comes from the request."""
-    import re
-
-    text = str(error)
-    reason = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
-    detail = reason.group(0) if reason else (text.strip().splitlines() or [""])[0][:240]
-    url = getattr(getattr(error, "request", None), "url", None)
-    return f"{type(error).__name__}: {detail}" + (f" ({url})" if url else "")
-
-
 def primary_metric(task, choice: str | None = None) -> tuple[str, str]:
     """(metric, filter): the one named by `choice` ("metric" or "metric,filter"), else the task's first
     metric under its first filter (lm-eval's `metric,filter` result key)."""
@@ -150,14 +77,15 @@ def primary_metric(task, choice: str | None = None) -> tuple[str, str]:
 class Bridge:
     """One task, one loaded target model, and the settings every scoring call shares."""
 
-    def __init__(self, target: CountingLM, task, base_config: dict, splits: Splits, manager,
+    def __init__(self, target: CountingLM | None, task, base_config: dict, splits: Splits, manager,
                  harness: HarnessSettings | None = None, default_prompt: Prompt | None = None,
                  metric: str | None = None, answer_format: str | None = None, quiet: bool = True):
-        """`task`: the task as lm-eval builds it (the reference: its documents, filters, metrics);
+        """`target`: the model (None: a bridge that knows the task and scores nothing, for the projection);
+        `task`: the task as lm-eval builds it (the reference: its documents, filters, metrics);
         `base_config`: its config, which candidate configs copy; `default_prompt`: the baseline."""
         self.counter = target
         self.harness = harness or HarnessSettings()
-        if self.harness.use_cache:
+        if self.harness.use_cache and target is not None:
             from lm_eval.api.model import CachingLM
 
             self.model = CachingLM(target, f"{self.harness.use_cache}_rank0.db")
@@ -176,6 +104,7 @@ class Bridge:
         self.threshold = 1.0 if self.higher_is_better else 0.0  # below it (above, for lower-is-better), an error
         self._answer_format = answer_format
         self._docs: dict[str, list[dict]] = {}
+        self.budget: Budget | None = None  # the run's caps, checked before each pass of the search
         self._memo: dict[tuple[str, str, int], tuple[Sample, object]] = {}
         self.target_seconds = 0.0  # wall time spent scoring: task builds and lm-eval passes
         set_up(task, self.harness)
@@ -195,19 +124,11 @@ class Bridge:
 
     def gold(self, doc: dict) -> str:
         """A document's gold answer as text."""
-        target = self.reference.doc_to_target(doc)
-        if isinstance(target, list):
-            target = target[0] if target else ""
-        if isinstance(target, int) and self.output_type == "multiple_choice":
-            return str(self.reference.doc_to_choice(doc)[target])
-        return str(target)
+        return gold(self.reference, doc)
 
     def question(self, doc: dict) -> str:
         """A document's question as the target sees it, without any prompt parts."""
-        text = str(doc["input"]) if "input" in doc else str(self.reference.doc_to_text(doc))
-        if self.output_type == "multiple_choice":
-            text += "\nOptions: " + " | ".join(map(str, self.reference.doc_to_choice(doc)))
-        return text
+        return question(self.reference, doc)
 
     @property
     def task_description(self) -> str:
@@ -258,8 +179,9 @@ class Bridge:
 
     # --- scoring ---
 
-    def score(self, prompts: list[Prompt], split: str, indices: list[int]) -> list[Score]:
-        """Score each prompt on the given examples of a logical split, all in one lm-eval pass."""
+    def score(self, prompts: list[Prompt], split: str, indices: list[int], capped: bool = True) -> list[Score]:
+        """Score each prompt on the given examples of a logical split, all in one lm-eval pass (first checked
+        against the budget, if `capped`: BudgetExhausted when it would not fit)."""
         from lm_eval.evaluator import evaluate
 
         if split not in ("train", "dev"):
@@ -274,7 +196,11 @@ class Bridge:
             if missing and key[:16] not in todo:
                 todo[key[:16]] = {"prompt": prompt, "key": key, "missing": missing}
         if todo:
+            if capped and self.budget is not None:
+                docs = self.docs(split)
+                self.budget.target_pass(sum(self._requests_per_doc(docs[i]) for job in todo.values() for i in job["missing"]))
             started = time.perf_counter()
+            reached = self.counter.requests
             names = [f"{self.task}@{short}" for short in todo]
             configs = [fields.task_config(self.base_config, job["prompt"], name, part.split) for name, job in zip(names, todo.values())]
             with quiet_lm_eval(self.quiet):
@@ -288,11 +214,12 @@ class Bridge:
                     bootstrap_iters=0, log_samples=True, verbosity="ERROR" if self.quiet else "INFO",
                     **self.harness.evaluate_kwargs(),
                 )
+            rows = {name: [r for r in results["samples"][name] if r["filter"] == self.filter_name] for name in names}
+            self.counter.cache_hits([r for name in names for r in rows[name]], reached)
             for name, job in zip(names, todo.values()):
-                for row in results["samples"][name]:
-                    if row["filter"] == self.filter_name:
-                        index = physical[row["doc_id"]]
-                        self._memo[(job["key"], split, index)] = self.sample(row, split, index)
+                for row in rows[name]:
+                    index = physical[row["doc_id"]]
+                    self._memo[(job["key"], split, index)] = self.sample(row, split, index)
             self.target_seconds += time.perf_counter() - started
         return [self.summarise([self._memo[(key, split, i)] for i in indices]) for key in keys]
 
@@ -330,6 +257,9 @@ class Bridge:
         return self.counter.requests
 
     # --- internals ---
+
+    def _requests_per_doc(self, doc: dict) -> int:
+        return len(self.reference.doc_to_choice(doc)) if self.output_type == "multiple_choice" else 1
 
     def _value(self, item) -> float:
         """A per-example metric value: the item itself, or (for corpus metrics such as BLEU, whose items

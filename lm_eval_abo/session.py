@@ -3,15 +3,17 @@ optimizer client; the bridge between them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lm_eval_abo.config import HarnessSettings, OptimizeConfig
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import user_cache_dir
+from lm_eval_abo.ledger import Budget, Ledger, Price, prices
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.redact import redact_arg_string
-from lm_eval_abo.scoring import OUTPUT_TYPES, Bridge, CountingLM, primary_metric
+from lm_eval_abo.scoring import OUTPUT_TYPES, Bridge, primary_metric
+from lm_eval_abo.target import CountingLM
 from lm_eval_abo.tasks import AboTask, lookup, splits
 from lm_eval_abo.tasks.built import physical_docs, quiet_lm_eval
 from lm_eval_abo.tasks.configs import load_config
@@ -99,6 +101,7 @@ class Session:
     target: CountingLM | None = None
     bridge: Bridge | None = None
     llm: object = None  # llm.OptimizerLLM
+    ledger: Ledger = field(default_factory=Ledger)  # both models' requests, tokens and dollars
 
     @property
     def train_pool(self) -> list[int]:
@@ -180,22 +183,27 @@ def open_session(config: OptimizeConfig, lm=None, reads_text: str | None = None)
     return attach_models(plan_session(config, reads_text), lm)
 
 
-def attach_models(session: Session, lm=None) -> Session:
-    """The optimizer and the target (`lm`: an already loaded one, reused) on a planned session."""
+def attach_models(session: Session, lm=None, budget: Budget | None = None) -> Session:
+    """The optimizer and the target (`lm`: an already loaded one, reused) on a planned session, both entering
+    what they use in the session's ledger; `budget` (over that ledger) caps the search."""
     from lm_eval_abo.llm import OptimizerLLM
 
     config = session.config
+    target_price, _ = prices(config)  # --max-cost without a price fails here
+    budget = budget or Budget(session.ledger, config.max_cost, config.max_target_tokens, config.max_optimizer_calls)
     if session.harness.use_cache:  # lm-eval's sqlite cache does not make its folder
         Path(session.harness.use_cache).parent.mkdir(parents=True, exist_ok=True)
     session.llm = OptimizerLLM(  # first: a bad --optimizer fails before the target loads
         config.optimizer, config.optimizer_args,
         cache_dir=user_cache_dir() / "optimizer" if config.optimizer_cache == "default" else config.optimizer_cache,
-        max_calls=config.max_optimizer_calls, max_cost=config.max_cost, concurrency=config.concurrency,
+        budget=budget, price=Price(*config.optimizer_price, "--optimizer-price") if config.optimizer_price else None,
+        concurrency=config.concurrency, usage=session.ledger.optimizer,
     )
-    session.target = CountingLM(lm or load_target(config))
+    session.target = CountingLM(lm or load_target(config), session.ledger.target, target_price)
     session.bridge = Bridge(session.target, session.task, session.base_config, session.splits, session.manager,
                             harness=session.harness, default_prompt=session.default_prompt, metric=config.metric,
                             answer_format=config.answer_format, quiet=not config.verbose)
+    session.bridge.budget = budget
     return session
 
 

@@ -10,8 +10,9 @@ compared with the first row's (zero-shot CoT, the task's own prompt) example by 
   out, re-scored) · the ABO-ablation run (optimized without demonstrations from the start).
 Every method gets the same rounds (2 unless --rounds says otherwise, so ABO's rows are steps 0-2 whatever
 the preset) and the same patience. Every row names where its prompt came from (the baseline can win a
-beam) and what it cost: optimizer calls, tokens, dollars, target requests (optimizing and testing) and
-seconds. `--seeds N` repeats the table with N seeds and reports each row's spread.
+beam) and carries the ledger of what made it plus its own test evaluation (optimizer calls and tokens,
+target requests and tokens, the cost of each and of both) and seconds. `--seeds N` repeats the table
+with N seeds and reports each row's spread.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from lm_eval_abo import evaluation, stats, store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import write_json, write_text_atomic
+from lm_eval_abo.ledger import Ledger, total
 from lm_eval_abo.lock import FolderLock
 from lm_eval_abo.markdown import fmt, table
 from lm_eval_abo.optimize import optimize
 from lm_eval_abo.optimizers import METHODS
-from lm_eval_abo.report import cost_text
+from lm_eval_abo.report import money, tokens_text
 from lm_eval_abo.session import load_target, open_session
 from lm_eval_abo.tasks import cot_exemplars
 
@@ -37,17 +39,9 @@ APO_METHODS = ("ape", "apo", "apo-sum", "promptagent", "opro")
 ROUNDS = 2  # the paper's ABO reports steps 0-2
 
 
-def _cumulative(trace: list[dict], upto: int) -> tuple[dict, int, float]:
-    """Optimizer usage, target requests and seconds of the rounds 0..upto of a run."""
-    usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "cost_known": True}
-    requests, seconds = 0, 0.0
-    for record in trace[: upto + 1]:
-        for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd"):
-            usage[k] += record["optimizer"][k]
-        usage["cost_known"] &= record["optimizer"]["cost_known"]
-        requests += record["target_requests"]
-        seconds += record["seconds"]
-    return usage, requests, seconds
+def _cumulative(trace: list[dict], upto: int) -> tuple[Ledger, float]:
+    """The ledger and seconds of the rounds 0..upto of a run."""
+    return total(Ledger.from_dict(r) for r in trace[: upto + 1]), sum(r["seconds"] for r in trace[: upto + 1])
 
 
 class Rows:
@@ -58,21 +52,22 @@ class Rows:
         self.rows: list[dict] = []
         self.first: evaluation.TestRun | None = None
 
-    def add(self, name: str, prompt, method: str, origin: str, usage=None, requests: int = 0, seconds: float = 0.0,
+    def add(self, name: str, prompt, method: str, origin: str, made: Ledger | None = None, seconds: float = 0.0,
             detail: str = "") -> None:
+        """A row: the prompt's test score, and the ledger of what made it (`made`) plus its test evaluation."""
         config = self.session.config
         path = store.save(store.Artifact(task=config.task, method=method, prompt=prompt), self.folder / f"{name}.yaml")
         provenance = {"task": config.task, "method": method, "source": str(path), "prompt_sha256": prompt.sha256()}
         test = evaluation.evaluate(self.session, prompt, self.folder / "results" / name, provenance)
-        usage = usage or {}
+        used = (made or Ledger()).plus(Ledger(target=test.usage))
         row = {
             "task": config.task, "seed": config.seed, "row": name, "origin": origin, "detail": detail,
             "metric": test.score["metric"], "value": test.score["value"], "stderr": test.score["stderr"],
-            "n": test.score["n"], "optimizer_calls": usage.get("calls", 0),
-            "tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
-            "cost_usd": usage.get("cost_usd", 0.0), "cost_known": usage.get("cost_known", True),
-            "target_requests": requests + test.requests, "seconds": round(seconds + test.seconds, 1),
-            "results": str(test.results),
+            "n": test.score["n"], "optimizer_calls": used.optimizer.calls, "tokens": used.optimizer.tokens,
+            "target_requests": used.target.calls, "target_tokens": used.target.tokens,
+            "target_tokens_estimated": used.target.estimated, "cost_usd": used.cost_usd, "cost_known": used.cost_known,
+            "optimizer_cost_usd": used.optimizer.cost_usd, "target_cost_usd": used.target.cost_usd,
+            "usage": used.to_dict(), "seconds": round(seconds + test.seconds, 1), "results": str(test.results),
         }
         if self.first is None:
             self.first = test
@@ -83,9 +78,9 @@ class Rows:
         self.out(f"{config.task} (seed {config.seed}): {name}: {test.score['value']:.3f} (n={test.score['n']})")
 
 
-def run_rows(run) -> tuple[dict, int, float]:
-    """What a whole optimize run cost: optimizer usage, target requests and seconds."""
-    return run.artifact_data.usage["optimizer"], run.state.target_requests, run.artifact_data.usage["seconds"]
+def run_rows(run) -> tuple[Ledger, float]:
+    """What a whole optimize run used: its ledger and seconds."""
+    return Ledger.from_dict(run.artifact_data.usage), run.artifact_data.usage["seconds"]
 
 
 def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
@@ -100,11 +95,11 @@ def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
 
     abo_params = METHODS["abo"].defaults if config.preset != "paper" else {**METHODS["abo"].defaults, **METHODS["abo"].paper}
     ctx = session.context(params=abo_params)
-    started = time.time()
+    started, before = time.time(), session.ledger.snapshot()
     demos, counts = METHODS["abo"].demonstrations(ctx, [], "demonstrations-only control", [])
     rows.add("demonstrations only", replace(default, demonstrations=tuple(demos)), "demonstrations-only",
-             "baseline + verified demonstrations", session.llm.usage.to_dict(), session.bridge.target_requests,
-             time.time() - started, detail=f"{len(demos)} demonstrations ({counts})")
+             "baseline + verified demonstrations", session.ledger.minus(before), time.time() - started,
+             detail=f"{len(demos)} demonstrations ({counts})")
 
     runs = {m: optimize(replace(config, method=m), out=out, lm=lm) for m in apo_methods}
     if runs:
@@ -177,9 +172,11 @@ def _versus(r: dict) -> str:
 
 def table_markdown(result: dict) -> str:
     header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI)", "prompt from",
-              "optimizer calls", "tokens", "cost", "target requests", "seconds", "detail"]
+              "optimizer calls", "optimizer tokens", "target requests", "target tokens", "cost", "optimizer cost",
+              "target cost", "seconds", "detail"]
     body = [[r["task"], r["seed"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], _versus(r), r["origin"],
-             r["optimizer_calls"], r["tokens"], cost_text(r), r["target_requests"], r["seconds"], r["detail"]]
+             r["optimizer_calls"], f"{r['tokens']:,}", r["target_requests"], tokens_text(r["usage"]["target"]),
+             money(r["usage"]), money(r["usage"]["optimizer"]), money(r["usage"]["target"]), r["seconds"], r["detail"]]
             for r in result["rows"]]
     lines = [
         f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`; every method {result['rounds']} rounds, "

@@ -131,8 +131,9 @@ def make_bridge(lm, task="abo_object_counting_synth", include_path=(), harness=N
     from dataclasses import asdict
 
     from lm_eval_abo.config import OptimizeConfig
-    from lm_eval_abo.scoring import Bridge, CountingLM
+    from lm_eval_abo.scoring import Bridge
     from lm_eval_abo.session import plan_session
+    from lm_eval_abo.target import CountingLM
 
     settings = {**(asdict(harness) if harness else {}), "include_path": list(include_path),
                 "metadata": {"abo_n_test": 5, **metadata}}

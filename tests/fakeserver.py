@@ -5,7 +5,8 @@ Each request gets an `Action`: the next one queued with `then(...)`, else the se
 (a function of the request). Actions: a normal reply, an HTTP status (429 with Retry-After, 5xx), a
 delay, a connection that is accepted and never answered, a connection closed without a reply, a
 malformed body. It answers `/v1/chat/completions` (litellm `openai/<alias>` with `api_base`) and
-`/v1/completions` (lm-eval `local-completions`); every request is recorded.
+`/v1/completions` (lm-eval `local-completions`) with OpenAI's `usage` (counting a token a word); every
+request is recorded, with the usage its reply reported.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Request:
     path: str
     headers: dict
     body: dict
+    usage: dict | None = None  # the `usage` the reply reported (a token a word), once answered
 
     @property
     def text(self) -> str:
@@ -171,7 +173,9 @@ class FakeServer:
                 elif action.kind == "status":
                     self._send(action.status, action.text, action.headers)
                 else:
-                    self._send(200, json.dumps(_completion(request, action.text)))
+                    completion = _completion(request, action.text)
+                    request.usage = completion["usage"]
+                    self._send(200, json.dumps(completion))
 
             def _send(self, code: int, text: str, headers: dict | None = None):
                 data = text.encode()

@@ -189,11 +189,13 @@ def test_without_localisation_the_whole_procedure_is_revised():
 @pytest.mark.parametrize("name", ["abo", "abo-ablation"])
 def test_projection_counts_localisation_revisions_demonstrations_and_repairs(name):
     params = METHODS[name].defaults
-    calls, candidates = METHODS[name].projected(params, beam=2, initial=False)
+    plan = METHODS[name].projected(params, beam=2, initial=False)
     demo_calls = 2 * params["demo_attempts"] if params["demos"] else 0  # without, then with the answer shown
     repairs = params["revisions"] if params["demos"] else 0
-    assert calls == 2 * (params["max_errors"] + params["revisions"] * (1 + demo_calls) + repairs * demo_calls)
-    assert candidates == 2 * (params["revisions"] + repairs)
+    assert plan.calls == 2 * (params["max_errors"] + params["revisions"] * (1 + demo_calls) + repairs * demo_calls)
+    assert plan.candidates == 2 * (params["revisions"] + repairs)
+    assert {a.template for a in plan.asks if a.calls} == {"abo_locate", "abo_revise_step"} | ({"abo_demonstration"} if demo_calls else set())
+
 
 
 def test_only_behaviour_prompts_have_their_train_batch_scored():

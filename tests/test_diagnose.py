@@ -49,7 +49,7 @@ def test_reflection_sensitivity(tmp_path):
 def test_refinement_fix_and_break_rates_beside_the_paraphrase_control(tmp_path):
     proc = diagnose(tmp_path, "refinement", "--method", "apo", "--method-args", "gradients=1,paraphrases=0")
     result = json.loads((tmp_path / "runs" / TASK / "diagnose" / "refinement.json").read_text())
-    assert result["parent"]["n"] == 3 and result["target_requests"] > 0 and result["sampling_temperature"] == 1.0
+    assert result["parent"]["n"] == 3 and result["usage"]["target"]["calls"] > 0 and result["sampling_temperature"] == 1.0
     kinds = [row["kind"] for row in result["rows"]]
     assert "refinement" in kinds and "control" in kinds and kinds.count("control") <= kinds.count("refinement")
     errors = result["parent"]["errors"]

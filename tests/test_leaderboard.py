@@ -32,6 +32,9 @@ def test_leaderboard_joins_results_to_artifacts(real_results, tmp_path):
     assert int(ape["optimizer_calls"]) == usage["calls"] >= 1
     assert int(ape["tokens"]) == usage["prompt_tokens"] + usage["completion_tokens"] > 0
     assert float(ape["optimize_seconds"]) == artifact.usage["seconds"]
+    target = artifact.usage["target"]
+    assert int(ape["target_requests"]) == target["calls"] and int(ape["target_tokens"]) == target["prompt_tokens"] + target["completion_tokens"] > 0
+    assert float(ape["cost_usd"]) == float(ape["optimizer_cost_usd"]) + float(ape["target_cost_usd"]) == 0.0, "local models: $0"
     assert ape["dev_by_round"] == ";".join(f"{r['best']['dev']:.4f}" for r in artifact.trace) and ape["dev_by_round"].count(";") == 1
     assert float(ape["score"]) == artifact.scores["test"]["value"]
     assert float(ape["baseline"]) == artifact.scores["baseline_test"]["value"], "the baseline on the same test examples"

@@ -6,7 +6,8 @@ import litellm
 import pytest
 
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.llm import BudgetExhausted, OptimizerLLM
+from lm_eval_abo.ledger import Budget, BudgetExhausted, Ledger, Price
+from lm_eval_abo.llm import OptimizerLLM
 
 MESSAGES = [{"role": "user", "content": "Write an instruction."}]
 MOCK = {"mock_response": "<prompt>Count carefully.</prompt>"}
@@ -32,16 +33,28 @@ def test_unknown_prices_count_tokens_only():
     assert llm.usage.prompt_tokens > 0 and not llm.usage.cost_known
 
 
-def test_call_and_cost_budgets_stop_with_budget_exhausted():
-    llm = OptimizerLLM("openai/gpt-4o-mini", MOCK, max_calls=2)
+def capped(**caps) -> OptimizerLLM:
+    ledger = Ledger()
+    return OptimizerLLM("openai/gpt-4o-mini", MOCK, budget=Budget(ledger, **caps), usage=ledger.optimizer)
+
+
+def test_call_and_cost_caps_stop_with_budget_exhausted():
+    llm = capped(max_optimizer_calls=2)
     llm.complete(MESSAGES)
     llm.complete(MESSAGES, seed=1)
-    with pytest.raises(BudgetExhausted, match="call budget of 2"):
+    with pytest.raises(BudgetExhausted, match="--max-optimizer-calls 2 reached"):
         llm.complete(MESSAGES, seed=2)
-    pricey = OptimizerLLM("openai/gpt-4o-mini", MOCK, max_cost=1e-9)
+    pricey = capped(max_cost=1e-9)
     pricey.complete(MESSAGES)
-    with pytest.raises(BudgetExhausted, match="cost budget"):
+    with pytest.raises(BudgetExhausted, match=r"--max-cost \$1e-09 reached"):
         pricey.complete(MESSAGES, seed=1)
+
+
+def test_a_given_price_overrides_litellms_and_costs_exactly_the_tokens():
+    llm = OptimizerLLM("openai/my-local-alias", MOCK, price=Price(2.0, 8.0, "--optimizer-price"))
+    llm.complete(MESSAGES)
+    usage = llm.usage
+    assert usage.cost_known and usage.cost_usd == pytest.approx((2.0 * usage.prompt_tokens + 8.0 * usage.completion_tokens) / 1e6)
 
 
 def _flaky(monkeypatch, errors):

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from lm_eval_abo.optimizers.base import Candidate, Context, Node
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected
 from lm_eval_abo.optimizers.procedure import (
     KINDS, capped, follows, parse_location, parse_solution, parse_steps, splice, step_failure_table,
 )
@@ -153,14 +153,23 @@ class Abo:
             candidates += self._kept(ctx, Candidate(self._prompt(ctx, new_steps, demos, node.prompt), "revision", node.key, notes))
         return candidates
 
-    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
+    def projected(self, params: dict, beam: int, initial: bool) -> Projected:
         """Most calls: a demonstration attempt may be asked twice (without, then with the hint)."""
         demo_calls = params["demo_attempts"] * (1 + (params["hint"] == "fallback")) if params["demos"] else 0
+        steps = {"procedure": params["max_steps"]}
         if initial:
-            return params["procedures"] * (1 + demo_calls), params["procedures"]
-        repairs = params["revisions"] * bool(params["demo_repairs"] and params["demos"])
-        per_node = params["max_errors"] * bool(params["localise"]) + params["revisions"] * (1 + demo_calls) + repairs * demo_calls
-        return beam * per_node, beam * (params["revisions"] + repairs)
+            written = params["procedures"]
+            asks = [Asks("abo_procedure", written, {"examples": 3})]
+        else:
+            repairs = params["revisions"] * bool(params["demo_repairs"] and params["demos"])
+            written, errors = beam * (params["revisions"] + repairs), params["max_errors"]
+            asks = [Asks("abo_locate", beam * errors * bool(params["localise"]), steps),
+                    Asks("abo_revise_step" if params["localise"] else "abo_revise", beam * params["revisions"],
+                         {**steps, "errors": errors})]
+        return Projected((*asks, Asks("abo_demonstration", written * demo_calls, steps)), written)
+
+    def written(self, params: dict) -> tuple[Asks, ...]:
+        return (Asks("abo_procedure", 1), Asks("abo_demonstration", params["demos"], {"examples": 1}))
 
     # --- parts ---
 

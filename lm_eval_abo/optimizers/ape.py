@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lm_eval_abo.optimizers.base import Candidate, Context, Node
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected
 from lm_eval_abo.optimizers.instructions import InstructionMethod, paraphrases
 
 
@@ -15,5 +15,5 @@ class Ape(InstructionMethod):
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
         return paraphrases(ctx, f"round {round_no}: paraphrases", [(node, ctx.params["paraphrases"]) for node in beam])
 
-    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
-        return (beam * params["paraphrases"],) * 2
+    def projected_round(self, params: dict, beam: int) -> Projected:
+        return Projected((Asks("paraphrase", beam * params["paraphrases"]),), beam * params["paraphrases"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, first_tag
 from lm_eval_abo.optimizers.instructions import InstructionMethod, paraphrases
 
 
@@ -51,11 +51,12 @@ def expand(ctx: Context, round_no: int, beam: list[Node], jobs: list[tuple[Node,
     return kept
 
 
-def projected_children(params: dict, beam: int, reflections: int, edits: int) -> tuple[int, int]:
-    """Calls and candidates of a round: per beam prompt `reflections` calls, `edits` edits, paraphrases of
-    the edits and the prompt, at most `max_expansion_factor` children kept."""
-    paraphrase_calls = (edits + 1) * params["paraphrases"]
-    return beam * (reflections + edits + paraphrase_calls), beam * min(params["max_expansion_factor"], edits + paraphrase_calls)
+def projected_children(params: dict, beam: int, reflect: Asks, edits: int, shown: dict) -> Projected:
+    """A round's calls and candidates: per beam prompt the `reflect` calls, `edits` edits, paraphrases of
+    the edits and of the prompt, at most `max_expansion_factor` children kept."""
+    paraphrases = (edits + 1) * params["paraphrases"]
+    return Projected((replace(reflect, calls=beam * reflect.calls), Asks("apo_edit", beam * edits, shown),
+                      Asks("paraphrase", beam * paraphrases)), beam * min(params["max_expansion_factor"], edits + paraphrases))
 
 
 class Apo(InstructionMethod):
@@ -81,8 +82,10 @@ class Apo(InstructionMethod):
         jobs = [(node, group, reason) for (node, group), reason in zip(groups, reasons) if reason]
         return expand(ctx, round_no, beam, jobs, p["edits_per_gradient"])
 
-    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
-        return projected_children(params, beam, params["gradients"], params["gradients"] * params["edits_per_gradient"])
+    def projected_round(self, params: dict, beam: int) -> Projected:
+        shown = {"errors": params["errors_per_gradient"]}
+        return projected_children(params, beam, Asks("apo_gradient", params["gradients"], shown),
+                                  params["gradients"] * params["edits_per_gradient"], shown)
 
 
 class ApoSum(InstructionMethod):
@@ -111,5 +114,6 @@ class ApoSum(InstructionMethod):
         ]
         return expand(ctx, round_no, beam, jobs, p["edits"])
 
-    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
-        return projected_children(params, beam, 1, params["edits"])
+    def projected_round(self, params: dict, beam: int) -> Projected:
+        return projected_children(params, beam, Asks("apo_sum_reflect", 1, {"errors": params["max_errors"]}),
+                                  params["edits"], {"errors": params["errors_shown"]})

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from lm_eval_abo import metaprompts
+from lm_eval_abo.ledger import Ledger
 from lm_eval_abo.llm import OptimizerLLM
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.scoring import Bridge, Sample
@@ -74,6 +75,11 @@ class Context:
     dropped: list[dict] = field(default_factory=list)  # candidates dropped this round before scoring, and why
     record_call: Callable[[dict], None] | None = None  # receives every call: meta-prompt, reply, seed, temperature
     round_notes: dict = field(default_factory=dict)  # what a method says of the round as a whole (plain values)
+
+    @property
+    def ledger(self) -> Ledger:
+        """The live counts of both models: the optimizer's calls and the target's requests."""
+        return Ledger(self.llm.usage, self.bridge.counter.usage)
 
     @property
     def task_description(self) -> str:
@@ -150,6 +156,27 @@ class Context:
         return results
 
 
+@dataclass(frozen=True)
+class Asks:
+    """Calls of one meta-prompt, as the projection counts them."""
+
+    template: str
+    calls: int
+    shows: dict = field(default_factory=dict)  # lengths of the template's lists (examples, errors, ...) and its `n`
+
+
+@dataclass(frozen=True)
+class Projected:
+    """At most what one round of a method asks the optimizer, and the new candidates it makes."""
+
+    asks: tuple[Asks, ...]
+    candidates: int
+
+    @property
+    def calls(self) -> int:
+        return sum(a.calls for a in self.asks)
+
+
 def first_tag(tag: str) -> Callable[[str], str | None]:
     def parse(text: str) -> str | None:
         found = metaprompts.tagged(text, tag)
@@ -185,8 +212,13 @@ class Method(Protocol):
 
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round: int) -> list[Candidate]: ...
 
-    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
-        """At most how many optimizer calls and new candidates round 0 (initial=True) or a later
-        round makes, before format retries. A method whose later rounds run an engine of its own on a
-        metric-call budget (GEPA) also has `projected_engine(params, n_dev) -> (calls, target requests)`."""
+    def projected(self, params: dict, beam: int, initial: bool) -> Projected:
+        """At most what round 0 (initial=True) or a later round asks the optimizer, before format retries,
+        and how many new candidates it makes. A method whose later rounds run an engine of its own on a
+        metric-call budget (GEPA) also has `projected_engine(params, n_dev) -> (Projected, target requests)`."""
+        ...
+
+    def written(self, params: dict) -> tuple[Asks, ...]:
+        """The optimizer replies a candidate prompt is made of, each asked once per `calls` (what a
+        candidate adds to the target's prompt, for the projection)."""
         ...

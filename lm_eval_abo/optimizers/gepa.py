@@ -26,8 +26,8 @@ from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import read_json, write_json
 from lm_eval_abo.llm import BudgetExhausted
 from lm_eval_abo.optimizers.abo import Abo
-from lm_eval_abo.optimizers.base import Candidate, Context, Node
-from lm_eval_abo.optimizers.instructions import initial_candidates
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected
+from lm_eval_abo.optimizers.instructions import INITIAL_EXAMPLES, initial_candidates
 from lm_eval_abo.optimizers.procedure import capped, parse_steps
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.scoring import Bridge, Sample
@@ -214,17 +214,23 @@ class Gepa:
         engine()  # a missing package is one line before any call is made
         return self.abo.initial(ctx, beam) if self.abo else initial_candidates(ctx, beam)
 
-    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
+    def projected(self, params: dict, beam: int, initial: bool) -> Projected:
         if initial:
-            return self.abo.projected(params, beam, True) if self.abo else (beam, beam)
-        return 0, 0  # a later round is GEPA's: `projected_engine`
+            return self.abo.projected(params, beam, True) if self.abo else Projected(
+                (Asks("initial_instruction", beam, {"examples": INITIAL_EXAMPLES}),), beam)
+        return Projected((), 0)  # a later round is GEPA's: `projected_engine`
+
+    def written(self, params: dict) -> tuple[Asks, ...]:
+        return self.abo.written(params) if self.abo else (Asks("paraphrase", 1),)
 
     @staticmethod
-    def projected_engine(params: dict, n_dev: int) -> tuple[int, int]:
-        """A later round: at most one reflection call per 2 x minibatch metric calls; the engine checks its
-        budget between iterations, so the last one may run over it by one iteration's calls."""
+    def projected_engine(params: dict, n_dev: int) -> tuple[Projected, int]:
+        """A later round: at most one reflection call per 2 x minibatch metric calls (its tokens counted as
+        an edit shown the minibatch's errors); the engine checks its budget between iterations, so the last
+        one may run over it by one iteration's calls. Returns the calls and the target requests."""
         budget, minibatch = round_budget(params, n_dev), params["reflection_minibatch"]
-        return -(-budget // (2 * minibatch)), budget + 2 * minibatch + n_dev
+        reflections = Asks("apo_edit", -(-budget // (2 * minibatch)), {"errors": minibatch})
+        return Projected((reflections,), 0), budget + 2 * minibatch + n_dev
 
     def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
         gepa, p = engine(), ctx.params

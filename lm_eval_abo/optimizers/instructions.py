@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, first_tag
 
 INITIAL_EXAMPLES = 5
 # The method parameter of the methods that show the optimizer scores (opro, promptagent): how many train
@@ -92,8 +92,13 @@ class InstructionMethod:
         note_train_scores(ctx, candidates, with_baseline=True)  # nothing to do unless the method shows scores
         return candidates
 
-    def projected(self, params: dict, beam: int, initial: bool) -> tuple[int, int]:
-        return (beam, beam) if initial else self.projected_round(params, beam)
+    def projected(self, params: dict, beam: int, initial: bool) -> Projected:
+        if initial:
+            return Projected((Asks("initial_instruction", beam, {"examples": INITIAL_EXAMPLES}),), beam)
+        return self.projected_round(params, beam)
 
-    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
+    def projected_round(self, params: dict, beam: int) -> Projected:
         raise NotImplementedError
+
+    def written(self, params: dict) -> tuple[Asks, ...]:
+        return (Asks("paraphrase", 1),)  # one written instruction in place of the task's own

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lm_eval_abo.optimizers.base import Candidate, Context, Node, first_tag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, first_tag
 from lm_eval_abo.optimizers.instructions import SCORE_EXAMPLES, InstructionMethod, note_train_scores, train_scores
 
 
@@ -42,5 +42,6 @@ class Opro(InstructionMethod):
         note_train_scores(ctx, candidates)
         return candidates
 
-    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
-        return (params["new_prompts"],) * 2
+    def projected_round(self, params: dict, beam: int) -> Projected:
+        shown = {"history": params["history"], "examples": params["exemplars"]}
+        return Projected((Asks("opro", params["new_prompts"], shown),), params["new_prompts"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lm_eval_abo import metaprompts
-from lm_eval_abo.optimizers.base import Candidate, Context, Node, all_tags, first_tag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, all_tags, first_tag
 from lm_eval_abo.optimizers.instructions import SCORE_EXAMPLES, InstructionMethod, note_train_scores, train_scores
 
 
@@ -61,5 +61,7 @@ class PromptAgent(InstructionMethod):
         note_train_scores(ctx, candidates)
         return candidates
 
-    def projected_round(self, params: dict, beam: int) -> tuple[int, int]:
-        return beam * 2, beam * params["expand"]
+    def projected_round(self, params: dict, beam: int) -> Projected:
+        shown = {"errors": params["error_batch"], "trajectory": 3}
+        return Projected((Asks("promptagent_reflect", beam, shown),
+                          Asks("promptagent_edit", beam, {**shown, "n": params["expand"]})), beam * params["expand"])

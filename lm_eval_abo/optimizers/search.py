@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from lm_eval_abo.llm import BudgetExhausted, Usage
+from lm_eval_abo.ledger import BudgetExhausted, Ledger
 from lm_eval_abo.optimizers import selection
 from lm_eval_abo.optimizers.base import Candidate, Context, Method, Node
 from lm_eval_abo.optimizers.copying import Examples
@@ -30,8 +30,7 @@ class SearchState:
     nodes: list[Node] = field(default_factory=list)  # every scored candidate, in the order scored
     beam: list[str] = field(default_factory=list)  # keys, best first
     trace: list[dict] = field(default_factory=list)  # one record per completed round
-    usage: Usage = field(default_factory=Usage)  # optimizer usage so far
-    target_requests: int = 0  # requests that reached the target model so far
+    ledger: Ledger = field(default_factory=Ledger)  # both models' requests, tokens and dollars so far
     stopped: str | None = None  # why the search ended before its last round
     templates: list[str] = field(default_factory=list)  # meta-prompts rendered so far (includes too)
 
@@ -48,8 +47,7 @@ class SearchState:
             "nodes": [_node_to_dict(n) for n in self.nodes],
             "beam": self.beam,
             "trace": copy.deepcopy(self.trace),
-            "usage": self.usage.to_dict(),
-            "target_requests": self.target_requests,
+            "ledger": self.ledger.to_dict(),
             "stopped": self.stopped,
             "templates": self.templates,
         }
@@ -61,8 +59,7 @@ class SearchState:
             nodes=[_node_from_dict(n) for n in data["nodes"]],
             beam=data["beam"],
             trace=data["trace"],
-            usage=Usage(**data["usage"]),
-            target_requests=data["target_requests"],
+            ledger=Ledger.from_dict(data["ledger"]),
             stopped=data.get("stopped"),
             templates=data.get("templates", []),
         )
@@ -97,13 +94,12 @@ class RoundStart:
     """The counters when a round starts; the round's record shows what it used since."""
 
     time: float
-    usage: Usage
-    target_requests: int
+    ledger: Ledger
     target_seconds: float
 
     @classmethod
     def of(cls, ctx: Context) -> RoundStart:
-        return cls(time.time(), Usage(**ctx.llm.usage.to_dict()), ctx.bridge.target_requests, ctx.bridge.target_seconds)
+        return cls(time.time(), ctx.ledger.snapshot(), ctx.bridge.target_seconds)
 
 
 class Search:
@@ -125,7 +121,7 @@ class Search:
             self._examples = Examples([bridge.question(docs[i]) for i in self.ctx.train_pool], allowed)
         return self._examples.copied("\n".join([candidate.prompt.instruction, *candidate.prompt.procedure]))
 
-    def _score_new(self, state: SearchState, candidates: list[Candidate], round_no: int) -> list[Node]:
+    def _score_new(self, state: SearchState, candidates: list[Candidate], round_no: int, capped: bool = True) -> list[Node]:
         known = {n.key for n in state.nodes}
         fresh: dict[str, Candidate] = {}
         for c in candidates:
@@ -142,7 +138,7 @@ class Search:
         bridge, chosen = self.ctx.bridge, list(fresh.values())
 
         def score(group: list[Candidate], indices: list[int]):
-            return bridge.score([c.prompt for c in group], "dev", indices)
+            return bridge.score([c.prompt for c in group], "dev", indices, capped)
 
         if self.selection == "racing":
             scores = selection.race(chosen, score, self.dev_indices, self.beam_size, bridge.higher_is_better)
@@ -171,6 +167,7 @@ class Search:
         best = state.best
         seconds = time.time() - start.time
         target_seconds = self.ctx.bridge.target_seconds - start.target_seconds
+        used = self.ctx.ledger.minus(start.ledger)
         return {
             "round": round_no,
             "candidates": [
@@ -184,8 +181,8 @@ class Search:
             **({"dropped": list(self.ctx.dropped)} if self.ctx.dropped else {}),
             **({"notes": dict(self.ctx.round_notes)} if self.ctx.round_notes else {}),
             "flips": flips(incumbent, best) if incumbent else {"fixed": [], "broken": []},
-            "optimizer": self.ctx.llm.usage.minus(start.usage).to_dict(),
-            "target_requests": self.ctx.bridge.target_requests - start.target_requests,
+            "optimizer": used.optimizer.to_dict(),
+            "target": used.target.to_dict(),
             "seconds": round(seconds, 1),
             "target_seconds": round(target_seconds, 1),
             "optimizer_seconds": round(seconds - target_seconds, 1),
@@ -201,13 +198,13 @@ class Search:
 
     def run(self, rounds: int, state: SearchState | None, checkpoint, announce) -> SearchState:
         """Rounds up to `rounds` (round 0 scores the baseline and the initial candidates), resuming
-        from `state` if given. A budget running out ends the search: round 0 still completes with
-        the baseline; a later round is dropped and the last completed one stands."""
+        from `state` if given. A cap reached ends the search: round 0 still completes with the baseline;
+        a later round is dropped and the last completed one stands."""
         ctx = self.ctx
         state = state or SearchState()
-        ctx.llm.usage = state.usage
+        ctx.ledger.load(state.ledger)  # a resumed run keeps what it spent
+        state.ledger = ctx.ledger
         ctx.templates.update(state.templates)
-        target_offset = state.target_requests - ctx.bridge.target_requests
         if self._stalled(state):  # a resumed run that had already converged stays stopped
             state.stopped = self._stall_reason()
             return state
@@ -217,22 +214,18 @@ class Search:
             previous_best = state.best if state.beam else None
             with tqdm(total=3, desc=f"round {round_no}/{rounds}", leave=False) as bar:
                 try:
-                    candidates = self._propose(state, round_no, bar)
+                    new = self._score_new(state, self._propose(state, round_no, bar), round_no)
                 except BudgetExhausted as e:
                     state.stopped = str(e)
-                    candidates = [Candidate(ctx.bridge.default_prompt, "baseline")] if round_no == 0 else None
-                state.usage = ctx.llm.usage
-                state.target_requests = ctx.bridge.target_requests + target_offset
-                if candidates is None:
-                    checkpoint(state, None)
-                    break
-                new = self._score_new(state, candidates, round_no)
+                    if round_no:
+                        checkpoint(state, None)
+                        break
+                    new = self._score_new(state, [Candidate(ctx.bridge.default_prompt, "baseline")], 0, capped=False)
                 bar.update(1)
             incumbent = previous_best or next((n for n in new if n.candidate.origin == "baseline"), None)
             self._select(state, ([state.node(k) for k in state.beam] if state.beam else []) + new, incumbent)
             state.round = round_no
             state.templates = sorted(ctx.templates)
-            state.target_requests = ctx.bridge.target_requests + target_offset
             record = self._record(state, round_no, new, incumbent, start)
             state.trace.append(record)
             if not state.stopped and self._stalled(state):

@@ -142,7 +142,7 @@ def refinement_study(config: OptimizeConfig, artifact: str | None = None, out=pr
         "task": config.task, "method": config.method, "method_args": config.method_args, "optimizer": config.optimizer,
         "prompt_sha256": prompt.sha256(), "seed": config.seed, "sampling_temperature": config.sampling_temperature,
         "minibatch": sorted(batch), **refine(ctx, METHODS[config.method], prompt, dev, train),
-        "optimizer_usage": session.llm.usage.to_dict(), "target_requests": session.bridge.target_requests,
+        "usage": session.ledger.to_dict(),
     }
     save(config, "refinement", result, refinement_markdown(result), out)
     return result

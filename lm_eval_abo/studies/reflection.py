@@ -171,8 +171,7 @@ def reflection_study(config: OptimizeConfig, artifact: str | None = None, sample
         "task": config.task, "other_task": other_name, "optimizer": config.optimizer, "prompt_sha256": prompt.sha256(),
         "train_examples": train.n, "train_errors": len(train.errors()), "seed": config.seed,
         **reflect(ctx, prompt, train.samples, [other_ctx.error(s) for s in other_train.errors()], samples, k, temperature),
-        "optimizer_usage": session.llm.usage.to_dict(),
-        "target_requests": session.bridge.target_requests + other.bridge.target_requests,  # both tasks' train examples
+        "usage": session.ledger.plus(other.ledger).to_dict(),  # the target ran both tasks' train examples
     }
     save(config, "reflection", result, reflection_markdown(result), out)
     return result

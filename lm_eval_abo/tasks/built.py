@@ -53,3 +53,21 @@ def requests(task, harness, samples: list[int] | None = None) -> list[list]:
     for inst in task.instances:
         by_doc.setdefault(inst.doc_id, []).append(inst)
     return [[i.args for i in sorted(by_doc[d], key=lambda i: i.idx)] for d in sorted(by_doc)]
+
+
+def gold(task, doc: dict) -> str:
+    """A document's gold answer as text."""
+    target = task.doc_to_target(doc)
+    if isinstance(target, list):
+        target = target[0] if target else ""
+    if isinstance(target, int) and task.OUTPUT_TYPE == "multiple_choice":
+        return str(task.doc_to_choice(doc)[target])
+    return str(target)
+
+
+def question(task, doc: dict) -> str:
+    """A document's question as the target sees it, without any prompt parts."""
+    text = str(doc["input"]) if "input" in doc else str(task.doc_to_text(doc))
+    if task.OUTPUT_TYPE == "multiple_choice":
+        text += "\nOptions: " + " | ".join(map(str, task.doc_to_choice(doc)))
+    return text

@@ -1,0 +1,256 @@
+"""One ledger for both models: requests, tokens and US dollars of the optimizer and of the target, per
+round and in total; the prices they are charged at; and the caps a run keeps to.
+
+The same type holds what was spent and what the projection expects, so the two compare line by line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from lm_eval_abo.errors import AboError
+
+# lm-eval backends that run the model on the user's own hardware: $0 unless --target-price says otherwise
+LOCAL_BACKENDS = frozenset({"abo-embedded", "hf", "huggingface", "vllm", "gguf", "ggml", "sglang", "hf-multimodal",
+                            "vllm-vlm"})
+# backends for a server of the user's own: $0 too, unless litellm's cost map knows the model name it serves
+SELF_HOSTED = frozenset({"local-completions", "local-chat-completions"})
+
+
+class BudgetExhausted(Exception):
+    """A cap was reached; the search stops at its last complete round and keeps the best prompt so far."""
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million prompt (input) and completion (output) tokens."""
+
+    input: float
+    output: float
+    source: str  # where it comes from: "--target-price", "litellm", "local", ...
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+
+    def text(self) -> str:
+        return f"${self.input:g} in / ${self.output:g} out per million tokens ({self.source})"
+
+
+def parse_price(text, flag: str = "price") -> tuple[float, float] | None:
+    """`IN,OUT` in US dollars per million tokens."""
+    if text is None or isinstance(text, tuple):
+        return text
+    parts = str(text).split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 2 or min(values) < 0:
+        raise AboError(f"{flag}: expected IN,OUT in US dollars per million tokens (e.g. 0.5,1.5), got {text!r}")
+    return values
+
+
+def litellm_price(model: str) -> Price | None:
+    """The price litellm's cost map (the copy installed with litellm, offline) gives `model`, if any."""
+    import litellm
+
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:  # litellm raises a bare Exception for a model it has not mapped
+        return None
+    given, made = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    if given is None and made is None:
+        return None
+    return Price((given or 0.0) * 1e6, (made or 0.0) * 1e6, "litellm")
+
+
+def target_price(config) -> Price | None:
+    """--target-price, else litellm's price of the target's model name, else $0 for a backend that runs
+    locally; None (cost unknown) for a remote model litellm has no price for."""
+    from lm_eval_abo.config import parse_pairs
+
+    if config.target_price is not None:
+        return Price(*config.target_price, "--target-price")
+    args = parse_pairs(config.model_args, "--model_args")
+    name = args.get("model") or args.get("pretrained")
+    if config.model not in LOCAL_BACKENDS and isinstance(name, str):
+        known = litellm_price(name)
+        if known is not None:
+            return known
+    return Price(0.0, 0.0, "local") if config.model in LOCAL_BACKENDS | SELF_HOSTED else None
+
+
+def optimizer_price(config) -> Price | None:
+    """--optimizer-price, else $0 for an embedded model, else litellm's price (None: unknown)."""
+    if config.optimizer_price is not None:
+        return Price(*config.optimizer_price, "--optimizer-price")
+    if config.optimizer.startswith("embedded/"):
+        return Price(0.0, 0.0, "local")
+    return litellm_price(config.optimizer)
+
+
+def prices(config) -> tuple[Price | None, Price | None]:
+    """The (target, optimizer) prices of a run; with --max-cost both must be known."""
+    found = {"target": target_price(config), "optimizer": optimizer_price(config)}
+    if config.max_cost is not None:
+        for side, price in found.items():
+            if price is None:
+                name = config.optimizer if side == "optimizer" else config.model
+                raise AboError(f"--max-cost needs the {side}'s price, and litellm's cost map has none for {name}: "
+                               f"give --{side}-price IN,OUT (US dollars per million tokens)")
+    return found["target"], found["optimizer"]
+
+
+@dataclass
+class Usage:
+    """One model's side of the ledger."""
+
+    calls: int = 0  # requests asked, answered by the model or by a cache
+    cache_hits: int = 0  # of those, answered by a cache: no tokens, no cost
+    failures: int = 0  # requests that failed after all retries
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_known: bool = True  # False once a request had no price (its tokens are still counted)
+    estimated: bool = False  # True once a token count was estimated (no usage from a server, no tokenizer)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def billed(self) -> int:
+        """Requests the model itself answered."""
+        return self.calls - self.cache_hits - self.failures
+
+    def add(self, prompt_tokens: int, completion_tokens: int, cost: float | None, estimated: bool = False) -> None:
+        """Tokens served and what they cost (None: no price known)."""
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.estimated |= estimated
+        if cost is None:
+            self.cost_known = False
+        else:
+            self.cost_usd += cost
+
+    def _combined(self, other: Usage, sign: int) -> Usage:
+        counts = {f.name: getattr(self, f.name) + sign * getattr(other, f.name)
+                  for f in fields(self) if f.type in ("int", "float")}
+        counts["cost_usd"] = round(counts["cost_usd"], 10)
+        return Usage(**counts, cost_known=self.cost_known and other.cost_known, estimated=self.estimated or other.estimated)
+
+    def plus(self, other: Usage) -> Usage:
+        return self._combined(other, 1)
+
+    def minus(self, earlier: Usage) -> Usage:
+        return self._combined(earlier, -1)
+
+    def scaled(self, factor: float) -> Usage:
+        """What `factor` times these requests would use (a projection's arithmetic)."""
+        counts = {f.name: getattr(self, f.name) * factor for f in fields(self) if f.type == "int"}
+        return Usage(**{k: round(v) for k, v in counts.items()}, cost_usd=self.cost_usd * factor,
+                     cost_known=self.cost_known, estimated=self.estimated)
+
+    def copy(self) -> Usage:
+        return Usage(**asdict(self))
+
+    def load(self, saved: Usage) -> None:
+        """Take over `saved`'s counts, in place (the client and the target keep this object)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(saved, f.name))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "cost_usd": round(self.cost_usd, 10)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Usage:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass
+class Ledger:
+    """Both sides: the optimizer's calls and the target's requests."""
+
+    optimizer: Usage = field(default_factory=Usage)
+    target: Usage = field(default_factory=Usage)
+
+    @property
+    def cost_usd(self) -> float:
+        return round(self.optimizer.cost_usd + self.target.cost_usd, 10)
+
+    @property
+    def cost_known(self) -> bool:
+        return self.optimizer.cost_known and self.target.cost_known
+
+    def snapshot(self) -> Ledger:
+        return Ledger(self.optimizer.copy(), self.target.copy())
+
+    def plus(self, other: Ledger) -> Ledger:
+        return Ledger(self.optimizer.plus(other.optimizer), self.target.plus(other.target))
+
+    def minus(self, earlier: Ledger) -> Ledger:
+        return Ledger(self.optimizer.minus(earlier.optimizer), self.target.minus(earlier.target))
+
+    def load(self, saved: Ledger) -> None:
+        self.optimizer.load(saved.optimizer)
+        self.target.load(saved.target)
+
+    def to_dict(self) -> dict:
+        return {"optimizer": self.optimizer.to_dict(), "target": self.target.to_dict(), "cost_usd": self.cost_usd,
+                "cost_known": self.cost_known}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Ledger:
+        return cls(Usage.from_dict(data.get("optimizer") or {}), Usage.from_dict(data.get("target") or {}))
+
+
+def total(ledgers) -> Ledger:
+    out = Ledger()
+    for ledger in ledgers:
+        out = out.plus(ledger)
+    return out
+
+
+@dataclass
+class Budget:
+    """The caps over the live ledger while the search runs. The projected test evaluation (`reserve`) is
+    kept aside, so the best prompt can still be evaluated on test within the caps; an optimizer call or a
+    target pass is refused when, at the mean size of those before it, it would not fit."""
+
+    ledger: Ledger
+    max_cost: float | None = None  # dollars, optimizer and target together
+    max_target_tokens: int | None = None
+    max_optimizer_calls: int | None = None
+    reserve: Usage = field(default_factory=Usage)  # the target's projected test evaluation
+    per_request: Usage = field(default_factory=Usage)  # one projected target request, until one is measured
+
+    def optimizer_call(self) -> None:
+        """Before each optimizer call (under the client's lock)."""
+        if self.max_optimizer_calls is not None and self.ledger.optimizer.calls >= self.max_optimizer_calls:
+            raise BudgetExhausted(f"--max-optimizer-calls {self.max_optimizer_calls} reached")
+        self._check(0, _mean(self.ledger.optimizer, Usage()).cost_usd, "the next optimizer call")
+
+    def target_pass(self, requests: int) -> None:
+        """Before the search sends `requests` requests to the target in one lm-eval pass."""
+        coming = _mean(self.ledger.target, self.per_request).scaled(requests)
+        self._check(coming.tokens, coming.cost_usd, f"the next {requests} target requests")
+
+    def _check(self, tokens: int, cost: float, what: str) -> None:
+        spent, kept = self.ledger, self.reserve
+        if self.max_target_tokens is not None and spent.target.tokens + tokens + kept.tokens > self.max_target_tokens:
+            raise BudgetExhausted(
+                f"--max-target-tokens {self.max_target_tokens:,} reached ({spent.target.tokens:,} spent, about "
+                f"{tokens:,} for {what}, {kept.tokens:,} kept for the test evaluation)")
+        if self.max_cost is not None and spent.cost_usd + cost + kept.cost_usd > self.max_cost:
+            raise BudgetExhausted(
+                f"--max-cost ${self.max_cost:g} reached (${spent.cost_usd:.4f} spent, about ${cost:.4f} for {what}, "
+                f"${kept.cost_usd:.4f} kept for the test evaluation)")
+
+
+def _mean(usage: Usage, otherwise: Usage) -> Usage:
+    """Tokens and cost of one billed request of `usage` on average (`otherwise` before any)."""
+    if not usage.billed:
+        return otherwise
+    per = 1 / usage.billed
+    return Usage(prompt_tokens=round(usage.prompt_tokens * per), completion_tokens=round(usage.completion_tokens * per),
+                 cost_usd=usage.cost_usd * per)
