@@ -115,7 +115,7 @@ def project(config, planned) -> Projection:
         optimizer = total(_optimizer(a, config, bridge, optimizer_price) for a in plan.asks).optimizer
         target = candidate.times(docs, target_price, estimated)
         if r == 0:
-            target = target.plus(baseline.times(n_dev, target_price, estimated))
+            target = target.plus(baseline.times(n_dev + shown, target_price, estimated))
         rounds.append(Ledger(optimizer, target))
     test = Ledger(target=baseline.times(n_test, target_price, estimated).plus(candidate.times(n_test, target_price, estimated)))
     per_request = priced(Usage(calls=1, prompt_tokens=round(candidate.prompt / candidate.requests),
@@ -192,5 +192,5 @@ def _variables(shows: dict, bridge) -> dict:
         "trajectory": [{"instruction": instruction, "score": 0.5}] * shows.get("trajectory", 0),
         "procedure": [STEP] * max(shows.get("procedure", 0), 1), "step": 1, "kind": "wrong", "question": first["question"],
         "target": first["target"], "output": reply, "answer": first["target"], "target_hint": first["target"],
-        "min_steps": 3, "max_steps": 7,
+        "min_steps": 3, "max_steps": 7, "scored": True, "analyses": [reply] * shows.get("errors", 0), "summary": reply,
     }

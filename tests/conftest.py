@@ -143,6 +143,21 @@ def make_bridge(lm, task="abo_object_counting_synth", include_path=(), harness=N
                   harness=session.harness, default_prompt=session.default_prompt)
 
 
+def projected_rounds(method: str, n_train: int, n_dev: int, n_test: int = 2, **settings) -> list[dict]:
+    """The projection's optimizer calls and target requests per round, for a run of `method` on the
+    synthetic task with these split sizes (a fake local-completions target: nothing loads)."""
+    from lm_eval_abo.config import OptimizeConfig
+    from lm_eval_abo.projection import project
+    from lm_eval_abo.session import plan_session
+
+    config = OptimizeConfig(task="abo_object_counting_synth", method=method, model="local-completions",
+                            model_args="model=fake,tokenizer_backend=None", train_limit=n_train, dev_limit=n_dev,
+                            test_limit=n_test, metadata={"abo_n_train": n_train, "abo_n_dev": n_dev, "abo_n_test": n_test},
+                            **settings).resolved()
+    plan = project(config, plan_session(config))
+    return [{"optimizer_calls": r.optimizer.calls, "target_requests": r.target.calls} for r in plan.rounds]
+
+
 @pytest.fixture(scope="session")
 def real_results(tmp_path_factory) -> dict[str, Path]:
     """Two real lm-eval results directories from the embedded target (tiny sizes): "baseline", the

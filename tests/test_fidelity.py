@@ -6,14 +6,14 @@ import re
 from dataclasses import replace
 
 import pytest
-from conftest import ScriptedLLM, bin_path, make_bridge, rule_lm, run_cli
+from conftest import ScriptedLLM, bin_path, make_bridge, projected_rounds, rule_lm, run_cli
 from fakeserver import FakeServer
 from lm_eval.api.model import LM
 
 from lm_eval_abo import metaprompts, store
 from lm_eval_abo.config import OptimizeConfig, parse_pairs
 from lm_eval_abo.files import read_json
-from lm_eval_abo.optimize import optimize, projection
+from lm_eval_abo.optimize import optimize
 from lm_eval_abo.optimizers import METHODS
 from lm_eval_abo.optimizers.base import Candidate, Context, Node
 from lm_eval_abo.optimizers.instructions import score_subset
@@ -167,7 +167,7 @@ def test_apo_paraphrases_the_parent_and_keeps_a_seeded_sample_of_max_expansion_f
     assert any("Instruction: Count the objects." in p for p in llm.prompts_sent("variation")), "the parent is paraphrased"
     assert sorted(c.origin for c in every) == ["edit", "edit", "paraphrase", "paraphrase", "paraphrase"]
     assert sum(c.parent == parent.key and c.origin == "paraphrase" for c in every) == 1
-    assert len(every) == METHODS["apo"].projected_round({**METHODS["apo"].defaults, "max_expansion_factor": 10}, 1)[1]
+    assert len(every) == METHODS["apo"].projected_round({**METHODS["apo"].defaults, "max_expansion_factor": 10}, 1).candidates
     kept = [{c.prompt.instruction for c in children(seed, 3)[1]} for seed in range(1, 6)]
     assert all(len(k) == 3 and k <= {c.prompt.instruction for c in every} for k in kept)
     assert len({frozenset(k) for k in kept}) > 1, "sampled, not the first ones"
@@ -212,13 +212,13 @@ def test_the_projection_is_the_calls_and_requests_a_run_makes(method):
     calls = []
     state = Search(METHODS[method], ctx, 2, [0, 1, 2, 3], minibatch=4, patience=None).run(
         2, None, lambda s, r: calls.append(llm.usage.calls), lambda r: None)
-    plan = projection(config, n_dev=4, n_train=8, n_test=0)["rounds"]
+    plan = projected_rounds(method, n_train=8, n_dev=4, rounds=2, beam=2, minibatch=4, method_args=config.method_args)
     assert [b - a for a, b in zip([0] + calls, calls)] == [r["optimizer_calls"] for r in plan]
     # a beam prompt already scored on the score subset is not scored again on those minibatch examples
     overlap = [0] + [2 * len(set(score_subset(ctx)) & set(ctx.rng("minibatch", r).sample(range(8), 4)))
                      if METHODS[method].uses_errors else 0 for r in (1, 2)]
-    assert [r["target_requests"] for r in state.trace] == [p["target_requests"] - o for p, o in zip(plan, overlap)]
-    assert [len(r["candidates"]) for r in state.trace] == [1 + 2] + [METHODS[method].projected(config.method_args, 2, False)[1]] * 2
+    assert [r["target"]["calls"] for r in state.trace] == [p["target_requests"] - o for p, o in zip(plan, overlap)]
+    assert [len(r["candidates"]) for r in state.trace] == [1 + 2] + [METHODS[method].projected(config.method_args, 2, False).candidates] * 2
 
 
 @pytest.mark.slow

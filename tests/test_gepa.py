@@ -9,12 +9,11 @@ import pickle
 import sys
 
 import pytest
-from conftest import ScriptedLLM, bin_path, local_completions_args, make_bridge, rule_lm, run_cli, samples
+from conftest import ScriptedLLM, bin_path, local_completions_args, make_bridge, projected_rounds, rule_lm, run_cli, samples
 
 from lm_eval_abo import store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.optimize import projection
 from lm_eval_abo.optimizers import METHODS
 from lm_eval_abo.optimizers.base import Context
 from lm_eval_abo.optimizers.gepa import Adapter, components, engine, max_metric_calls, prompt_of, round_budget
@@ -124,7 +123,7 @@ def test_the_run_budget_maps_to_gepas_max_metric_calls(tmp_path):
     assert state.trace[1]["notes"]["proposals"] == len(llm.prompts_sent("```")) > 0
 
     config = OptimizeConfig(task="abo_object_counting_synth", method="gepa", rounds=2, beam=2).resolved()
-    rows = projection(config, n_dev=10, n_train=16, n_test=30)["rounds"]
+    rows = projected_rounds("gepa", n_train=16, n_dev=10, rounds=2, beam=2)
     assert rows[0]["optimizer_calls"] == 2 and rows[1]["target_requests"] == round_budget(config.method_args, 10) + 6 + 10
     assert rows[1]["optimizer_calls"] == -(-round_budget(config.method_args, 10) // 6)
 
