@@ -66,7 +66,7 @@ def test_paper_table_rows_come_from_lm_eval_results(tmp_path):
     run_cli(
         bin_path("lm-eval-abo"), "paper-table", "--tasks", TASK, "--apo-methods", "ape", "--rounds", "1", "--beam", "1",
         "--train-limit", "3", "--dev-limit", "2", "--test-limit", "2", "--minibatch", "2", "--gen_kwargs", "max_gen_toks=48",
-        "--method-args", "paraphrases=1", "--output", "table", "--optimizer-cache", str(tmp_path / "optimizer-cache"), cwd=tmp_path,
+        "--output", "table", "--optimizer-cache", str(tmp_path / "optimizer-cache"), cwd=tmp_path,
     )
     table = json.loads((tmp_path / "table" / "paper_table.json").read_text())
     names = [r["row"] for r in table["rows"]]
