@@ -19,7 +19,7 @@ from typing import get_args, get_type_hints
 from lm_eval_abo.embedded.models import DEFAULT_OPTIMIZER as EMBEDDED_OPTIMIZER
 from lm_eval_abo.embedded.models import DEFAULT_TARGET as EMBEDDED_TARGET
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.ledger import parse_price
+from lm_eval_abo.cost.ledger import parse_price
 from lm_eval_abo.llm import CLIENT_ARGS
 from lm_eval_abo.redact import redact_arg_string, redact_args
 

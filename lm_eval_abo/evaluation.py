@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm_eval_abo.files import write_text_atomic
-from lm_eval_abo.ledger import Usage
+from lm_eval_abo.cost.ledger import Usage
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.redact import redact_arg_string, redacting_tracker
 from lm_eval_abo.results import number
-from lm_eval_abo.target import target_calls
+from lm_eval_abo.cost.target import target_calls
 from lm_eval_abo.tasks import fields
 from lm_eval_abo.tasks.built import quiet_lm_eval
 

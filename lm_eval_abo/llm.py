@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.ledger import Budget, BudgetExhausted, Price, Usage
+from lm_eval_abo.cost.ledger import Budget, BudgetExhausted, Price, Usage
 
 log = logging.getLogger("lm_eval_abo")
 RETRIES = 4

@@ -18,13 +18,13 @@ from lm_eval_abo import evaluation, metaprompts, report, stats, store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import append_line, dump_json, read_json, write_text_atomic, write_texts_atomic
-from lm_eval_abo.ledger import Budget
+from lm_eval_abo.cost.ledger import Budget
 from lm_eval_abo.lock import FolderLock
 from lm_eval_abo.optimizers import METHODS
 from lm_eval_abo.optimizers.search import Search, SearchState
-from lm_eval_abo.projection import Projection, fits, project
+from lm_eval_abo.cost.projection import Projection, fits, project
 from lm_eval_abo.session import Session, attach_models, model_class, plan_session
-from lm_eval_abo.target import TargetFailed
+from lm_eval_abo.cost.target import TargetFailed
 from lm_eval_abo.tasks import export
 
 # A file the run could not write (a full disk, a folder made read-only; sqlite: lm-eval's target cache)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from lm_eval_abo.config import HarnessSettings
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.ledger import Budget
+from lm_eval_abo.cost.ledger import Budget
 from lm_eval_abo.prompt import Prompt
-from lm_eval_abo.target import CountingLM, target_calls
+from lm_eval_abo.cost.target import CountingLM, target_calls
 from lm_eval_abo.tasks import fields
 from lm_eval_abo.tasks.built import gold, physical_docs, question, quiet_lm_eval, set_up
 from lm_eval_abo.tasks.splits import Splits, doc_id

@@ -9,11 +9,11 @@ from pathlib import Path
 from lm_eval_abo.config import HarnessSettings, OptimizeConfig
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import user_cache_dir
-from lm_eval_abo.ledger import Budget, Ledger, Price, prices
+from lm_eval_abo.cost.ledger import Budget, Ledger, Price, prices
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.redact import redact_arg_string
 from lm_eval_abo.scoring import OUTPUT_TYPES, Bridge, primary_metric
-from lm_eval_abo.target import CountingLM
+from lm_eval_abo.cost.target import CountingLM
 from lm_eval_abo.tasks import AboTask, lookup, splits
 from lm_eval_abo.tasks.built import physical_docs, quiet_lm_eval
 from lm_eval_abo.tasks.configs import load_config

@@ -26,7 +26,7 @@ from lm_eval_abo import evaluation, stats, store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import write_json, write_text_atomic
-from lm_eval_abo.ledger import Ledger, total
+from lm_eval_abo.cost.ledger import Ledger, total
 from lm_eval_abo.lock import FolderLock
 from lm_eval_abo.markdown import fmt, table
 from lm_eval_abo.optimize import optimize

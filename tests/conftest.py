@@ -133,7 +133,7 @@ def make_bridge(lm, task="abo_object_counting_synth", include_path=(), harness=N
     from lm_eval_abo.config import OptimizeConfig
     from lm_eval_abo.scoring import Bridge
     from lm_eval_abo.session import plan_session
-    from lm_eval_abo.target import CountingLM
+    from lm_eval_abo.cost.target import CountingLM
 
     settings = {**(asdict(harness) if harness else {}), "include_path": list(include_path),
                 "metadata": {"abo_n_test": 5, **metadata}}
@@ -147,7 +147,7 @@ def projected_rounds(method: str, n_train: int, n_dev: int, n_test: int = 2, **s
     """The projection's optimizer calls and target requests per round, for a run of `method` on the
     synthetic task with these split sizes (a fake local-completions target: nothing loads)."""
     from lm_eval_abo.config import OptimizeConfig
-    from lm_eval_abo.projection import project
+    from lm_eval_abo.cost.projection import project
     from lm_eval_abo.session import plan_session
 
     config = OptimizeConfig(task="abo_object_counting_synth", method=method, model="local-completions",

@@ -7,7 +7,7 @@ from fakeserver import FakeServer, reply, variant
 from lm_eval_abo import store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.files import read_json
-from lm_eval_abo.ledger import Budget, BudgetExhausted, Ledger, Usage
+from lm_eval_abo.cost.ledger import Budget, BudgetExhausted, Ledger, Usage
 from lm_eval_abo.optimize import optimize
 
 TASK = "abo_object_counting_synth"
@@ -188,7 +188,7 @@ def test_the_projection_renders_the_tasks_real_prompts_and_counts_each_methods_c
     from conftest import make_bridge, rule_lm
 
     from lm_eval_abo.optimizers import METHODS
-    from lm_eval_abo.projection import project
+    from lm_eval_abo.cost.projection import project
     from lm_eval_abo.session import plan_session
 
     cfg = OptimizeConfig(task=TASK, method="apo", model="local-completions", model_args="model=fake,tokenizer_backend=None",
@@ -217,7 +217,7 @@ def test_the_projection_renders_the_tasks_real_prompts_and_counts_each_methods_c
     ("openai-chat-completions", "model=a-model-nobody-priced", None),
 ])
 def test_the_targets_price_comes_from_litellms_cost_map_or_is_local(model, model_args, expected):
-    from lm_eval_abo.ledger import target_price
+    from lm_eval_abo.cost.ledger import target_price
 
     price = target_price(OptimizeConfig(task=TASK, model=model, model_args=model_args))
     assert (price and (price.input, price.output, price.source)) == expected
@@ -231,7 +231,7 @@ def test_the_embedded_targets_tokens_are_its_tokenizers_and_its_cache_hits_cost_
     from lm_eval_abo.config import HarnessSettings
     from lm_eval_abo.embedded import llama
     from lm_eval_abo.embedded.backend import EmbeddedLM
-    from lm_eval_abo.ledger import Price
+    from lm_eval_abo.cost.ledger import Price
 
     served, complete = [], llama.complete  # what llama.cpp itself reports for each completion
 

@@ -6,7 +6,7 @@ import litellm
 import pytest
 
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.ledger import Budget, BudgetExhausted, Ledger, Price
+from lm_eval_abo.cost.ledger import Budget, BudgetExhausted, Ledger, Price
 from lm_eval_abo.llm import OptimizerLLM
 
 MESSAGES = [{"role": "user", "content": "Write an instruction."}]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from lm_eval_abo import metaprompts
-from lm_eval_abo.ledger import Ledger
+from lm_eval_abo.cost.ledger import Ledger
 from lm_eval_abo.llm import OptimizerLLM
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.scoring import Bridge, Sample

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from lm_eval_abo.ledger import BudgetExhausted, Ledger
+from lm_eval_abo.cost.ledger import BudgetExhausted, Ledger
 from lm_eval_abo.optimizers import selection
 from lm_eval_abo.optimizers.base import Candidate, Context, Method, Node
 from lm_eval_abo.optimizers.copying import Examples

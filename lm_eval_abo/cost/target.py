@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from lm_eval.api.model import LM
 
 from lm_eval_abo.errors import AboError
-from lm_eval_abo.ledger import Price, Usage
+from lm_eval_abo.cost.ledger import Price, Usage
 
 
 class CountingLM(LM):
@@ -17,7 +17,7 @@ class CountingLM(LM):
     lm-eval's CachingLM cache hits never reach it; `cache_hits` enters them."""
 
     def __init__(self, inner: LM, usage: Usage | None = None, price: Price | None = None):
-        from lm_eval_abo.tokens import TargetMeter
+        from lm_eval_abo.cost.tokens import TargetMeter
 
         super().__init__()
         self.inner = inner

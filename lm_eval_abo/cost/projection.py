@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from lm_eval_abo import metaprompts
-from lm_eval_abo.ledger import Ledger, Price, Usage, prices, total
+from lm_eval_abo.cost.ledger import Ledger, Price, Usage, prices, total
 from lm_eval_abo.optimizers import METHODS
 from lm_eval_abo.optimizers.instructions import SCORE_EXAMPLES
 from lm_eval_abo.tasks import fields
@@ -91,7 +91,7 @@ def fits(ledger: Ledger, config) -> bool:
 def project(config, planned) -> Projection:
     """The projection of a resolved config's run on a planned session (`session.plan_session`)."""
     from lm_eval_abo.scoring import Bridge
-    from lm_eval_abo.tokens import target_counter
+    from lm_eval_abo.cost.tokens import target_counter
 
     target_price, optimizer_price = prices(config)
     method = METHODS[config.method]
@@ -163,7 +163,7 @@ def _reply(asks, config) -> int:
 
 def _optimizer(asks, config, bridge, price: Price | None) -> Ledger:
     """An optimizer call of a meta-prompt, rendered with the task's training examples, times its calls."""
-    from lm_eval_abo.tokens import optimizer_tokens
+    from lm_eval_abo.cost.tokens import optimizer_tokens
 
     if not asks.calls:
         return Ledger()
