@@ -239,7 +239,7 @@ def test_each_method_as_published_on_the_embedded_models(tmp_path, method, args)
     run_dir = tmp_path / "runs" / task / method
     artifact = store.load(run_dir / "best.yaml", task=task)
     assert artifact.settings["method_args"] == {**METHODS[method].defaults, **parse_pairs(args)}
-    assert "projected at most" in proc.stdout + proc.stderr
+    assert "projected before any call" in proc.stdout + proc.stderr
     projected = artifact.usage["projection"]["rounds"]  # as printed before the first call
     calls = [json.loads(line) for r in (0, 1) for line in (run_dir / "metaprompts" / f"round-{r}.jsonl").read_text().splitlines()]
     for record in artifact.trace:

@@ -80,8 +80,9 @@ def test_paper_table_rows_come_from_lm_eval_results(tmp_path):
     # the ablation's step-0 request is ABO's: answered by the optimizer cache, so it may cost no tokens
     assert all(r["tokens"] > 0 for r in optimized if r["row"].startswith(("best APO", "ABO step")))
     # the target's side: every row's own test evaluation (cache hits included), and what made its prompt
-    # (with no demonstration verified, the control's prompt is the baseline's: its replies come from the target cache)
     assert all(r["target_requests"] >= 2 and r["cost_known"] for r in table["rows"])
-    assert all(r["target_tokens"] > 0 for r in table["rows"] if not r["detail"].startswith("0 demonstrations"))
+    # replies from the target cache (a prompt an earlier row or run already sent) cost no tokens: the first two
+    # rows' prompts are new; later ones may equal the baseline (e.g. no ABO procedure with a verified demonstration)
+    assert table["rows"][0]["target_tokens"] > 0 and table["rows"][1]["target_tokens"] > 0
     markdown = (tmp_path / "table" / "paper_table.md").read_text()
     assert "| ABO step 1 |" in markdown and "| target tokens | cost | optimizer cost | target cost |" in markdown
