@@ -72,7 +72,7 @@ def summary(artifact, run_dir: Path) -> dict:
         "baseline": scores["baseline_test"]["value"], "dev": scores["dev"]["value"],
         "optimizer_calls": usage["optimizer"]["calls"],
         "tokens": usage["optimizer"]["prompt_tokens"] + usage["optimizer"]["completion_tokens"],
-        "search_requests": usage["target_requests"] - usage["test_requests"], "search_s": usage["seconds"],
+        "search_requests": usage["target"]["calls"] - usage["test"]["calls"], "search_s": usage["seconds"],
         "test_s": usage["test_seconds"],
         "detail": "; ".join([f"rounds {len(artifact.trace) - 1}" + (f" ({usage['stopped']})" if usage.get("stopped") else ""),
                              *(f"{k.replace('_', ' ')} {v}" for k, v in notes.items() if k != "stopped_by")]),
