@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 REGENERATE = ("LM_EVAL_ABO_WRITE_DOCS=1 python -m pytest tests/test_bad_input.py tests/test_faults.py "
               "tests/test_crash_resume.py tests/test_secrets.py tests/test_hostile_text.py tests/test_one_writer.py "
@@ -53,6 +55,15 @@ class Section:
         lines = [f"## {self.title}", "", "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
         lines += ["| " + " | ".join(_cell(c) for c in self.rows[i]) + " |" for i in self.case_ids]
         return "\n".join(lines)
+
+    def fixture(self):
+        """The module's autouse fixture (`table = SECTION.fixture()`): after its tests, `check` the section."""
+        @pytest.fixture(scope="module", autouse=True)
+        def table():
+            yield self
+            self.check()
+
+        return table
 
     def check(self) -> None:
         if set(self.rows) != set(self.case_ids):

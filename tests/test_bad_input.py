@@ -158,10 +158,7 @@ SECTION = Section("bad-input", "Bad input (tests/test_bad_input.py)", [c.id for 
     "unexpected internal error", "--rounds 0", "splits smaller than a batch"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def table():
-    yield SECTION
-    SECTION.check()
+table = SECTION.fixture()
 
 
 @pytest.fixture(scope="module")

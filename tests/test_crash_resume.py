@@ -26,10 +26,7 @@ SECTION = Section("crash-resume", "Crashes and --resume (tests/test_crash_resume
     "target server dies mid-round", "SIGKILL mid-round"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def table():
-    yield SECTION
-    SECTION.check()
+table = SECTION.fixture()
 
 
 def optimize_command(server, model_args: str, output: str, rounds: int, *extra: str) -> list[str]:

@@ -32,10 +32,7 @@ TRIED = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def table():
-    yield SECTION
-    SECTION.check()
+table = SECTION.fixture()
 
 
 def namespaces_allowed(folder: Path) -> bool:

@@ -45,10 +45,7 @@ SECTION = Section("optimizer-faults", "Optimizer faults (tests/test_faults.py)",
     "reply without the asked tags", "untagged twice", "refused key (401)", "all faults in one run"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def table():
-    yield SECTION
-    SECTION.check()
+table = SECTION.fixture()
 
 
 @pytest.fixture

@@ -23,10 +23,7 @@ SECTION = Section("file-modes", "Files as the umask says (tests/test_file_modes.
     "umask 022", "umask 077", "a file whose mode was changed", "model files assembled into the cache"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def table():
-    yield SECTION
-    SECTION.check()
+table = SECTION.fixture()
 
 
 @pytest.fixture

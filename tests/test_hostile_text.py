@@ -24,10 +24,7 @@ SECTION = Section("hostile-text", "Hostile text (tests/test_hostile_text.py)", [
     "optimizer reply", "target output", "chat template", "stock CLI, real model"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def table():
-    yield SECTION
-    SECTION.check()
+table = SECTION.fixture()
 
 
 def literal(texts: list[str]) -> bool:

@@ -33,10 +33,7 @@ SECTION = Section("one-writer", "One writer per run directory, shared caches (te
     "lock left by a power loss", "paper-table", "shared caches"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def table():
-    yield SECTION
-    SECTION.check()
+table = SECTION.fixture()
 
 
 def last_line(text: str) -> str:

@@ -24,10 +24,7 @@ SECTION = Section("secrets", "Secrets (tests/test_secrets.py)", [
     "optimize", "lm-eval-abo run", "export promptfoo", "stock lm_eval", "split writes"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def table():
-    yield SECTION
-    SECTION.check()
+table = SECTION.fixture()
 
 
 def answer(request):
