@@ -91,6 +91,17 @@ def save(name: str, data: dict) -> Path:
     return path
 
 
+def add_size_flags(parser, rounds: int, test: int, rounds_help: str | None = None) -> None:
+    """The search's sizes every method-running benchmark takes, with the project's small defaults."""
+    parser.add_argument("--rounds", type=int, default=rounds, help=rounds_help)
+    parser.add_argument("--beam", type=int, default=2)
+    parser.add_argument("--minibatch", type=int, default=4)
+    parser.add_argument("--train", type=int, default=16)
+    parser.add_argument("--dev", type=int, default=10)
+    parser.add_argument("--test", type=int, default=test)
+    parser.add_argument("--max-gen-toks", type=int, default=None, help="the target's generation cap (default: the task's)")
+
+
 def header(title: str) -> float:
     """Print the benchmark's title, its command and the load it starts under; returns that load."""
     load = load_average()
