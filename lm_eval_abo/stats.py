@@ -61,10 +61,12 @@ class Comparison:
 
     def verdict(self, higher_is_better: bool = True) -> str:
         lo, hi = self.interval
-        if not self.significant:
-            return f"no difference from the baseline that the test set can show (n={self.n}, {self.difference:+.3f}, " \
-                   f"95% CI {lo:+.3f} to {hi:+.3f})"
         p = f", McNemar p={self.mcnemar_p:.3g}" if self.mcnemar_p is not None else ""
+        if not self.significant:
+            # both tests must agree, so the line shows both: an interval clear of 0 with few changed examples
+            # still reads "no difference" and the p says why
+            return f"no difference from the baseline that the test set can show (n={self.n}, {self.difference:+.3f}, " \
+                   f"95% CI {lo:+.3f} to {hi:+.3f}{p})"
         better = (self.difference > 0) == higher_is_better
         return f"{self.difference:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}{p}, n={self.n}): " + \
                ("better than the baseline" if better else "worse than the baseline")

@@ -56,6 +56,13 @@ def test_compare_reports_fixed_broken_and_a_verdict():
     same = stats.compare(a, a, correct(a), correct(a))
     assert not same.significant and same.verdict().startswith("no difference from the baseline that the test set can show (n=30")
 
+    # few changed examples: the interval clears 0, McNemar does not, and the line says so with the p
+    none_right, four_right = {i: 0.0 for i in range(10)}, {i: float(i < 4) for i in range(10)}
+    few = stats.compare(none_right, four_right, correct(none_right), correct(four_right))
+    assert few.interval[0] > 0 and few.mcnemar_p == pytest.approx(0.125) and not few.significant
+    assert few.verdict() == f"no difference from the baseline that the test set can show (n=10, +0.400, " \
+                            f"95% CI {few.interval[0]:+.3f} to {few.interval[1]:+.3f}, McNemar p=0.125)"
+
 
 def test_race_slices_grow_to_the_whole_dev_split():
     assert slices(10) == [3, 6, 10] and slices(50) == [7, 14, 28, 50] and slices(3) == [3] and slices(2) == [2]
