@@ -1,24 +1,28 @@
 """Whether a candidate copies its training examples: an instruction or procedure that repeats their
 phrases, or names their particular objects and numbers, fits the examples rather than the task.
 
-What counts as copied, checked against the questions of the run's training pool:
-  * a run of RUN words in a row found in a training question;
-  * ENTITIES or more distinct words that are particular to some training questions (each in fewer than
-    half of them, so a task's own vocabulary, such as "forward" in navigation, does not count) and that
-    the task's description and answer format do not use;
-  * NUMBERS or more distinct such numbers.
+What counts as copied, checked against the questions of the run's training pool, where a word or a run of
+words is *particular* when it is in at most half of them (or in the only one) and the task's description
+and answer format do not use it, so the task's own wording, such as "forward" or "do you return to the
+starting point" in navigation, does not count:
+  * a particular run of RUN words in a row;
+  * ENTITIES or more distinct particular words;
+  * NUMBERS or more distinct particular numbers, not counting the procedure's references to its own steps
+    ("repeat steps 2-5").
 The example from the project's own runs: "List all the fruits, snakes, mice, cauliflowers, and goats".
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 WORD = re.compile(r"[a-z][a-z']*|\d+")
+STEP_REFERENCE = re.compile(r"\bsteps?\s+\d+(?:\s*(?:-|–|to|and|or|,)\s*\d+)*", re.IGNORECASE)
 RUN = 6
 ENTITIES = 3
 NUMBERS = 2
-PARTICULAR = 0.5  # a word in fewer than this share of the training questions is particular to some
+PARTICULAR = 0.5  # a word or run in at most this share of the training questions is particular to some
 COMMON = frozenset(
     "about above after again against also always among another answer answers because before being below between both "
     "could does doing down during each either every first from have having here into just last less more most much must "
@@ -27,19 +31,26 @@ COMMON = frozenset(
 )
 
 
+def runs(words: list[str]) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + RUN]) for i in range(len(words) - RUN + 1)}
+
+
+def particular(per_question: list[set], allowed: set) -> set:
+    """What is in at most PARTICULAR of the questions (or in the only one), and not in the allowed text."""
+    counts = Counter(item for items in per_question for item in items)
+    most = max(1, PARTICULAR * len(per_question))
+    return {item for item, n in counts.items() if n <= most and item not in allowed}
+
+
 class Examples:
     """The training questions a candidate must not copy, indexed once per run."""
 
     def __init__(self, questions: list[str], allowed: str):
-        self.questions = [WORD.findall(q.lower()) for q in questions]
-        self.runs = {tuple(words[i : i + RUN]) for words in self.questions for i in range(len(words) - RUN + 1)}
-        counts: dict[str, int] = {}
-        for words in self.questions:
-            for word in set(words):
-                counts[word] = counts.get(word, 0) + 1
-        allowed_words = set(WORD.findall(allowed.lower()))
-        self.particular = {w for w, n in counts.items() if n < PARTICULAR * len(self.questions) and w not in allowed_words
-                           and w not in COMMON and (len(w) > 3 or w.isdigit())}
+        questions = [WORD.findall(q.lower()) for q in questions]
+        allowed_words = WORD.findall(allowed.lower())
+        self.runs = particular([runs(words) for words in questions], runs(allowed_words))
+        words = particular([set(words) for words in questions], set(allowed_words))
+        self.particular = {w for w in words if w not in COMMON and (len(w) > 3 or w.isdigit())}
 
     def copied(self, text: str) -> str | None:
         """Why `text` copies the training questions, or None."""
@@ -48,7 +59,9 @@ class Examples:
             if tuple(words[i : i + RUN]) in self.runs:
                 return f"repeats \"{' '.join(words[i : i + RUN])}\" from a training question"
         found = sorted({w for w in words if w in self.particular}, key=words.index)
-        names, numbers = [w for w in found if not w.isdigit()], [w for w in found if w.isdigit()]
+        referenced = set(WORD.findall(" ".join(STEP_REFERENCE.findall(text))))
+        names = [w for w in found if not w.isdigit()]
+        numbers = [w for w in found if w.isdigit() and w not in referenced]
         if len(names) >= ENTITIES:
             return f"names the training questions' {', '.join(names[:8])}"
         if len(numbers) >= NUMBERS:
