@@ -1,4 +1,4 @@
-"""Peers: ABO, the best APO method and GEPA (and abo+gepa) side by side, at the same optimizer-call budget.
+"""Peers: ABO, the best APO method and GEPA side by side, at the same optimizer-call budget.
 
 Per task, each method runs `optimize` in this process on the embedded models (the target loaded once and
 shared), with the same sizes, seed and optimizer, the same `--max-optimizer-calls` cap, `--patience 0`
@@ -27,7 +27,7 @@ import record
 
 TASKS = "abo_object_counting_synth,abo_navigate_synth,abo_bbh_object_counting"
 APO = "ape,apo,apo-sum,promptagent,opro"
-PEERS = "abo,apo,gepa,abo+gepa"  # "apo" stands for the best APO method of --apo
+PEERS = "abo,apo,gepa"  # "apo" stands for the best APO method of --apo
 BBH = record.REPO.parent / "shared" / "data" / "bbh"
 
 
@@ -163,8 +163,8 @@ def main() -> None:
     parser.add_argument("--tasks", default=TASKS)
     parser.add_argument("--methods", default=PEERS, help="peers to run; 'apo' is the best APO method of --apo")
     parser.add_argument("--apo", default=APO, help="APO methods the best (by dev) is chosen from; one name runs just it")
-    parser.add_argument("--budget", type=int, default=40, help="optimizer calls each method may make (--max-optimizer-calls)")
-    record.add_size_flags(parser, rounds=8, test=100, rounds_help="rounds each method may run; most reach the call budget first")
+    parser.add_argument("--budget", type=int, default=20, help="optimizer calls each method may make (--max-optimizer-calls)")
+    record.add_size_flags(parser, rounds=4, test=100, rounds_help="rounds each method may run; most reach the call budget first")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--method-args", default="", help="k=v,... given to every method that has the parameter")
     parser.add_argument("--bbh-dir", type=Path, default=BBH, help="the real BIG-Bench-Hard files (abo_bbh_* tasks)")

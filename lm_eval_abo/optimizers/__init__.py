@@ -8,4 +8,4 @@ from lm_eval_abo.optimizers.opro import Opro
 from lm_eval_abo.optimizers.promptagent import PromptAgent
 
 METHODS = {m.name: m for m in (Ape(), Apo(), ApoSum(), PromptAgent(), Opro(), Abo(), Abo("abo-ablation", demos=0),
-                               Gepa(), Gepa("abo+gepa", seeded_by_abo=True))}
+                               Gepa())}

@@ -1,9 +1,9 @@
 """GEPA (Agrawal et al. 2025, arXiv 2507.19457) as a method of the one search loop, run by the `gepa`
 package's own engine (`gepa.optimize`, pinned in the `gepa` extra), not a re-implementation.
 
-Round 0 writes the seed candidates as the other methods do (`gepa`: LLM-written initial instructions,
-`abo+gepa`: ABO's step-0 behaviour prompt, a procedure with verified demonstrations). Every later round
-continues ONE GEPA run, seeded with the best of round 0, for a further slice of its metric-call budget:
+Round 0 writes the seed candidates as the instruction methods do (LLM-written initial instructions). Every
+later round continues ONE GEPA run, seeded with the best of round 0, for a further slice of its metric-call
+budget:
 GEPA samples a parent from its Pareto front, scores it on a train minibatch, has the optimizer reflect on
 lm-eval's sample logs and rewrite one text component, scores the child on the same minibatch and, if it
 does better there, on all of dev. Its best candidate and the rest of its Pareto front (as many as the beam
@@ -11,8 +11,8 @@ holds) are handed back to the loop, which scores them on dev (the bridge already
 selects as for every method. GEPA's state lives in `<run dir>/gepa/`, so `--resume` continues it.
 
 The GEPA run sees train (reflection minibatches) and dev (its validation set) through the bridge, never
-test. A candidate's text components are the prompt's instruction and, where ABO wrote one, its
-procedure; everything else (answer format, demonstrations, answer prefix, placement) stays the seed's.
+test. A candidate's one text component is the prompt's instruction; everything else (answer format,
+demonstrations, answer prefix, placement) stays the seed's.
 """
 
 from __future__ import annotations
@@ -25,18 +25,13 @@ from pathlib import Path
 from lm_eval_abo.errors import AboError
 from lm_eval_abo.files import read_json, write_json
 from lm_eval_abo.llm import BudgetExhausted
-from lm_eval_abo.optimizers.abo import Abo
 from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected
 from lm_eval_abo.optimizers.instructions import INITIAL_EXAMPLES, initial_candidates
-from lm_eval_abo.optimizers.procedure import capped, parse_steps
 from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.scoring import Bridge, Sample
 
 log = logging.getLogger("lm_eval_abo")
-MAX_STEPS = 20  # a procedure GEPA writes is cut to this many steps, keeping the last
 TEMPLATE = "gepa:InstructionProposalSignature"  # GEPA's own reflection prompt, as the call records name it
-# the parameters ABO's round 0 reads (abo+gepa's round 0 is ABO's)
-ABO_STEP0 = ("procedures", "demos", "demo_attempts", "verify", "hint", "min_steps", "max_steps")
 
 
 def engine():
@@ -65,24 +60,15 @@ def max_metric_calls(params: dict, n_dev: int, rounds: int) -> int:
 
 
 def components(prompt: Prompt) -> dict[str, str]:
-    found = {"instruction": prompt.instruction}
-    if prompt.procedure:
-        found["procedure"] = "\n".join(f"Step {i}: {step}" for i, step in enumerate(prompt.procedure, 1))
-    return found
+    return {"instruction": prompt.instruction}
 
 
 def prompt_of(seed: Prompt, candidate: dict[str, str]) -> Prompt:
-    """The seed prompt with a GEPA candidate's texts in its instruction and procedure (a text GEPA left as
-    the seed's keeps the seed's part exactly)."""
-    texts = components(seed)
-    prompt = seed
-    if candidate["instruction"] != texts["instruction"]:
-        prompt = replace(prompt, instruction=candidate["instruction"].strip())
-    if "procedure" in candidate and candidate["procedure"] != texts.get("procedure"):
-        text = candidate["procedure"].strip()
-        steps = parse_steps(f"<procedure>{text}</procedure>", min_steps=1) or ([text] if text else [])
-        prompt = replace(prompt, procedure=tuple(capped(steps, MAX_STEPS)))
-    return prompt
+    """The seed prompt with a GEPA candidate's instruction (one GEPA left as the seed's keeps the seed
+    itself, byte for byte)."""
+    if candidate["instruction"] == seed.instruction:
+        return seed
+    return replace(seed, instruction=candidate["instruction"].strip())
 
 
 # --- GEPA's adapter: the engine's one way to the task, through the bridge ---
@@ -187,41 +173,36 @@ class FinalState:
 
 
 class Gepa:
-    """`gepa` and `abo+gepa` (`seeded_by_abo`): round 0 as the instruction methods or as ABO's step 0, then
-    one GEPA run across the later rounds."""
+    """Round 0 as the instruction methods, then one GEPA run across the later rounds."""
 
     uses_errors = False  # GEPA scores its own reflection minibatches through the adapter
     patience: int | None = None  # a round without a better prompt is no reason to stop GEPA's run
 
-    def __init__(self, name: str = "gepa", seeded_by_abo: bool = False):
-        self.name = name
-        self.abo = Abo() if seeded_by_abo else None
-        self.needs_generation = seeded_by_abo
-        own = {
-            "proposals": 4,  # a round's budget pays for this many proposals, each accepted (rejected ones cost less)
-            "metric_calls": 0,  # a round's metric-call budget given directly (0: from `proposals` and the dev size)
-            "reflection_minibatch": 3,  # train examples per proposal (GEPA's default)
-            "merge": 0,  # GEPA+Merge: also merge two Pareto-front candidates (GEPA's use_merge)
-        }
-        self.defaults = {**({k: self.abo.defaults[k] for k in ABO_STEP0} if self.abo else {}), **own}
-        self.choices = {k: v for k, v in self.abo.choices.items() if k in ABO_STEP0} if self.abo else {}
-        self.paper = {k: v for k, v in self.abo.paper.items() if k in ABO_STEP0} if self.abo else {}
+    name = "gepa"
+    needs_generation = False  # as the instruction methods: multiple-choice tasks too
+    paper: dict = {}  # the run's sizes and budget set GEPA's own numbers (README: GEPA's settings)
+    choices: dict = {}
+    defaults = {
+        "proposals": 4,  # a round's budget pays for this many proposals, each accepted (rejected ones cost less)
+        "metric_calls": 0,  # a round's metric-call budget given directly (0: from `proposals` and the dev size)
+        "reflection_minibatch": 3,  # train examples per proposal (GEPA's default)
+        "merge": 0,  # GEPA+Merge: also merge two Pareto-front candidates (GEPA's use_merge)
+    }
 
     def wants_errors(self, node: Node) -> bool:
         return False
 
     def initial(self, ctx: Context, beam: int) -> list[Candidate]:
         engine()  # a missing package is one line before any call is made
-        return self.abo.initial(ctx, beam) if self.abo else initial_candidates(ctx, beam)
+        return initial_candidates(ctx, beam)
 
     def projected(self, params: dict, beam: int, initial: bool) -> Projected:
         if initial:
-            return self.abo.projected(params, beam, True) if self.abo else Projected(
-                (Asks("initial_instruction", beam, {"examples": INITIAL_EXAMPLES}),), beam)
+            return Projected((Asks("initial_instruction", beam, {"examples": INITIAL_EXAMPLES}),), beam)
         return Projected((), 0)  # a later round is GEPA's: `projected_engine`
 
     def written(self, params: dict) -> tuple[Asks, ...]:
-        return self.abo.written(params) if self.abo else (Asks("paraphrase", 1),)
+        return (Asks("paraphrase", 1),)
 
     @staticmethod
     def projected_engine(params: dict, n_dev: int) -> tuple[Projected, int]:
@@ -260,9 +241,8 @@ class Gepa:
     # --- parts ---
 
     def _seed(self, ctx: Context, beam: list[Node], history: list[Node], folder: Path | None) -> tuple[Prompt, str]:
-        """The prompt GEPA's run starts from: the best of the loop after round 0 (for `abo+gepa`, the best
-        behaviour prompt of round 0), as an instruction method rewrites it; kept in `seed.json` so every round
-        and a resumed run continue the same GEPA run."""
+        """The prompt GEPA's run starts from: the best of the loop after round 0, as an instruction method
+        rewrites it; kept in `seed.json` so every round and a resumed run continue the same GEPA run."""
         saved = folder / "seed.json" if folder else None
         if saved and saved.exists():
             data = read_json(saved)
@@ -272,11 +252,6 @@ class Gepa:
         if folder and (folder / "gepa_state.bin").exists():
             raise AboError(f"{folder} holds GEPA state without its seed; remove it or choose another --output")
         node = beam[0]
-        if self.abo:
-            sign = 1 if ctx.bridge.higher_is_better else -1
-            complete = len(ctx.dev_indices) or max(n.dev_n for n in history)
-            behaviour = [n for n in history if n.round == 0 and n.prompt.procedure and n.dev_n == complete]
-            node = max(behaviour, key=lambda n: sign * n.dev, default=node)
         prompt = ctx.rewritable(node.prompt)
         if saved:
             folder.mkdir(parents=True, exist_ok=True)
