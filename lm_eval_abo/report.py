@@ -173,6 +173,14 @@ def _test_section(final, test_docs: list[dict] | None) -> list[str]:
     return lines
 
 
+def _dropped(record: dict) -> list[str]:
+    """The candidates a round rejected before scoring them, and why."""
+    dropped = record.get("dropped", [])
+    if not dropped:
+        return []
+    return ["Rejected before scoring:", "", *(f"- `{d['key']}` ({d['origin']}): {d['reason']}" for d in dropped), ""]
+
+
 def run_report(config, state, dev_docs: list[dict], bridge, final=None, test_docs: list[dict] | None = None) -> str:
     """A markdown report: per round the candidates, the best prompt's diff, reflections, flips, cost; at the
     end the test scores of the best prompt and of the baseline, and what the best prompt fixed and broke."""
@@ -198,6 +206,7 @@ def run_report(config, state, dev_docs: list[dict], bridge, final=None, test_doc
             *table(["candidate", "origin", "parent", "dev"],
                    [[c["key"], c["origin"], c["parent"] or "-", fmt(c["dev"])] for c in record["candidates"]], left=3),
             "",
+            *_dropped(record),
         ]
         for diagnosis in diagnosis_tables(record):
             out += [diagnosis.replace("\n", "\n\n", 1), ""]

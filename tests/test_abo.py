@@ -5,6 +5,7 @@ import re
 import pytest
 from conftest import ScriptedLLM, make_bridge, rule_lm
 
+from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.optimizers import METHODS
 from lm_eval_abo.optimizers.abo import Abo
 from lm_eval_abo.optimizers.base import Context
@@ -12,6 +13,7 @@ from lm_eval_abo.optimizers.procedure import (
     capped, follows, parse_location, parse_solution, parse_steps, splice, step_failure_table,
 )
 from lm_eval_abo.optimizers.search import Search
+from lm_eval_abo.report import run_report
 
 PROCEDURE = "<procedure>\n1. List the items with counts.\nStep 2: Keep the asked kind\n   (drop the rest).\n3) Add the counts.\n</procedure>"
 STEPS = ["List the items with counts.", "Keep the asked kind.", "Add the counts."]
@@ -229,6 +231,8 @@ def test_a_procedure_copying_the_training_questions_is_rejected_or_flagged(no_co
         assert [n.candidate.origin for n in state.nodes] == ["baseline"]
         [dropped] = state.trace[0]["dropped"]
         assert dropped["reason"].startswith("copies training content: names the training questions'")
+        report = run_report(OptimizeConfig(task="abo_object_counting_synth", method="abo"), state, bridge.docs("dev"), bridge)
+        assert f"Rejected before scoring:\n\n- `{dropped['key']}` (procedure): {dropped['reason']}" in report
     else:
         [procedure] = [n for n in state.nodes if n.candidate.origin == "procedure"]
         assert procedure.candidate.notes["copies"].startswith("names the training questions'")
