@@ -1,10 +1,11 @@
 """Whether a candidate copies its training examples: an instruction or procedure that repeats their
 phrases, or names their particular objects and numbers, fits the examples rather than the task.
 
-What counts as copied, checked against the questions of the run's training pool, where a word or a run of
-words is *particular* when it is in at most half of them (or in the only one) and the task's description
-and answer format do not use it, so the task's own wording, such as "forward" or "do you return to the
-starting point" in navigation, does not count:
+What counts as copied, checked against the questions of the run's training pool, where a word is
+*particular* when it is in fewer than half of them, a run of words when it is in fewer than a quarter
+(either, also, when it is in only one), and the task's description and answer format do not use it, so
+the task's own wording, such as "turn" or "do you return to the starting point" in navigation, does not
+count:
   * a particular run of RUN words in a row;
   * ENTITIES or more distinct particular words;
   * NUMBERS or more distinct particular numbers, not counting the procedure's references to its own steps
@@ -22,7 +23,8 @@ STEP_REFERENCE = re.compile(r"\bsteps?\s+\d+(?:\s*(?:-|–|to|and|or|,)\s*\d+)*"
 RUN = 6
 ENTITIES = 3
 NUMBERS = 2
-PARTICULAR = 0.5  # a word or run in at most this share of the training questions is particular to some
+WORD_SHARE = 0.5  # a word in fewer than this share of the training questions is particular to some
+RUN_SHARE = 0.25  # a phrase recurring in more of them is the task's template ("Always face forward.")
 COMMON = frozenset(
     "about above after again against also always among another answer answers because before being below between both "
     "could does doing down during each either every first from have having here into just last less more most much must "
@@ -35,11 +37,10 @@ def runs(words: list[str]) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + RUN]) for i in range(len(words) - RUN + 1)}
 
 
-def particular(per_question: list[set], allowed: set) -> set:
-    """What is in at most PARTICULAR of the questions (or in the only one), and not in the allowed text."""
+def particular(per_question: list[set], allowed: set, share: float) -> set:
+    """What is in fewer than `share` of the questions or in only one, and not in the allowed text."""
     counts = Counter(item for items in per_question for item in items)
-    most = max(1, PARTICULAR * len(per_question))
-    return {item for item, n in counts.items() if n <= most and item not in allowed}
+    return {item for item, n in counts.items() if (n < share * len(per_question) or n == 1) and item not in allowed}
 
 
 class Examples:
@@ -48,8 +49,8 @@ class Examples:
     def __init__(self, questions: list[str], allowed: str):
         questions = [WORD.findall(q.lower()) for q in questions]
         allowed_words = WORD.findall(allowed.lower())
-        self.runs = particular([runs(words) for words in questions], runs(allowed_words))
-        words = particular([set(words) for words in questions], set(allowed_words))
+        self.runs = particular([runs(words) for words in questions], runs(allowed_words), RUN_SHARE)
+        words = particular([set(words) for words in questions], set(allowed_words), WORD_SHARE)
         self.particular = {w for w in words if w not in COMMON and (len(w) > 3 or w.isdigit())}
 
     def copied(self, text: str) -> str | None:
