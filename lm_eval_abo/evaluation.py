@@ -25,6 +25,7 @@ class TestRun:
     results: Path  # lm-eval's results JSON
     per_doc: dict[int, float]  # position in the test split -> the metric's value
     correct: dict[int, bool]  # position in the test split -> not an error
+    answers: dict[int, str]  # position in the test split -> the answer the task's filter read
     arguments: list  # what lm-eval sent the target for each test document, in order
     usage: Usage  # the target's requests (cache hits included), tokens and cost
     seconds: float
@@ -66,11 +67,19 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
         results=_written(tracker, results_dir),
         per_doc={i: s.score for i, s in scored.items()},
         correct={i: s.correct for i, s in scored.items()},
+        answers={i: s.answer for i, s in scored.items()},
         arguments=arguments,
         usage=bridge.counter.usage.minus(before),
         seconds=round(time.time() - started, 1),
         table=make_table(results),
     )
+
+
+def one_answer(answers: dict[int, str]) -> str | None:
+    """The answer a prompt gave to every test document, when it gave one alone (to more than one document):
+    its score is then that answer's share of the gold answers, whatever the prompt says."""
+    found = set(answers.values())
+    return found.pop() if len(found) == 1 and len(answers) > 1 else None
 
 
 def _written(tracker, results_dir: Path) -> Path:

@@ -160,6 +160,8 @@ def _test_section(final, test_docs: list[dict] | None) -> list[str]:
                      *([["baseline", fmt(base["value"]), fmt(base["stderr"]), base["n"]]] if base else [])]), ""]
     if comparison:
         lines += [f"**{comparison['verdict']}**", ""]
+        if "one_answer" in test:
+            lines += [one_answer_text(test), ""]
         positions = {doc_id: i for i, doc_id in enumerate(final.splits.get("test", []))}
         for kind in ("fixed", "broken"):
             ids = comparison[kind]
@@ -253,6 +255,11 @@ def _cost_section(usage: dict) -> list[str]:
                     "projected dollars"], rows), ""]
 
 
+def one_answer_text(test: dict) -> str:
+    return (f"The best prompt gave one answer, {test['one_answer']!r}, to all {test['n']} test examples: its score is "
+            f"that answer's share of the gold answers, not the task solved.")
+
+
 def final_text(artifact, artifact_path, results_path, run_dir) -> str:
     scores = artifact.scores
     dev, test, base = scores["dev"], scores["test"], scores["baseline_dev"]
@@ -271,4 +278,6 @@ def final_text(artifact, artifact_path, results_path, run_dir) -> str:
     if artifact.export.get("yaml"):
         lines.append(f"re-run with the stock lm_eval: lm_eval --include_path {run_dir} --tasks {artifact.export['task']} --model ...")
     lines.append(f"verdict: {scores['test_comparison']['verdict']}")
+    if "one_answer" in test:
+        lines.append(f"warning: {one_answer_text(test)}")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import bin_path, results_file, run_cli
 
-from lm_eval_abo import store
+from lm_eval_abo import results, store
 from lm_eval_abo.files import read_json
 from lm_eval_abo.optimizers.search import TIMINGS
 
@@ -83,6 +83,13 @@ def test_abo_end_to_end(tmp_path):
         assert (run_dir / artifact.scores[side]["results_file"]).is_file()
     report = (run_dir / "report.md").read_text()
     assert comparison["verdict"] in report and "## Test" in report
+
+    # how many different answers the task's filter read from the best prompt's test outputs, as lm-eval logged them
+    [tested] = results.read(run_dir / artifact.scores["test"]["results_file"])
+    rows = [json.loads(line) for line in tested.samples_file.read_text().splitlines() if line.strip()]
+    given = {str(row["filtered_resps"][0]) for row in rows if row["filter"] == "answer"}
+    assert artifact.scores["test"]["distinct_answers"] == len(given)
+    assert ("one_answer" in artifact.scores["test"]) == (len(given) == 1) == ("gave one answer" in report)
 
 
 def test_kill_after_round_one_then_resume_gives_the_uninterrupted_artifact(tmp_path):

@@ -8,6 +8,8 @@ from conftest import ScriptedLLM, make_bridge, rule_lm
 from scipy.stats import binomtest
 
 from lm_eval_abo import stats
+from lm_eval_abo.evaluation import one_answer
+from lm_eval_abo.report import one_answer_text
 from lm_eval_abo.optimizers.base import Context
 from lm_eval_abo.optimizers.instructions import InstructionMethod, initial_candidates
 from lm_eval_abo.optimizers.search import Search
@@ -62,6 +64,14 @@ def test_compare_reports_fixed_broken_and_a_verdict():
     assert few.interval[0] > 0 and few.mcnemar_p == pytest.approx(0.125) and not few.significant
     assert few.verdict() == f"no difference from the baseline that the test set can show (n=10, +0.400, " \
                             f"95% CI {few.interval[0]:+.3f} to {few.interval[1]:+.3f}, McNemar p=0.125)"
+
+
+def test_a_prompt_giving_one_answer_to_every_test_document_is_named():
+    assert one_answer({0: "Yes", 1: "Yes", 2: "Yes"}) == "Yes"
+    assert one_answer({0: "Yes", 1: "No"}) is None and one_answer({0: "Yes"}) is None, "two answers; one document"
+    assert one_answer_text({"one_answer": "Yes", "n": 100}) == ("The best prompt gave one answer, 'Yes', to all 100 test "
+                                                               "examples: its score is that answer's share of the gold "
+                                                               "answers, not the task solved.")
 
 
 def test_race_slices_grow_to_the_whole_dev_split():
