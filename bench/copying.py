@@ -19,7 +19,7 @@ from pathlib import Path
 
 import record
 
-TASKS = ("abo_object_counting_synth", "abo_navigate_synth")
+TASKS = "abo_object_counting_synth,abo_navigate_synth"
 
 
 def run(task: str, method: str, no_copy: int, folder: Path, extra: list[str]) -> dict:
@@ -50,13 +50,14 @@ def run(task: str, method: str, no_copy: int, folder: Path, extra: list[str]) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=TASKS)
     parser.add_argument("--methods", default="abo,apo")
     parser.add_argument("extra", nargs="*", help="flags for optimize, after --")
     args = parser.parse_args()
     load_average = record.header("Copying: candidates that copy training content, without and with the check")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for task in TASKS:
+        for task in args.tasks.split(","):
             for method in args.methods.split(","):
                 for no_copy in (0, 1):
                     rows.append(run(task, method, no_copy, Path(tmp), args.extra))
