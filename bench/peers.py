@@ -12,7 +12,7 @@ Per method: test score ± stderr (n), the paired difference from the baseline on
 search and test seconds; then each peer against ABO, paired on the same test documents. Runs are kept in
 `--output` (reports, artifacts, GEPA's state); `--resume` reuses the finished ones and continues the rest.
 
-    python bench/peers.py     # the full figures: 3 tasks, test n=100 (hours on 2 cores)
+    python bench/peers.py --apo apo     # the README's figures: 3 tasks, test n=100 (71 minutes on 2 cores)
     python bench/peers.py --tasks abo_object_counting_synth --apo ape --rounds 1 --budget 8 --train 4 --dev 3 \\
         --test 3 --minibatch 2 --max-gen-toks 48 --method-args proposals=1,reflection_minibatch=2   # a quick check
 """
