@@ -33,8 +33,9 @@ COMMON = frozenset(
 )
 
 
-def runs(words: list[str]) -> set[tuple[str, ...]]:
-    return {tuple(words[i : i + RUN]) for i in range(len(words) - RUN + 1)}
+def runs(words: list[str]) -> list[tuple[str, ...]]:
+    """Every RUN words in a row, in order."""
+    return [tuple(words[i : i + RUN]) for i in range(len(words) - RUN + 1)]
 
 
 def particular(per_question: list[set], allowed: set, share: float) -> set:
@@ -49,16 +50,16 @@ class Examples:
     def __init__(self, questions: list[str], allowed: str):
         questions = [WORD.findall(q.lower()) for q in questions]
         allowed_words = WORD.findall(allowed.lower())
-        self.runs = particular([runs(words) for words in questions], runs(allowed_words), RUN_SHARE)
+        self.runs = particular([set(runs(words)) for words in questions], set(runs(allowed_words)), RUN_SHARE)
         words = particular([set(words) for words in questions], set(allowed_words), WORD_SHARE)
         self.particular = {w for w in words if w not in COMMON and (len(w) > 3 or w.isdigit())}
 
     def copied(self, text: str) -> str | None:
         """Why `text` copies the training questions, or None."""
         words = WORD.findall(text.lower())
-        for i in range(len(words) - RUN + 1):
-            if tuple(words[i : i + RUN]) in self.runs:
-                return f"repeats \"{' '.join(words[i : i + RUN])}\" from a training question"
+        repeated = next((run for run in runs(words) if run in self.runs), None)
+        if repeated:
+            return f"repeats \"{' '.join(repeated)}\" from a training question"
         found = sorted({w for w in words if w in self.particular}, key=words.index)
         referenced = set(WORD.findall(" ".join(STEP_REFERENCE.findall(text))))
         names = [w for w in found if not w.isdigit()]
