@@ -75,11 +75,13 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
     )
 
 
-def one_answer(answers: dict[int, str]) -> str | None:
-    """The answer a prompt gave to every test document, when it gave one alone (to more than one document):
-    its score is then that answer's share of the gold answers, whatever the prompt says."""
+def answer_counts(answers: dict[int, str]) -> dict:
+    """How many different answers a prompt gave on the test documents, and `one_answer` when it gave one
+    alone to more than one document: its score is then that answer's share of the gold answers, whatever
+    the prompt says."""
     found = set(answers.values())
-    return found.pop() if len(found) == 1 and len(answers) > 1 else None
+    one = {"one_answer": next(iter(found))} if len(found) == 1 and len(answers) > 1 else {}
+    return {"distinct_answers": len(found), **one}
 
 
 def _written(tracker, results_dir: Path) -> Path:

@@ -192,10 +192,8 @@ def finish(config: OptimizeConfig, session: Session, state: SearchState, run: Ru
         raise AboError(f"{e} during the test evaluation; {run.saved_rounds()}") from e
     comparison = stats.compare(untouched.per_doc, tested.per_doc, untouched.correct, tested.correct, config.seed)
     test_ids = splits["test"]
-    answer = evaluation.one_answer(tested.answers)
     final.scores["test"] = {**tested.score, "results_file": str(tested.results.relative_to(run.dir)),
-                            "distinct_answers": len(set(tested.answers.values())),
-                            **({"one_answer": answer} if answer is not None else {})}
+                            **evaluation.answer_counts(tested.answers)}
     final.scores["baseline_test"] = {**untouched.score, "results_file": str(untouched.results.relative_to(run.dir))}
     final.scores["test_comparison"] = {**comparison.to_dict(), "fixed": [test_ids[i] for i in comparison.fixed],
                                        "broken": [test_ids[i] for i in comparison.broken],

@@ -8,12 +8,12 @@ from conftest import ScriptedLLM, make_bridge, rule_lm
 from scipy.stats import binomtest
 
 from lm_eval_abo import stats
-from lm_eval_abo.evaluation import one_answer
-from lm_eval_abo.report import one_answer_text
+from lm_eval_abo.evaluation import answer_counts
 from lm_eval_abo.optimizers.base import Context
 from lm_eval_abo.optimizers.instructions import InstructionMethod, initial_candidates
 from lm_eval_abo.optimizers.search import Search
 from lm_eval_abo.optimizers.selection import slices
+from lm_eval_abo.report import one_answer_text
 
 
 def test_mcnemar_exact_on_a_hand_made_table():
@@ -67,8 +67,9 @@ def test_compare_reports_fixed_broken_and_a_verdict():
 
 
 def test_a_prompt_giving_one_answer_to_every_test_document_is_named():
-    assert one_answer({0: "Yes", 1: "Yes", 2: "Yes"}) == "Yes"
-    assert one_answer({0: "Yes", 1: "No"}) is None and one_answer({0: "Yes"}) is None, "two answers; one document"
+    assert answer_counts({0: "Yes", 1: "Yes", 2: "Yes"}) == {"distinct_answers": 1, "one_answer": "Yes"}
+    assert answer_counts({0: "Yes", 1: "No"}) == {"distinct_answers": 2}, "two answers"
+    assert answer_counts({0: "Yes"}) == {"distinct_answers": 1}, "one document"
     assert one_answer_text({"one_answer": "Yes", "n": 100}) == ("The best prompt gave one answer, 'Yes', to all 100 test "
                                                                "examples: its score is that answer's share of the gold "
                                                                "answers, not the task solved.")
