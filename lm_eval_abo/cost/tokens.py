@@ -104,15 +104,9 @@ def _listen(lm, name: str, outputs_of) -> None:
 @cache
 def _embedded_vocabulary(name: str):
     """The embedded model's tokenizer alone (llama.cpp's vocabulary, no weights)."""
-    import ctypes
+    from lm_eval_abo.embedded.llama import open_model
 
-    import llama_cpp
-
-    from lm_eval_abo.embedded.llama import _log_errors_only
-    from lm_eval_abo.embedded.models import model_path
-
-    llama_cpp.llama_log_set(_log_errors_only(), ctypes.c_void_p(0))
-    return llama_cpp.Llama(model_path=str(model_path(name)), vocab_only=True, verbose=False)
+    return open_model(name, vocab_only=True)
 
 
 def _hugging_face_tokenizer(name: str):

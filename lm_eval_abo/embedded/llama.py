@@ -15,8 +15,10 @@ import ctypes
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import cache
 
+from lm_eval_abo.embedded import buffers
 from lm_eval_abo.embedded.models import INSTALL_HINT, N_THREADS, model_info, model_path
 from lm_eval_abo.errors import AboError
 
@@ -32,20 +34,38 @@ def on_llama_thread(function, *args, **kwargs):
     return _llama_thread.submit(function, *args, **kwargs).result()
 
 
+_log_listeners: list = []  # where llama.cpp's whole log goes while `captured_log` runs
+
+
 @cache
 def _log_errors_only():
-    """A llama.cpp log callback that keeps errors only (its warnings about caches are noise here).
-    Cached: ctypes must keep the callback alive for as long as llama.cpp may call it."""
+    """A llama.cpp log callback that keeps errors only (its warnings about caches are noise here), and
+    hands every line to the listeners of `captured_log`. Cached: ctypes must keep the callback alive for
+    as long as llama.cpp may call it."""
     import llama_cpp
 
     ggml_log_level_error = 4  # ggml's enum: none, debug, info, warn, error, cont
 
     @llama_cpp.llama_log_callback
     def callback(level, text, user_data):
+        decoded = text.decode("utf-8", "replace")
         if level == ggml_log_level_error:
-            sys.stderr.write(text.decode("utf-8", "replace"))
+            sys.stderr.write(decoded)
+        for listener in _log_listeners:
+            listener(decoded)
 
     return callback
+
+
+@contextmanager
+def captured_log():
+    """llama.cpp's log (every level) of what runs inside the block, as a list of lines filled in."""
+    lines: list[str] = []
+    _log_listeners.append(lines.append)
+    try:
+        yield lines
+    finally:
+        _log_listeners.remove(lines.append)
 
 
 _first_load = threading.Lock()
@@ -62,18 +82,30 @@ def load(name: str, n_ctx: int = 4096):
 
 @cache
 def _load(name: str, n_ctx: int):
+    llm = on_llama_thread(open_model, name, n_ctx)
+    atexit.register(llm.close)  # an open Llama prints a traceback from __del__ at interpreter exit
+    return llm
+
+
+def open_model(name: str, n_ctx: int = 4096, vocab_only: bool = False):
+    """A new `llama_cpp.Llama` of an embedded model, loaded as every model of the project is: with
+    llama.cpp's extra buffer types only where `buffers` allows them, after a test run in a child process
+    (weights are not loaded for `vocab_only`, so nothing can crash then)."""
     path = model_path(name)
     try:
         import llama_cpp
     except ImportError:
         raise AboError(f"llama-cpp-python is not installed; {INSTALL_HINT}") from None
+    extra = buffers.use_extra_buffers()
+    if not vocab_only:
+        buffers.checked(name, path, extra)
     llama_cpp.llama_log_set(_log_errors_only(), ctypes.c_void_p(0))
     try:
-        llm = on_llama_thread(llama_cpp.Llama, model_path=str(path), n_ctx=n_ctx, n_threads=N_THREADS, verbose=False)
+        with buffers.loading(extra):
+            return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=N_THREADS, vocab_only=vocab_only,
+                                   verbose=False)
     except (ValueError, RuntimeError) as e:
         raise AboError(f"cannot load {path}: {e}; delete the file and run again to re-assemble it") from None
-    atexit.register(llm.close)  # an open Llama prints a traceback from __del__ at interpreter exit
-    return llm
 
 
 # What llama-cpp-python's server applies to a completion request that does not say (lm-eval's API backends

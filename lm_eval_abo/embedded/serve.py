@@ -8,6 +8,7 @@ reloads the model whenever the requested one changes.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from lm_eval_abo.embedded import buffers
 from lm_eval_abo.embedded.models import MODELS, N_THREADS, model_path
 from lm_eval_abo.errors import AboError
 
@@ -30,6 +32,7 @@ class Server:
     port: int
     process: subprocess.Popen
     log: object  # a temporary file: a pipe nobody reads would fill up and stall the server
+    extra_buffers: bool  # whether llama.cpp may use its extra buffer types (`buffers`)
 
     @property
     def base_url(self) -> str:
@@ -47,6 +50,20 @@ class Server:
             f"  lm_eval --model local-completions --model_args {args} \\\n"
             '      --include_path "$(lm-eval-abo tasks-path)" --tasks abo_object_counting_synth'
         )
+
+    def log_text(self) -> str:
+        """What the server has written to its log so far (llama.cpp's load log among it)."""
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+    def ended(self) -> str:
+        """Why the server process ended, in one line (a native crash says how to avoid it)."""
+        code = self.process.returncode
+        if code is not None and code < 0 and code != -signal.SIGTERM:
+            return buffers.crash_text(self.model, -code, self.extra_buffers)
+        lines = self.log_text().strip().splitlines()
+        return f"the {self.model} server exited: {lines[-1] if lines else 'no output'}"
 
 
 def free_port() -> int:
@@ -69,9 +86,7 @@ def _wait_ready(server: Server) -> None:
     deadline = time.time() + READY_TIMEOUT_S
     while time.time() < deadline:
         if server.process.poll() is not None:
-            server.log.seek(0)
-            err = server.log.read().decode("utf-8", "replace").strip().splitlines()
-            raise AboError(f"the {server.model} server exited at start: {err[-1] if err else 'no output'}")
+            raise AboError(f"{server.ended()} (at start)")
         try:
             with urllib.request.urlopen(f"{server.base_url}/models", timeout=1) as r:
                 if json.load(r).get("data"):
@@ -92,13 +107,15 @@ def start(model: str, port: int | None = None, n_ctx: int = 4096) -> Server:
         import llama_cpp.server  # noqa: F401
     except ImportError:
         raise AboError("the server needs llama-cpp-python[server]; pip install 'lm-eval-abo[embedded]'") from None
+    path, extra = model_path(model), buffers.use_extra_buffers()
+    buffers.checked(model, path, extra)  # a native crash is one line here, not a server that dies at its first reply
     command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model_path(model)), "--model_alias", model,
-        "--host", HOST, "--port", str(port), "--n_threads", str(N_THREADS), "--n_ctx", str(n_ctx),
+        sys.executable, "-m", "lm_eval_abo.embedded.server_child", "on" if extra else "off", "--model", str(path),
+        "--model_alias", model, "--host", HOST, "--port", str(port), "--n_threads", str(N_THREADS), "--n_ctx", str(n_ctx),
     ]
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-    server = Server(model, port, process, log)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+    server = Server(model, port, process, log, extra)
     try:
         _wait_ready(server)
     except BaseException:
@@ -133,8 +150,6 @@ def running(models: list[str], ports: list[int | None] | None = None):
 
 def serve_forever(models: list[str], ports: list[int | None] | None = None) -> None:
     """The `serve` command: start, print how to connect, wait for Ctrl-C or SIGTERM, stop cleanly."""
-    import signal
-
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with running(models, ports) as servers:
         for server in servers:
@@ -144,6 +159,6 @@ def serve_forever(models: list[str], ports: list[int | None] | None = None) -> N
         try:
             while all(s.process.poll() is None for s in servers):
                 time.sleep(0.5)
-            raise AboError("a server stopped unexpectedly")
+            raise AboError(next(s.ended() for s in servers if s.process.poll() is not None))
         except KeyboardInterrupt:
             print("stopping")
