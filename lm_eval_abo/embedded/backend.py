@@ -132,12 +132,15 @@ class EmbeddedLM(TemplateLM):
         return outputs
 
     def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        """The chat through the model's own template; a chat that ends on an assistant message (a task's
+        `gen_prefix`, for which lm-eval asks for no generation prompt) is left open for the model to continue
+        (`chat.ContinuingFormatter`), as lm-eval's HF backend asks transformers to."""
+        from lm_eval_abo.embedded.chat import ContinuingFormatter  # needs llama-cpp-python, loaded by now
 
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise AboError(f"{self.name} has no chat template: use it as a completion model (drop --apply_chat_template)")
-        formatter = Jinja2ChatFormatter(
+        formatter = ContinuingFormatter(
             template=template,
             eos_token=self.llm.detokenize([self.eot_token_id]).decode("utf-8", "ignore"),
             bos_token=self.llm.detokenize([self.prefix_token_id]).decode("utf-8", "ignore"),
@@ -147,5 +150,4 @@ class EmbeddedLM(TemplateLM):
 
     def get_model_info(self) -> dict:
         return {"embedded_model": self.name, "model_file": model_path(self.name).name}
-
 

@@ -90,10 +90,13 @@ def _load(name: str, n_ctx: int):
 def open_model(name: str, n_ctx: int = 4096, vocab_only: bool = False):
     """A new `llama_cpp.Llama` of an embedded model, loaded as every model of the project is: with
     llama.cpp's extra buffer types only where `buffers` allows them, after a test run in a child process
-    (weights are not loaded for `vocab_only`, so nothing can crash then)."""
+    (weights are not loaded for `vocab_only`, so nothing can crash then), and a chat template that continues
+    a final assistant message (`chat`)."""
     path = model_path(name)
     try:
         import llama_cpp
+
+        from lm_eval_abo.embedded import chat  # built on llama-cpp-python's formatter
     except ImportError:
         raise AboError(f"llama-cpp-python is not installed; {INSTALL_HINT}") from None
     extra = buffers.use_extra_buffers()
@@ -101,7 +104,7 @@ def open_model(name: str, n_ctx: int = 4096, vocab_only: bool = False):
         buffers.checked(name, path, extra)
     llama_cpp.llama_log_set(_log_errors_only(), ctypes.c_void_p(0))
     try:
-        with buffers.loading(extra):
+        with buffers.loading(extra), chat.continuing():
             return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=N_THREADS, vocab_only=vocab_only,
                                    verbose=False)
     except (ValueError, RuntimeError) as e:
