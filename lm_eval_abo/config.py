@@ -203,7 +203,9 @@ class OptimizeConfig(HarnessSettings):
     output: str = flag("output directory (default: runs)", default="runs")
     resume: bool = flag("continue the run in the output directory from its last completed round", default=False,
                         commands=("optimize",))
-    dry_run: bool = flag("print the projected calls, tokens and dollars and stop", default=False, commands=("optimize",))
+    dry_run: bool = flag("print the projected calls, tokens and dollars, and the baseline's headroom on dev (the "
+                                "target answers the dev examples; no optimizer call), and stop", default=False,
+                                commands=("optimize",))
     max_optimizer_calls: int | None = flag("cap on optimizer calls: the search stops at its last complete round",
                                            default=None)
     max_cost: float | None = flag("cap in US dollars on the optimizer and the target together, the test evaluation "

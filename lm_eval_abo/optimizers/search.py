@@ -196,10 +196,11 @@ class Search:
         p = selection.gain_p(previous.dev_per_example, best.dev_per_example, self.ctx.bridge.higher_is_better)
         return {"gain_p": round(p, 6), "within_noise": p > self.alpha}
 
-    def run(self, rounds: int, state: SearchState | None, checkpoint, announce) -> SearchState:
-        """Rounds up to `rounds` (round 0 scores the baseline and the initial candidates), resuming
-        from `state` if given. A cap reached ends the search: round 0 still completes with the baseline;
-        a later round is dropped and the last completed one stands."""
+    def run(self, rounds: int, state: SearchState | None, checkpoint, announce, on_baseline=None) -> SearchState:
+        """Rounds up to `rounds` (round 0 scores the baseline, hands its node to `on_baseline` before the
+        first optimizer call, then scores the initial candidates), resuming from `state` if given. A cap
+        reached ends the search: round 0 still completes with the baseline; a later round is dropped and
+        the last completed one stands."""
         ctx = self.ctx
         state = state or SearchState()
         ctx.ledger.load(state.ledger)  # a resumed run keeps what it spent
@@ -213,14 +214,15 @@ class Search:
             start = RoundStart.of(ctx)
             previous_best = state.best if state.beam else None
             with tqdm(total=3, desc=f"round {round_no}/{rounds}", leave=False) as bar:
+                baseline = self._baseline(state, bar, on_baseline) if round_no == 0 else []
                 try:
-                    new = self._score_new(state, self._propose(state, round_no, bar), round_no)
+                    new = baseline + self._score_new(state, self._propose(state, round_no, bar), round_no)
                 except BudgetExhausted as e:
                     state.stopped = str(e)
                     if round_no:
                         checkpoint(state, None)
                         break
-                    new = self._score_new(state, [Candidate(ctx.bridge.default_prompt, "baseline")], 0, capped=False)
+                    new = baseline
                 bar.update(1)
             incumbent = previous_best or next((n for n in new if n.candidate.origin == "baseline"), None)
             self._select(state, ([state.node(k) for k in state.beam] if state.beam else []) + new, incumbent)
@@ -236,12 +238,18 @@ class Search:
                 break
         return state
 
+    def _baseline(self, state: SearchState, bar, on_baseline) -> list[Node]:
+        """Round 0's first pass: the baseline on dev (always, whatever the caps: every run needs it)."""
+        [node] = self._score_new(state, [Candidate(self.ctx.bridge.default_prompt, "baseline")], 0, capped=False)
+        bar.update(1)
+        if on_baseline:
+            on_baseline(node)
+        return [node]
+
     def _propose(self, state: SearchState, round_no: int, bar) -> list[Candidate]:
         ctx = self.ctx
         if round_no == 0:
-            candidates = [Candidate(ctx.bridge.default_prompt, "baseline")]
-            bar.update(1)
-            return candidates + self.method.initial(ctx, self.beam_size)
+            return self.method.initial(ctx, self.beam_size)
         beam = [state.node(k) for k in state.beam]
         reflected = [node for node in beam if self.method.uses_errors and self.method.wants_errors(node)]
         if reflected:
