@@ -68,8 +68,8 @@ def main() -> None:
           "unlimited parallelism; bench/latency_server.py)\n")
 
     from lm_eval.tasks import TaskManager
-
     from lm_eval_abo.serve import free_port
+
     from lm_eval_abo.scoring import Bridge
     from lm_eval_abo.tasks import tasks_dir
 

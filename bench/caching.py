@@ -45,7 +45,7 @@ def with_output(args: list[str], output: Path) -> list[str]:
 
 
 def counts(output: Path) -> dict:
-    from lm_eval_abo import store
+    from lm_eval_abo.artifact import store
 
     artifact = store.load(output / record.TASK / "abo" / "best.yaml")
     usage = artifact.usage

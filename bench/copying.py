@@ -24,7 +24,7 @@ TASKS = "abo_object_counting_synth,abo_navigate_synth"
 
 def run(task: str, method: str, no_copy: int, folder: Path, extra: list[str]) -> dict:
     from lm_eval_abo import cli
-    from lm_eval_abo.store import load
+    from lm_eval_abo.artifact.store import load
 
     output = folder / f"{method}-{no_copy}"
     cache = folder / f"cache-{method}-{task}-{no_copy}"

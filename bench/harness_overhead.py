@@ -22,9 +22,8 @@ import json
 import tempfile
 from pathlib import Path
 
-import yaml
-
 import record
+import yaml
 
 PLAIN_TASK = "plain_object_counting"
 USER_TASK = "user_object_counting"
@@ -38,8 +37,8 @@ PROCEDURE = (
 
 def behaviour_prompt(train_docs: list[dict]):
     """An ABO-shaped prompt: a procedure, three worked demonstrations and the "Step 1:" answer prefix."""
+    from lm_eval_abo.artifact.prompt import Demonstration, Prompt
     from lm_eval_abo.optimizers.abo import INSTRUCTION
-    from lm_eval_abo.prompt import Demonstration, Prompt
 
     demos = tuple(
         Demonstration(doc=doc, output=(
@@ -71,9 +70,9 @@ def write_inputs(directory: Path, limit: int) -> dict:
     """The artifact, the hand-written YAMLs, the user's task and its export; how each path is loaded."""
     from lm_eval.tasks import TaskManager
 
-    from lm_eval_abo import store
+    from lm_eval_abo.artifact import store
     from lm_eval_abo.config import OptimizeConfig
-    from lm_eval_abo.session import plan_session
+    from lm_eval_abo.run.session import plan_session
     from lm_eval_abo.tasks import export, fields, tasks_dir
     from lm_eval_abo.tasks.configs import load_config
 
@@ -169,9 +168,9 @@ def main() -> None:
     order = ["plain", "abo", "in-run", "export"]
     with tempfile.TemporaryDirectory() as tmp, quiet_lm_eval():
         paths = write_inputs(Path(tmp), args.limit)
-        from lm_eval_abo import data
+        from lm_eval_abo.tasks import datasets
 
-        data._synthetic_splits.cache_clear()  # the first abo build generates its data, as a fresh `lm_eval` process does
+        datasets._synthetic_splits.cache_clear()  # the first abo build generates its data, as a fresh `lm_eval` process does
         builds = {path: [task_build(lm, paths, path, args.limit) for _ in range(args.builds)] for path in order}
         runs: dict[str, list[dict]] = {path: [] for path in order}
         loads = []

@@ -65,7 +65,7 @@ def cell(label: str, task: str, args) -> dict:
         if proc.returncode:
             return {"pair": label, "task": task, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
         seconds_file.write_text(f"{time.perf_counter() - started:.1f}\n")
-    from lm_eval_abo import store
+    from lm_eval_abo.artifact import store
 
     scores = store.load(artifact).scores
     base, best, comparison = scores["baseline_test"], scores["test"], scores["test_comparison"]

@@ -26,7 +26,7 @@ TARGET_PRICE, OPTIMIZER_PRICE = "0.5,1.5", "2.5,10"  # litellm's gpt-3.5-turbo a
 
 def run_method(method: str, args, lm, cache_dir: str, output: str) -> dict:
     from lm_eval_abo.cost.ledger import parse_price
-    from lm_eval_abo.optimize import OptimizeConfig, optimize
+    from lm_eval_abo.run.optimize import OptimizeConfig, optimize
 
     config = OptimizeConfig(task=record.TASK, method=method, rounds=args.rounds, beam=args.beam, minibatch=args.minibatch,
                             train_limit=args.train, dev_limit=args.dev, test_limit=args.test, patience=0,

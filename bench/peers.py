@@ -33,9 +33,9 @@ BBH = record.REPO.parent / "shared" / "data" / "bbh"
 
 def run_method(task: str, method: str, args, lm) -> dict:
     """One method on one task: `optimize`, or the finished run kept in --output (with --resume)."""
-    from lm_eval_abo import store
+    from lm_eval_abo.artifact import store
     from lm_eval_abo.config import parse_pairs
-    from lm_eval_abo.optimize import OptimizeConfig, optimize
+    from lm_eval_abo.run.optimize import OptimizeConfig, optimize
 
     output = Path(args.output)
     artifact_path = output / task / method / "best.yaml"
@@ -81,7 +81,7 @@ def summary(artifact, run_dir: Path) -> dict:
 
 
 def per_example(row: dict) -> dict[str, float]:
-    from lm_eval_abo import results
+    from lm_eval_abo.reports import results
 
     [result] = results.read(Path(row["results"]))
     return result.per_example(row["metric"])
@@ -89,7 +89,7 @@ def per_example(row: dict) -> dict[str, float]:
 
 def versus(abo: dict, other: dict) -> dict:
     """`other` against ABO on the same test documents (paired: interval, McNemar for 0/1 metrics)."""
-    from lm_eval_abo import stats
+    from lm_eval_abo.infra import stats
 
     a, b = per_example(abo), per_example(other)
     c = stats.compare(a, b, {k: v >= 1 for k, v in a.items()}, {k: v >= 1 for k, v in b.items()})

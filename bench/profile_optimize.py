@@ -70,9 +70,9 @@ def hottest(root, limit: int = 15) -> list[dict]:
 def scoring_overhead(candidates: int, n_dev: int, repeats: int = 3) -> dict:
     """Seconds the bridge spends per candidate when the target answers instantly: task build, request
     building, filters, metrics, sample parsing (what every scoring pass pays besides the model)."""
+    from fakes import InstantTarget
     from lm_eval.tasks import TaskManager
 
-    from fakes import InstantTarget
     from lm_eval_abo.scoring import Bridge
     from lm_eval_abo.tasks import tasks_dir
 
@@ -96,10 +96,10 @@ def main() -> None:
     args = parser.parse_args()
     load_at_start = record.header(f"Profile of the optimize loop ({'embedded' if args.real else 'instant'} models, {args.method})")
 
+    from fakes import INSTANT_OPTIMIZER, InstantTarget, register_instant_optimizer
     from pyinstrument import Profiler
 
-    from fakes import INSTANT_OPTIMIZER, InstantTarget, register_instant_optimizer
-    from lm_eval_abo.optimize import OptimizeConfig, optimize
+    from lm_eval_abo.run.optimize import OptimizeConfig, optimize
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.real:

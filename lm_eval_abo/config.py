@@ -2,26 +2,24 @@
 flag (`cli.py` builds the parsers from it), so a new setting is written once.
 
 `HarnessSettings` holds what lm-eval itself takes (generation settings, chat template, system
-instruction, cache, batch size, device, task paths and metadata): one object handed to the bridge,
-the test evaluation and the exports. `OptimizeConfig` adds the run: task, method, models, sizes,
-budgets. Presets and method defaults are resolved and checked by `OptimizeConfig.resolved()`.
+instruction, cache, batch size, device, task paths and metadata). `OptimizeConfig` adds the run: task,
+method, models, sizes, budgets. `OptimizeConfig.resolved()` fills in the preset and checks the values.
+The settings end at the door: the run (`run/session.py`, `run/optimize.py`) unpacks them into the small
+frozen values each layer takes, so this module imports only leaves and nothing below the run imports it.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import types
-from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from typing import get_args, get_type_hints
 
 from lm_eval_abo.embedded.models import DEFAULT_OPTIMIZER as EMBEDDED_OPTIMIZER
 from lm_eval_abo.embedded.models import DEFAULT_TARGET as EMBEDDED_TARGET
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.cost.ledger import parse_price
-from lm_eval_abo.llm import CLIENT_ARGS
-from lm_eval_abo.redact import redact_arg_string, redact_args
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.flags import CLIENT_ARGS, RUNS, Flag, flag, parse_gen_kwargs, parse_pairs, parse_price
+from lm_eval_abo.infra.redact import redact_arg_string, redact_args
 
 DEFAULT_MODEL = "abo-embedded"
 DEFAULT_MODEL_ARGS = f"model={EMBEDDED_TARGET}"
@@ -35,70 +33,10 @@ PRESETS = {
 }
 
 
-def parse_pairs(text: str | None, flag: str = "value") -> dict:
-    """`k=v,k2=v2` or a JSON object, as lm-eval reads --model_args and --metadata: numbers and booleans
-    become values."""
-    if not text:
-        return {}
-    if isinstance(text, dict):
-        return text
-    if text.lstrip().startswith("{"):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise AboError(f"{flag}: not valid JSON ({e.msg})") from None
-        if not isinstance(value, dict):
-            raise AboError(f"{flag}: expected a JSON object")
-        return value
-    bad = [part for part in text.split(",") if part.strip() and "=" not in part]
-    if bad:  # lm-eval would pass such a typo on as a flag with an empty value
-        raise AboError(f"{flag}: expected key=value pairs separated by commas, got {bad[0]!r}")
-    from lm_eval.utils import simple_parse_args_string
-
-    try:
-        return simple_parse_args_string(text)
-    except (ValueError, SyntaxError):
-        raise AboError(f"{flag}: expected key=value pairs separated by commas, got {text!r}") from None
-
-
-def parse_gen_kwargs(text: str | None, flag: str = "--gen_kwargs") -> dict:
-    """--gen_kwargs as `parse_pairs` reads it, checked as lm-eval's backends read it (stop sequences as
-    text or a list, whole token counts, a number for the temperature), so a bad value fails now rather
-    than at the first request to the target."""
-    kwargs = parse_pairs(text, flag)
-    if kwargs:
-        from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
-
-        try:
-            handle_stop_sequences(kwargs.get("until"), None)
-            normalize_gen_kwargs(kwargs)
-        except (TypeError, ValueError) as e:
-            raise AboError(f"{flag} {text}: lm-eval cannot use it ({e}); e.g. {flag} max_gen_toks=256,temperature=0,"
-                           "do_sample=false") from None
-    return kwargs
-
-
-RUNS = ("optimize", "diagnose", "paper-table")  # the commands that run a search or a study
 EXPORTS = ("export",)  # the commands that write an artifact out for another tool
-
-
-@dataclass(frozen=True)
-class Flag:
-    """How a setting appears on the command line."""
-
-    help: str
-    name: str | None = None  # default: --<field name with dashes>
-    parse: Callable[[str, str], object] | None = None  # (text, flag name) -> value
-    commands: tuple[str, ...] = RUNS  # the commands that take it
-    preset: bool = False  # a preset sets it (the help shows the presets' values)
-    off: str | None = None  # a second flag that sets the setting to None
-    resume: bool = False  # a resumed run must have the same value
-    secret: bool = False  # may hold API keys: masked wherever it is written
-    evaluate: bool = False  # passed as it is to lm-eval's evaluate() and simple_evaluate()
-
-
-def flag(help: str, default=MISSING, default_factory=MISSING, **kwargs):
-    return field(default=default, default_factory=default_factory, metadata={"flag": Flag(help, **kwargs)})
+# how a round's candidates are scored on dev, and when a new prompt displaces the best (`optimizers.selection`)
+SELECTION = ("full", "racing")
+ACCEPT = ("paired", "score")
 
 
 @dataclass(kw_only=True)
@@ -113,11 +51,11 @@ class HarnessSettings:
     gen_kwargs: dict = flag("generation settings for the target, as lm_eval --gen_kwargs", default_factory=dict,
                             name="--gen_kwargs", parse=parse_gen_kwargs, resume=True, commands=RUNS + EXPORTS)
     system_instruction: str | None = flag("as lm_eval --system_instruction", default=None, name="--system_instruction",
-                                          resume=True, commands=RUNS + EXPORTS, evaluate=True)
+                                          resume=True, commands=RUNS + EXPORTS)
     apply_chat_template: bool = flag("as lm_eval --apply_chat_template", default=False, name="--apply_chat_template",
-                                     resume=True, commands=RUNS + EXPORTS, evaluate=True)
+                                     resume=True, commands=RUNS + EXPORTS)
     fewshot_as_multiturn: bool = flag("as lm_eval --fewshot_as_multiturn", default=False, name="--fewshot_as_multiturn",
-                                      resume=True, commands=RUNS + EXPORTS, evaluate=True)
+                                      resume=True, commands=RUNS + EXPORTS)
     batch_size: str | int = flag("as lm_eval --batch_size", default=1, name="--batch_size")
     device: str | None = flag("as lm_eval --device", default=None, name="--device")
     use_cache: str | None = flag("lm-eval's target cache: a path prefix for sqlite files (as lm_eval --use_cache)",
@@ -143,10 +81,6 @@ class HarnessSettings:
             else:
                 merged[f.name] = theirs if mine == f.default and theirs is not None else mine
         return HarnessSettings(**merged)
-
-    def evaluate_kwargs(self) -> dict:
-        """The settings lm-eval's evaluate() and simple_evaluate() take as they are (prompt rendering)."""
-        return {f.name: getattr(self, f.name) for f in fields(HarnessSettings) if f.metadata["flag"].evaluate}
 
 
 @dataclass
@@ -228,9 +162,8 @@ class OptimizeConfig(HarnessSettings):
         return HarnessSettings(**{f.name: getattr(self, f.name) for f in fields(HarnessSettings)})
 
     def resolved(self) -> OptimizeConfig:
-        """The config with preset and method defaults filled in, checked."""
-        from lm_eval_abo.optimizers import METHODS
-
+        """The config with the preset's sizes filled in, checked (a method checks its own --method-args:
+        `optimizers.resolve`)."""
         if not self.task:
             raise AboError("no task given (--task)")
         if any(c in self.task for c in ",*?["):
@@ -240,40 +173,23 @@ class OptimizeConfig(HarnessSettings):
         if self.export_name is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", self.export_name):
             raise AboError(f"--export-name {self.export_name!r}: a task name is letters, digits and _ . - (it names a "
                            "file beside best.yaml)")
-        if self.method not in METHODS:
-            raise AboError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
         if self.preset not in PRESETS:
             raise AboError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
         sizes = {k: getattr(self, k) if getattr(self, k) is not None else v for k, v in PRESETS[self.preset].items()}
-        method = METHODS[self.method]
-        published = method.paper if self.preset == "paper" else {}
-        params = {**method.defaults, **published, **self.method_args}
-        unknown = set(params) - set(method.defaults)
-        if unknown:
-            raise AboError(f"unknown --method-args for {self.method}: {', '.join(sorted(unknown))}; known: {', '.join(method.defaults)}")
         for name, value in [*sizes.items(), ("concurrency", self.concurrency)]:
             least = 0 if name == "rounds" else 1  # --rounds 0: the baseline and the initial candidates only
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
                 raise AboError(f"{name.replace('_', '-')} must be a whole number of at least {least}, got {value!r}")
-        for name, value in params.items():
-            if name in method.choices:
-                if value not in method.choices[name]:
-                    raise AboError(f"method argument {name} must be one of {', '.join(method.choices[name])}, got {value!r}")
-            elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise AboError(f"method argument {name} must be a whole number of at least 0, got {value!r}")
         for name in ("max_optimizer_calls", "max_cost", "max_target_tokens", "patience"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
                 raise AboError(f"{name.replace('_', '-')} must not be negative, got {value!r}")
-        from lm_eval_abo.optimizers.selection import ACCEPT, SELECTION
-
         for name, value, known in (("accept", self.accept, ACCEPT), ("selection", self.selection, SELECTION)):
             if value not in known:
                 raise AboError(f"--{name} must be one of {', '.join(known)}, got {value!r}")
         if not 0 < self.alpha < 1:
             raise AboError(f"--alpha must be between 0 and 1, got {self.alpha!r}")
-        patience = self.patience if self.patience is not None else method.patience
-        return replace(self, **sizes, method_args=params, patience=patience)
+        return replace(self, **sizes)
 
     def fingerprint(self) -> dict:
         """The settings a resumed run must share with the run it continues, secrets masked."""

@@ -13,13 +13,12 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from lm_eval_abo.config import HarnessSettings
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.artifact.prompt import Prompt
 from lm_eval_abo.cost.ledger import Budget
-from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.cost.target import CountingLM, target_calls
+from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.tasks import fields
-from lm_eval_abo.tasks.built import gold, physical_docs, question, quiet_lm_eval, set_up
+from lm_eval_abo.tasks.built import Harness, gold, physical_docs, question, quiet_lm_eval, set_up
 from lm_eval_abo.tasks.splits import Splits, doc_id
 
 OUTPUT_TYPES = ("generate_until", "multiple_choice")
@@ -75,22 +74,20 @@ def primary_metric(task, choice: str | None = None) -> tuple[str, str]:
 
 
 class Bridge:
-    """One task, one loaded target model, and the settings every scoring call shares."""
+    """One task, the target model once attached, and the settings every scoring call shares. It is the
+    `TaskView` the methods see, and more: what the loop, the test evaluation and the export need."""
 
     def __init__(self, target: CountingLM | None, task, base_config: dict, splits: Splits, manager,
-                 harness: HarnessSettings | None = None, default_prompt: Prompt | None = None,
+                 harness: Harness | None = None, default_prompt: Prompt | None = None,
                  metric: str | None = None, answer_format: str | None = None, quiet: bool = True):
-        """`target`: the model (None: a bridge that knows the task and scores nothing, for the projection);
+        """`target`: the model (None: a bridge that knows the task and scores nothing until one is attached);
         `task`: the task as lm-eval builds it (the reference: its documents, filters, metrics);
         `base_config`: its config, which candidate configs copy; `default_prompt`: the baseline."""
-        self.counter = target
-        self.harness = harness or HarnessSettings()
-        if self.harness.use_cache and target is not None:
-            from lm_eval.api.model import CachingLM
-
-            self.model = CachingLM(target, f"{self.harness.use_cache}_rank0.db")
-        else:
-            self.model = target
+        self.harness = harness or Harness()
+        self.counter = self.model = None
+        self.budget: Budget | None = None  # the run's caps, checked before each pass of the search
+        if target is not None:
+            self.attach(target)
         self.task = task.config.task
         self.reference = task
         self.base_config = base_config
@@ -104,10 +101,16 @@ class Bridge:
         self.threshold = 1.0 if self.higher_is_better else 0.0  # below it (above, for lower-is-better), an error
         self._answer_format = answer_format
         self._docs: dict[str, list[dict]] = {}
-        self.budget: Budget | None = None  # the run's caps, checked before each pass of the search
         self._memo: dict[tuple[str, str, int], tuple[Sample, object]] = {}
         self.target_seconds = 0.0  # wall time spent scoring: task builds and lm-eval passes
         set_up(task, self.harness)
+
+    def attach(self, target: CountingLM, budget: Budget | None = None) -> None:
+        """The target model to score with (under lm-eval's cache, if the harness names one), and the caps."""
+        from lm_eval.api.model import CachingLM
+
+        self.counter, self.budget = target, budget
+        self.model = CachingLM(target, f"{self.harness.use_cache}_rank0.db") if self.harness.use_cache else target
 
     # --- what the optimizers may know about the task ---
 

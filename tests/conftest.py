@@ -68,7 +68,7 @@ class ScriptedLLM:
     recorded. It offers what the methods use of OptimizerLLM: complete_many, usage and a call budget."""
 
     def __init__(self, reply, max_calls=None):
-        from lm_eval_abo.llm import Usage
+        from lm_eval_abo.infra.llm import Usage
 
         self.reply = reply
         self.requests: list[list[dict]] = []
@@ -82,7 +82,7 @@ class ScriptedLLM:
         return None
 
     def complete_many(self, requests, desc="", temperature=None):
-        from lm_eval_abo.llm import BudgetExhausted
+        from lm_eval_abo.infra.llm import BudgetExhausted
 
         out = []
         for messages, _seed in requests:
@@ -128,33 +128,58 @@ def rule_lm(keyword: str = "magic", say: str = ""):
 
 def make_bridge(lm, task="abo_object_counting_synth", include_path=(), harness=None, **metadata):
     """The bridge a session opens over an already loaded target (all of every split, no limits)."""
-    from dataclasses import asdict
-
     from lm_eval_abo.config import OptimizeConfig
-    from lm_eval_abo.scoring import Bridge
-    from lm_eval_abo.session import plan_session
     from lm_eval_abo.cost.target import CountingLM
+    from lm_eval_abo.run.session import plan_session
 
-    settings = {**(asdict(harness) if harness else {}), "include_path": list(include_path),
-                "metadata": {"abo_n_test": 5, **metadata}}
-    config = OptimizeConfig(task=task, **settings)
-    session = plan_session(config)
-    return Bridge(CountingLM(lm), session.task, session.base_config, session.splits, session.manager,
-                  harness=session.harness, default_prompt=session.default_prompt)
+    config = OptimizeConfig(task=task, include_path=list(include_path), metadata={"abo_n_test": 5, **metadata},
+                            **(harness or {}))
+    bridge = plan_session(config).bridge
+    bridge.attach(CountingLM(lm))
+    return bridge
+
+
+def make_context(bridge, llm, method: str | None = None, seed: int = 1, train_pool=range(8), dev_indices=(),
+                 sampling_temperature: float | None = None, **params):
+    """The context a run gives `method` (its default parameters, `params` over them), over a test's bridge and
+    optimizer."""
+    from dataclasses import replace
+
+    from lm_eval_abo.optimizers import METHODS
+    from lm_eval_abo.optimizers.base import Context, OptimizerCalls
+
+    chosen = replace(METHODS[method].params, **params) if method else None
+    return Context(task=bridge, calls=OptimizerCalls(llm, seed, sampling_temperature), params=chosen, seed=seed,
+                   train_pool=list(train_pool), dev_indices=list(dev_indices))
+
+
+def make_search(method, ctx, beam: int = 2, minibatch: int = 4, rounds: int = 1, patience: int | None = None,
+                racing: bool = False, paired: bool = False, alpha: float = 0.05, no_copy: bool = True):
+    """The search loop as a run builds it (`method`: a name or a method object), over the context's bridge."""
+    from lm_eval_abo.cost.ledger import Ledger
+    from lm_eval_abo.optimizers import METHODS, selection
+    from lm_eval_abo.optimizers.search import Search
+    from lm_eval_abo.optimizers.stopping import AnyOf, MaxRounds, Patience
+
+    return Search(METHODS[method] if isinstance(method, str) else method, ctx, bridge=ctx.task,
+                  ledger=Ledger(ctx.calls.llm.usage, ctx.task.counter.usage), beam=beam, minibatch=minibatch,
+                  stop=AnyOf((Patience(patience), MaxRounds(rounds))),
+                  dev_scoring=selection.Racing() if racing else selection.FullDev(),
+                  acceptance=selection.Paired(alpha) if paired else selection.ByScore(), alpha=alpha, no_copy=no_copy)
 
 
 def projected_rounds(method: str, n_train: int, n_dev: int, n_test: int = 2, **settings) -> list[dict]:
     """The projection's optimizer calls and target requests per round, for a run of `method` on the
     synthetic task with these split sizes (a fake local-completions target: nothing loads)."""
     from lm_eval_abo.config import OptimizeConfig
-    from lm_eval_abo.cost.projection import project
-    from lm_eval_abo.session import plan_session
+    from lm_eval_abo.run.projection import project
+    from lm_eval_abo.run.session import plan_session, prices_of, resolve_run
 
-    config = OptimizeConfig(task="abo_object_counting_synth", method=method, model="local-completions",
-                            model_args="model=fake,tokenizer_backend=None", train_limit=n_train, dev_limit=n_dev,
-                            test_limit=n_test, metadata={"abo_n_train": n_train, "abo_n_dev": n_dev, "abo_n_test": n_test},
-                            **settings).resolved()
-    plan = project(config, plan_session(config))
+    config, chosen, params = resolve_run(OptimizeConfig(
+        task="abo_object_counting_synth", method=method, model="local-completions",
+        model_args="model=fake,tokenizer_backend=None", train_limit=n_train, dev_limit=n_dev, test_limit=n_test,
+        metadata={"abo_n_train": n_train, "abo_n_dev": n_dev, "abo_n_test": n_test}, **settings))
+    plan = project(plan_session(config), chosen, params, prices_of(config), config.optimizer, None)
     return [{"optimizer_calls": r.optimizer.calls, "target_requests": r.target.calls} for r in plan.rounds]
 
 

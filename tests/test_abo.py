@@ -3,17 +3,21 @@
 import re
 
 import pytest
-from conftest import ScriptedLLM, make_bridge, rule_lm
+from conftest import ScriptedLLM, make_bridge, make_context, make_search, rule_lm
 
-from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.optimizers import METHODS
 from lm_eval_abo.optimizers.abo import Abo
-from lm_eval_abo.optimizers.base import Context
 from lm_eval_abo.optimizers.procedure import (
-    capped, follows, parse_location, parse_solution, parse_steps, splice, step_failure_table,
+    capped,
+    follows,
+    parse_location,
+    parse_solution,
+    parse_steps,
+    splice,
+    step_failure_table,
 )
-from lm_eval_abo.optimizers.search import Search
-from lm_eval_abo.report import run_report
+from lm_eval_abo.optimizers.result import SearchResult
+from lm_eval_abo.reports.run_report import Heading, run_report
 
 PROCEDURE = "<procedure>\n1. List the items with counts.\nStep 2: Keep the asked kind\n   (drop the rest).\n3) Add the counts.\n</procedure>"
 STEPS = ["List the items with counts.", "Keep the asked kind.", "Add the counts."]
@@ -105,19 +109,18 @@ def make_reply(demo="hinted", echo: str = "", procedure: str | None = None,
     return reply
 
 
-def abo_context(reply, **params):
+def abo_context(reply, method="abo", **params):
     bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4)
     llm = ScriptedLLM(reply)
-    ctx = Context(llm=llm, bridge=bridge, params={**METHODS["abo"].defaults, **params}, seed=3, train_pool=list(range(8)))
-    return ctx, llm
+    return make_context(bridge, llm, method, seed=3, dev_indices=[0, 1, 2, 3], **params), llm
 
 
 def test_a_demonstration_is_written_without_the_answer_first_and_with_it_only_as_a_fallback():
     ctx, llm = abo_context(make_reply("hinted"), demos=3, demo_attempts=4)
-    [candidate] = METHODS["abo"].initial(ctx, beam=1)
+    [candidate] = METHODS["abo"].initial(ctx, beam=1).candidates
     prompt = candidate.prompt
     assert prompt.procedure == ("List the items with counts.", "Keep the asked kind.", "Add the counts.")
-    assert prompt.answer_format == ctx.bridge.answer_format and prompt.answer_prefix == "Step 1:"
+    assert prompt.answer_format == ctx.task.answer_format and prompt.answer_prefix == "Step 1:"
     asked = llm.prompts_sent("<solution>")
     assert len(asked) == 8 and not any("correct final answer" in a for a in asked[:4]), "first without the answer"
     assert all("correct final answer" in a for a in asked[4:]), "then the failed ones with it"
@@ -128,34 +131,42 @@ def test_a_demonstration_is_written_without_the_answer_first_and_with_it_only_as
 
 def test_a_demonstration_that_skips_a_step_is_rejected_unless_only_the_answer_is_checked():
     ctx, _ = abo_context(make_reply("skipping"), demos=2, demo_attempts=2)
-    assert METHODS["abo"].initial(ctx, beam=1) == [], "no demonstration verified: the procedure is dropped"
-    [dropped] = ctx.dropped
-    assert dropped["origin"] == "procedure" and "no demonstration verified" in dropped["reason"] and "'steps': 4" in dropped["reason"]
+    proposal = METHODS["abo"].initial(ctx, beam=1)
+    assert proposal.candidates == [], "no demonstration verified: the procedure is dropped"
+    [dropped] = proposal.dropped
+    assert dropped.origin == "procedure" and "no demonstration verified" in dropped.reason and "'steps': 4" in dropped.reason
     ctx, _ = abo_context(make_reply("skipping"), demos=2, demo_attempts=2, verify="answer")
-    [candidate] = METHODS["abo"].initial(ctx, beam=1)
+    [candidate] = METHODS["abo"].initial(ctx, beam=1).candidates
     assert len(candidate.prompt.demonstrations) == 2, "verify=answer: today's rule, the answer alone"
+
+
+def test_a_reply_without_a_procedure_is_recorded_as_dropped():
+    ctx, _ = abo_context(lambda prompt: "I would count the objects carefully.", demos=2, demo_attempts=2)
+    proposal = METHODS["abo"].initial(ctx, beam=1)
+    assert proposal.candidates == []
+    assert [(d.origin, d.reason) for d in proposal.dropped] == [
+        ("procedure", "the optimizer's reply held no <procedure> of 2 or more numbered steps")]
 
 
 def test_a_verified_demonstration_keeps_every_step_and_ends_at_its_answer():
     echo = '\n\nEnd your answer with "So the answer is N." where N is a number.'
     ctx, _ = abo_context(make_reply("hinted", echo=echo), demos=2, demo_attempts=2)
-    [candidate] = METHODS["abo"].initial(ctx, beam=1)
+    [candidate] = METHODS["abo"].initial(ctx, beam=1).candidates
     assert [d.output for d in candidate.prompt.demonstrations] == [
         f"Step 1: done.\nStep 2: done.\nStep 3: done. So the answer is {d.doc['target']}." for d in candidate.prompt.demonstrations]
 
 
 def test_switches_for_the_ablations():
     ctx, _ = abo_context(make_reply("wrong"), demos=3, verify="none", demo_attempts=4)
-    [unverified] = METHODS["abo"].initial(ctx, beam=1)
+    [unverified] = METHODS["abo"].initial(ctx, beam=1).candidates
     assert len(unverified.prompt.demonstrations) == 3 and all(d.output.endswith("999.") for d in unverified.prompt.demonstrations)
-    ctx, llm = abo_context(make_reply(), **METHODS["abo-ablation"].defaults)
-    [bare] = METHODS["abo-ablation"].initial(ctx, beam=1)
+    ctx, llm = abo_context(make_reply(), method="abo-ablation")
+    [bare] = METHODS["abo-ablation"].initial(ctx, beam=1).candidates
     assert bare.prompt.demonstrations == () and not llm.prompts_sent("<solution>")
 
 
-def run_round(ctx, method="abo"):
-    search = Search(METHODS[method], ctx, beam_size=2, dev_indices=[0, 1, 2, 3], minibatch=4, patience=None)
-    return search.run(1, None, lambda s, r: None, lambda r: None)
+def run_round(ctx, method="abo", rounds=1, no_copy=True):
+    return make_search(method, ctx, rounds=rounds, no_copy=no_copy).run(None, lambda s, r: None, lambda r: None)
 
 
 def test_errors_are_located_on_the_whole_answer_and_a_step_not_followed_gets_both_repairs():
@@ -188,15 +199,17 @@ def test_without_localisation_the_whole_procedure_is_revised():
     assert revised[0].candidate.notes["revised_step"] is None
 
 
-@pytest.mark.parametrize("name", ["abo", "abo-ablation"])
-def test_projection_counts_localisation_revisions_demonstrations_and_repairs(name):
-    params = METHODS[name].defaults
-    plan = METHODS[name].projected(params, beam=2, initial=False)
-    demo_calls = 2 * params["demo_attempts"] if params["demos"] else 0  # without, then with the answer shown
-    repairs = params["revisions"] if params["demos"] else 0
-    assert plan.calls == 2 * (params["max_errors"] + params["revisions"] * (1 + demo_calls) + repairs * demo_calls)
-    assert plan.candidates == 2 * (params["revisions"] + repairs)
-    assert {a.template for a in plan.asks if a.calls} == {"abo_locate", "abo_revise_step"} | ({"abo_demonstration"} if demo_calls else set())
+# Per beam prompt at the defaults (max_errors 3, revisions 2, demos 3 from 4 attempts, hint fallback): 3 locations,
+# 2 revisions each with 8 demonstration calls (4 without the answer, 4 with it), 2 demonstration repairs of 8
+# calls each: 3 + 2 x 9 + 2 x 8 = 37 calls, 4 candidates. The ablation: 3 + 2 = 5 calls, 2 candidates.
+@pytest.mark.parametrize("name, calls, candidates, templates", [
+    ("abo", 2 * 37, 2 * 4, {"abo_locate", "abo_revise_step", "abo_demonstration"}),
+    ("abo-ablation", 2 * 5, 2 * 2, {"abo_locate", "abo_revise_step"}),
+])
+def test_projection_counts_localisation_revisions_demonstrations_and_repairs(name, calls, candidates, templates):
+    plan = METHODS[name].projected(METHODS[name].params, beam=2, initial=False, n_dev=4)
+    assert (plan.calls, plan.candidates, plan.reads_errors) == (calls, candidates, True)
+    assert {a.template for a in plan.asks if a.calls} == templates
 
 
 
@@ -206,8 +219,8 @@ def test_only_behaviour_prompts_have_their_train_batch_scored():
     ctx, _ = abo_context(make_reply(), revisions=1, demos=0)
     state = run_round(ctx)
     assert [n.candidate.origin for n in state.nodes if n.round == 0] == ["baseline", "procedure"], "both in the beam of 2"
-    train_questions = [f"Q: {d['input']}\nA:" for d in ctx.bridge.docs("train")]
-    on_train = [p for p in ctx.bridge.counter.inner.seen if any(q in p for q in train_questions)]
+    train_questions = [f"Q: {d['input']}\nA:" for d in ctx.task.docs("train")]
+    on_train = [p for p in ctx.task.counter.inner.seen if any(q in p for q in train_questions)]
     assert on_train and all(p.endswith("A: Step 1:") for p in on_train), "only the procedure prompt ran on train"
 
 
@@ -218,25 +231,25 @@ COPYING = ("<procedure>1. List all the fruits, snakes, mice, cauliflowers, and g
 @pytest.mark.parametrize("no_copy", [True, False])
 def test_a_procedure_copying_the_training_questions_is_rejected_or_flagged(no_copy):
     bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4)
-    from lm_eval_abo.synth import CATEGORIES
+    from lm_eval_abo.tasks.synthetic import CATEGORIES
 
     questions = " ".join(bridge.question(d) for d in bridge.docs("train"))
     objects = [plural for items in CATEGORIES.values() for _, plural in items if f" {plural}" in questions][:4]
     copying = f"<procedure>1. List all the {', '.join(objects)}.\n2. Count them.\n3. Add the counts.</procedure>"
     ctx, _ = abo_context(make_reply(procedure=copying), demos=0)
-    state = Search(METHODS["abo"], ctx, 2, [0, 1, 2, 3], minibatch=4, patience=None, no_copy=no_copy).run(
-        0, None, lambda s, r: None, lambda r: None)
+    state = run_round(ctx, rounds=0, no_copy=no_copy)
     assert len(objects) >= 3, objects
     if no_copy:
         assert [n.candidate.origin for n in state.nodes] == ["baseline"]
-        [dropped] = state.trace[0]["dropped"]
-        assert dropped["reason"].startswith("copies training content: names the training questions'")
-        report = run_report(OptimizeConfig(task="abo_object_counting_synth", method="abo"), state, bridge.docs("dev"), bridge)
-        assert f"Rejected before scoring:\n\n- `{dropped['key']}` (procedure): {dropped['reason']}" in report
+        [dropped] = state.trace[0].dropped
+        assert dropped.reason.startswith("copies training content: names the training questions'")
+        heading = Heading("abo", "abo_object_counting_synth", "m", "", "o", 0, 2)
+        report = run_report(heading, SearchResult.from_state(state), bridge.docs("dev"), bridge.metric_key)
+        assert f"Rejected before scoring:\n\n- `{dropped.key}` (procedure): {dropped.reason}" in report
     else:
         [procedure] = [n for n in state.nodes if n.candidate.origin == "procedure"]
         assert procedure.candidate.notes["copies"].startswith("names the training questions'")
     general = "<procedure>1. Find the kind of thing the question asks about.\n2. Count each item of that kind.\n3. Add.</procedure>"
     ctx, _ = abo_context(make_reply(procedure=general), demos=0)
-    state = Search(METHODS["abo"], ctx, 2, [0, 1, 2, 3], minibatch=4, patience=None).run(0, None, lambda s, r: None, lambda r: None)
+    state = run_round(ctx, rounds=0)
     assert [n.candidate.origin for n in state.nodes] == ["baseline", "procedure"], "a general procedure is kept"

@@ -12,12 +12,12 @@ import yaml
 from conftest import bin_path, local_completions_args, rule_lm, run_cli, samples, write_user_task
 from fakeserver import FakeServer
 
-from lm_eval_abo import store
+from lm_eval_abo.artifact import store
 from lm_eval_abo.config import OptimizeConfig
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import read_json
-from lm_eval_abo.optimize import optimize
-from lm_eval_abo.session import plan_session
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import read_json
+from lm_eval_abo.run.optimize import optimize
+from lm_eval_abo.run.session import plan_session
 from lm_eval_abo.tasks import lookup
 
 LM_EVAL_TASKS = Path(__import__("lm_eval.tasks", fromlist=["x"]).__file__).parent
@@ -71,7 +71,7 @@ def test_lm_evals_own_tasks_are_found_and_its_index_is_built_only_when_needed(tm
 
 def test_a_python_class_task_is_refused_before_its_data_is_fetched():
     with pytest.raises(AboError, match="'squadv2' is a Python class"):
-        plan_session(OptimizeConfig(task="squadv2").resolved())
+        plan_session(OptimizeConfig(task="squadv2").resolved())  # the sizes of the preset, no method needed
 
 
 def test_abo_on_a_multiple_choice_task_is_one_line(tmp_path):
@@ -127,17 +127,17 @@ def test_a_test_only_task_gets_carved_splits_that_a_run_records_and_its_export_r
 
 
 def test_apo_rewrites_the_description_of_a_task_as_written(tmp_path):
-    from conftest import ScriptedLLM, make_bridge
+    from conftest import ScriptedLLM, make_bridge, make_context
 
     from lm_eval_abo.optimizers import METHODS
-    from lm_eval_abo.optimizers.base import Candidate, Context, Node
+    from lm_eval_abo.optimizers.base import Candidate, Node, Round
 
     folder = write_user_task(tmp_path / "tasks")
     llm = ScriptedLLM(lambda messages: "<prompt>Add both numbers carefully.</prompt>")
     bridge = make_bridge(rule_lm(), "my_arith", include_path=[str(folder)])
-    ctx = Context(llm=llm, bridge=bridge, params={"paraphrases": 1}, seed=1, train_pool=list(range(8)))
+    ctx = make_context(bridge, llm, "ape", paraphrases=1)
     baseline = Node(Candidate(bridge.default_prompt, "baseline"), 0, 0.0, None, 3, {})
-    [child] = METHODS["ape"].propose(ctx, [baseline], [baseline], 1)
+    [child] = METHODS["ape"].propose(ctx, Round(1, [baseline], [baseline])).candidates
     assert "Instruction: Add the two numbers." in llm.prompts_sent()[0]
     assert child.prompt.instruction == "Add both numbers carefully."
     assert child.prompt.answer_format == 'End your answer with "So the answer is <answer>.".', \

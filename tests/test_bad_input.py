@@ -11,9 +11,12 @@ from conftest import bin_path, rule_lm, run_cli, write_user_task
 from fakeserver import FakeServer
 from reliability import Section, code, normalise
 
-from lm_eval_abo import cli, store
-from lm_eval_abo.files import MAX_YAML_BYTES
-from lm_eval_abo.prompt import Prompt
+from lm_eval_abo import cli
+from lm_eval_abo.artifact import store
+from lm_eval_abo.artifact.prompt import Prompt
+from lm_eval_abo.commands import harness, runs
+from lm_eval_abo.infra.files import MAX_YAML_BYTES
+from lm_eval_abo.run.session import resolve_run
 
 TASK = "abo_object_counting_synth"
 OPTIMIZE = ["optimize", "--task", TASK, "--method", "ape"]
@@ -177,9 +180,9 @@ def files(tmp_path_factory):
                           '"target": "1"}]}'.encode("latin-1")), ("bbh_broken", b'{"examples": [')]:
         (d / name).mkdir()
         (d / name / "object_counting.json").write_bytes(content)
-    earlier = cli.config_from(cli.build_parser().parse_args([*OPTIMIZE, "--output", str(d / "earlier")]))
+    earlier = runs.config_from(cli.build_parser().parse_args([*OPTIMIZE, "--output", str(d / "earlier")]))
     (d / "earlier" / TASK / "ape").mkdir(parents=True)
-    (d / "earlier" / TASK / "ape" / "state.json").write_text(json.dumps({"config": earlier.resolved().fingerprint()}))
+    (d / "earlier" / TASK / "ape" / "state.json").write_text(json.dumps({"config": resolve_run(earlier)[0].fingerprint()}))
     (d / "a-file").write_text("not a folder\n")
     rubric = [{"type": "llm-rubric", "value": "is polite"}]
     tests = [{"vars": {"q": f"question {i}"}, "assert": rubric} for i in range(4)]
@@ -249,7 +252,7 @@ def test_an_unexpected_error_is_one_line_with_exit_code_1(capsys, monkeypatch):
     def broken(args):
         raise RuntimeError("simulated bug\nsecond line")
 
-    monkeypatch.setattr(cli, "cmd_tasks", broken)
+    monkeypatch.setattr(harness, "cmd_tasks", broken)
     exit_code, err = run_main(["tasks"], capsys)
     assert exit_code == 1 and err.strip() == (
         "lm-eval-abo: error: unexpected RuntimeError: simulated bug (rerun with --debug for the traceback)")
@@ -264,7 +267,7 @@ def test_the_console_script_exits_2_with_one_line(tmp_path):
 
 
 def small_run(tmp_path, server, **overrides):
-    from lm_eval_abo.optimize import OptimizeConfig, optimize
+    from lm_eval_abo.run.optimize import OptimizeConfig, optimize
 
     settings = dict(
         task=TASK, method="ape", optimizer="openai/fake", optimizer_args={"api_base": server.base_url, "api_key": "x"},

@@ -27,7 +27,7 @@ def test_instant_stand_ins_drive_a_scoring_pass_and_every_reply_parses():
     from conftest import make_bridge
     from fakes import InstantTarget, instant_reply
 
-    from lm_eval_abo.metaprompts import tagged
+    from lm_eval_abo.infra.metaprompts import tagged
     from lm_eval_abo.optimizers.procedure import parse_location, parse_steps
 
     reply = instant_reply("(The correct final answer is 7; show how the steps reach it.)")

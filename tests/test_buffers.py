@@ -11,7 +11,7 @@ import pytest
 
 from lm_eval_abo.embedded import buffers, llama, serve
 from lm_eval_abo.embedded.models import DEFAULT_TARGET, model_path
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 
 AMX_CPU = frozenset({"fpu", "sse2", "avx2", "avx512f", "amx_bf16", "amx_tile", "amx_int8"})
 AVX2_CPU = frozenset({"fpu", "sse2", "avx", "avx2", "fma", "f16c"})

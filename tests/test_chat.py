@@ -4,10 +4,10 @@ byte, under the embedded backend's chat template, for an abo task and for an exp
 import pytest
 from lm_eval.tasks import TaskManager
 
+from lm_eval_abo.artifact.prompt import Demonstration, Prompt
 from lm_eval_abo.embedded.backend import EmbeddedLM
 from lm_eval_abo.embedded.chat import continued
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.prompt import Demonstration, Prompt
+from lm_eval_abo.infra.errors import AboError
 
 CHATML = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ: 2+2?<|im_end|>\n<|im_start|>assistant\n"
 
@@ -61,7 +61,7 @@ def test_an_abo_task_ends_on_the_open_assistant_turn(qwen):
 @pytest.mark.slow
 def test_an_exported_abo_task_ends_on_the_open_step_1(qwen, tmp_path):
     from lm_eval_abo.config import OptimizeConfig
-    from lm_eval_abo.session import plan_session
+    from lm_eval_abo.run.session import plan_session
     from lm_eval_abo.tasks import export
 
     session = plan_session(OptimizeConfig(task="abo_object_counting_synth", metadata={"abo_n_test": 3}).resolved())

@@ -6,7 +6,7 @@ import pytest
 from conftest import bin_path, results_file, run_cli
 
 from lm_eval_abo.cli import main
-from lm_eval_abo.regression import check
+from lm_eval_abo.reports.regression import check
 
 TASK = "abo_object_counting_synth"
 

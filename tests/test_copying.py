@@ -3,21 +3,21 @@ task's wording, what some of them hold alone is theirs."""
 
 import pytest
 
-from lm_eval_abo import synth
 from lm_eval_abo.optimizers.copying import Examples
+from lm_eval_abo.tasks import synthetic
 
 NAVIGATE = "Given a series of navigation instructions, determine whether one would end up back at the starting point."
 
 
 @pytest.fixture(scope="module")
 def navigate():
-    questions = [d["input"] for d in synth.generate_split("navigate", "train", 16, 1234, 2)]
+    questions = [d["input"] for d in synthetic.generate_split("navigate", "train", 16, 1234, 2)]
     return questions, Examples(questions, NAVIGATE)
 
 
 def test_the_tasks_own_question_wording_is_not_copying(navigate):
     questions, examples = navigate
-    assert all(synth.NAVIGATE_QUESTION in q for q in questions)
+    assert all(synthetic.NAVIGATE_QUESTION in q for q in questions)
     procedure = ["Start at the starting point.", "Keep track of your position after each step.",
                  "If you return to the starting point, the answer is Yes.", "If not, repeat steps 2-3, then answer No."]
     assert examples.copied("\n".join(procedure)) is None
@@ -25,7 +25,7 @@ def test_the_tasks_own_question_wording_is_not_copying(navigate):
 
 def test_a_run_of_one_questions_words_is_copying(navigate):
     questions, examples = navigate
-    moves = questions[0].removeprefix(synth.NAVIGATE_QUESTION).split("Options")[0]  # this question's own walk
+    moves = questions[0].removeprefix(synthetic.NAVIGATE_QUESTION).split("Options")[0]  # this question's own walk
     assert examples.copied("Follow the steps:" + moves).startswith("repeats \"")
 
 

@@ -14,9 +14,9 @@ from fakeserver import FakeServer, target_args, target_or_optimizer
 from reliability import Section, code, normalise
 from test_optimize import comparable
 
-from lm_eval_abo import store
+from lm_eval_abo.artifact import store
 from lm_eval_abo.embedded import serve
-from lm_eval_abo.files import read_json, read_yaml
+from lm_eval_abo.infra.files import read_json, read_yaml
 
 pytestmark = pytest.mark.slow
 TASK = "abo_object_counting_synth"

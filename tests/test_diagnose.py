@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import bin_path, run_cli
 
-from lm_eval_abo.stats import mcnemar_exact
+from lm_eval_abo.infra.stats import mcnemar_exact
 from lm_eval_abo.studies.sets import same_answer
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from lm_eval.api.instance import Instance
 
 from lm_eval_abo.embedded import models, provider, serve
 from lm_eval_abo.embedded.backend import EmbeddedLM
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 
 pytestmark = pytest.mark.slow
 

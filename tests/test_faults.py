@@ -11,9 +11,9 @@ from conftest import rule_lm
 from fakeserver import Action, FakeServer, close, hang, malformed, reply, status
 from reliability import Section, code, normalise
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.llm import OptimizerLLM, _RetryAfterOrBackoff
-from lm_eval_abo.optimizers.base import Context, first_tag
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.llm import OptimizerLLM, _RetryAfterOrBackoff
+from lm_eval_abo.optimizers.base import OptimizerCalls, first_tag
 
 MESSAGES = [{"role": "user", "content": "Write an instruction between <prompt> and </prompt>."}]
 GOOD = "<prompt>Count every item.</prompt>"
@@ -106,8 +106,7 @@ def test_retry_after_is_honoured_and_backoff_applies_without_it():
 
 
 def ask(llm):
-    ctx = Context(llm=llm, bridge=None, params={}, seed=1, train_pool=[])
-    return ctx.ask("test", [("paraphrase", {"instruction": "Count."})], first_tag("prompt"), "prompt")
+    return OptimizerCalls(llm, seed=1).ask("test", [("paraphrase", {"instruction": "Count."})], first_tag("prompt"), "prompt")
 
 
 def test_a_reply_without_tags_is_asked_again_once(server, caplog):
@@ -141,8 +140,8 @@ def test_a_refused_key_stops_at_once_with_one_line_and_the_key_masked(server):
 
 
 def test_a_run_meeting_every_fault_still_ends_with_an_artifact(tmp_path, caplog):
-    from lm_eval_abo import store
-    from lm_eval_abo.optimize import OptimizeConfig, optimize
+    from lm_eval_abo.artifact import store
+    from lm_eval_abo.run.optimize import OptimizeConfig, optimize
 
     with FakeServer() as server, caplog.at_level(logging.WARNING, logger="lm_eval_abo"):
         # round 0 asks for one initial instruction (answered, untagged, so asked again: answered), round 1

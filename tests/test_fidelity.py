@@ -3,29 +3,30 @@ replies, a rule-based target, real lm-eval scoring."""
 
 import json
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
-from conftest import ScriptedLLM, bin_path, make_bridge, projected_rounds, rule_lm, run_cli
+from conftest import ScriptedLLM, bin_path, make_bridge, make_context, make_search, projected_rounds, rule_lm, run_cli
 from fakeserver import FakeServer
 from lm_eval.api.model import LM
 
-from lm_eval_abo import metaprompts, store
-from lm_eval_abo.config import OptimizeConfig, parse_pairs
-from lm_eval_abo.files import read_json
-from lm_eval_abo.optimize import optimize
+from lm_eval_abo.artifact import store
+from lm_eval_abo.config import OptimizeConfig
+from lm_eval_abo.infra import metaprompts
+from lm_eval_abo.infra.files import read_json
+from lm_eval_abo.infra.flags import parse_pairs
 from lm_eval_abo.optimizers import METHODS
-from lm_eval_abo.optimizers.base import Candidate, Context, Node
+from lm_eval_abo.optimizers.base import Candidate, Node, Round
 from lm_eval_abo.optimizers.instructions import score_subset
-from lm_eval_abo.optimizers.search import Search, SearchState
+from lm_eval_abo.optimizers.result import SearchState
+from lm_eval_abo.run.optimize import optimize
+from lm_eval_abo.run.session import resolve_run
 
 
-def context(reply, method: str, **params):
+def context(reply, method: str, seed: int = 1, **params):
     bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4)
     llm = ScriptedLLM(reply)
-    ctx = Context(llm=llm, bridge=bridge, params={**METHODS[method].defaults, **params}, seed=1, train_pool=list(range(8)),
-                  sampling_temperature=1.0)
-    return ctx, llm
+    return make_context(bridge, llm, method, seed=seed, dev_indices=[0, 1, 2, 3], sampling_temperature=1.0, **params), llm
 
 
 def picky_lm():
@@ -74,15 +75,19 @@ def counting_reply(say: str = "Count plainly"):
     return reply
 
 
-def node_of(ctx, instruction, origin="initial", parent=None):
-    """A beam node with this instruction, scored on dev, with its errors on all of train."""
+def node_of(ctx, instruction, origin="initial", parent=None) -> tuple[Node, list]:
+    """A beam node with this instruction, scored on dev, and its samples on all of train."""
     prompt = replace(ctx.base_prompt, instruction=instruction)
     candidate = Candidate(prompt, origin, parent)
-    [dev] = ctx.bridge.score([prompt], "dev", list(range(4)))
-    [train] = ctx.bridge.score([prompt], "train", ctx.train_pool)
-    node = Node(candidate, 0, dev.value, dev.stderr, dev.n, {s.index: s.score for s in dev.samples})
-    node.train_samples = train.samples
-    return node
+    [dev] = ctx.task.score([prompt], "dev", list(range(4)))
+    [train] = ctx.task.score([prompt], "train", ctx.train_pool)
+    return Node(candidate, 0, dev.value, dev.stderr, dev.n, {s.index: s.score for s in dev.samples}), train.samples
+
+
+def round_of(beam: list[tuple[Node, list]], history: list[Node] | None = None) -> Round:
+    """Round 1 with these beam nodes and their train samples."""
+    nodes = [node for node, _ in beam]
+    return Round(1, nodes, history or nodes, {node.key: samples for node, samples in beam})
 
 
 SAMPLED = {"initial_instruction", "paraphrase", "apo_edit", "opro", "promptagent_edit"}
@@ -95,9 +100,8 @@ def test_sampling_calls_sample_and_reflections_and_scoring_do_not(method):
     bridge = make_bridge(target, abo_n_train=8, abo_n_dev=4)
     llm = ScriptedLLM(counting_reply())
     calls = []
-    ctx = Context(llm=llm, bridge=bridge, params=dict(METHODS[method].defaults), seed=1, train_pool=list(range(8)),
-                  sampling_temperature=1.0, record_call=calls.append)
-    Search(METHODS[method], ctx, 1, [0, 1, 2, 3], minibatch=4, patience=None).run(1, None, lambda s, r: None, lambda r: None)
+    ctx = make_context(bridge, llm, method, dev_indices=[0, 1, 2, 3], sampling_temperature=1.0).recorded(calls.append)
+    make_search(method, ctx, beam=1).run(None, lambda s, r: None, lambda r: None)
     temperatures = {c["template"]: c["temperature"] for c in calls}
     assert temperatures and set(temperatures) <= SAMPLED | REFLECTIONS
     assert all(t == (1.0 if name in SAMPLED else None) for name, t in temperatures.items()), temperatures
@@ -122,16 +126,16 @@ def test_every_optimizer_call_is_stored_as_rendered_with_its_reply(tmp_path):
 def test_opro_shows_scores_on_a_train_subset_never_dev_scores():
     bridge = make_bridge(picky_lm(), abo_n_train=8, abo_n_dev=4)
     llm = ScriptedLLM(counting_reply("Say the magic word and count"))
-    ctx = Context(llm=llm, bridge=bridge, params={**METHODS["opro"].defaults, "score_examples": 5}, seed=3,
-                  train_pool=list(range(8)), sampling_temperature=1.0)
-    state = Search(METHODS["opro"], ctx, 2, [0, 1, 2, 3], minibatch=4, patience=None).run(2, None, lambda s, r: None, lambda r: None)
-    subset = score_subset(ctx)
-    assert len(subset) == 5 and subset == score_subset(ctx), "a fixed subset of train"
+    ctx = make_context(bridge, llm, "opro", seed=3, dev_indices=[0, 1, 2, 3], sampling_temperature=1.0, score_examples=5)
+    state = make_search("opro", ctx, rounds=2).run(None, lambda s, r: None, lambda r: None)
+    subset = score_subset(ctx, 5)
+    assert len(subset) == 5 and subset == score_subset(ctx, 5), "a fixed subset of train"
     meta = llm.prompts_sent("Below are earlier instructions")[-1]
     shown = dict(re.findall(r"Instruction: (.+)\nScore: (\d+)", meta))
-    assert len(shown) == len(state.nodes) - len(state.trace[-1]["candidates"]), "every prompt scored before the round"
+    assert len(shown) == len(state.nodes) - len(state.trace[-1].candidates), "every prompt scored before the round"
+    assert state.trace[-1].method_requests > 0, "the method's own scoring reaches the round's record"
     differs = 0
-    for node in state.nodes[:-len(state.trace[-1]["candidates"])]:
+    for node in state.nodes[:-len(state.trace[-1].candidates)]:
         [train] = bridge.score([node.prompt], "train", subset)
         assert int(shown[ctx.rewritable(node.prompt).instruction]) == round(100 * train.value)
         assert node.candidate.origin == "baseline" or node.candidate.notes["train_score"] == train.value
@@ -142,9 +146,9 @@ def test_opro_shows_scores_on_a_train_subset_never_dev_scores():
 
 def test_promptagent_reflects_per_error_then_summarises_and_edits_with_the_trajectory():
     ctx, llm = context(counting_reply(), "promptagent", expand=2, error_batch=3)
-    root = node_of(ctx, "Count the objects.")
+    root, _ = node_of(ctx, "Count the objects.")
     child = node_of(ctx, "Count the objects one by one.", "edit", root.key)
-    candidates = METHODS["promptagent"].propose(ctx, [child], [root, child], 1)
+    candidates = METHODS["promptagent"].propose(ctx, round_of([child], [root, child[0]])).candidates
     [reflect] = llm.prompts_sent("<analysis>")
     [edit] = llm.prompts_sent("new instructions")
     assert reflect.count("Correct answer:") == 3 and "accuracy" not in reflect, "the reflection sees the errors, no scores"
@@ -157,17 +161,17 @@ def test_promptagent_reflects_per_error_then_summarises_and_edits_with_the_traje
 
 def test_apo_paraphrases_the_parent_and_keeps_a_seeded_sample_of_max_expansion_factor_children():
     def children(seed, cap):
-        ctx, llm = context(counting_reply(), "apo", gradients=2, edits_per_gradient=1, paraphrases=1, max_expansion_factor=cap)
-        ctx.seed = seed
+        ctx, llm = context(counting_reply(), "apo", seed=seed, gradients=2, edits_per_gradient=1, paraphrases=1,
+                           max_expansion_factor=cap)
         parent = node_of(ctx, "Count the objects.")
-        found = METHODS["apo"].propose(ctx, [parent], [parent], 1)
-        return parent, found, llm
+        found = METHODS["apo"].propose(ctx, round_of([parent])).candidates
+        return parent[0], found, llm
 
     parent, every, llm = children(1, 10)
     assert any("Instruction: Count the objects." in p for p in llm.prompts_sent("variation")), "the parent is paraphrased"
     assert sorted(c.origin for c in every) == ["edit", "edit", "paraphrase", "paraphrase", "paraphrase"]
     assert sum(c.parent == parent.key and c.origin == "paraphrase" for c in every) == 1
-    assert len(every) == METHODS["apo"].projected_round({**METHODS["apo"].defaults, "max_expansion_factor": 10}, 1).candidates
+    assert len(every) == 5, "2 edits, their paraphrases and the parent's: all kept under a cap of 10"
     kept = [{c.prompt.instruction for c in children(seed, 3)[1]} for seed in range(1, 6)]
     assert all(len(k) == 3 and k <= {c.prompt.instruction for c in every} for k in kept)
     assert len({frozenset(k) for k in kept}) > 1, "sampled, not the first ones"
@@ -177,12 +181,13 @@ def test_apo_paraphrases_the_parent_and_keeps_a_seeded_sample_of_max_expansion_f
 def test_apo_sum_reflects_on_a_random_sample_of_errors():
     ctx, llm = context(counting_reply(), "apo-sum", max_errors=3, errors_shown=2, edits=1, paraphrases=0)
     node = node_of(ctx, "Count the objects.")
-    METHODS["apo-sum"].propose(ctx, [node], [node], 1)
+    METHODS["apo-sum"].propose(ctx, round_of([node]))
     [summary_prompt] = llm.prompts_sent("<summary>")
     [edit_prompt] = llm.prompts_sent("improved instruction")
-    questions = [ctx.bridge.question(s.doc) for s in node.train_errors()]
+    errors = round_of([node]).errors(node[0])
+    questions = [ctx.task.question(s.doc) for s in errors]
     reflected = [q for q in questions if q in summary_prompt]
-    assert len(node.train_errors()) == 8 and len(reflected) == 3
+    assert len(errors) == 8 and len(reflected) == 3
     assert reflected != questions[:3], "not the first errors"
     assert sum(q in edit_prompt for q in reflected) == 2 and sum(q in edit_prompt for q in questions) == 2
 
@@ -204,21 +209,21 @@ def test_meta_prompt_inputs_are_cut_in_the_middle_keeping_both_ends():
 @pytest.mark.parametrize("method", ["ape", "apo", "apo-sum", "opro", "promptagent"])
 def test_the_projection_is_the_calls_and_requests_a_run_makes(method):
     """Replies that are all different and never fix the target: every round makes every call it projects."""
-    config = OptimizeConfig(task="abo_object_counting_synth", method=method, rounds=2, beam=2, minibatch=4,
-                            method_args={"score_examples": 5} if method in ("opro", "promptagent") else {}).resolved()
+    shown = 5 if method in ("opro", "promptagent") else 0
+    config, chosen, params = resolve_run(OptimizeConfig(task="abo_object_counting_synth", method=method, rounds=2, beam=2,
+                                                        minibatch=4, method_args={"score_examples": 5} if shown else {}))
     bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4)
     llm = ScriptedLLM(counting_reply())
-    ctx = Context(llm=llm, bridge=bridge, params=config.method_args, seed=1, train_pool=list(range(8)), sampling_temperature=1.0)
+    ctx = make_context(bridge, llm, method, dev_indices=[0, 1, 2, 3], sampling_temperature=1.0, **config.method_args)
     calls = []
-    state = Search(METHODS[method], ctx, 2, [0, 1, 2, 3], minibatch=4, patience=None).run(
-        2, None, lambda s, r: calls.append(llm.usage.calls), lambda r: None)
+    state = make_search(method, ctx, rounds=2).run(None, lambda s, r: calls.append(llm.usage.calls), lambda r: None)
     plan = projected_rounds(method, n_train=8, n_dev=4, rounds=2, beam=2, minibatch=4, method_args=config.method_args)
     assert [b - a for a, b in zip([0] + calls, calls)] == [r["optimizer_calls"] for r in plan]
     # a beam prompt already scored on the score subset is not scored again on those minibatch examples
-    overlap = [0] + [2 * len(set(score_subset(ctx)) & set(ctx.rng("minibatch", r).sample(range(8), 4)))
-                     if METHODS[method].uses_errors else 0 for r in (1, 2)]
-    assert [r["target"]["calls"] for r in state.trace] == [p["target_requests"] - o for p, o in zip(plan, overlap)]
-    assert [len(r["candidates"]) for r in state.trace] == [1 + 2] + [METHODS[method].projected(config.method_args, 2, False).candidates] * 2
+    overlap = [0] + [2 * len(set(score_subset(ctx, shown)) & set(ctx.rng("minibatch", r).sample(range(8), 4)))
+                     if chosen.wants_errors(state.nodes[0]) else 0 for r in (1, 2)]
+    assert [r.target.calls for r in state.trace] == [p["target_requests"] - o for p, o in zip(plan, overlap)]
+    assert [len(r.candidates) for r in state.trace] == [1 + 2] + [chosen.projected(params, 2, False, 4).candidates] * 2
 
 
 @pytest.mark.slow
@@ -238,7 +243,7 @@ def test_each_method_as_published_on_the_embedded_models(tmp_path, method, args)
                    "--optimizer-cache", str(tmp_path / "cache"), cwd=tmp_path)
     run_dir = tmp_path / "runs" / task / method
     artifact = store.load(run_dir / "best.yaml", task=task)
-    assert artifact.settings["method_args"] == {**METHODS[method].defaults, **parse_pairs(args)}
+    assert artifact.settings["method_args"] == {**asdict(METHODS[method].params), **parse_pairs(args)}
     assert "projected before any call" in proc.stdout + proc.stderr
     projected = artifact.usage["projection"]["rounds"]  # as printed before the first call
     calls = [json.loads(line) for r in (0, 1) for line in (run_dir / "metaprompts" / f"round-{r}.jsonl").read_text().splitlines()]

@@ -5,11 +5,10 @@ from conftest import write_user_task
 from lm_eval.tasks import TaskManager
 from lm_eval.utils import apply_template
 
-from lm_eval_abo.config import HarnessSettings
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.prompt import Demonstration, Prompt
+from lm_eval_abo.artifact.prompt import Demonstration, Prompt
+from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.tasks import fields
-from lm_eval_abo.tasks.built import requests
+from lm_eval_abo.tasks.built import Harness, requests
 from lm_eval_abo.tasks.configs import load_config
 
 HOSTILE = "Count {{ 7*7 }} {% raw %} and {{ ''.__class__ }} {# c #} a stray { brace,\r\na CR, and two newlines\n\n"
@@ -29,7 +28,7 @@ def contexts(task_dir, prompt: Prompt, n: int = 2) -> list[str]:
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     base = load_config(manager.task_index["my_arith"].yaml_path)
     task = manager.load([fields.task_config(base, prompt, "my_arith")])["tasks"]["my_arith"]
-    return [args[0][0] for args in requests(task, HarnessSettings(), list(range(n)))]
+    return [args[0][0] for args in requests(task, Harness(), list(range(n)))]
 
 
 def test_the_empty_prompt_is_the_task_exactly_as_written(task_dir):
@@ -37,7 +36,7 @@ def test_the_empty_prompt_is_the_task_exactly_as_written(task_dir):
     base = load_config(manager.task_index["my_arith"].yaml_path)
     assert fields.apply(base, Prompt()) == base
     plain = manager.load(["my_arith"])["tasks"]["my_arith"]
-    assert contexts(task_dir, Prompt(), 3) == [a[0][0] for a in requests(plain, HarnessSettings(), [0, 1, 2])]
+    assert contexts(task_dir, Prompt(), 3) == [a[0][0] for a in requests(plain, Harness(), [0, 1, 2])]
 
 
 def test_every_part_lands_in_its_field_literally(task_dir):

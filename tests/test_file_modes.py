@@ -14,9 +14,9 @@ from reliability import Section
 
 from lm_eval_abo import cli
 from lm_eval_abo.config import OptimizeConfig
-from lm_eval_abo.files import publish, write_text_atomic
-from lm_eval_abo.optimize import optimize
-from lm_eval_abo.table import paper_table
+from lm_eval_abo.infra.files import publish, write_text_atomic
+from lm_eval_abo.run.optimize import optimize
+from lm_eval_abo.run.paper_table import paper_table
 
 TASK = "abo_object_counting_synth"
 SECTION = Section("file-modes", "Files as the umask says (tests/test_file_modes.py)", [

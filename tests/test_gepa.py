@@ -7,18 +7,35 @@ real lm-eval scoring and the real GEPA engine. The slow one: the real embedded m
 import json
 import pickle
 import sys
+from dataclasses import replace
 
 import pytest
-from conftest import ScriptedLLM, bin_path, local_completions_args, make_bridge, projected_rounds, rule_lm, run_cli, samples
+from conftest import (
+    ScriptedLLM,
+    bin_path,
+    local_completions_args,
+    make_bridge,
+    make_context,
+    make_search,
+    projected_rounds,
+    rule_lm,
+    run_cli,
+    samples,
+)
 
-from lm_eval_abo import store
-from lm_eval_abo.config import OptimizeConfig
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.optimizers import METHODS
-from lm_eval_abo.optimizers.base import Context
-from lm_eval_abo.optimizers.gepa import Adapter, components, engine, max_metric_calls, prompt_of, round_budget
-from lm_eval_abo.optimizers.search import Search, SearchState
-from lm_eval_abo.prompt import Demonstration, Prompt
+from lm_eval_abo.artifact import store
+from lm_eval_abo.artifact.prompt import Demonstration, Prompt
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.optimizers.gepa import (
+    Adapter,
+    GepaParams,
+    components,
+    engine,
+    max_metric_calls,
+    prompt_of,
+    round_budget,
+)
+from lm_eval_abo.optimizers.result import SearchState
 
 DEV = [0, 1, 2, 3]
 
@@ -43,15 +60,14 @@ def reflecting(fix_after: int | None = None, calls: list | None = None):
 def gepa_context(tmp_path, reply, max_calls=None, **params):
     bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4)
     llm = ScriptedLLM(reply, max_calls=max_calls)
-    ctx = Context(llm=llm, bridge=bridge, params={**METHODS["gepa"].defaults, **params}, seed=1, train_pool=list(range(8)),
-                  dev_indices=DEV, run_dir=tmp_path)
-    return ctx, llm
+    ctx = make_context(bridge, llm, "gepa", dev_indices=DEV, **params)
+    return replace(ctx, engine_dir=tmp_path / "gepa"), llm
 
 
 def run(ctx, rounds, state=None, checkpoints=None):
-    search = Search(METHODS["gepa"], ctx, 2, DEV, minibatch=4, patience=None)
     saved = checkpoints if checkpoints is not None else []
-    return search.run(rounds, state, lambda s, r: saved.append(SearchState.from_dict(s.to_dict())), lambda r: None)
+    search = make_search("gepa", ctx, rounds=rounds)
+    return search.run(state, lambda s, r: saved.append(SearchState.from_dict(s.to_dict())), lambda r: None)
 
 
 def gepa_state(tmp_path):
@@ -92,15 +108,15 @@ def test_gepa_finds_the_fix_and_the_loop_scores_and_selects_it_on_dev(tmp_path):
     calls = []
     ctx, _ = gepa_context(tmp_path, reflecting(fix_after=2, calls=calls))
     recorded = []
-    ctx.record_call = recorded.append
-    state = run(ctx, rounds=1)
+    state = run(ctx.recorded(recorded.append), rounds=1)
     best = state.best
     assert best.candidate.origin == "gepa" and best.prompt.instruction == "Say the magic word, then count." and best.dev == 1.0
-    assert best.prompt.answer_format == ctx.bridge.default_prompt.answer_format
+    assert best.prompt.answer_format == ctx.task.default_prompt.answer_format
     assert "I do not know." in calls[0] and "Correct Answer" in calls[0], "GEPA reflects on the target's real train errors"
-    for doc in ctx.bridge.docs("dev"):
+    for doc in ctx.task.docs("dev"):
         assert not any(doc["input"] in prompt for prompt in calls), "no dev question reaches the optimizer"
-    notes = state.trace[1]["notes"]
+    assert state.trace[1].method_requests > 0, "GEPA's own metric calls reach the round's record"
+    notes = state.trace[1].notes
     assert notes["proposals"] == len(calls) and notes["accepted"] >= 1 and notes["stopped_by"] == "the metric-call budget"
     kept = [c for c in recorded if c["purpose"] == "GEPA reflection"]
     assert [c["messages"][0]["content"] for c in kept] == calls and all(c["round"] == 1 for c in kept), \
@@ -109,8 +125,8 @@ def test_gepa_finds_the_fix_and_the_loop_scores_and_selects_it_on_dev(tmp_path):
 
 
 def test_the_run_budget_maps_to_gepas_max_metric_calls(tmp_path):
-    params = METHODS["gepa"].defaults
-    assert round_budget(params, 4) == 4 * (2 * 3 + 4) and round_budget({**params, "metric_calls": 25}, 4) == 25
+    params = GepaParams()
+    assert round_budget(params, 4) == 4 * (2 * 3 + 4) and round_budget(GepaParams(metric_calls=25), 4) == 25
     assert max_metric_calls(params, 4, rounds=2) == 4 + 2 * 40, "the seed's dev evaluation, then a budget per round"
 
     ctx, llm = gepa_context(tmp_path, reflecting(), proposals=2)
@@ -118,13 +134,14 @@ def test_the_run_budget_maps_to_gepas_max_metric_calls(tmp_path):
     budget = max_metric_calls(ctx.params, len(DEV), 1)
     spent = gepa_state(tmp_path)["total_num_evals"]
     assert budget <= spent < budget + 2 * 3 + len(DEV), "GEPA stops within one iteration of its budget"
-    assert state.trace[1]["notes"]["metric_calls"] == f"{spent} of {budget}"
-    assert state.trace[1]["notes"]["proposals"] == len(llm.prompts_sent("```")) > 0
+    assert state.trace[1].notes["metric_calls"] == f"{spent} of {budget}"
+    assert state.trace[1].notes["proposals"] == len(llm.prompts_sent("```")) > 0
 
-    config = OptimizeConfig(task="abo_object_counting_synth", method="gepa", rounds=2, beam=2).resolved()
+    # a round's budget at 10 dev examples: 4 proposals x (2 x 3 + 10) = 64 metric calls; the last iteration
+    # may run over by a minibatch pair and a dev pass (6 + 10); one reflection per 6 metric calls at most
     rows = projected_rounds("gepa", n_train=16, n_dev=10, rounds=2, beam=2)
-    assert rows[0]["optimizer_calls"] == 2 and rows[1]["target_requests"] == round_budget(config.method_args, 10) + 6 + 10
-    assert rows[1]["optimizer_calls"] == -(-round_budget(config.method_args, 10) // 6)
+    assert rows[0]["optimizer_calls"] == 2 and rows[1]["target_requests"] == 64 + 6 + 10
+    assert rows[1]["optimizer_calls"] == 11
 
 
 def test_later_rounds_continue_one_gepa_run_and_resume_continues_its_state(tmp_path):
@@ -132,7 +149,8 @@ def test_later_rounds_continue_one_gepa_run_and_resume_continues_its_state(tmp_p
     checkpoints = []
     run(ctx, rounds=1, checkpoints=checkpoints)
     after_one = gepa_state(tmp_path)
-    seed = json.loads((tmp_path / "gepa" / "seed.json").read_text())
+    seed = checkpoints[-1].method_state
+    assert seed["node"] in {n.key for n in checkpoints[-1].nodes}, "the seed is the method's state, in the checkpoint"
 
     resumed, llm2 = gepa_context(tmp_path, reflecting())  # a new process: fresh bridge, fresh optimizer client
     state = run(resumed, rounds=2, state=checkpoints[-1])
@@ -141,8 +159,8 @@ def test_later_rounds_continue_one_gepa_run_and_resume_continues_its_state(tmp_p
     assert after_two["full_program_trace"][: len(after_one["full_program_trace"])] == after_one["full_program_trace"], \
         "round 2 continued round 1's GEPA run"
     made = len(llm2.prompts_sent("```"))
-    assert state.trace[2]["notes"]["proposals"] == state.trace[1]["notes"]["proposals"] + made
-    assert json.loads((tmp_path / "gepa" / "seed.json").read_text()) == seed
+    assert state.trace[2].notes["proposals"] == state.trace[1].notes["proposals"] + made
+    assert state.method_state == seed and not (tmp_path / "gepa" / "seed.json").exists(), "no file of the method's own"
 
 
 def test_a_run_killed_inside_gepa_resumes_from_gepas_last_iteration(tmp_path):
@@ -164,7 +182,7 @@ def test_a_run_killed_inside_gepa_resumes_from_gepas_last_iteration(tmp_path):
     resumed, llm = gepa_context(tmp_path, reflecting())
     state = run(resumed, rounds=1, state=checkpoints[-1])
     assert state.round == 1
-    notes = state.trace[1]["notes"]
+    notes = state.trace[1].notes
     assert notes["proposals"] == 3 + len(llm.prompts_sent("```")), "the three proposals before the kill are kept"
 
 
@@ -173,7 +191,7 @@ def test_the_optimizer_budget_ends_gepas_run_and_keeps_what_it_found(tmp_path):
     ctx, _ = gepa_context(tmp_path, reflecting(fix_after=1), max_calls=2 + 1)
     state = run(ctx, rounds=2)
     assert state.round == 1 and state.stopped == "optimizer call budget of 3 reached"
-    assert state.trace[1]["notes"]["stopped_by"] == "optimizer call budget of 3 reached"
+    assert state.trace[1].notes["stopped_by"] == "optimizer call budget of 3 reached"
     assert state.best.prompt.instruction == "Say the magic word, then count.", "round 1 completed with GEPA's candidate"
 
 
@@ -185,12 +203,17 @@ def test_a_missing_gepa_package_is_one_line(monkeypatch):
 
 def test_another_runs_gepa_state_is_refused(tmp_path):
     ctx, _ = gepa_context(tmp_path, reflecting())
-    run(ctx, rounds=1)
+    checkpoints = []
+    run(ctx, rounds=1, checkpoints=checkpoints)
     other, _ = gepa_context(tmp_path, lambda m: "<prompt>Something else entirely.</prompt>" if "```" not in m[0]["content"]
                             else "```\nx\n```")
-    other.bridge.default_prompt = Prompt(instruction="Another task's baseline.")
-    with pytest.raises(AboError, match="holds the GEPA state of another run"):
+    other.task.default_prompt = Prompt(instruction="Another task's baseline.")
+    with pytest.raises(AboError, match="holds the GEPA state of another run"):  # GEPA's own state names its seed
         run(other, rounds=1)
+    foreign = checkpoints[0]  # round 0 of the first run, with a seed from a run it never had
+    foreign.method_state = {"prompt": Prompt(instruction="x").to_dict(), "node": "0" * 64}
+    with pytest.raises(AboError, match="holds the GEPA state of another run"):
+        run(gepa_context(tmp_path, reflecting())[0], rounds=1, state=foreign)
 
 
 @pytest.mark.slow
@@ -201,7 +224,7 @@ def test_a_tiny_gepa_run_on_the_real_models_exports_a_task_the_stock_lm_eval_rep
             "--optimizer-cache", str(tmp_path / "optimizer-cache"), "--output", "runs", cwd=tmp_path)
     run_dir = tmp_path / "runs" / "abo_object_counting_synth" / "gepa"
     artifact = store.load(run_dir / "best.yaml")
-    notes = artifact.trace[1]["notes"]
+    notes = artifact.trace[1]["notes"]  # the artifact keeps the records as they were written
     assert artifact.versions["gepa"] == "0.1.4" and notes["metric_calls"].endswith(f"of {3 + 1 * (2 * 2 + 3)}")
     assert (run_dir / "gepa" / "gepa_state.bin").exists() and "proposals: " in (run_dir / "report.md").read_text()
     assert artifact.usage["optimizer"]["calls"] >= 1 + notes["proposals"], "the reflections went through the ledger"

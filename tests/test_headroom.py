@@ -2,9 +2,9 @@
 
 from conftest import make_bridge, rule_lm
 
-from lm_eval_abo.headroom import Headroom
-from lm_eval_abo.prompt import Prompt
-from lm_eval_abo.stats import smallest_gain
+from lm_eval_abo.artifact.prompt import Prompt
+from lm_eval_abo.infra.stats import smallest_gain
+from lm_eval_abo.run.headroom import Headroom
 
 
 def test_the_smallest_gains_an_exact_paired_test_can_show():

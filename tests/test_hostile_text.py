@@ -12,8 +12,8 @@ from conftest import bin_path, local_completions_args, rule_lm, run_cli, samples
 from fakeserver import FakeServer, reply
 from reliability import Section
 
-from lm_eval_abo import store
-from lm_eval_abo.prompt import Demonstration, Prompt
+from lm_eval_abo.artifact import store
+from lm_eval_abo.artifact.prompt import Demonstration, Prompt
 from lm_eval_abo.tasks import tasks_dir
 
 TASK = "abo_object_counting_synth"
@@ -64,7 +64,7 @@ def optimizer_reply(request):
 
 
 def test_optimizer_and_target_text_with_template_syntax_stays_literal_end_to_end(tmp_path):
-    from lm_eval_abo.optimize import OptimizeConfig, optimize
+    from lm_eval_abo.run.optimize import OptimizeConfig, optimize
 
     target = hostile_lm()
     with FakeServer(optimizer_reply) as server:
@@ -102,11 +102,8 @@ def test_optimizer_and_target_text_with_template_syntax_stays_literal_end_to_end
 def test_chat_template_path_keeps_every_part_literal():
     from conftest import make_bridge
 
-    from lm_eval_abo.config import HarnessSettings
-
     target = hostile_lm()
-    bridge = make_bridge(target, TASK, harness=HarnessSettings(apply_chat_template=True, fewshot_as_multiturn=True),
-                         abo_n_test=4)
+    bridge = make_bridge(target, TASK, harness={"apply_chat_template": True, "fewshot_as_multiturn": True}, abo_n_test=4)
     demo = Demonstration(doc={"id": "d", "input": f"I have {HOSTILE} cats.", "target": "2"}, output=f"{HOSTILE} So 2.")
     for placement in ("system", "user"):
         prompt = Prompt(instruction=HOSTILE, placement=placement, procedure=(HOSTILE,), demonstrations=(demo,),

@@ -10,8 +10,8 @@ import re
 import pytest
 from conftest import bin_path, results_file, run_cli
 
-from lm_eval_abo import store
-from lm_eval_abo.leaderboard import PLOTS_MISSING, leaderboard
+from lm_eval_abo.artifact import store
+from lm_eval_abo.reports.leaderboard import PLOTS_MISSING, leaderboard
 
 pytestmark = pytest.mark.slow
 COUNTING, NAVIGATE = "abo_object_counting_synth", "abo_navigate_synth"

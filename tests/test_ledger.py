@@ -4,11 +4,11 @@ the target through lm-eval's `local-completions`, the optimizer through litellm,
 import pytest
 from fakeserver import FakeServer, reply, variant
 
-from lm_eval_abo import store
+from lm_eval_abo.artifact import store
 from lm_eval_abo.config import OptimizeConfig
-from lm_eval_abo.files import read_json
-from lm_eval_abo.cost.ledger import Budget, BudgetExhausted, Ledger, Usage
-from lm_eval_abo.optimize import optimize
+from lm_eval_abo.cost.ledger import Budget, BudgetExhausted, Caps, Ledger, Usage
+from lm_eval_abo.infra.files import read_json
+from lm_eval_abo.run.optimize import optimize
 
 TASK = "abo_object_counting_synth"
 TARGET_PRICE, OPTIMIZER_PRICE = (3.0, 15.0), (1.0, 2.0)  # US dollars per million tokens, in and out
@@ -160,11 +160,11 @@ def test_cache_hits_are_counted_as_hits_and_cost_nothing(server, tmp_path):
 
 def test_a_pass_that_would_not_fit_is_refused_before_it_is_sent():
     ledger = Ledger(target=Usage(calls=10, prompt_tokens=900, completion_tokens=100, cost_usd=0.5))
-    budget = Budget(ledger, max_cost=1.0, reserve=Usage(cost_usd=0.2))
+    budget = Budget(ledger, Caps(max_cost=1.0), reserve=Usage(cost_usd=0.2))
     budget.target_pass(5)  # 0.5 spent + 5 x 0.05 + 0.2 kept = 0.95
     with pytest.raises(BudgetExhausted, match=r"--max-cost \$1 reached \(\$0.5000 spent, about \$0.3500"):
         budget.target_pass(7)
-    tokens = Budget(ledger, max_target_tokens=2_000, reserve=Usage(prompt_tokens=500))
+    tokens = Budget(ledger, Caps(max_target_tokens=2_000), reserve=Usage(prompt_tokens=500))
     tokens.target_pass(5)  # 1,000 + 500 + 500
     with pytest.raises(BudgetExhausted, match="--max-target-tokens 2,000 reached"):
         tokens.target_pass(6)
@@ -174,7 +174,7 @@ def test_a_pass_that_would_not_fit_is_refused_before_it_is_sent():
 def test_without_a_tokenizer_or_usage_tokens_are_estimated_and_shown_as_such():
     from conftest import make_bridge, rule_lm
 
-    from lm_eval_abo.report import tokens_text
+    from lm_eval_abo.reports.run_report import tokens_text
 
     bridge = make_bridge(rule_lm(), abo_n_dev=4)
     [score] = bridge.score([bridge.default_prompt], "dev", [0, 1, 2])
@@ -187,19 +187,20 @@ def test_without_a_tokenizer_or_usage_tokens_are_estimated_and_shown_as_such():
 def test_the_projection_renders_the_tasks_real_prompts_and_counts_each_methods_calls():
     from conftest import make_bridge, rule_lm
 
-    from lm_eval_abo.optimizers import METHODS
-    from lm_eval_abo.cost.projection import project
-    from lm_eval_abo.session import plan_session
+    from lm_eval_abo.run.projection import project
+    from lm_eval_abo.run.session import plan_session, prices_of, resolve_run
 
-    cfg = OptimizeConfig(task=TASK, method="apo", model="local-completions", model_args="model=fake,tokenizer_backend=None",
-                         rounds=2, beam=2, train_limit=6, dev_limit=4, test_limit=5, minibatch=3,
-                         metadata={"abo_n_train": 8, "abo_n_dev": 4, "abo_n_test": 5}).resolved()
-    plan = project(cfg, plan_session(cfg))
-    params, n_dev = cfg.method_args, 4
-    assert [r.optimizer.calls for r in plan.rounds] == [METHODS["apo"].projected(params, 2, initial=r == 0).calls
-                                                        for r in range(3)]
-    later = METHODS["apo"].projected(params, 2, initial=False).candidates
-    assert [r.target.calls for r in plan.rounds] == [(1 + 2) * n_dev] + [later * n_dev + 2 * 3] * 2
+    cfg, method, params = resolve_run(OptimizeConfig(
+        task=TASK, method="apo", model="local-completions", model_args="model=fake,tokenizer_backend=None", rounds=2,
+        beam=2, train_limit=6, dev_limit=4, test_limit=5, minibatch=3,
+        metadata={"abo_n_train": 8, "abo_n_dev": 4, "abo_n_test": 5}))
+    plan = project(plan_session(cfg), method, params, prices_of(cfg), cfg.optimizer, None)
+    n_dev = 4
+    # apo's defaults, per beam prompt of a later round: 2 gradients, 2 edits, 3 paraphrases (of the edits and the
+    # prompt) = 7 calls, and 4 children kept (max_expansion_factor); round 0: 2 initial instructions
+    assert [r.optimizer.calls for r in plan.rounds] == [2, 2 * 7, 2 * 7]
+    # round 0: the baseline and 2 initial candidates on dev; later: 8 children on dev, 2 train minibatches of 3
+    assert [r.target.calls for r in plan.rounds] == [(1 + 2) * n_dev] + [8 * n_dev + 2 * 3] * 2
     assert plan.test.target.calls == 2 * 5 and plan.rounds[0].target.estimated
     # the baseline's share of round 0 is the task's own dev prompts, as the target would be sent them
     bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4, abo_n_test=5)
@@ -217,21 +218,21 @@ def test_the_projection_renders_the_tasks_real_prompts_and_counts_each_methods_c
     ("openai-chat-completions", "model=a-model-nobody-priced", None),
 ])
 def test_the_targets_price_comes_from_litellms_cost_map_or_is_local(model, model_args, expected):
-    from lm_eval_abo.cost.ledger import target_price
+    from lm_eval_abo.cost.prices import target_price
+    from lm_eval_abo.infra.flags import parse_pairs
 
-    price = target_price(OptimizeConfig(task=TASK, model=model, model_args=model_args))
+    price = target_price(model, parse_pairs(model_args))
     assert (price and (price.input, price.output, price.source)) == expected
-    given = target_price(OptimizeConfig(task=TASK, model=model, model_args=model_args, target_price=(4.0, 8.0)))
+    given = target_price(model, parse_pairs(model_args), (4.0, 8.0))
     assert (given.input, given.output, given.source) == (4.0, 8.0, "--target-price")
 
 @pytest.mark.slow
 def test_the_embedded_targets_tokens_are_its_tokenizers_and_its_cache_hits_cost_nothing(tmp_path, monkeypatch):
     from conftest import make_bridge
 
-    from lm_eval_abo.config import HarnessSettings
+    from lm_eval_abo.cost.ledger import Price
     from lm_eval_abo.embedded import llama
     from lm_eval_abo.embedded.backend import EmbeddedLM
-    from lm_eval_abo.cost.ledger import Price
 
     served, complete = [], llama.complete  # what llama.cpp itself reports for each completion
 
@@ -243,7 +244,7 @@ def test_the_embedded_targets_tokens_are_its_tokenizers_and_its_cache_hits_cost_
     monkeypatch.setattr(llama, "complete", metered)
 
     lm = EmbeddedLM()
-    harness = HarnessSettings(gen_kwargs={"max_gen_toks": 24}, use_cache=str(tmp_path / "target-cache"))
+    harness = {"gen_kwargs": {"max_gen_toks": 24}, "use_cache": str(tmp_path / "target-cache")}
     bridges = [make_bridge(lm, harness=harness) for _ in range(2)]  # the second: a new run on the same cache
     for bridge in bridges:
         bridge.counter.price = Price(1.0, 2.0, "test")

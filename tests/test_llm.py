@@ -5,9 +5,9 @@ import logging
 import litellm
 import pytest
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.cost.ledger import Budget, BudgetExhausted, Ledger, Price
-from lm_eval_abo.llm import OptimizerLLM
+from lm_eval_abo.cost.ledger import Budget, BudgetExhausted, Caps, Ledger, Price
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.llm import OptimizerLLM
 
 MESSAGES = [{"role": "user", "content": "Write an instruction."}]
 MOCK = {"mock_response": "<prompt>Count carefully.</prompt>"}
@@ -35,7 +35,7 @@ def test_unknown_prices_count_tokens_only():
 
 def capped(**caps) -> OptimizerLLM:
     ledger = Ledger()
-    return OptimizerLLM("openai/gpt-4o-mini", MOCK, budget=Budget(ledger, **caps), usage=ledger.optimizer)
+    return OptimizerLLM("openai/gpt-4o-mini", MOCK, budget=Budget(ledger, Caps(**caps)), usage=ledger.optimizer)
 
 
 def test_call_and_cost_caps_stop_with_budget_exhausted():

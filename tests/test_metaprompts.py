@@ -3,7 +3,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from lm_eval_abo import metaprompts
+from lm_eval_abo.infra import metaprompts
 
 HOSTILE = "{{ 7*7 }} {% raw %} {{ ''.__class__.__mro__ }} {"
 

@@ -20,12 +20,13 @@ from fakeserver import FakeServer, target_args, target_or_optimizer
 from reliability import Section, code, normalise
 from test_crash_resume import optimize_command
 
-from lm_eval_abo import cli, store
+from lm_eval_abo import cli
+from lm_eval_abo.artifact import store
 from lm_eval_abo.config import OptimizeConfig
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.lock import LOCK_NAME, FolderInUse, FolderLock
-from lm_eval_abo.optimize import optimize
-from lm_eval_abo.table import paper_table
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.lock import LOCK_NAME, FolderInUse, FolderLock
+from lm_eval_abo.run.optimize import optimize
+from lm_eval_abo.run.paper_table import paper_table
 
 TASK = "abo_object_counting_synth"
 SECTION = Section("one-writer", "One writer per run directory, shared caches (tests/test_one_writer.py)", [

@@ -10,9 +10,10 @@ import time
 import pytest
 from conftest import bin_path, results_file, run_cli
 
-from lm_eval_abo import results, store
-from lm_eval_abo.files import read_json
-from lm_eval_abo.optimizers.search import TIMINGS
+from lm_eval_abo.artifact import store
+from lm_eval_abo.infra.files import read_json
+from lm_eval_abo.optimizers.result import TIMINGS
+from lm_eval_abo.reports import results
 
 pytestmark = pytest.mark.slow
 TASK = "abo_object_counting_synth"
@@ -67,7 +68,12 @@ def test_abo_end_to_end(tmp_path):
     artifact = store.load(run_dir / "best.yaml", task=TASK)
     state = read_json(run_dir / "state.json")["state"]
     procedures = [n for n in state["nodes"] if n["origin"] in ("procedure", "revision")]
-    assert procedures, "ABO wrote at least one behaviour prompt"
+    # whether a 0.5B optimizer's procedure survives verification is the model's to decide; that ABO asked for
+    # procedures and either scored each one or recorded why it was left out is the pipeline's
+    dropped = [d for r in artifact.trace for d in r.get("dropped", []) if d["origin"] in ("procedure", "revision")]
+    assert procedures or dropped, "ABO wrote a behaviour prompt or recorded why none was scored"
+    assert all(d["reason"] for d in dropped)
+    assert artifact.usage["optimizer"]["calls"] >= 1
     for node in procedures:
         assert len(node["prompt"]["procedure"]) >= 2 and node["prompt"]["answer_prefix"] == "Step 1:"
         counts = node["notes"]["demos_verified"]

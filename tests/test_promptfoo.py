@@ -15,10 +15,10 @@ import pytest
 import yaml
 from conftest import ROOT, bin_path, local_completions_args, results_file, run_cli, samples
 
-from lm_eval_abo import store
+from lm_eval_abo.artifact import store
+from lm_eval_abo.artifact.prompt import Demonstration, Prompt
 from lm_eval_abo.config import HarnessSettings
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.prompt import Demonstration, Prompt
+from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.promptfoo import assertions, syntax
 from lm_eval_abo.promptfoo.export import EXACT_MATCH_JS, ExportOptions, export, load_task, requests
 from lm_eval_abo.promptfoo.importer import import_config, read_config, split_prompt

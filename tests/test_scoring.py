@@ -3,7 +3,7 @@
 import pytest
 from conftest import make_bridge, rule_lm
 
-from lm_eval_abo.prompt import Prompt
+from lm_eval_abo.artifact.prompt import Prompt
 
 
 @pytest.fixture

@@ -5,20 +5,17 @@ import logging
 import re
 
 import pytest
-from conftest import ScriptedLLM, make_bridge, rule_lm
+from conftest import ScriptedLLM, make_bridge, make_context, make_search, rule_lm
 
-from lm_eval_abo.llm import BudgetExhausted
+from lm_eval_abo.cost.ledger import BudgetExhausted
 from lm_eval_abo.optimizers import METHODS
-from lm_eval_abo.optimizers.base import Context
-from lm_eval_abo.optimizers.search import TIMINGS, Search, SearchState
+from lm_eval_abo.optimizers.result import TIMINGS, SearchState
 
 
 def context(reply, method="apo", **params):
     bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4)
     llm = ScriptedLLM(reply)
-    ctx = Context(llm=llm, bridge=bridge, params={**METHODS[method].defaults, **params}, seed=1, train_pool=list(range(8)),
-                  dev_indices=[0, 1, 2, 3])
-    return ctx, llm
+    return make_context(bridge, llm, method, dev_indices=[0, 1, 2, 3], **params), llm
 
 
 def improving_reply(messages):
@@ -34,22 +31,22 @@ def improving_reply(messages):
 
 
 def run(ctx, rounds=2, beam=2, state=None, checkpoints=None, method="apo"):
-    search = Search(METHODS[method], ctx, beam, dev_indices=[0, 1, 2, 3], minibatch=4, patience=None)
+    search = make_search(method, ctx, beam=beam, rounds=rounds)
     saved = checkpoints if checkpoints is not None else []
-    return search.run(rounds, state, lambda s, r: saved.append(SearchState.from_dict(s.to_dict())), lambda r: None)
+    return search.run(state, lambda s, r: saved.append(SearchState.from_dict(s.to_dict())), lambda r: None)
 
 
 def test_apo_round_finds_errors_reflects_edits_and_selects_on_dev():
     ctx, llm = context(improving_reply, gradients=1, paraphrases=1)
     state = run(ctx, rounds=1)
-    assert [r["round"] for r in state.trace] == [0, 1]
+    assert [r.round for r in state.trace] == [0, 1]
     round0, round1 = state.trace
-    assert [c["origin"] for c in round0["candidates"]] == ["baseline", "initial"]
-    assert {c["origin"] for c in round1["candidates"]} == {"edit", "paraphrase"}
+    assert [c.origin for c in round0.candidates] == ["baseline", "initial"]
+    assert {c.origin for c in round1.candidates} == {"edit", "paraphrase"}
     best = state.best
     assert best.prompt.instruction == "Say the magic word, then count." and best.dev == 1.0
-    assert best.prompt.answer_format == ctx.bridge.default_prompt.answer_format, "edits keep the answer format"
-    assert round1["flips"] == {"fixed": [0, 1, 2, 3], "broken": []}
+    assert best.prompt.answer_format == ctx.task.default_prompt.answer_format, "edits keep the answer format"
+    assert round1.flips == {"fixed": [0, 1, 2, 3], "broken": []}
     gradient = llm.prompts_sent("Give 1 reason")[0]
     assert "I do not know." in gradient, "reflection sees the target's real (train) errors"
     assert "magic" not in state.nodes[0].prompt.instruction and len(state.beam) == 2
@@ -70,7 +67,7 @@ def test_malformed_replies_are_retried_then_dropped_and_the_run_goes_on(caplog):
     ctx, llm = context(reply, method="ape")
     with caplog.at_level(logging.WARNING, logger="lm_eval_abo"):
         state = run(ctx, rounds=1, method="ape")
-    assert state.round == 1 and state.trace[1]["candidates"] == []
+    assert state.round == 1 and state.trace[1].candidates == ()
     assert "dropped a reply without <prompt>" in caplog.text
     reminders = [m for m in llm.requests if len(m) == 3]
     assert reminders and "did not contain" in reminders[0][2]["content"]
@@ -118,9 +115,14 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result():
 
 def test_patience_stops_a_stalled_search():
     ctx, _ = context(lambda m: "<prompt>Count the items.</prompt>", method="ape")
-    search = Search(METHODS["ape"], ctx, 1, [0, 1], 4, patience=1)
-    state = search.run(5, None, lambda s, r: None, lambda r: None)
-    assert state.round == 1 and "did not improve" in state.stopped
+    state = make_search("ape", ctx, beam=1, rounds=5, patience=1).run(None, lambda s, r: None, lambda r: None)
+    assert state.round == 1 and state.stopped == "dev score did not improve for 1 round(s)"
+
+
+def test_a_search_that_runs_all_its_rounds_has_not_stopped_early():
+    ctx, _ = context(lambda m: "<prompt>Count the items.</prompt>", method="ape")
+    state = make_search("ape", ctx, beam=1, rounds=2, patience=5).run(None, lambda s, r: None, lambda r: None)
+    assert state.round == 2 and state.stopped is None
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -149,18 +151,18 @@ def test_every_method_runs_a_round_on_the_scripted_optimizer(name):
     ctx, llm = context(reply, method=name)
     state = run(ctx, rounds=1, method=name)
     # GEPA's rejected proposals never become candidates; its round notes count them
-    proposed = len(state.trace[1]["candidates"]) or state.trace[1].get("notes", {}).get("proposals", 0)
+    proposed = len(state.trace[1].candidates) or state.trace[1].notes.get("proposals", 0)
     assert state.round == 1 and proposed >= 1, state.trace
-    assert llm.usage.calls >= 1 and METHODS[name].projected(ctx.params, 2, initial=True).calls >= 1
+    assert llm.usage.calls >= 1 and METHODS[name].projected(ctx.params, 2, initial=True, n_dev=4).calls >= 1
 
 
 def test_a_resumed_run_that_had_converged_stays_stopped():
     ctx, llm = context(lambda m: "<prompt>Count the items.</prompt>", method="ape")
-    search = Search(METHODS["ape"], ctx, 1, dev_indices=[0, 1, 2, 3], minibatch=4, patience=1)
-    state = search.run(3, None, lambda s, r: None, lambda r: None)
+    search = make_search("ape", ctx, beam=1, rounds=3, patience=1)
+    state = search.run(None, lambda s, r: None, lambda r: None)
     assert state.round == 1 and "did not improve" in state.stopped
     asked = len(llm.requests)
     resumed = SearchState.from_dict(state.to_dict())
     resumed.stopped = None  # what --resume does, so a budget stop can continue with a larger budget
-    again = search.run(3, resumed, lambda s, r: None, lambda r: None)
+    again = search.run(resumed, lambda s, r: None, lambda r: None)
     assert again.round == 1 and "did not improve" in again.stopped and len(llm.requests) == asked

@@ -12,7 +12,7 @@ from conftest import bin_path, run_cli
 from fakeserver import FakeServer, optimizer_default, reply
 from reliability import Section
 
-from lm_eval_abo.redact import MASK, scrubbed_output, secret_values
+from lm_eval_abo.infra.redact import MASK, scrubbed_output, secret_values
 
 TASK = "abo_object_counting_synth"
 ENV_KEY = "sk-test-PLANTED-env-5f2b9c"
@@ -126,8 +126,8 @@ def test_the_stock_cli_keeps_model_args_secrets_only_where_lm_eval_itself_writes
 
 
 def test_promptfoo_export_holds_no_key(server, tmp_path):
-    from lm_eval_abo import store
-    from lm_eval_abo.prompt import Prompt
+    from lm_eval_abo.artifact import store
+    from lm_eval_abo.artifact.prompt import Prompt
 
     artifact = store.Artifact(task=TASK, method="manual", prompt=Prompt(instruction="Count."),
                               target={"model": "local-completions", "model_args": f"model=fake,api_key={MASK}"})

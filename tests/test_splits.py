@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.tasks import splits
 
 

@@ -4,16 +4,15 @@ loop on a rule-based target (scored through lm-eval)."""
 import random
 
 import pytest
-from conftest import ScriptedLLM, make_bridge, rule_lm
+from conftest import ScriptedLLM, make_bridge, make_context, make_search, rule_lm
 from scipy.stats import binomtest
 
-from lm_eval_abo import stats
-from lm_eval_abo.evaluation import answer_counts
-from lm_eval_abo.optimizers.base import Context
+from lm_eval_abo.infra import stats
+from lm_eval_abo.optimizers.base import Proposal
 from lm_eval_abo.optimizers.instructions import InstructionMethod, initial_candidates
-from lm_eval_abo.optimizers.search import Search
 from lm_eval_abo.optimizers.selection import slices
-from lm_eval_abo.report import one_answer_text
+from lm_eval_abo.reports.run_report import one_answer_text
+from lm_eval_abo.run.evaluation import answer_counts
 
 
 def test_mcnemar_exact_on_a_hand_made_table():
@@ -89,27 +88,26 @@ def plain_or_magic(messages):
 class Initial(InstructionMethod):
     """Round 0 only: `count` LLM-written initial instructions, whatever the beam."""
 
-    name, defaults = "initial", {}
+    name = "initial"
 
     def __init__(self, count: int):
         self.count = count
 
     def initial(self, ctx, beam):
-        return initial_candidates(ctx, self.count)
+        return Proposal(initial_candidates(ctx, self.count))
 
 
 def search(count: int, beam: int, dev: int, **rules):
     plain_or_magic.n = 0
     bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=dev)
-    ctx = Context(llm=ScriptedLLM(plain_or_magic), bridge=bridge, params={}, seed=1, train_pool=list(range(8)))
-    state = Search(Initial(count), ctx, beam, list(range(dev)), minibatch=4, patience=None, **rules).run(
-        0, None, lambda s, r: None, lambda r: None)
+    ctx = make_context(bridge, ScriptedLLM(plain_or_magic), dev_indices=range(dev))
+    state = make_search(Initial(count), ctx, beam=beam, rounds=0, **rules).run(None, lambda s, r: None, lambda r: None)
     return state, bridge.target_requests
 
 
 def test_racing_drops_the_dominated_candidates_and_scores_the_survivors_on_all_of_dev():
-    full, full_requests = search(6, beam=2, dev=12, selection="full")
-    raced, race_requests = search(6, beam=2, dev=12, selection="racing")
+    full, full_requests = search(6, beam=2, dev=12)
+    raced, race_requests = search(6, beam=2, dev=12, racing=True)
     assert race_requests < full_requests == 7 * 12
     raced_out = [n for n in raced.nodes if "raced_out" in n.candidate.notes]
     assert raced_out and all(n.dev == 0.0 and n.dev_n < 12 for n in raced_out), "only the plain prompts lose"
@@ -118,9 +116,9 @@ def test_racing_drops_the_dominated_candidates_and_scores_the_survivors_on_all_o
 
 
 def test_paired_acceptance_keeps_the_incumbent_unless_the_gain_is_significant():
+    from lm_eval_abo.artifact.prompt import Prompt
     from lm_eval_abo.optimizers import selection
     from lm_eval_abo.optimizers.base import Candidate, Node
-    from lm_eval_abo.prompt import Prompt
 
     def node(name, per):
         return Node(Candidate(Prompt(instruction=name), "x"), 0, sum(per) / len(per), None, len(per), dict(enumerate(per)))
@@ -128,18 +126,19 @@ def test_paired_acceptance_keeps_the_incumbent_unless_the_gain_is_significant():
     incumbent = node("old", [1, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     slight = node("slight", [1, 1, 1, 0, 0, 0, 0, 0, 0, 0])  # 2 fixed, 0 broken: p = 0.25
     clear = node("clear", [1, 1, 1, 1, 1, 1, 0, 0, 0, 0])  # 5 fixed, 0 broken: p = 1/32
-    assert selection.accept([slight, incumbent], incumbent, "paired", 0.05, True)[0] is incumbent
-    assert selection.accept([slight, incumbent], incumbent, "score", 0.05, True)[0] is slight
-    assert selection.accept([clear, incumbent], incumbent, "paired", 0.05, True)[0] is clear
+    assert selection.Paired(0.05).order([slight, incumbent], incumbent, True)[0] is incumbent
+    assert selection.ByScore().order([slight, incumbent], incumbent, True)[0] is slight
+    assert selection.Paired(0.05).order([clear, incumbent], incumbent, True)[0] is clear
+    assert selection.Paired(0.01).order([clear, incumbent], incumbent, True)[0] is incumbent, "1/32 is not below 0.01"
     assert selection.gain_p(incumbent.dev_per_example, slight.dev_per_example, True) == pytest.approx(0.25)
 
 
 def test_the_round_record_marks_a_best_whose_gain_is_within_noise():
-    scored, _ = search(3, beam=2, dev=4, accept="score")
-    best = scored.trace[0]["best"]
+    scored, _ = search(3, beam=2, dev=4)
+    best = scored.trace[0].best
     # the magic prompt fixes all 4 dev examples of the baseline: p = 1/16 > 0.05, kept by `score`, marked as noise
-    assert "magic" in scored.best.prompt.instruction and best["gain_p"] == pytest.approx(1 / 16) and best["within_noise"]
-    kept, _ = search(3, beam=2, dev=4, accept="paired")
+    assert "magic" in scored.best.prompt.instruction and best.gain_p == pytest.approx(1 / 16) and best.within_noise
+    kept, _ = search(3, beam=2, dev=4, paired=True)
     assert kept.best.candidate.origin == "baseline", "the paired rule keeps the baseline: 4 of 4 is not enough"
-    significant, _ = search(3, beam=2, dev=6, accept="paired")
+    significant, _ = search(3, beam=2, dev=6, paired=True)
     assert "magic" in significant.best.prompt.instruction, "6 of 6 is: p = 1/64"

@@ -5,8 +5,8 @@ import json
 import pytest
 from conftest import bin_path, local_completions_args, results_file, run_cli, samples
 
-from lm_eval_abo import store
-from lm_eval_abo.prompt import Demonstration, Prompt
+from lm_eval_abo.artifact import store
+from lm_eval_abo.artifact.prompt import Demonstration, Prompt
 from lm_eval_abo.tasks import tasks_dir
 
 pytestmark = pytest.mark.slow

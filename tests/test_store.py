@@ -1,10 +1,10 @@
 import pytest
 import yaml
 
-from lm_eval_abo import store
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import read_yaml, write_yaml
-from lm_eval_abo.prompt import Demonstration, Prompt
+from lm_eval_abo.artifact import store
+from lm_eval_abo.artifact.prompt import Demonstration, Prompt
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import read_yaml, write_yaml
 
 PROMPT = Prompt(
     instruction="Count carefully.\nThen answer.",

@@ -7,14 +7,13 @@ from dataclasses import replace
 
 import numpy
 import pytest
-from conftest import ScriptedLLM, make_bridge, rule_lm
+from conftest import ScriptedLLM, make_bridge, make_context, rule_lm
 from lm_eval.api.model import LM
 from scipy.stats import fisher_exact
 
-from lm_eval_abo import stats
+from lm_eval_abo.artifact.prompt import Prompt
+from lm_eval_abo.infra import stats
 from lm_eval_abo.optimizers import METHODS
-from lm_eval_abo.optimizers.base import Context
-from lm_eval_abo.prompt import Prompt
 from lm_eval_abo.scoring import Sample
 from lm_eval_abo.studies import sets
 from lm_eval_abo.studies.refinement import guidance, refine, refinement_markdown
@@ -63,15 +62,14 @@ def study(lm=None, task="abo_object_counting_synth", named=None, method_params=N
     bridge = make_bridge(lm or rule_lm(), task=task, abo_n_train=12, abo_n_dev=4)
     llm = ScriptedLLM(None)
     llm.reply = sampler(llm, named)
-    ctx = Context(llm=llm, bridge=bridge, params=method_params or {}, seed=1, train_pool=list(range(12)),
-                  sampling_temperature=1.0)
+    ctx = make_context(bridge, llm, train_pool=range(12), sampling_temperature=1.0)
     [train] = bridge.score([bridge.default_prompt], "train", list(range(12)))
     return ctx, llm, train
 
 
 def test_reflections_are_sampled_at_the_study_temperature_and_differ():
     ctx, llm, train = study()
-    result = reflect(ctx, ctx.bridge.default_prompt, train.samples, OTHER_ERRORS, samples=3, k=2, temperature=1.0)
+    result = reflect(ctx, ctx.task.default_prompt, train.samples, OTHER_ERRORS, samples=3, k=2, temperature=1.0)
     assert set(llm.temperatures) == {1.0}, "every reflection is asked at the study temperature"
     real = result["reflections"]["real_a"]
     assert len(real) == 3 and len({r["text"] for r in real}) == 3, "the samples are different texts"
@@ -80,14 +78,14 @@ def test_reflections_are_sampled_at_the_study_temperature_and_differ():
     assert result["draw_similarity"]["real_a"] < 1.0
 
     ctx, llm, train = study()
-    greedy = reflect(ctx, ctx.bridge.default_prompt, train.samples, OTHER_ERRORS, samples=3, k=2, temperature=0.0)
+    greedy = reflect(ctx, ctx.task.default_prompt, train.samples, OTHER_ERRORS, samples=3, k=2, temperature=0.0)
     assert set(llm.temperatures) == {0.0} and greedy["temperature"] == 0.0
     assert greedy["draw_similarity"]["real_a"] == pytest.approx(1.0), "one text three times: what greedy decoding gives"
 
 
 def test_the_two_real_samples_are_disjoint_and_every_set_is_compared_with_real_b():
     ctx, _, train = study()
-    result = reflect(ctx, ctx.bridge.default_prompt, train.samples, OTHER_ERRORS, samples=2, k=3, temperature=1.0)
+    result = reflect(ctx, ctx.task.default_prompt, train.samples, OTHER_ERRORS, samples=2, k=3, temperature=1.0)
     a, b = ({e["question"] for e in result["error_sets"][name]} for name in ("real_a", "real_b"))
     assert len(a) == len(b) == 3 and not a & b
     assert [r["set"] for r in result["rows"]] == ["real_a", "wrong_labels", "correct_as_errors", "other_task", "planted_cause"]
@@ -101,7 +99,7 @@ def test_every_similarity_comes_from_one_vector_space_fitted_once():
     from sklearn.metrics.pairwise import cosine_similarity
 
     ctx, _, train = study()
-    result = reflect(ctx, ctx.bridge.default_prompt, train.samples, OTHER_ERRORS, samples=3, k=2, temperature=1.0)
+    result = reflect(ctx, ctx.task.default_prompt, train.samples, OTHER_ERRORS, samples=3, k=2, temperature=1.0)
     texts = [r["text"] for name in result["reflections"] for r in result["reflections"][name]]
     one = cosine_similarity(TfidfVectorizer().fit_transform(texts))
     assert numpy.allclose(result["similarities"]["matrix"], one)
@@ -140,8 +138,8 @@ def test_correct_answers_shown_as_errors_really_are_correct():
         ctx, _, train = study(lm=lm)
         shown = sets.correct_as_errors(ctx, train.samples, 4)
         assert len(shown) == 4
-        docs = {ctx.bridge.question(d): d for d in ctx.bridge.docs("train")}
-        checks = ctx.bridge.check([e["output"] for e in shown], [docs[e["question"]] for e in shown])
+        docs = {ctx.task.question(d): d for d in ctx.task.docs("train")}
+        checks = ctx.task.check([e["output"] for e in shown], [docs[e["question"]] for e in shown])
         assert all(value == 1.0 for _, value in checks), "the task's filter and metric count every one of them right"
         own = [e for e in shown if not e.get("written")]  # the target's own right replies come first
         assert len(own) == min(4, len([s for s in train.samples if s.correct])) and shown[: len(own)] == own
@@ -152,8 +150,8 @@ def test_planted_errors_have_their_cause_and_are_errors():
     cause, shown = sets.planted_errors(ctx, train.samples, 4)
     assert cause == "off_by_one" and len(shown) == 4
     assert all(int(e["answer"]) == int(e["target"]) - 1 for e in shown)
-    docs = {ctx.bridge.question(d): d for d in ctx.bridge.docs("train")}
-    checks = ctx.bridge.check([e["output"] for e in shown], [docs[e["question"]] for e in shown])
+    docs = {ctx.task.question(d): d for d in ctx.task.docs("train")}
+    checks = ctx.task.check([e["output"] for e in shown], [docs[e["question"]] for e in shown])
     assert [a for a, _ in checks] == [e["answer"] for e in shown] and all(v == 0.0 for _, v in checks)
     ctx, _, train = study(task="abo_navigate_synth")
     cause, shown = sets.planted_errors(ctx, train.samples, 4)
@@ -162,7 +160,7 @@ def test_planted_errors_have_their_cause_and_are_errors():
 
 def test_the_planted_cause_is_detected_when_named_and_not_when_not():
     ctx, _, train = study(named="The model is off by one: it undercounts every time.")
-    result = reflect(ctx, ctx.bridge.default_prompt, train.samples, OTHER_ERRORS, samples=3, k=2, temperature=1.0)
+    result = reflect(ctx, ctx.task.default_prompt, train.samples, OTHER_ERRORS, samples=3, k=2, temperature=1.0)
     planted = result["planted"]
     assert planted["cause"] == "off_by_one" and planted["named"] == planted["reflections"] == 3
     assert planted["control_named"] == 0 and planted["control_reflections"] == 6
@@ -170,7 +168,7 @@ def test_the_planted_cause_is_detected_when_named_and_not_when_not():
     assert "## Planted cause: off_by_one" in reflection_markdown({**result, "task": "t", "optimizer": "o", "seed": 1})
 
     ctx, _, train = study()  # an optimizer that never names it
-    result = reflect(ctx, ctx.bridge.default_prompt, train.samples, OTHER_ERRORS, samples=3, k=2, temperature=1.0)
+    result = reflect(ctx, ctx.task.default_prompt, train.samples, OTHER_ERRORS, samples=3, k=2, temperature=1.0)
     assert result["planted"]["named"] == 0 and result["planted"]["p_value"] == 1.0
     assert sets.names_cause("off_by_one", "Each answer is one less than the right count.")
     assert not sets.names_cause("off_by_one", "The instruction does not ask to list each item one by one.")
@@ -199,8 +197,7 @@ def refinement_replies(messages):
 def test_refinement_scores_the_paraphrase_control_beside_it_with_mcnemar_p_values():
     bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=6)
     llm = ScriptedLLM(refinement_replies)
-    params = {**METHODS["apo"].defaults, "gradients": 1, "paraphrases": 0}
-    ctx = Context(llm=llm, bridge=bridge, params=params, seed=1, train_pool=list(range(8)), sampling_temperature=1.0)
+    ctx = make_context(bridge, llm, "apo", sampling_temperature=1.0, gradients=1, paraphrases=0)
     parent = bridge.default_prompt
     [dev] = bridge.score([parent], "dev", list(range(6)))
     [train] = bridge.score([parent], "train", list(range(4)))
@@ -250,7 +247,7 @@ def test_the_reflection_command_asks_litellm_at_the_study_temperature_with_disti
 
     from lm_eval_abo.cli import build_parser
     from lm_eval_abo.config import OptimizeConfig
-    from lm_eval_abo.errors import AboError
+    from lm_eval_abo.infra.errors import AboError
     from lm_eval_abo.studies import reflection_study
 
     args = build_parser().parse_args(["diagnose", "reflection", "--task", "t", "--study-temperature", "0.7"])

@@ -9,7 +9,7 @@ from conftest import bin_path, rule_lm, run_cli
 from fakeserver import FakeServer, reply
 
 from lm_eval_abo.config import OptimizeConfig
-from lm_eval_abo.table import spread, task_rows
+from lm_eval_abo.run.paper_table import spread, task_rows
 
 TASK = "abo_object_counting_synth"
 

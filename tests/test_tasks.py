@@ -1,9 +1,9 @@
 import pytest
 from lm_eval.tasks import TaskManager
 
-from lm_eval_abo import store
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.prompt import Demonstration, Prompt
+from lm_eval_abo.artifact import store
+from lm_eval_abo.artifact.prompt import Demonstration, Prompt
+from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.tasks import tasks_dir
 
 TASK = "abo_object_counting_synth"

@@ -18,8 +18,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import rule_lm
 from fakeserver import FakeServer
 
-from lm_eval_abo import cli, evaluation, session, store
-from lm_eval_abo.files import read_json
+from lm_eval_abo import cli
+from lm_eval_abo.artifact import store
+from lm_eval_abo.infra.files import read_json
+from lm_eval_abo.run import evaluation, session
 
 TASK = "abo_object_counting_synth"
 
@@ -132,7 +134,7 @@ def run(root: Path) -> None:
     from lm_eval.api.registry import register_model
 
     register_model("rule-based")(type(rule_lm()))  # `--model rule-based`: the target the tests use
-    session.load_target = lambda config: rule_lm()
+    session.Target.load = lambda self: rule_lm()
 
     def remove_filler(folder):
         (folder / "filler").unlink()

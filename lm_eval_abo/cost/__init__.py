@@ -1,2 +1,3 @@
-"""What a run spends: one ledger for both models (`ledger`), how tokens are counted (`tokens`), the target
-counted into the ledger (`target`), and the projection made before any call (`projection`)."""
+"""What a run spends: one ledger for both models with its caps (`ledger`, a leaf), the prices per token
+(`prices`), how tokens are counted (`tokens`) and the target counted into the ledger (`target`). The
+projection made before any call lives with the run (`run.projection`)."""

@@ -1,20 +1,13 @@
 """One ledger for both models: requests, tokens and US dollars of the optimizer and of the target, per
-round and in total; the prices they are charged at; and the caps a run keeps to.
+round and in total; the price a model is charged at; and the caps a run keeps to.
 
 The same type holds what was spent and what the projection expects, so the two compare line by line.
+A leaf: it imports nothing of the package.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-
-from lm_eval_abo.errors import AboError
-
-# lm-eval backends that run the model on the user's own hardware: $0 unless --target-price says otherwise
-LOCAL_BACKENDS = frozenset({"abo-embedded", "hf", "huggingface", "vllm", "gguf", "ggml", "sglang", "hf-multimodal",
-                            "vllm-vlm"})
-# backends for a server of the user's own: $0 too, unless litellm's cost map knows the model name it serves
-SELF_HOSTED = frozenset({"local-completions", "local-chat-completions"})
 
 
 class BudgetExhausted(Exception):
@@ -34,71 +27,6 @@ class Price:
 
     def text(self) -> str:
         return f"${self.input:g} in / ${self.output:g} out per million tokens ({self.source})"
-
-
-def parse_price(text, flag: str = "price") -> tuple[float, float] | None:
-    """`IN,OUT` in US dollars per million tokens."""
-    if text is None or isinstance(text, tuple):
-        return text
-    parts = str(text).split(",")
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 2 or min(values) < 0:
-        raise AboError(f"{flag}: expected IN,OUT in US dollars per million tokens (e.g. 0.5,1.5), got {text!r}")
-    return values
-
-
-def litellm_price(model: str) -> Price | None:
-    """The price litellm's cost map (the copy installed with litellm, offline) gives `model`, if any."""
-    import litellm
-
-    try:
-        info = litellm.get_model_info(model)
-    except Exception:  # litellm raises a bare Exception for a model it has not mapped
-        return None
-    given, made = info.get("input_cost_per_token"), info.get("output_cost_per_token")
-    if given is None and made is None:
-        return None
-    return Price((given or 0.0) * 1e6, (made or 0.0) * 1e6, "litellm")
-
-
-def target_price(config) -> Price | None:
-    """--target-price, else litellm's price of the target's model name, else $0 for a backend that runs
-    locally; None (cost unknown) for a remote model litellm has no price for."""
-    from lm_eval_abo.config import parse_pairs
-
-    if config.target_price is not None:
-        return Price(*config.target_price, "--target-price")
-    args = parse_pairs(config.model_args, "--model_args")
-    name = args.get("model") or args.get("pretrained")
-    if config.model not in LOCAL_BACKENDS and isinstance(name, str):
-        known = litellm_price(name)
-        if known is not None:
-            return known
-    return Price(0.0, 0.0, "local") if config.model in LOCAL_BACKENDS | SELF_HOSTED else None
-
-
-def optimizer_price(config) -> Price | None:
-    """--optimizer-price, else $0 for an embedded model, else litellm's price (None: unknown)."""
-    if config.optimizer_price is not None:
-        return Price(*config.optimizer_price, "--optimizer-price")
-    if config.optimizer.startswith("embedded/"):
-        return Price(0.0, 0.0, "local")
-    return litellm_price(config.optimizer)
-
-
-def prices(config) -> tuple[Price | None, Price | None]:
-    """The (target, optimizer) prices of a run; with --max-cost both must be known."""
-    found = {"target": target_price(config), "optimizer": optimizer_price(config)}
-    if config.max_cost is not None:
-        for side, price in found.items():
-            if price is None:
-                name = config.optimizer if side == "optimizer" else config.model
-                raise AboError(f"--max-cost needs the {side}'s price, and litellm's cost map has none for {name}: "
-                               f"give --{side}-price IN,OUT (US dollars per million tokens)")
-    return found["target"], found["optimizer"]
 
 
 @dataclass
@@ -211,6 +139,21 @@ def total(ledgers) -> Ledger:
     return out
 
 
+@dataclass(frozen=True)
+class Caps:
+    """The hard caps of a run, over both models (None: no cap)."""
+
+    max_cost: float | None = None  # dollars, optimizer and target together
+    max_target_tokens: int | None = None
+    max_optimizer_calls: int | None = None
+
+    def fit(self, ledger: Ledger) -> bool:
+        """Whether `ledger` keeps to every cap."""
+        return ((self.max_cost is None or ledger.cost_usd <= self.max_cost)
+                and (self.max_target_tokens is None or ledger.target.tokens <= self.max_target_tokens)
+                and (self.max_optimizer_calls is None or ledger.optimizer.calls <= self.max_optimizer_calls))
+
+
 @dataclass
 class Budget:
     """The caps over the live ledger while the search runs. The projected test evaluation (`reserve`) is
@@ -218,16 +161,15 @@ class Budget:
     target pass is refused when, at the mean size of those before it, it would not fit."""
 
     ledger: Ledger
-    max_cost: float | None = None  # dollars, optimizer and target together
-    max_target_tokens: int | None = None
-    max_optimizer_calls: int | None = None
+    caps: Caps = field(default_factory=Caps)
     reserve: Usage = field(default_factory=Usage)  # the target's projected test evaluation
     per_request: Usage = field(default_factory=Usage)  # one projected target request, until one is measured
 
     def optimizer_call(self) -> None:
         """Before each optimizer call (under the client's lock)."""
-        if self.max_optimizer_calls is not None and self.ledger.optimizer.calls >= self.max_optimizer_calls:
-            raise BudgetExhausted(f"--max-optimizer-calls {self.max_optimizer_calls} reached")
+        most = self.caps.max_optimizer_calls
+        if most is not None and self.ledger.optimizer.calls >= most:
+            raise BudgetExhausted(f"--max-optimizer-calls {most} reached")
         self._check(0, _mean(self.ledger.optimizer, Usage()).cost_usd, "the next optimizer call")
 
     def target_pass(self, requests: int) -> None:
@@ -236,14 +178,14 @@ class Budget:
         self._check(coming.tokens, coming.cost_usd, f"the next {requests} target requests")
 
     def _check(self, tokens: int, cost: float, what: str) -> None:
-        spent, kept = self.ledger, self.reserve
-        if self.max_target_tokens is not None and spent.target.tokens + tokens + kept.tokens > self.max_target_tokens:
+        spent, kept, caps = self.ledger, self.reserve, self.caps
+        if caps.max_target_tokens is not None and spent.target.tokens + tokens + kept.tokens > caps.max_target_tokens:
             raise BudgetExhausted(
-                f"--max-target-tokens {self.max_target_tokens:,} reached ({spent.target.tokens:,} spent, about "
+                f"--max-target-tokens {caps.max_target_tokens:,} reached ({spent.target.tokens:,} spent, about "
                 f"{tokens:,} for {what}, {kept.tokens:,} kept for the test evaluation)")
-        if self.max_cost is not None and spent.cost_usd + cost + kept.cost_usd > self.max_cost:
+        if caps.max_cost is not None and spent.cost_usd + cost + kept.cost_usd > caps.max_cost:
             raise BudgetExhausted(
-                f"--max-cost ${self.max_cost:g} reached (${spent.cost_usd:.4f} spent, about ${cost:.4f} for {what}, "
+                f"--max-cost ${caps.max_cost:g} reached (${spent.cost_usd:.4f} spent, about ${cost:.4f} for {what}, "
                 f"${kept.cost_usd:.4f} kept for the test evaluation)")
 
 

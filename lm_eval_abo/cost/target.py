@@ -7,8 +7,9 @@ from contextlib import contextmanager
 
 from lm_eval.api.model import LM
 
-from lm_eval_abo.errors import AboError
 from lm_eval_abo.cost.ledger import Price, Usage
+from lm_eval_abo.cost.tokens import TargetMeter
+from lm_eval_abo.infra.errors import AboError
 
 
 class CountingLM(LM):
@@ -17,8 +18,6 @@ class CountingLM(LM):
     lm-eval's CachingLM cache hits never reach it; `cache_hits` enters them."""
 
     def __init__(self, inner: LM, usage: Usage | None = None, price: Price | None = None):
-        from lm_eval_abo.cost.tokens import TargetMeter
-
         super().__init__()
         self.inner = inner
         self.usage = usage or Usage()

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
+from lm_eval_abo.embedded.models import DEFAULT_TARGET
+
 CHARS_PER_TOKEN = 4
 LISTENER = "_abo_usage_listener"  # set on an API model instance: where the replies' `usage` goes
 
@@ -119,14 +121,10 @@ def _hugging_face_tokenizer(name: str):
         return None
 
 
-def target_counter(config) -> tuple[Callable[[str], int], bool]:
-    """(count, exact): how the projection counts the target's tokens, without loading the model."""
-    from lm_eval_abo.config import parse_pairs
-
-    args = parse_pairs(config.model_args, "--model_args")
-    if config.model == "abo-embedded":
-        from lm_eval_abo.embedded.models import DEFAULT_TARGET
-
+def target_counter(model: str, args: dict) -> tuple[Callable[[str], int], bool]:
+    """(count, exact): how the projection counts the tokens of the target (`--model`, its parsed
+    `--model_args`), without loading the model."""
+    if model == "abo-embedded":
         vocabulary = _embedded_vocabulary(args.get("model", DEFAULT_TARGET))
         return (lambda text: len(vocabulary.tokenize(text.encode("utf-8"), add_bos=True, special=True))), True
     name = args.get("tokenizer") or args.get("pretrained") or args.get("model")
@@ -134,7 +132,7 @@ def target_counter(config) -> tuple[Callable[[str], int], bool]:
     tokenizer = _hugging_face_tokenizer(name) if isinstance(name, str) and hugging_face else None
     if tokenizer is not None:
         return (lambda text: len(tokenizer(text).input_ids)), True
-    if isinstance(name, str) and (config.model.startswith("openai") or config.model.startswith("litellm")):
+    if isinstance(name, str) and (model.startswith("openai") or model.startswith("litellm")):
         import litellm
 
         return (lambda text: litellm.token_counter(model=name, text=text)), True

@@ -12,7 +12,8 @@ from lm_eval.api.registry import register_model
 
 from lm_eval_abo.embedded import llama
 from lm_eval_abo.embedded.models import DEFAULT_TARGET, model_path
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
+
 
 @register_model("abo-embedded")
 class EmbeddedLM(TemplateLM):

@@ -44,8 +44,8 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import user_cache_dir, write_text_atomic
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import user_cache_dir, write_text_atomic
 
 ENV = "LM_EVAL_ABO_EXTRA_BUFFERS"  # auto (default), on, off
 SETTINGS = ("auto", "on", "off")

@@ -17,7 +17,7 @@ from dataclasses import replace
 from llama_cpp import llama_chat_format
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 
 
 def continued(rendered: str, final: str) -> str:

@@ -20,7 +20,7 @@ from functools import cache
 
 from lm_eval_abo.embedded import buffers
 from lm_eval_abo.embedded.models import INSTALL_HINT, N_THREADS, model_info, model_path
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 
 _llama_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama.cpp",
                                    initializer=lambda: setattr(_on_it, "llama", True))

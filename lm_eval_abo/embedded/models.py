@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import publish, user_cache_dir
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import publish, user_cache_dir
 
 INSTALL_HINT = "install the embedded models with: pip install 'lm-eval-abo[embedded]'"
 QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"

@@ -8,6 +8,7 @@ from functools import cache
 from lm_eval_abo.embedded import llama
 from lm_eval_abo.embedded.models import MODELS
 
+
 @cache
 def register_litellm_provider() -> None:
     """Make `embedded/<name>` a litellm model string (litellm's custom-provider mechanism)."""

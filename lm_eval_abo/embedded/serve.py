@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from lm_eval_abo.embedded import buffers
 from lm_eval_abo.embedded.models import MODELS, N_THREADS, model_path
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 60

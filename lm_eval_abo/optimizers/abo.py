@@ -21,71 +21,88 @@ Every part can be switched through --method-args: demos=0 (the paper's ablation,
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected
+from lm_eval_abo.artifact.prompt import Demonstration, Prompt
+from lm_eval_abo.infra.flags import flag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Dropped, Node, Projected, Proposal, Round
 from lm_eval_abo.optimizers.procedure import (
-    KINDS, capped, follows, parse_location, parse_solution, parse_steps, splice, step_failure_table,
+    KINDS,
+    capped,
+    follows,
+    parse_location,
+    parse_solution,
+    parse_steps,
+    splice,
+    step_failure_table,
 )
-from lm_eval_abo.prompt import Demonstration, Prompt
 
 INSTRUCTION = 'Solve the problem by following these steps exactly, in order. Write "Step N:" before the work of each step.'
 EXTRA_STEPS = 4  # a revision may grow the procedure this far beyond max_steps
 
 
+@dataclass(frozen=True)
+class AboParams:
+    procedures: int = flag("behaviour prompts written in round 0 (more fill the beam)", default=1)
+    demos: int = flag("verified demonstrations per behaviour prompt (0: none, the ablation)", default=3)
+    demo_attempts: int = flag("training examples tried to get them (each may be tried again with the hint)", default=4)
+    verify: str = flag("every step in order and a right answer (steps); the answer only; none", default="steps",
+                       choices=("steps", "answer", "none"))
+    hint: str = flag("the gold answer: only to retry failed examples (fallback); always; never", default="fallback",
+                     choices=("fallback", "always", "never"))
+    localise: int = flag("name the first failing step of each error (0: revise from errors alone)", default=1)
+    max_errors: int = flag("errors diagnosed per beam prompt per round (each is one optimizer call)", default=3)
+    revisions: int = flag("revised procedures per beam prompt per round", default=2)
+    demo_repairs: int = flag("a step not followed also gets new demonstrations exercising it (0: not)", default=1)
+    min_steps: int = flag("fewest steps a procedure is asked for", default=3)
+    max_steps: int = flag("most steps a procedure keeps", default=7)
+
+
 class Abo:
     patience = 1  # stop when a round brings no dev improvement (the paper stops after 2 steps)
-    uses_errors = True
     needs_generation = True  # the procedure is followed in generated text
-    choices = {"verify": ("steps", "answer", "none"), "hint": ("fallback", "always", "never")}
 
     def __init__(self, name: str = "abo", demos: int = 3):
         self.name = name
-        self.defaults = {
-            "procedures": 1,  # behaviour prompts written in round 0 (more fill the beam)
-            "demos": demos,  # verified demonstrations per behaviour prompt (0: none, the ablation)
-            "demo_attempts": 4,  # training examples tried to get them (each may be tried again with the hint)
-            "verify": "steps",  # every step in order and a right answer; "answer": the answer only; "none"
-            "hint": "fallback",  # the gold answer: only to retry failed examples; "always"; "never"
-            "localise": 1,  # name the first failing step of each error (0: revise from errors alone)
-            "max_errors": 3,  # errors diagnosed per beam prompt per round (each is one optimizer call)
-            "revisions": 2,  # revised procedures per beam prompt per round
-            "demo_repairs": 1,  # a step not followed also gets new demonstrations exercising it (0: not)
-            "min_steps": 3,
-            "max_steps": 7,
-        }
-        self.paper = {"procedures": 2, "demo_attempts": 12, "max_errors": 8, "revisions": 3}  # our choice: no published numbers
+        self.params = AboParams(demos=demos)
+        # our choice: no published numbers
+        self.paper = replace(self.params, procedures=2, demo_attempts=12, max_errors=8, revisions=3)
 
     # --- round 0 ---
 
-    def initial(self, ctx: Context, beam: int) -> list[Candidate]:
-        return self._procedures(ctx, "round 0")
+    def initial(self, ctx: Context, beam: int) -> Proposal:
+        dropped: list[Dropped] = []
+        return Proposal(self._procedures(ctx, "round 0", dropped), tuple(dropped))
 
-    def _procedures(self, ctx: Context, purpose: str) -> list[Candidate]:
+    def _procedures(self, ctx: Context, purpose: str, dropped: list[Dropped]) -> list[Candidate]:
         """Step 0: new procedures, each with its verified demonstrations."""
-        p, docs = ctx.params, ctx.bridge.docs("train")
+        p, docs = ctx.params, ctx.task.docs("train")
         requests = []
-        for i in range(max(p["procedures"], 1)):
+        for i in range(max(p.procedures, 1)):
             picked = ctx.rng(purpose, "procedure examples", i).sample(ctx.train_pool, min(3, len(ctx.train_pool)))
             requests.append(("abo_procedure", {
                 "task_description": ctx.task_description, "answer_format": self._answer_format(ctx),
-                "examples": [ctx.example(docs[j]) for j in picked], "min_steps": p["min_steps"], "max_steps": p["max_steps"],
+                "examples": [ctx.example(docs[j]) for j in picked], "min_steps": p.min_steps, "max_steps": p.max_steps,
             }))
         procedures = ctx.ask(f"{purpose}: procedures", requests, parse_steps, "procedure")
         candidates = []
         for i, steps in enumerate(procedures):
-            if steps:
-                steps = capped(steps, p["max_steps"])
-                demos, counts = self.demonstrations(ctx, steps, f"{purpose}: demos {i}", preferred=[])
-                candidates += self._kept(ctx, Candidate(self._prompt(ctx, steps, demos), "procedure", None,
-                                                        {"demos_verified": counts}))
+            if not steps:  # nothing to score, but the round's record says why no procedure came of the ask
+                dropped.append(Dropped("-", "procedure", "the optimizer's reply held no <procedure> of 2 or more "
+                                                         "numbered steps"))
+                continue
+            steps = capped(steps, p.max_steps)
+            demos, counts = self.demonstrations(ctx, steps, f"{purpose}: demos {i}", preferred=[])
+            candidates += self._kept(ctx, Candidate(self._prompt(ctx, steps, demos), "procedure", None,
+                                                    {"demos_verified": counts}), dropped)
         return candidates
 
-    def _kept(self, ctx: Context, candidate: Candidate) -> list[Candidate]:
+    @staticmethod
+    def _kept(ctx: Context, candidate: Candidate, dropped: list[Dropped]) -> list[Candidate]:
         """The candidate, unless it should have demonstrations and none verified (then it is dropped, and
         the round's record says so)."""
-        if ctx.params["demos"] and not candidate.prompt.demonstrations:
-            ctx.drop(candidate, f"no demonstration verified ({candidate.notes['demos_verified']})")
+        if ctx.params.demos and not candidate.prompt.demonstrations:
+            dropped.append(Dropped.of(candidate, f"no demonstration verified ({candidate.notes['demos_verified']})"))
             return []
         return [candidate]
 
@@ -97,28 +114,28 @@ class Abo:
         gets new procedures written from the task alone, so scoring its train batch would be wasted."""
         return bool(node.prompt.procedure)
 
-    def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
-        candidates = []
-        for node in beam:
+    def propose(self, ctx: Context, round: Round) -> Proposal:
+        candidates, dropped = [], []
+        for node in round.beam:
             if not node.prompt.procedure:  # a prompt without a procedure (the baseline): write procedures for it
-                candidates += [replace(c, parent=node.key) for c in self._procedures(ctx, f"round {round_no}")]
-            elif node.train_errors():
-                candidates += self._repairs(ctx, node, round_no)
-        return candidates
+                written = self._procedures(ctx, f"round {round.number}", dropped)
+                candidates += [replace(c, parent=node.key) for c in written]
+            elif round.errors(node):
+                candidates += self._repairs(ctx, node, round.errors(node), round.number, dropped)
+        return Proposal(candidates, tuple(dropped))
 
-    def _repairs(self, ctx: Context, node: Node, round_no: int) -> list[Candidate]:
+    def _repairs(self, ctx: Context, node: Node, errors, round_no: int, dropped: list[Dropped]) -> list[Candidate]:
         """A behaviour prompt's errors located step by step, and the revisions they call for."""
         p, steps, tag = ctx.params, list(node.prompt.procedure), f"round {round_no}: {node.key[:8]}"
-        errors = node.train_errors()
-        errors = ctx.rng(round_no, node.key, "errors").sample(errors, min(p["max_errors"], len(errors)))
-        located = self._locate(ctx, node.prompt, errors, f"{tag} locate") if p["localise"] else [None] * len(errors)
+        errors = ctx.rng(round_no, node.key, "errors").sample(errors, min(p.max_errors, len(errors)))
+        located = self._locate(ctx, node.prompt, errors, f"{tag} locate") if p.localise else [None] * len(errors)
         diagnosis = {
             "parent": node.key[:12],
             "step_failures": step_failure_table([x for x in located if x], len(steps)),
             "errors": [{"id": e.id, "answer": e.answer, "target": e.target, **(loc or {"step": None, "kind": None})}
                        for e, loc in zip(errors, located)],
         }
-        plans = self._revision_plans(located, p["revisions"])
+        plans = self._revision_plans(located, p.revisions)
 
         def failing(step):
             return [(e, loc) for e, loc in zip(errors, located) if step is None or (loc and loc["step"] == step)]
@@ -137,48 +154,50 @@ class Abo:
         candidates = []
         for i, ((step, kind), new) in enumerate(zip(plans, replies)):
             examples = [e.index for e, _ in failing(step)]
-            if kind == "not_followed" and p["demo_repairs"] and p["demos"]:  # the same steps, shown doing this one
+            if kind == "not_followed" and p.demo_repairs and p.demos:  # the same steps, shown doing this one
                 demos, counts = self.demonstrations(ctx, steps, f"{tag} demos for step {step}", examples)
                 notes = {"repaired_step": step, "kind": kind, "demos_verified": counts, "diagnosis": diagnosis}
                 candidates += self._kept(ctx, Candidate(self._prompt(ctx, steps, demos, node.prompt), "demonstration",
-                                                        node.key, notes))
+                                                        node.key, notes), dropped)
             if not new or (step is None and len(new) < 2):
                 continue
             new_steps = new if step is None else splice(steps, step, new)
             if not new_steps or new_steps == steps:
                 continue
-            new_steps = capped(new_steps, p["max_steps"] + EXTRA_STEPS)
+            new_steps = capped(new_steps, p.max_steps + EXTRA_STEPS)
             demos, counts = self.demonstrations(ctx, new_steps, f"{tag}.{i} demos", examples)
             notes = {"revised_step": step, "kind": kind, "demos_verified": counts, "diagnosis": diagnosis}
-            candidates += self._kept(ctx, Candidate(self._prompt(ctx, new_steps, demos, node.prompt), "revision", node.key, notes))
+            candidates += self._kept(ctx, Candidate(self._prompt(ctx, new_steps, demos, node.prompt), "revision", node.key,
+                                                    notes), dropped)
         return candidates
 
-    def projected(self, params: dict, beam: int, initial: bool) -> Projected:
+    def projected(self, params: AboParams, beam: int, initial: bool, n_dev: int) -> Projected:
         """Most calls: a demonstration attempt may be asked twice (without, then with the hint)."""
-        demo_calls = params["demo_attempts"] * (1 + (params["hint"] == "fallback")) if params["demos"] else 0
-        steps = {"procedure": params["max_steps"]}
+        demo_calls = params.demo_attempts * (1 + (params.hint == "fallback")) if params.demos else 0
+        steps = {"procedure": params.max_steps}
         if initial:
-            written = params["procedures"]
+            written = params.procedures
             asks = [Asks("abo_procedure", written, {"examples": 3})]
         else:
-            repairs = params["revisions"] * bool(params["demo_repairs"] and params["demos"])
-            written, errors = beam * (params["revisions"] + repairs), params["max_errors"]
-            asks = [Asks("abo_locate", beam * errors * bool(params["localise"]), steps),
-                    Asks("abo_revise_step" if params["localise"] else "abo_revise", beam * params["revisions"],
+            repairs = params.revisions * bool(params.demo_repairs and params.demos)
+            written, errors = beam * (params.revisions + repairs), params.max_errors
+            asks = [Asks("abo_locate", beam * errors * bool(params.localise), steps),
+                    Asks("abo_revise_step" if params.localise else "abo_revise", beam * params.revisions,
                          {**steps, "errors": errors})]
-        return Projected((*asks, Asks("abo_demonstration", written * demo_calls, steps)), written)
+        return Projected((*asks, Asks("abo_demonstration", written * demo_calls, steps)), written,
+                         reads_errors=not initial)
 
-    def written(self, params: dict) -> tuple[Asks, ...]:
-        return (Asks("abo_procedure", 1), Asks("abo_demonstration", params["demos"], {"examples": 1}))
+    def written(self, params: AboParams) -> tuple[Asks, ...]:
+        return (Asks("abo_procedure", 1), Asks("abo_demonstration", params.demos, {"examples": 1}))
 
     # --- parts ---
 
     @staticmethod
     def _answer_format(ctx: Context) -> str:
-        return ctx.bridge.answer_format or "End with the final answer."
+        return ctx.task.answer_format or "End with the final answer."
 
     def _prompt(self, ctx: Context, steps: list[str], demos: list[Demonstration], base: Prompt | None = None) -> Prompt:
-        base = base or ctx.bridge.default_prompt
+        base = base or ctx.task.default_prompt
         return Prompt(
             instruction=INSTRUCTION, placement=base.placement, procedure=tuple(steps),
             answer_format=self._answer_format(ctx), demonstrations=tuple(demos), answer_prefix="Step 1:",
@@ -191,17 +210,17 @@ class Abo:
         chain-of-thought demonstrations (the paper-table's demonstrations-only control). Returns them and
         the counts of what was tried, kept, and which check failed."""
         p = ctx.params
-        if not p["demos"]:
+        if not p.demos:
             return [], {}
-        docs = ctx.bridge.docs("train")
+        docs = ctx.task.docs("train")
         others = [i for i in ctx.rng(purpose, "order").sample(ctx.train_pool, len(ctx.train_pool)) if i not in preferred]
-        tried = (list(dict.fromkeys(preferred)) + others)[: p["demo_attempts"]]
+        tried = (list(dict.fromkeys(preferred)) + others)[: p.demo_attempts]
         counts, kept = Counter(tried=len(tried)), []
-        passes = {"fallback": (False, True), "always": (True,), "never": (False,)}[p["hint"]]
+        passes = {"fallback": (False, True), "always": (True,), "never": (False,)}[p.hint]
         for hint in passes:
             requests = [("abo_demonstration" if steps else "cot_demonstration", {
-                **({"procedure": steps} if steps else {}), "question": ctx.bridge.question(docs[i]),
-                "answer_format": self._answer_format(ctx), "target_hint": ctx.bridge.gold(docs[i]) if hint else "",
+                **({"procedure": steps} if steps else {}), "question": ctx.task.question(docs[i]),
+                "answer_format": self._answer_format(ctx), "target_hint": ctx.task.gold(docs[i]) if hint else "",
             }) for i in tried]
             solutions = ctx.ask(purpose + (" (answer shown)" if hint else ""), requests, parse_solution, "solution")
             failed = []
@@ -214,15 +233,15 @@ class Abo:
                 else:
                     failed.append(i)
             tried = failed
-            if len(kept) >= p["demos"] or not tried:
+            if len(kept) >= p.demos or not tried:
                 break
-        return kept[: p["demos"]], {k: v for k, v in counts.items() if v}
+        return kept[: p.demos], {k: v for k, v in counts.items() if v}
 
     def _verified(self, ctx: Context, doc: dict, solution: str | None, n_steps: int) -> tuple[str, str]:
         """("kept", the text to keep) or the check it failed: "unparsed", "steps" or "answer"."""
         if solution is None:
             return "unparsed", ""
-        mode = ctx.params["verify"]
+        mode = ctx.params.verify
         if mode == "none":
             return "kept", solution
         start = 0
@@ -234,8 +253,8 @@ class Abo:
         # what the optimizer wrote after it (often the answer format echoed back) is not worth imitating
         lines = solution[start:].splitlines()
         cuts = [solution[:start] + "\n".join(lines[:k]).rstrip() for k in range(1, len(lines) + 1)]
-        checks = ctx.bridge.check(cuts, [doc] * len(cuts))
-        text = next((cut for cut, (_, score) in zip(cuts, checks) if ctx.bridge.correct(score)), None)
+        checks = ctx.task.check(cuts, [doc] * len(cuts))
+        text = next((cut for cut, (_, score) in zip(cuts, checks) if ctx.task.correct(score)), None)
         return ("kept", text) if text is not None else ("answer", solution)
 
     @staticmethod

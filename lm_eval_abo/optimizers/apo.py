@@ -9,9 +9,10 @@ itself, and keep at most `max_expansion_factor` of a prompt's distinct children,
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, first_tag
+from lm_eval_abo.infra.flags import flag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, Proposal, Round, first_tag
 from lm_eval_abo.optimizers.instructions import InstructionMethod, paraphrases
 
 
@@ -35,7 +36,7 @@ def expand(ctx: Context, round_no: int, beam: list[Node], jobs: list[tuple[Node,
     ]
     sources: list[Node | Candidate] = [*edited, *beam]
     beam_prompt_of = {c.key: c.parent for c in edited} | {node.key: node.key for node in beam}
-    successors = paraphrases(ctx, f"round {round_no}: paraphrases", [(source, p["paraphrases"]) for source in sources])
+    successors = paraphrases(ctx, f"round {round_no}: paraphrases", [(source, p.paraphrases) for source in sources])
     children: dict[str, dict[str, Candidate]] = {node.key: {} for node in beam}  # beam prompt -> its distinct children
     for child in edited + successors:
         owner = beam_prompt_of[child.parent]
@@ -44,35 +45,53 @@ def expand(ctx: Context, round_no: int, beam: list[Node], jobs: list[tuple[Node,
     kept = []
     for owner, distinct in children.items():
         found = list(distinct.values())
-        if len(found) > p["max_expansion_factor"]:
-            chosen = set(ctx.rng(round_no, owner, "expansion").sample(range(len(found)), p["max_expansion_factor"]))
+        if len(found) > p.max_expansion_factor:
+            chosen = set(ctx.rng(round_no, owner, "expansion").sample(range(len(found)), p.max_expansion_factor))
             found = [c for i, c in enumerate(found) if i in chosen]
         kept += found
     return kept
 
 
-def projected_children(params: dict, beam: int, reflect: Asks, edits: int, shown: dict) -> Projected:
+def projected_children(params, beam: int, reflect: Asks, edits: int, shown: dict) -> Projected:
     """A round's calls and candidates: per beam prompt the `reflect` calls, `edits` edits, paraphrases of
     the edits and of the prompt, at most `max_expansion_factor` children kept."""
-    paraphrases = (edits + 1) * params["paraphrases"]
+    paraphrases = (edits + 1) * params.paraphrases
     return Projected((replace(reflect, calls=beam * reflect.calls), Asks("apo_edit", beam * edits, shown),
-                      Asks("paraphrase", beam * paraphrases)), beam * min(params["max_expansion_factor"], edits + paraphrases))
+                      Asks("paraphrase", beam * paraphrases)), beam * min(params.max_expansion_factor, edits + paraphrases))
+
+
+@dataclass(frozen=True)
+class ApoParams:
+    gradients: int = flag("textual gradients per beam prompt, each from its own group of train errors", default=2)
+    errors_per_gradient: int = flag("train errors shown to each gradient", default=4)
+    edits_per_gradient: int = flag("rewritten instructions per gradient", default=1)
+    paraphrases: int = flag("paraphrases (Monte Carlo successors) of every edit and of the beam prompt", default=1)
+    max_expansion_factor: int = flag("distinct children of a beam prompt kept, sampled at random", default=4)
+
+
+@dataclass(frozen=True)
+class ApoSumParams:
+    max_errors: int = flag("train errors the one reflection summarises", default=16)
+    errors_shown: int = flag("of those, errors the edits see", default=4)
+    edits: int = flag("rewritten instructions per beam prompt", default=2)
+    paraphrases: int = flag("paraphrases of every edit and of the beam prompt", default=1)
+    max_expansion_factor: int = flag("distinct children of a beam prompt kept, sampled at random", default=4)
 
 
 class Apo(InstructionMethod):
     name = "apo"
-    defaults = {"gradients": 2, "errors_per_gradient": 4, "edits_per_gradient": 1, "paraphrases": 1, "max_expansion_factor": 4}
+    params = ApoParams()
     # ProTeGi: 4 gradients from groups of 4 errors, 1 edit per gradient, 2 Monte Carlo samples per prompt, 8 children kept
-    paper = {"gradients": 4, "paraphrases": 2, "max_expansion_factor": 8}
+    paper = ApoParams(gradients=4, paraphrases=2, max_expansion_factor=8)
 
-    def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
-        p = ctx.params
+    def propose(self, ctx: Context, round: Round) -> Proposal:
+        p, round_no = ctx.params, round.number
         groups, requests = [], []
-        for node in beam:
-            errors = node.train_errors()
+        for node in round.beam:
+            errors = round.errors(node)
             rng = ctx.rng(round_no, node.key, "error groups")
-            for _ in range(p["gradients"] if errors else 0):
-                group = [ctx.error(s) for s in rng.sample(errors, min(p["errors_per_gradient"], len(errors)))]
+            for _ in range(p.gradients if errors else 0):
+                group = [ctx.error(s) for s in rng.sample(errors, min(p.errors_per_gradient, len(errors)))]
                 groups.append((node, group))
                 requests.append(("apo_gradient", {
                     "task_description": ctx.task_description, "instruction": ctx.rewritable(node.prompt).instruction,
@@ -80,26 +99,26 @@ class Apo(InstructionMethod):
                 }))
         reasons = ctx.ask(f"round {round_no}: gradients", requests, first_tag("reason"), "reason")
         jobs = [(node, group, reason) for (node, group), reason in zip(groups, reasons) if reason]
-        return expand(ctx, round_no, beam, jobs, p["edits_per_gradient"])
+        return Proposal(expand(ctx, round_no, round.beam, jobs, p.edits_per_gradient))
 
-    def projected_round(self, params: dict, beam: int) -> Projected:
-        shown = {"errors": params["errors_per_gradient"]}
-        return projected_children(params, beam, Asks("apo_gradient", params["gradients"], shown),
-                                  params["gradients"] * params["edits_per_gradient"], shown)
+    def projected_round(self, params: ApoParams, beam: int) -> Projected:
+        shown = {"errors": params.errors_per_gradient}
+        return projected_children(params, beam, Asks("apo_gradient", params.gradients, shown),
+                                  params.gradients * params.edits_per_gradient, shown)
 
 
 class ApoSum(InstructionMethod):
     name = "apo-sum"
-    defaults = {"max_errors": 16, "errors_shown": 4, "edits": 2, "paraphrases": 1, "max_expansion_factor": 4}
-    paper = {"max_errors": 64, "edits": 4, "paraphrases": 2, "max_expansion_factor": 8}  # ProTeGi's budget, one summary over all errors
+    params = ApoSumParams()
+    paper = ApoSumParams(max_errors=64, edits=4, paraphrases=2, max_expansion_factor=8)  # ProTeGi's budget, one summary
 
-    def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
-        p = ctx.params
+    def propose(self, ctx: Context, round: Round) -> Proposal:
+        p, round_no = ctx.params, round.number
         sampled = {}  # a seeded random sample of each beam prompt's errors
-        for node in beam:
-            errors = node.train_errors()
-            sampled[node.key] = ctx.rng(round_no, node.key, "errors").sample(errors, min(p["max_errors"], len(errors)))
-        reflected = [node for node in beam if sampled[node.key]]
+        for node in round.beam:
+            errors = round.errors(node)
+            sampled[node.key] = ctx.rng(round_no, node.key, "errors").sample(errors, min(p.max_errors, len(errors)))
+        reflected = [node for node in round.beam if sampled[node.key]]
         requests = [
             ("apo_sum_reflect", {
                 "task_description": ctx.task_description, "instruction": ctx.rewritable(node.prompt).instruction,
@@ -109,11 +128,11 @@ class ApoSum(InstructionMethod):
         ]
         summaries = ctx.ask(f"round {round_no}: summaries", requests, first_tag("summary"), "summary")
         jobs = [
-            (node, [ctx.error(s) for s in sampled[node.key][: p["errors_shown"]]], summary)  # a random sample too
+            (node, [ctx.error(s) for s in sampled[node.key][: p.errors_shown]], summary)  # a random sample too
             for node, summary in zip(reflected, summaries) if summary
         ]
-        return expand(ctx, round_no, beam, jobs, p["edits"])
+        return Proposal(expand(ctx, round_no, round.beam, jobs, p.edits))
 
-    def projected_round(self, params: dict, beam: int) -> Projected:
-        return projected_children(params, beam, Asks("apo_sum_reflect", 1, {"errors": params["max_errors"]}),
-                                  params["edits"], {"errors": params["errors_shown"]})
+    def projected_round(self, params: ApoSumParams, beam: int) -> Projected:
+        return projected_children(params, beam, Asks("apo_sum_reflect", 1, {"errors": params.max_errors}),
+                                  params.edits, {"errors": params.errors_shown})

@@ -1,4 +1,6 @@
-"""What every method shares: candidates, scored nodes, the context a method works in, its interface."""
+"""What every method shares with the loop: candidates and scored nodes, the narrow view of the task a
+method sees (`TaskView`), the one recorded path to the optimizer (`OptimizerCalls`), the context a method
+works in (frozen for the run), the round it is given, the proposal it returns, and the `Method` contract."""
 
 from __future__ import annotations
 
@@ -10,11 +12,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from lm_eval_abo import metaprompts
-from lm_eval_abo.cost.ledger import Ledger
-from lm_eval_abo.llm import OptimizerLLM
-from lm_eval_abo.prompt import Prompt
-from lm_eval_abo.scoring import Bridge, Sample
+from lm_eval_abo.artifact.prompt import Prompt
+from lm_eval_abo.infra import metaprompts
+from lm_eval_abo.scoring import Sample, Score
 
 log = logging.getLogger("lm_eval_abo")
 
@@ -33,9 +33,9 @@ class Candidate:
         return self.prompt.sha256()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Node:
-    """A candidate with its dev score (and, while a round runs, its train-batch results)."""
+    """A candidate with its dev score."""
 
     candidate: Candidate
     round: int
@@ -43,7 +43,6 @@ class Node:
     dev_stderr: float | None
     dev_n: int
     dev_per_example: dict[int, float]
-    train_samples: list[Sample] = field(default_factory=list)  # not kept in checkpoints
 
     @property
     def key(self) -> str:
@@ -53,70 +52,55 @@ class Node:
     def prompt(self) -> Prompt:
         return self.candidate.prompt
 
-    def train_errors(self) -> list[Sample]:
-        return [s for s in self.train_samples if not s.correct]
+
+class TaskView(Protocol):
+    """The task as a method sees it: its training documents, questions and gold answers, scoring on train
+    and dev through lm-eval, the task's own filter and metric applied to text written elsewhere, and what
+    the meta-prompts say of it. The bridge to lm-eval implements it; a unit test may fake it."""
+
+    higher_is_better: bool
+    threshold: float  # the metric's value of a right answer (below it, or above for lower-is-better: an error)
+    metric_key: str
+    default_prompt: Prompt  # the baseline
+    task_description: str
+    answer_format: str  # how an answer must end so the task's filter finds it ("" if unknown)
+
+    def docs(self, split: str) -> list[dict]: ...
+
+    def question(self, doc: dict) -> str: ...
+
+    def gold(self, doc: dict) -> str: ...
+
+    def score(self, prompts: list[Prompt], split: str, indices: list[int]) -> list[Score]: ...
+
+    def check(self, outputs: list[str], docs: list[dict]) -> list[tuple[str, float]]: ...
+
+    def correct(self, score: float) -> bool: ...
 
 
-@dataclass
-class Context:
-    """Everything a method may use: the optimizer, the task (through the bridge), settings, seeds."""
+class OptimizerCalls:
+    """The one way to the optimizer: each call's meta-prompt rendered from its template, asked through the
+    client (its cache, retries, budget and ledger), its reply parsed, and the call handed to `record` with
+    the round it belongs to (the loop sets `round`), its rendered messages, seed and temperature."""
 
-    llm: OptimizerLLM
-    bridge: Bridge
-    params: dict
-    seed: int
-    train_pool: list[int]  # train examples the run may use
-    dev_indices: list[int] = field(default_factory=list)  # the dev examples candidates are scored on
-    run_dir: Path | None = None  # where a method with its own engine keeps that engine's state (GEPA)
-    format_retries: int = 1
-    sampling_temperature: float | None = None  # of the calls that sample (see `ask`); None: the optimizer's own
-    templates: set[str] = field(default_factory=set)  # meta-prompts rendered so far, includes too
-    round: int = 0  # the round the calls belong to (the search sets it)
-    dropped: list[dict] = field(default_factory=list)  # candidates dropped this round before scoring, and why
-    record_call: Callable[[dict], None] | None = None  # receives every call: meta-prompt, reply, seed, temperature
-    round_notes: dict = field(default_factory=dict)  # what a method says of the round as a whole (plain values)
+    def __init__(self, llm, seed: int, sampling_temperature: float | None = None, format_retries: int = 1,
+                 record: Callable[[dict], None] | None = None):
+        self.llm, self.seed, self.format_retries = llm, seed, format_retries
+        self.sampling_temperature = sampling_temperature
+        self._record = record or (lambda call: None)
+        self.round = 0
+        self.templates: set[str] = set()  # meta-prompts rendered so far, includes too
 
-    @property
-    def ledger(self) -> Ledger:
-        """The live counts of both models: the optimizer's calls and the target's requests."""
-        return Ledger(self.llm.usage, self.bridge.counter.usage)
-
-    @property
-    def task_description(self) -> str:
-        return self.bridge.task_description
-
-    @property
-    def base_prompt(self) -> Prompt:
-        """The prompt new instructions are written into: the baseline, with the answer format the task needs."""
-        base = self.bridge.default_prompt
-        return base if base.answer_format else replace(base, answer_format=self.bridge.answer_format)
-
-    def drop(self, candidate: Candidate, reason: str) -> None:
-        """Leave a candidate out of the round (the round's record lists it with the reason)."""
-        self.dropped.append({"key": candidate.key[:12], "origin": candidate.origin, "reason": reason})
-
-    def rewritable(self, prompt: Prompt) -> Prompt:
-        """The prompt an instruction method rewrites. A task as written (the baseline of a task that is not
-        the plugin's own has no instruction of ours) stands for its own description, with the answer format."""
-        if prompt.instruction or prompt.procedure:
-            return prompt
-        return replace(self.base_prompt, instruction=self.task_description)
-
-    def rng(self, *purpose) -> random.Random:
-        return random.Random(f"{self.seed}:" + ":".join(map(str, purpose)))
+    def record(self, call: dict) -> None:
+        self._record({"round": self.round, **call})
 
     def seed_for(self, *purpose) -> int:
         text = f"{self.seed}:" + ":".join(map(str, purpose))
         return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
-    def example(self, doc: dict) -> dict:
-        """A training example as the meta-prompts show it."""
-        return {"question": self.bridge.question(doc), "target": self.bridge.gold(doc)}
-
-    def error(self, sample: Sample) -> dict:
-        """A target mistake as the meta-prompts show it."""
-        return {"question": self.bridge.question(sample.doc), "target": sample.target, "output": sample.output,
-                "answer": sample.answer}
+    def refused(self) -> str | None:
+        """Why the budget would refuse the next call (a cap reached), or None."""
+        return self.llm.exhausted()
 
     def ask(self, purpose: str, requests: list[tuple[str, dict]], parse: Callable[[str], object], tag: str,
             sample: bool = False) -> list:
@@ -145,15 +129,123 @@ class Context:
             for i, (sent, seed), reply in zip(pending, batch, answered):
                 replies[i] = reply
                 results[i] = parse(reply) if reply is not None else None
-                if self.record_call:
-                    self.record_call({"round": self.round, "purpose": purpose, "template": requests[i][0], "attempt": attempt,
-                                      "seed": seed, "temperature": temperature, "messages": sent, "reply": reply})
+                self.record({"purpose": purpose, "template": requests[i][0], "attempt": attempt, "seed": seed,
+                             "temperature": temperature, "messages": sent, "reply": reply})
             pending = [i for i in pending if results[i] is None and replies[i] is not None]
             if not pending:
                 break
         for i in pending:
             log.warning("%s: dropped a reply without <%s>...</%s>: %r", purpose, tag, tag, (replies[i] or "")[:120])
         return results
+
+    def written(self, purpose: str, template: str, messages: list[dict], seed: int) -> str | None:
+        """One call whose messages another engine wrote (GEPA's reflection prompt, named `template`),
+        asked deterministically and recorded like every call; None when it failed after its retries."""
+        [reply] = self.llm.complete_many([(messages, seed)], desc=purpose)
+        self.record({"purpose": purpose, "template": template, "attempt": 0, "seed": seed, "temperature": None,
+                     "messages": messages, "reply": reply})
+        return reply
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a method may use, the same for the whole run: the task (`TaskView`), the optimizer calls, its
+    parameters, the seed, the train examples it may use and the dev examples candidates are scored on."""
+
+    task: TaskView
+    calls: OptimizerCalls
+    params: object  # the method's frozen parameters (`Params`)
+    seed: int
+    train_pool: list[int]  # train examples the run may use
+    dev_indices: list[int] = field(default_factory=list)
+    engine_dir: Path | None = None  # where a method that runs an engine of its own lets it keep its state (GEPA)
+
+    @property
+    def task_description(self) -> str:
+        return self.task.task_description
+
+    def recorded(self, record: Callable[[dict], None], sampling_temperature: float | None = None) -> Context:
+        """This context with its optimizer calls handed to `record` (a study keeps its calls so), its sampling
+        calls at `sampling_temperature` if given."""
+        calls = self.calls
+        temperature = calls.sampling_temperature if sampling_temperature is None else sampling_temperature
+        return replace(self, calls=OptimizerCalls(calls.llm, calls.seed, temperature, calls.format_retries, record))
+
+    @property
+    def base_prompt(self) -> Prompt:
+        """The prompt new instructions are written into: the baseline, with the answer format the task needs."""
+        base = self.task.default_prompt
+        return base if base.answer_format else replace(base, answer_format=self.task.answer_format)
+
+    def rewritable(self, prompt: Prompt) -> Prompt:
+        """The prompt an instruction method rewrites. A task as written (the baseline of a task that is not
+        the plugin's own has no instruction of ours) stands for its own description, with the answer format."""
+        if prompt.instruction or prompt.procedure:
+            return prompt
+        return replace(self.base_prompt, instruction=self.task_description)
+
+    def rng(self, *purpose) -> random.Random:
+        return random.Random(f"{self.seed}:" + ":".join(map(str, purpose)))
+
+    def seed_for(self, *purpose) -> int:
+        return self.calls.seed_for(*purpose)
+
+    def ask(self, purpose: str, requests: list[tuple[str, dict]], parse: Callable[[str], object], tag: str,
+            sample: bool = False) -> list:
+        return self.calls.ask(purpose, requests, parse, tag, sample)
+
+    def example(self, doc: dict) -> dict:
+        """A training example as the meta-prompts show it."""
+        return {"question": self.task.question(doc), "target": self.task.gold(doc)}
+
+    def error(self, sample: Sample) -> dict:
+        """A target mistake as the meta-prompts show it."""
+        return {"question": self.task.question(sample.doc), "target": sample.target, "output": sample.output,
+                "answer": sample.answer}
+
+
+@dataclass(frozen=True)
+class Round:
+    """A later round as the loop hands it to a method: its number, the beam (best first), every node scored
+    so far, the train-minibatch samples of the beam prompts whose errors the method wanted, and the state
+    the method returned last round (GEPA's)."""
+
+    number: int
+    beam: list[Node]
+    history: list[Node]
+    train: dict[str, list[Sample]] = field(default_factory=dict)  # by node key
+    state: dict = field(default_factory=dict)
+
+    def errors(self, node: Node) -> list[Sample]:
+        """The node's train errors this round (none when its train batch was not scored)."""
+        return [s for s in self.train.get(node.key, []) if not s.correct]
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A candidate left out before scoring, and why (the round's record lists it)."""
+
+    key: str
+    origin: str
+    reason: str
+
+    @classmethod
+    def of(cls, candidate: Candidate, reason: str) -> Dropped:
+        return cls(candidate.key[:12], candidate.origin, reason)
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "origin": self.origin, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What a method returns for a round: new candidates, those it dropped itself and why, what it says of
+    the round as a whole (plain values), and its state for the next round (None: unchanged)."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    dropped: tuple[Dropped, ...] = ()
+    notes: dict = field(default_factory=dict)
+    state: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -167,10 +259,16 @@ class Asks:
 
 @dataclass(frozen=True)
 class Projected:
-    """At most what one round of a method asks the optimizer, and the new candidates it makes."""
+    """At most what one round of a method uses: the optimizer calls by meta-prompt, the new candidates, the
+    train examples behind the score each candidate is shown with (OPRO, PromptAgent), whether the round
+    reads the beam's train errors (a minibatch per beam prompt), and the target requests of a round that an
+    engine of its own runs (GEPA; None: counted from the candidates)."""
 
     asks: tuple[Asks, ...]
     candidates: int
+    shown: int = 0
+    reads_errors: bool = False
+    engine_requests: int | None = None
 
     @property
     def calls(self) -> int:
@@ -193,32 +291,27 @@ def all_tags(tag: str) -> Callable[[str], list[str] | None]:
 
 
 class Method(Protocol):
-    """A prompt-optimization method: proposes candidates; the shared search loop scores and selects.
-    Every member is read by the loop, the config or the projection."""
+    """A prompt-optimization method: proposes candidates; the shared search loop scores and selects."""
 
     name: str
-    defaults: dict  # method parameters, documented in the README
-    paper: dict  # what `--preset paper` changes: the values the method's source publishes
-    choices: dict[str, tuple[str, ...]]  # the values of each text parameter (the others are whole numbers)
-    uses_errors: bool  # whether later rounds read the beam's train errors (which cost target requests)
+    params: object  # its default parameters, a frozen dataclass of flags (`params.Params`)
+    paper: object  # the same with what `--preset paper` sets: the values the method's source publishes
     patience: int | None  # the method's own early stop (rounds without dev improvement), None: never
     needs_generation: bool  # whether it needs the target's generated text (not a multiple-choice task)
 
     def wants_errors(self, node: Node) -> bool:
-        """Whether a round reads this beam node's train errors (only asked when `uses_errors`)."""
+        """Whether a later round reads this beam node's train errors (which cost target requests)."""
         ...
 
-    def initial(self, ctx: Context, beam: int) -> list[Candidate]: ...
+    def initial(self, ctx: Context, beam: int) -> Proposal: ...
 
-    def propose(self, ctx: Context, beam: list[Node], history: list[Node], round: int) -> list[Candidate]: ...
+    def propose(self, ctx: Context, round: Round) -> Proposal: ...
 
-    def projected(self, params: dict, beam: int, initial: bool) -> Projected:
-        """At most what round 0 (initial=True) or a later round asks the optimizer, before format retries,
-        and how many new candidates it makes. A method whose later rounds run an engine of its own on a
-        metric-call budget (GEPA) also has `projected_engine(params, n_dev) -> (Projected, target requests)`."""
+    def projected(self, params, beam: int, initial: bool, n_dev: int) -> Projected:
+        """At most what round 0 (initial=True) or a later round uses, before format retries."""
         ...
 
-    def written(self, params: dict) -> tuple[Asks, ...]:
+    def written(self, params) -> tuple[Asks, ...]:
         """The optimizer replies a candidate prompt is made of, each asked once per `calls` (what a
         candidate adds to the target's prompt, for the projection)."""
         ...

@@ -12,7 +12,9 @@ selects as for every method. GEPA's state lives in `<run dir>/gepa/`, so `--resu
 
 The GEPA run sees train (reflection minibatches) and dev (its validation set) through the bridge, never
 test. A candidate's one text component is the prompt's instruction; everything else (answer format,
-demonstrations, answer prefix, placement) stays the seed's.
+demonstrations, answer prefix, placement) stays the seed's. The seed is the method's state, which the
+loop keeps in its checkpoint; the engine's own state lives in the folder the loop gives it
+(`Context.engine_dir`); GEPA's reflection calls go through the loop's recorded path to the optimizer.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import read_json, write_json
-from lm_eval_abo.llm import BudgetExhausted
-from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected
+from lm_eval_abo.artifact.prompt import Prompt
+from lm_eval_abo.cost.ledger import BudgetExhausted
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.flags import flag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, Proposal, Round, TaskView
 from lm_eval_abo.optimizers.instructions import INITIAL_EXAMPLES, initial_candidates
-from lm_eval_abo.prompt import Prompt
-from lm_eval_abo.scoring import Bridge, Sample
+from lm_eval_abo.scoring import Sample
 
 log = logging.getLogger("lm_eval_abo")
 TEMPLATE = "gepa:InstructionProposalSignature"  # GEPA's own reflection prompt, as the call records name it
@@ -44,13 +46,22 @@ def engine():
     return gepa
 
 
-def round_budget(params: dict, n_dev: int) -> int:
+@dataclass(frozen=True)
+class GepaParams:
+    proposals: int = flag("a round's budget pays for this many proposals, each accepted (rejected ones cost less)",
+                          default=4)
+    metric_calls: int = flag("a round's metric-call budget given directly (0: from proposals and the dev size)", default=0)
+    reflection_minibatch: int = flag("train examples per proposal (GEPA's default)", default=3)
+    merge: int = flag("GEPA+Merge: also merge two Pareto-front candidates (GEPA's use_merge)", default=0)
+
+
+def round_budget(params: GepaParams, n_dev: int) -> int:
     """GEPA's metric calls per loop round: `metric_calls`, else what `proposals` proposals cost at most
     (each scores its parent and its child on a reflection minibatch, and the child on all of dev)."""
-    return params["metric_calls"] or params["proposals"] * (2 * params["reflection_minibatch"] + n_dev)
+    return params.metric_calls or params.proposals * (2 * params.reflection_minibatch + n_dev)
 
 
-def max_metric_calls(params: dict, n_dev: int, rounds: int) -> int:
+def max_metric_calls(params: GepaParams, n_dev: int, rounds: int) -> int:
     """GEPA's `max_metric_calls` after `rounds` loop rounds of one run: its seed's dev evaluation, then a
     round's budget per round."""
     return n_dev + rounds * round_budget(params, n_dev)
@@ -87,10 +98,19 @@ class Adapter:
 
     propose_new_texts = None  # GEPA's own reflection proposes the texts
 
-    def __init__(self, bridge: Bridge, seed: Prompt):
-        self.bridge, self.seed = bridge, seed
+    def __init__(self, bridge: TaskView, seed: Prompt, seed_key: str = "", folder: Path | None = None):
+        self.bridge, self.seed, self.seed_key, self.folder = bridge, seed, seed_key, folder
         self.sign = 1.0 if bridge.higher_is_better else -1.0
         self.perfect = self.sign * bridge.threshold
+
+    def get_adapter_state(self) -> dict:
+        """What GEPA keeps of the adapter in its own state file: the loop node its run was seeded with."""
+        return {"seed_node": self.seed_key}
+
+    def set_adapter_state(self, state: dict) -> None:
+        """On resume, GEPA's saved state must be this run's: seeded with the same node."""
+        if state.get("seed_node") not in (None, self.seed_key):
+            raise AboError(f"{self.folder} holds the GEPA state of another run; remove it or choose another --output")
 
     def evaluate(self, batch: list[tuple[str, int]], candidate: dict[str, str], capture_traces: bool = False):
         from gepa.core.adapter import EvaluationBatch
@@ -122,9 +142,9 @@ class Adapter:
 
 
 class Reflection:
-    """GEPA's reflection LM: its prompt, sent through the project's optimizer client (cache, ledger, retries,
-    budget), deterministically as every reflection, and kept with its reply like every call. A reached budget
-    or a fatal optimizer error stops the engine (`stopped`, a GEPA stopper)."""
+    """GEPA's reflection LM: its prompt, sent through the loop's recorded path to the optimizer (cache,
+    ledger, retries, budget), deterministically as every reflection. A reached budget or a fatal optimizer
+    error stops the engine (`stopped`, a GEPA stopper)."""
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -134,33 +154,24 @@ class Reflection:
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         seed = self.ctx.seed_for("gepa reflection", hashlib.sha256(repr(messages).encode()).hexdigest()[:16])
         try:
-            [reply] = self.ctx.llm.complete_many([(messages, seed)], desc="GEPA reflection")
+            reply = self.ctx.calls.written("GEPA reflection", TEMPLATE, messages, seed)
         except (BudgetExhausted, AboError) as e:
             self.halted = e
             raise
-        if self.ctx.record_call:
-            self.ctx.record_call({"round": self.ctx.round, "purpose": "GEPA reflection", "template": TEMPLATE,
-                                  "attempt": 0, "seed": seed, "temperature": None, "messages": messages, "reply": reply})
         if reply is None:  # dropped after its retries: GEPA skips this proposal
             raise RuntimeError("the optimizer call failed after its retries")
         return reply
 
     def stopped(self, state) -> bool:
-        return self.halted is not None or self.ctx.llm.exhausted() is not None
+        return self.halted is not None or self.ctx.calls.refused() is not None
 
 
 class RunLog:
-    """GEPA's log: a file in its state directory (or the debug log), never the console."""
+    """GEPA's log, kept out of the console: lm_eval_abo's debug log."""
 
-    def __init__(self, folder: Path | None):
-        self.path = folder / "run_log.txt" if folder else None
-
-    def log(self, message: str) -> None:
-        if self.path is None:
-            log.debug("gepa: %s", message)
-            return
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(f"{message}\n")
+    @staticmethod
+    def log(message: str) -> None:
+        log.debug("gepa: %s", message)
 
 
 class FinalState:
@@ -175,88 +186,69 @@ class FinalState:
 class Gepa:
     """Round 0 as the instruction methods, then one GEPA run across the later rounds."""
 
-    uses_errors = False  # GEPA scores its own reflection minibatches through the adapter
-    patience: int | None = None  # a round without a better prompt is no reason to stop GEPA's run
-
     name = "gepa"
+    params = GepaParams()
+    paper = GepaParams()  # the run's sizes and budget set GEPA's own numbers (README: GEPA's settings)
+    patience: int | None = None  # a round without a better prompt is no reason to stop GEPA's run
     needs_generation = False  # as the instruction methods: multiple-choice tasks too
-    paper: dict = {}  # the run's sizes and budget set GEPA's own numbers (README: GEPA's settings)
-    choices: dict = {}
-    defaults = {
-        "proposals": 4,  # a round's budget pays for this many proposals, each accepted (rejected ones cost less)
-        "metric_calls": 0,  # a round's metric-call budget given directly (0: from `proposals` and the dev size)
-        "reflection_minibatch": 3,  # train examples per proposal (GEPA's default)
-        "merge": 0,  # GEPA+Merge: also merge two Pareto-front candidates (GEPA's use_merge)
-    }
 
     def wants_errors(self, node: Node) -> bool:
-        return False
+        return False  # GEPA scores its own reflection minibatches through the adapter
 
-    def initial(self, ctx: Context, beam: int) -> list[Candidate]:
+    def initial(self, ctx: Context, beam: int) -> Proposal:
         engine()  # a missing package is one line before any call is made
-        return initial_candidates(ctx, beam)
+        return Proposal(initial_candidates(ctx, beam))
 
-    def projected(self, params: dict, beam: int, initial: bool) -> Projected:
+    def projected(self, params: GepaParams, beam: int, initial: bool, n_dev: int) -> Projected:
+        """Round 0 as the instruction methods. A later round: at most one reflection call per 2 x minibatch
+        metric calls (its tokens counted as an edit shown the minibatch's errors); the engine checks its
+        budget between iterations, so the last one may run over it by one iteration's calls."""
         if initial:
             return Projected((Asks("initial_instruction", beam, {"examples": INITIAL_EXAMPLES}),), beam)
-        return Projected((), 0)  # a later round is GEPA's: `projected_engine`
+        budget, minibatch = round_budget(params, n_dev), params.reflection_minibatch
+        reflections = Asks("apo_edit", -(-budget // (2 * minibatch)), {"errors": minibatch})
+        return Projected((reflections,), 0, engine_requests=budget + 2 * minibatch + n_dev)
 
-    def written(self, params: dict) -> tuple[Asks, ...]:
+    def written(self, params: GepaParams) -> tuple[Asks, ...]:
         return (Asks("paraphrase", 1),)
 
-    @staticmethod
-    def projected_engine(params: dict, n_dev: int) -> tuple[Projected, int]:
-        """A later round: at most one reflection call per 2 x minibatch metric calls (its tokens counted as
-        an edit shown the minibatch's errors); the engine checks its budget between iterations, so the last
-        one may run over it by one iteration's calls. Returns the calls and the target requests."""
-        budget, minibatch = round_budget(params, n_dev), params["reflection_minibatch"]
-        reflections = Asks("apo_edit", -(-budget // (2 * minibatch)), {"errors": minibatch})
-        return Projected((reflections,), 0), budget + 2 * minibatch + n_dev
-
-    def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
+    def propose(self, ctx: Context, round: Round) -> Proposal:
         gepa, p = engine(), ctx.params
-        reason = ctx.llm.exhausted()
-        if reason:
-            raise BudgetExhausted(reason)
         if not ctx.dev_indices:
             raise AboError("GEPA needs the run's dev examples (Context.dev_indices), its validation set")
-        folder = ctx.run_dir / "gepa" if ctx.run_dir else None
-        seed, seed_key = self._seed(ctx, beam, history, folder)
+        folder = ctx.engine_dir
+        seed, seed_key = self._seed(ctx, round, folder)
         n_dev = len(ctx.dev_indices)
-        budget = max_metric_calls(p, n_dev, round_no if folder else 1)  # without a directory, each round runs afresh
-        adapter, reflection, final = Adapter(ctx.bridge, seed), Reflection(ctx), FinalState()
+        budget = max_metric_calls(p, n_dev, round.number if folder else 1)  # without a folder, each round runs afresh
+        adapter, reflection, final = Adapter(ctx.task, seed, seed_key, folder), Reflection(ctx), FinalState()
         result = gepa.optimize(
             seed_candidate=components(seed), trainset=[("train", i) for i in ctx.train_pool],
             valset=[("dev", i) for i in ctx.dev_indices], adapter=adapter, reflection_lm=reflection,
-            reflection_minibatch_size=p["reflection_minibatch"], use_merge=bool(p["merge"]),
+            reflection_minibatch_size=p.reflection_minibatch, use_merge=bool(p.merge),
             perfect_score=adapter.perfect, max_metric_calls=budget, stop_callbacks=reflection.stopped,
-            logger=RunLog(folder), callbacks=[final], run_dir=str(folder) if folder else None,
-            seed=ctx.seed_for("gepa", round_no), track_best_outputs=False, display_progress_bar=True,
+            logger=RunLog(), callbacks=[final], run_dir=str(folder) if folder else None,
+            seed=ctx.seed_for("gepa", round.number), track_best_outputs=False, display_progress_bar=True,
         )
         if isinstance(reflection.halted, AboError):
             raise reflection.halted
-        ctx.round_notes.update(self._summary(final.state, budget, reflection, ctx))
-        return self._candidates(result, adapter, seed_key, max(len(beam), 1))
+        return Proposal(self._candidates(result, adapter, seed_key, max(len(round.beam), 1)),
+                        notes=self._summary(final.state, budget, reflection, ctx),
+                        state={"prompt": seed.to_dict(), "node": seed_key})
 
     # --- parts ---
 
-    def _seed(self, ctx: Context, beam: list[Node], history: list[Node], folder: Path | None) -> tuple[Prompt, str]:
+    @staticmethod
+    def _seed(ctx: Context, round: Round, folder: Path | None) -> tuple[Prompt, str]:
         """The prompt GEPA's run starts from: the best of the loop after round 0, as an instruction method
-        rewrites it; kept in `seed.json` so every round and a resumed run continue the same GEPA run."""
-        saved = folder / "seed.json" if folder else None
-        if saved and saved.exists():
-            data = read_json(saved)
-            if data["node"] not in {n.key for n in history}:
+        rewrites it; kept in the method's state, so every round and a resumed run continue the same GEPA run.
+        A run stopped inside its first GEPA round resumes from round 0's checkpoint, so it chooses the same
+        seed again; GEPA's own state names the seed too (`Adapter.set_adapter_state`)."""
+        if folder and round.state:
+            if round.state["node"] not in {n.key for n in round.history}:
                 raise AboError(f"{folder} holds the GEPA state of another run; remove it or choose another --output")
-            return Prompt.from_dict(data["prompt"]), data["node"]
-        if folder and (folder / "gepa_state.bin").exists():
-            raise AboError(f"{folder} holds GEPA state without its seed; remove it or choose another --output")
-        node = beam[0]
-        prompt = ctx.rewritable(node.prompt)
-        if saved:
-            folder.mkdir(parents=True, exist_ok=True)
-            write_json(saved, {"prompt": prompt.to_dict(), "node": node.key})
-        return prompt, node.key
+            return Prompt.from_dict(round.state["prompt"]), round.state["node"]
+        node = round.beam[0]
+        return ctx.rewritable(node.prompt), node.key
 
     @staticmethod
     def _summary(state, budget: int, reflection: Reflection, ctx: Context) -> dict:
@@ -264,7 +256,7 @@ class Gepa:
         trace = state.full_program_trace if state else []
         proposals = sum("new_subsample_scores" in t or "new_program_subsample_scores" in t for t in trace)
         spent = state.total_num_evals if state else 0
-        stopped = (str(reflection.halted) if reflection.halted else ctx.llm.exhausted()) or \
+        stopped = (str(reflection.halted) if reflection.halted else ctx.calls.refused()) or \
             ("the metric-call budget" if spent >= budget else "a gepa.stop file")
         return {"metric_calls": f"{spent} of {budget}", "proposals": proposals,
                 "accepted": len(state.program_candidates) - 1 if state else 0, "stopped_by": stopped}

@@ -5,11 +5,19 @@ each with its score on a fixed subset of train (dev only selects)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from lm_eval_abo import metaprompts
-from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, all_tags, first_tag
-from lm_eval_abo.optimizers.instructions import SCORE_EXAMPLES, InstructionMethod, note_train_scores, train_scores
+from lm_eval_abo.infra import metaprompts
+from lm_eval_abo.infra.flags import flag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, Proposal, Round, all_tags, first_tag
+from lm_eval_abo.optimizers.instructions import InstructionMethod, note_train_scores, percent, train_scores
+
+
+@dataclass(frozen=True)
+class PromptAgentParams:
+    expand: int = flag("new prompts per beam prompt and round", default=2)
+    error_batch: int = flag("train errors each reflection sees", default=5)
+    score_examples: int = flag("train examples behind each score in the trajectory (0: no scores shown)", default=8)
 
 
 def trajectory(ctx: Context, node: Node, history: list[Node]) -> list[dict]:
@@ -19,8 +27,8 @@ def trajectory(ctx: Context, node: Node, history: list[Node]) -> list[dict]:
     while path[-1].candidate.parent in by_key and len(path) < 50:
         path.append(by_key[path[-1].candidate.parent])
     path.reverse()
-    return [{"instruction": ctx.rewritable(n.prompt).instruction, "score": None if s is None else round(100 * s)}
-            for n, s in zip(path, train_scores(ctx, path))]
+    return [{"instruction": ctx.rewritable(n.prompt).instruction, "score": None if s is None else percent(s)}
+            for n, s in zip(path, train_scores(ctx, ctx.params.score_examples, path))]
 
 
 def reflection(text: str) -> dict | None:
@@ -31,16 +39,19 @@ def reflection(text: str) -> dict | None:
 
 class PromptAgent(InstructionMethod):
     name = "promptagent"
-    defaults = {"expand": 2, "error_batch": 5, SCORE_EXAMPLES: 8}
-    paper = {"expand": 3}  # PromptAgent (beam variant): expand 3, error batch 5; its trajectory shows no scores
+    params = PromptAgentParams()
+    paper = PromptAgentParams(expand=3)  # PromptAgent (beam variant): expand 3, error batch 5; its trajectory shows no scores
 
-    def propose(self, ctx: Context, beam: list[Node], history: list[Node], round_no: int) -> list[Candidate]:
-        p = ctx.params
+    def shown(self, params: PromptAgentParams) -> int:
+        return params.score_examples
+
+    def propose(self, ctx: Context, round: Round) -> Proposal:
+        p, round_no = ctx.params, round.number
         jobs = []
-        for node in beam:
-            errors = node.train_errors()
+        for node in round.beam:
+            errors = round.errors(node)
             if errors:
-                picked = ctx.rng(round_no, node.key, "errors").sample(errors, min(p["error_batch"], len(errors)))
+                picked = ctx.rng(round_no, node.key, "errors").sample(errors, min(p.error_batch, len(errors)))
                 jobs.append((node, {
                     "task_description": ctx.task_description, "instruction": ctx.rewritable(node.prompt).instruction,
                     "errors": [ctx.error(s) for s in picked],
@@ -50,18 +61,18 @@ class PromptAgent(InstructionMethod):
         jobs = [(node, v, r) for (node, v), r in zip(jobs, reflections) if r]
         batches = ctx.ask(
             f"round {round_no}: new prompts",
-            [("promptagent_edit", {**v, **r, "trajectory": trajectory(ctx, node, history), "scored": p[SCORE_EXAMPLES] > 0,
-                                   "n": p["expand"]}) for node, v, r in jobs],
+            [("promptagent_edit", {**v, **r, "trajectory": trajectory(ctx, node, round.history),
+                                   "scored": p.score_examples > 0, "n": p.expand}) for node, v, r in jobs],
             all_tags("prompt"), "prompt", sample=True,
         )
         candidates = [
             Candidate(replace(ctx.rewritable(node.prompt), instruction=text), "edit", node.key, {"reason": r["summary"]})
-            for (node, _, r), texts in zip(jobs, batches) for text in (texts or [])[: p["expand"]]
+            for (node, _, r), texts in zip(jobs, batches) for text in (texts or [])[: p.expand]
         ]
-        note_train_scores(ctx, candidates)
-        return candidates
+        note_train_scores(ctx, p.score_examples, candidates)
+        return Proposal(candidates)
 
-    def projected_round(self, params: dict, beam: int) -> Projected:
-        shown = {"errors": params["error_batch"], "trajectory": 3}
+    def projected_round(self, params: PromptAgentParams, beam: int) -> Projected:
+        shown = {"errors": params.error_batch, "trajectory": 3}
         return Projected((Asks("promptagent_reflect", beam, shown),
-                          Asks("promptagent_edit", beam, {**shown, "n": params["expand"]})), beam * params["expand"])
+                          Asks("promptagent_edit", beam, {**shown, "n": params.expand})), beam * params.expand)

@@ -9,14 +9,18 @@ enters the beam.
 When a new prompt displaces the incumbent best: when it scores higher on dev (`score`), or only when it
 is better on a paired test over the same dev examples (`paired`: the one-sided exact sign test, which is
 McNemar's for 0/1 metrics, at level `alpha`).
+
+Each is a small strategy object the loop is given (`FullDev`, `Racing`; `ByScore`, `Paired`); the run maps
+the --selection and --accept flags to them.
 """
 
 from __future__ import annotations
 
-from lm_eval_abo import stats
+from collections.abc import Callable
+from dataclasses import dataclass
 
-ACCEPT = ("paired", "score")
-SELECTION = ("full", "racing")
+from lm_eval_abo.infra import stats
+
 # A race's first slice: an eighth of dev, at least 3 examples (bench/selection.py: on a simulated target,
 # 2.2x fewer requests at 50 dev examples and 2.6x at 100, the winner the same or within noise in >= 99.8%
 # of rounds; a quarter saved 1.8x and 2.0x).
@@ -55,10 +59,46 @@ def gain_p(before: dict[int, float], after: dict[int, float], higher_is_better: 
     return stats.sign_test(a, b) if higher_is_better else stats.sign_test(b, a)
 
 
-def accept(ranked: list, incumbent, rule: str, alpha: float, higher_is_better: bool) -> list:
-    """`ranked` (best first), with the incumbent kept first unless the rule lets the leader displace it."""
-    if rule == "score" or incumbent is None or ranked[0] is incumbent:
+# --- how a round's candidates are scored on dev -------------------------------------------------------
+
+
+class FullDev:
+    """Every candidate on all of dev."""
+
+    def score(self, candidates: list, score: Callable, dev_indices: list[int], keep: int, higher_is_better: bool) -> dict:
+        """Each candidate's score by position; `score(candidates, indices)` scores them on those dev examples."""
+        return dict(enumerate(score(candidates, dev_indices)))
+
+
+class Racing:
+    """Successive halving (`race`): the survivors on all of dev, the others on the slice they left at."""
+
+    def score(self, candidates: list, score: Callable, dev_indices: list[int], keep: int, higher_is_better: bool) -> dict:
+        return race(candidates, score, dev_indices, keep, higher_is_better)
+
+
+# --- when a new prompt displaces the best -------------------------------------------------------------
+
+
+class ByScore:
+    """Any higher dev score displaces the best (ties keep the earlier: the incumbent)."""
+
+    def order(self, ranked: list, incumbent, higher_is_better: bool) -> list:
         return ranked
-    if gain_p(incumbent.dev_per_example, ranked[0].dev_per_example, higher_is_better) <= alpha:
-        return ranked
-    return [incumbent, *(n for n in ranked if n is not incumbent)]
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The leader displaces the incumbent only when it is better on a paired test over the same dev
+    examples at level `alpha`."""
+
+    alpha: float
+
+    def order(self, ranked: list, incumbent, higher_is_better: bool) -> list:
+        """`ranked` (best first), with the incumbent kept first unless the leader's gain over it is significant."""
+        if incumbent is None or ranked[0] is incumbent:
+            return ranked
+        if gain_p(incumbent.dev_per_example, ranked[0].dev_per_example, higher_is_better) <= self.alpha:
+            return ranked
+        return [incumbent, *(n for n in ranked if n is not incumbent)]
+

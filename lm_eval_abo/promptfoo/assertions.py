@@ -14,7 +14,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.promptfoo.syntax import js_regex_to_python, js_str
 
 SUPPORTED = ("equals", "contains", "icontains", "regex", "starts-with")
@@ -81,7 +81,7 @@ def load_tests(data_file: str, n_train: int, n_dev: int, data_dir: str = "", con
     into train/dev/test with the seed (`--metadata` abo_seed, abo_n_train, abo_n_dev, abo_n_test).
     A task built from a config dict (as the optimizer builds its candidates) has no YAML path
     (config_source "inline"): then the directory recorded at import is used."""
-    from lm_eval_abo.data import _dataset_dict, partition
+    from lm_eval_abo.tasks.datasets import _dataset_dict, partition
 
     folder = Path(config_source).parent if config_source.endswith((".yaml", ".yml")) else Path(data_dir)
     path = folder / data_file

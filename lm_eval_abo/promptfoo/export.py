@@ -20,17 +20,18 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm_eval_abo import store
+from lm_eval_abo.artifact import store
 from lm_eval_abo.config import HarnessSettings
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import write_text_atomic
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import write_text_atomic
+from lm_eval_abo.infra.redact import redact_arg_string
 from lm_eval_abo.promptfoo import PROMPTFOO_VERSION, assertions, providers, syntax
+from lm_eval_abo.promptfoo.providers import without_credentials
+from lm_eval_abo.run.session import artifact_session
 from lm_eval_abo.tasks import fields
-from lm_eval_abo.tasks.built import messages_template, quiet_lm_eval, set_up
+from lm_eval_abo.tasks.built import Harness, messages_template, quiet_lm_eval, set_up
 from lm_eval_abo.tasks.configs import dump_task_yaml
 from lm_eval_abo.tasks.splits import LOGICAL
-from lm_eval_abo.promptfoo.providers import without_credentials
-from lm_eval_abo.redact import redact_arg_string
 
 _MARK = re.compile("\ue000([A-Za-z_]\\w*)\ue001")  # a document field inside a rendered prompt
 
@@ -87,27 +88,25 @@ class Request:
 def load_task(artifact: store.Artifact, options: ExportOptions, harness: HarnessSettings):
     """The artifact's task with its prompt, as lm-eval builds it on the run's split, and the documents of the
     split to export."""
-    from lm_eval_abo.session import artifact_session
-
     if options.split not in LOGICAL:
         raise AboError(f"--split must be one of {', '.join(LOGICAL)}, got {options.split!r}")
-    session = artifact_session(artifact, harness)
-    part = session.splits[options.split]
+    bridge = artifact_session(artifact, harness).bridge
+    part = bridge.splits[options.split]
     with quiet_lm_eval():
-        config = fields.task_config(session.base_config, artifact.prompt, artifact.task, part.split)
-        task = session.manager.load([config])["tasks"][artifact.task]
+        config = fields.task_config(bridge.base_config, artifact.prompt, artifact.task, part.split)
+        task = bridge.manager.load([config])["tasks"][artifact.task]
     if task.OUTPUT_TYPE != "generate_until":
         raise AboError(f"{artifact.task} is a {task.OUTPUT_TYPE} task; only generate_until tasks export to promptfoo")
-    set_up(task, session.harness)
+    set_up(task, bridge.harness)
     indices = list(part.indices[: options.limit] if options.limit else part.indices)
-    return task, session.harness, indices
+    return task, bridge.harness, indices
 
 
-def _render_kwargs(harness: HarnessSettings, chat: bool) -> dict:
+def _render_kwargs(harness: Harness, chat: bool) -> dict:
     return {**harness.evaluate_kwargs(), "apply_chat_template": chat, "chat_template": messages_template if chat else None}
 
 
-def requests(task, harness: HarnessSettings, indices: list[int], chat: bool) -> list[Request]:
+def requests(task, harness: Harness, indices: list[int], chat: bool) -> list[Request]:
     """lm-eval's own requests for the documents of the split to export."""
     with quiet_lm_eval():
         task.build_all_requests(samples=indices, rank=0, world_size=1, **_render_kwargs(harness, chat))
@@ -126,7 +125,7 @@ def var_fields(doc: dict) -> list[str]:
     return [k for k in doc if not k.startswith("abo_") and k not in internal]
 
 
-def template(task, doc: dict, harness: HarnessSettings, chat: bool) -> list[str] | list[dict]:
+def template(task, doc: dict, harness: Harness, chat: bool) -> list[str] | list[dict]:
     """The prompt with each text field of the document as a placeholder: [text, name, text, ...], or
     per chat message {"role", "parts"}."""
     marked = {k: (f"\ue000{k}\ue001" if k in var_fields(doc) and isinstance(v, str) else v) for k, v in doc.items()}

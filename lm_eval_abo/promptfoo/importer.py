@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import write_text_atomic
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import write_text_atomic
 from lm_eval_abo.promptfoo import assertions, syntax
 from lm_eval_abo.promptfoo.reading import Imported, read_config
 from lm_eval_abo.tasks import tasks_dir

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 
 CHAT_BACKENDS = {"local-chat-completions", "openai-chat-completions"}
 COMPLETION_BACKENDS = {"local-completions", "openai-completions", "abo-embedded"}

@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import read_text, read_yaml
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import read_text, read_yaml
 from lm_eval_abo.promptfoo import assertions, providers, syntax
-from lm_eval_abo.synth import example_id
+from lm_eval_abo.tasks.synthetic import example_id
 
 # Keys that do not change what is asked or how it is graded (reporting, sharing, concurrency, env).
 IGNORED_KEYS = {"description", "tags", "providers", "prompts", "tests", "defaultTest", "outputPath", "evaluateOptions",

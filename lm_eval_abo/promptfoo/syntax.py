@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 
 # A "{" that would open a Nunjucks (or Jinja2) tag ({{ {% {#), or the "#" of a "#}", which Nunjucks
 # rejects outside a comment

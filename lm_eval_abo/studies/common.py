@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lm_eval_abo import store
+from lm_eval_abo.artifact import store
+from lm_eval_abo.artifact.prompt import Prompt
 from lm_eval_abo.config import OptimizeConfig
-from lm_eval_abo.files import write_json, write_text_atomic
+from lm_eval_abo.infra.files import write_json, write_text_atomic
 from lm_eval_abo.optimizers.base import Context
-from lm_eval_abo.prompt import Prompt
 
 
 def studied_prompt(session, artifact: str | None) -> Prompt:
     """An artifact's prompt, or the task's baseline."""
-    return store.load(artifact, task=session.config.task).prompt if artifact else session.bridge.default_prompt
+    return store.load(artifact, task=session.task_name).prompt if artifact else session.bridge.default_prompt
 
 
 def mean(values) -> float | None:
@@ -27,7 +27,7 @@ def answered_seeds(ctx: Context, purpose: str, n: int, calls: list[dict]) -> lis
     asked = {call["seed"] for call in calls if call["purpose"] == purpose}
     seeds = []
     for i in range(n):
-        tried = [s for a in range(ctx.format_retries + 1) if (s := ctx.seed_for(purpose, i, a)) in asked]
+        tried = [s for a in range(ctx.calls.format_retries + 1) if (s := ctx.seed_for(purpose, i, a)) in asked]
         seeds.append(tried[-1] if tried else None)
     return seeds
 

@@ -24,18 +24,16 @@ refinements. Every candidate is scored on the same dev examples as the parent, t
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
+from lm_eval_abo.artifact.prompt import Prompt
 from lm_eval_abo.config import OptimizeConfig
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.markdown import fmt, table
-from lm_eval_abo.optimizers import METHODS
-from lm_eval_abo.optimizers.base import Candidate, Context, Node
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.stats import mcnemar_exact
+from lm_eval_abo.optimizers.base import Candidate, Context, Node, Round
 from lm_eval_abo.optimizers.instructions import paraphrases
-from lm_eval_abo.prompt import Prompt
+from lm_eval_abo.reports.markdown import fmt, table
+from lm_eval_abo.run.session import open_session, resolve_run
 from lm_eval_abo.scoring import Sample, Score
-from lm_eval_abo.session import open_session
-from lm_eval_abo.stats import mcnemar_exact
 from lm_eval_abo.studies.common import mean, save, studied_prompt
 from lm_eval_abo.studies.sets import same_answer
 
@@ -78,7 +76,7 @@ def guidance(ctx: Context, parent: Prompt, candidate: Prompt, old: dict[int, Sam
     if terms and found["check"] is None:
         found["check"] = "new terms"
         found["followed"] = share(
-            bool(terms & (content_words(s.output) - content_words(ctx.bridge.question(s.doc)) - content_words(old[i].output)))
+            bool(terms & (content_words(s.output) - content_words(ctx.task.question(s.doc)) - content_words(old[i].output)))
             for i, s in new.items()
         )
     return found
@@ -107,17 +105,17 @@ def refine(ctx: Context, method, prompt: Prompt, dev: Score, train: Score) -> di
     """One refinement step of `method` on `prompt` (its dev and train-minibatch scores), the paraphrase
     control, every candidate scored on the same dev examples, and the comparisons."""
     calls: list[dict] = []
-    ctx = replace(ctx, record_call=calls.append)
+    ctx = ctx.recorded(calls.append)
     node = Node(Candidate(prompt, "studied"), 0, dev.value, dev.stderr, dev.n, {s.index: s.score for s in dev.samples})
-    node.train_samples = train.samples
-    refinements = [c for c in method.propose(ctx, [node], [node], 1) if c.key != node.key]
+    proposal = method.propose(ctx, Round(1, [node], [node], {node.key: train.samples}))
+    refinements = [c for c in proposal.candidates if c.key != node.key]
     if not refinements:
         raise AboError(f"{method.name} proposed no refinement (no train errors, or no usable optimizer reply)")
     controls = [c for c in paraphrases(ctx, "control: paraphrases", [(node, len(refinements))]) if c.key != node.key]
     candidates = [("refinement", c) for c in refinements] + [("control", c) for c in controls]
-    scores = ctx.bridge.score([c.prompt for _, c in candidates], "dev", [s.index for s in dev.samples])
+    scores = ctx.task.score([c.prompt for _, c in candidates], "dev", [s.index for s in dev.samples])
     old = {s.index: s for s in dev.samples}
-    blank = ctx.bridge.check([""] * dev.n, [s.doc for s in dev.samples])  # what the filter makes of no reply
+    blank = ctx.task.check([""] * dev.n, [s.doc for s in dev.samples])  # what the filter makes of no reply
     empty = {s.index: answer for s, (answer, _) in zip(dev.samples, blank)}
     rows = [row(ctx, kind, c, score, prompt, old, empty) for (kind, c), score in zip(candidates, scores)]
     parent = {
@@ -131,9 +129,9 @@ def refine(ctx: Context, method, prompt: Prompt, dev: Score, train: Score) -> di
 
 
 def refinement_study(config: OptimizeConfig, artifact: str | None = None, out=print, lm=None) -> dict:
-    config = config.resolved()
+    config, method, params = resolve_run(config)
     session = open_session(config, lm, reads_text="diagnose refinement")
-    ctx = session.context()
+    ctx = session.context(params)
     prompt = studied_prompt(session, artifact)
     [dev] = session.bridge.score([prompt], "dev", session.dev_indices)
     batch = ctx.rng("minibatch", 1).sample(session.train_pool, min(config.minibatch, len(session.train_pool)))
@@ -141,7 +139,7 @@ def refinement_study(config: OptimizeConfig, artifact: str | None = None, out=pr
     result = {
         "task": config.task, "method": config.method, "method_args": config.method_args, "optimizer": config.optimizer,
         "prompt_sha256": prompt.sha256(), "seed": config.seed, "sampling_temperature": config.sampling_temperature,
-        "minibatch": sorted(batch), **refine(ctx, METHODS[config.method], prompt, dev, train),
+        "minibatch": sorted(batch), **refine(ctx, method, prompt, dev, train),
         "usage": session.ledger.to_dict(),
     }
     save(config, "refinement", result, refinement_markdown(result), out)

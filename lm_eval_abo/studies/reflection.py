@@ -32,15 +32,15 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
-from lm_eval_abo import metaprompts
+from lm_eval_abo.artifact.prompt import Prompt
 from lm_eval_abo.config import OptimizeConfig
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.markdown import fmt, table
+from lm_eval_abo.infra import metaprompts
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.stats import fisher_greater, permutation_test
 from lm_eval_abo.optimizers.base import Context, all_tags
-from lm_eval_abo.prompt import Prompt
+from lm_eval_abo.reports.markdown import fmt, table
+from lm_eval_abo.run.session import open_session, resolve_run
 from lm_eval_abo.scoring import Sample
-from lm_eval_abo.session import open_session
-from lm_eval_abo.stats import fisher_greater, permutation_test
 from lm_eval_abo.studies import sets
 from lm_eval_abo.studies.common import answered_seeds, mean, save, studied_prompt
 
@@ -84,7 +84,7 @@ def ask(ctx: Context, prompt: Prompt, shown: dict[str, list[dict]], samples: int
     """`samples` reflections on each non-empty set at `temperature`: {set: [{text, seed, temperature}]}, and
     every call made."""
     calls: list[dict] = []
-    asking = replace(ctx, sampling_temperature=temperature, record_call=calls.append)
+    asking = ctx.recorded(calls.append, sampling_temperature=temperature)
     owners, requests = [], []
     for name, errors in shown.items():
         for _ in range(samples if errors else 0):
@@ -157,16 +157,16 @@ def reflection_study(config: OptimizeConfig, artifact: str | None = None, sample
     if samples < 2 or k < 1 or temperature < 0:
         raise AboError(f"diagnose reflection needs --samples of at least 2 (got {samples}), --errors of at least 1 "
                        f"(got {k}) and a --study-temperature of at least 0 (got {temperature})")
-    config = config.resolved()
+    config = resolve_run(config)[0]
     session = open_session(config, lm, reads_text="diagnose reflection")
-    ctx = session.context(params={})
+    ctx = session.context(None)
     prompt = studied_prompt(session, artifact)
     [train] = session.bridge.score([prompt], "train", session.train_pool)
     other_name = other_task or OTHER_TASK.get(config.task) or next(
         (t for t in OTHER_TASK.values() if t != config.task), "abo_object_counting_synth")
     other = open_session(replace(config, task=other_name), lm=session.target.inner)
     [other_train] = other.bridge.score([other.bridge.default_prompt], "train", other.train_pool)
-    other_ctx = other.context(params={})
+    other_ctx = other.context(None)
     result = {
         "task": config.task, "other_task": other_name, "optimizer": config.optimizer, "prompt_sha256": prompt.sha256(),
         "train_examples": train.n, "train_errors": len(train.errors()), "seed": config.seed,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.optimizers.base import Context
 from lm_eval_abo.scoring import ANSWER_PHRASINGS, Sample
 
@@ -79,7 +79,7 @@ def wrong_labels(ctx: Context, errors: list[dict], golds: list[str]) -> list[dic
 def answered(ctx: Context, doc: dict, answer: str, before: str = "") -> tuple[str, bool] | None:
     """A reply ending in `answer`, in the first phrasing from which the task's own filter extracts exactly
     that answer, with whether the task's metric counts it correct; None if no phrasing works."""
-    bridge = ctx.bridge
+    bridge = ctx.task
     texts = [f"{before.rstrip()}\n{phrasing.format(answer)}".strip() for phrasing in ANSWER_PHRASINGS]
     for text, (extracted, value) in zip(texts, bridge.check(texts, [doc] * len(texts))):
         if same_answer(extracted, answer):
@@ -123,8 +123,8 @@ def planted_errors(ctx: Context, samples: list[Sample], k: int) -> tuple[str, li
         else:
             words = s.output.split()
             cut = " ".join(words[: len(words) // 2])
-            [(extracted, value)] = ctx.bridge.check([cut], [s.doc])
-            if not ctx.bridge.correct(value):
+            [(extracted, value)] = ctx.task.check([cut], [s.doc])
+            if not ctx.task.correct(value):
                 shown.append({**ctx.example(s.doc), "output": cut, "answer": extracted, "planted": cause})
     return cause, shown
 

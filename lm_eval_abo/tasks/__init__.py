@@ -18,21 +18,16 @@ from pathlib import Path
 
 from lm_eval.api.task import ConfigurableTask
 
-from lm_eval_abo import store
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import bundled_dir
-from lm_eval_abo.prompt import Demonstration, Prompt
-from lm_eval_abo.redact import redact_args
+from lm_eval_abo.artifact import store
+from lm_eval_abo.artifact.prompt import Demonstration, Prompt
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.redact import redact_args
 from lm_eval_abo.tasks import fields
+from lm_eval_abo.tasks.lookup import tasks_dir
 
 PROMPT_KEY = "abo_prompt"  # the --metadata key naming an artifact (fixed interface)
 DEFAULT_PROMPT_KEY = "abo_default_prompt"
 COT_KEY = "abo_cot_exemplars"
-
-
-def tasks_dir() -> Path:
-    """The directory to give lm-eval as --include_path (it ships inside the wheel)."""
-    return bundled_dir("task_configs")
 
 
 def list_tasks() -> dict[str, str]:

@@ -1,12 +1,32 @@
-"""Tasks as lm-eval builds them: their documents, the requests they make, built without lm-eval's chatter."""
+"""Tasks as lm-eval builds them: their documents, the requests they make, built without lm-eval's chatter,
+under `Harness`, the settings of lm-eval's own that every scoring and evaluation call shares."""
 
 from __future__ import annotations
 
 import json
 import logging
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 FEWSHOT_SEED = 1234  # lm-eval's default --fewshot_random_seed
+
+
+@dataclass(frozen=True)
+class Harness:
+    """How lm-eval renders, generates and caches a task's requests: its --gen_kwargs,
+    --system_instruction, --apply_chat_template, --fewshot_as_multiturn and the target's --use_cache file
+    prefix (named for the target model)."""
+
+    gen_kwargs: dict = field(default_factory=dict)
+    system_instruction: str | None = None
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+    use_cache: str | None = None
+
+    def evaluate_kwargs(self) -> dict:
+        """What lm-eval's evaluate() and simple_evaluate() take as they are (prompt rendering)."""
+        return {"system_instruction": self.system_instruction, "apply_chat_template": self.apply_chat_template,
+                "fewshot_as_multiturn": self.fewshot_as_multiturn}
 
 
 @contextmanager

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import _Dumper
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import _Dumper
 
 
 class FunctionRef(str):

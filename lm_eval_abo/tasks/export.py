@@ -19,8 +19,8 @@ import re
 import shutil
 from pathlib import Path
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import write_text_atomic
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import write_text_atomic
 from lm_eval_abo.tasks import fields
 from lm_eval_abo.tasks.built import physical_docs, quiet_lm_eval, requests
 from lm_eval_abo.tasks.configs import FunctionRef, dump_task_yaml, portable
@@ -76,13 +76,13 @@ def _header(name: str, provenance: dict, needs_plugin: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(session, prompt, out_dir: Path, name: str, provenance: dict) -> Path:
-    """Write the plain task `name` for `prompt` into `out_dir` (`session`: the run's task, splits and
-    settings, as `session.plan_session` gives them); returns the YAML's path."""
+def write(bridge, prompt, out_dir: Path, name: str, provenance: dict) -> Path:
+    """Write the plain task `name` for `prompt` into `out_dir` (`bridge`: the run's task, splits and
+    settings, `scoring.Bridge`); returns the YAML's path."""
     if not NAME.fullmatch(name):
         raise AboError(f"export name {name!r}: use letters, digits, '_' and '-'")
-    test, harness, built = session.splits.test, session.harness, session.task  # the prompt changes no document
-    config = fields.task_config(session.base_config, prompt, name, test.split)
+    test, harness, built = bridge.splits.test, bridge.harness, bridge.reference  # the prompt changes no document
+    config = fields.task_config(bridge.base_config, prompt, name, test.split)
     snapshot = {test.split: physical_docs(built, test.split).select(list(test.indices))}
     shots = config.get("fewshot_config") or {}
     if (config.get("num_fewshot") or 0) > 0 and callable(shots.get("samples")):
@@ -90,7 +90,7 @@ def write(session, prompt, out_dir: Path, name: str, provenance: dict) -> Path:
     elif (config.get("num_fewshot") or 0) > 0 and not isinstance(shots.get("samples"), list):
         source = built.fewshot_cfg.split or built.config.training_split or built.config.validation_split
         if source == test.split:
-            raise AboError(f"task {session.config.task!r} draws its few-shot examples from its test split, which a "
+            raise AboError(f"task {bridge.task!r} draws its few-shot examples from its test split, which a "
                            "task of the held-out documents alone cannot reproduce")
         snapshot[FEWSHOT_SPLIT] = built.fewshot_docs()
         config["fewshot_config"] = {**shots, "split": FEWSHOT_SPLIT, "samples": None, "process_docs": None}
@@ -109,17 +109,17 @@ def write(session, prompt, out_dir: Path, name: str, provenance: dict) -> Path:
     return write_text_atomic(out_dir / f"{name}.yaml", _header(name, provenance, needs_plugin) + dump_task_yaml(config))
 
 
-def verify(session, prompt, out_dir: Path, name: str) -> int:
+def verify(bridge, prompt, out_dir: Path, name: str) -> int:
     """Check that lm-eval builds from the exported task exactly the requests it builds from the task with
     the prompt on the test documents; returns the number of documents compared."""
     from lm_eval.tasks import TaskManager
 
-    test, task = session.splits.test, session.config.task
+    test, task = bridge.splits.test, bridge.task
     with quiet_lm_eval():
-        original = session.manager.load([fields.task_config(session.base_config, prompt, task, test.split)])["tasks"][task]
+        original = bridge.manager.load([fields.task_config(bridge.base_config, prompt, task, test.split)])["tasks"][task]
         exported = TaskManager(include_path=str(out_dir), include_defaults=False).load([name])["tasks"][name]
-    expected = requests(original, session.harness, list(test.indices))
-    got = requests(exported, session.harness)
+    expected = requests(original, bridge.harness, list(test.indices))
+    got = requests(exported, bridge.harness)
     if len(got) != len(expected):
         raise AboError(f"the exported task {name} has {len(got)} documents, the run's test split {len(expected)}")
     for i, (a, b) in enumerate(zip(expected, got)):

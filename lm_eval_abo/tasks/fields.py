@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 import re
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.prompt import Prompt
+from lm_eval_abo.artifact.prompt import Prompt
+from lm_eval_abo.infra.errors import AboError
 
 DEMO_FIELD = "demo_output"  # a demonstration's worked answer, in its few-shot sample
 

@@ -11,16 +11,19 @@ import difflib
 import sys
 from pathlib import Path
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import yaml_problem
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import bundled_dir, yaml_problem
 
 SHOWN_MEMBERS = 8
 
 
+def tasks_dir() -> Path:
+    """The directory to give lm-eval as --include_path (it ships inside the wheel)."""
+    return bundled_dir("task_configs")
+
+
 def task_paths(include_path: list[str]) -> list[str]:
     """The plugin's task directory, then the user's (each checked to exist)."""
-    from lm_eval_abo.tasks import tasks_dir
-
     for path in include_path:
         if not Path(path).is_dir():
             raise AboError(f"--include_path {path}: no such directory")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 
 LOGICAL = ("train", "dev", "test")
 CARVED_DEFAULT = 50  # documents carved out for a missing split when its limit is "all"

@@ -2,7 +2,8 @@
 in requests, tokens and US dollars, as ledgers (the type the run fills, so the two compare line by line).
 
 - Calls and requests: at most what the method can make (before format retries; caches and early stops
-  make them fewer): each round's optimizer calls by meta-prompt and new candidates (`Method.projected`),
+  make them fewer): each round's optimizer calls by meta-prompt and new candidates, as the method declares
+  them (`Method.projected`),
   the candidates and the baseline on every dev document (and on the train examples behind the scores
   OPRO and PromptAgent show), the beam's train batches, a GEPA round's metric-call budget, and the test
   evaluation of the baseline and the best prompt.
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from lm_eval_abo import metaprompts
-from lm_eval_abo.cost.ledger import Ledger, Price, Usage, prices, total
-from lm_eval_abo.optimizers import METHODS
-from lm_eval_abo.optimizers.instructions import SCORE_EXAMPLES
+from lm_eval_abo.cost.ledger import Caps, Ledger, Price, Usage, total
+from lm_eval_abo.cost.prices import Prices
+from lm_eval_abo.cost.tokens import optimizer_tokens, target_counter
+from lm_eval_abo.infra import metaprompts
+from lm_eval_abo.optimizers.base import Method
 from lm_eval_abo.tasks import fields
-from lm_eval_abo.tasks.built import quiet_lm_eval, requests
+from lm_eval_abo.tasks.built import question, quiet_lm_eval, requests
 
 # What each meta-prompt asks the optimizer to write, in tokens (per item where it asks for `n` of them)
 REPLY_TOKENS = {
@@ -67,12 +69,12 @@ class Projection:
     def total(self) -> Ledger:
         return total([*self.rounds, self.test])
 
-    def last_round_within(self, config) -> int | None:
+    def last_round_within(self, caps: Caps) -> int | None:
         """The last round the caps leave room for, with the test evaluation (None: not even round 0)."""
         spent, last = Ledger(), None
         for r, ledger in enumerate(self.rounds):
             spent = spent.plus(ledger)
-            if not fits(spent.plus(self.test), config):
+            if not caps.fit(spent.plus(self.test)):
                 break
             last = r
         return last
@@ -82,61 +84,48 @@ class Projection:
                 "per_request": self.per_request.to_dict(), "target_tokens": self.counted}
 
 
-def fits(ledger: Ledger, config) -> bool:
-    return ((config.max_cost is None or ledger.cost_usd <= config.max_cost)
-            and (config.max_target_tokens is None or ledger.target.tokens <= config.max_target_tokens)
-            and (config.max_optimizer_calls is None or ledger.optimizer.calls <= config.max_optimizer_calls))
-
-
-def project(config, planned) -> Projection:
-    """The projection of a resolved config's run on a planned session (`session.plan_session`)."""
-    from lm_eval_abo.scoring import Bridge
-    from lm_eval_abo.cost.tokens import target_counter
-
-    target_price, optimizer_price = prices(config)
-    method = METHODS[config.method]
-    params, beam = config.method_args, config.beam
-    bridge = Bridge(None, planned.task, planned.base_config, planned.splits, planned.manager, harness=planned.harness,
-                    default_prompt=planned.default_prompt, metric=config.metric, answer_format=config.answer_format)
-    count, exact = target_counter(config)
-    baseline, question = _baseline(planned, count)
-    written = sum(a.calls * (_reply(a, config) + a.shows.get("examples", 0) * question) for a in method.written(params))
+def project(session, method: Method, params, prices: Prices, optimizer: str, reply_cap: int | None) -> Projection:
+    """The projection of a run of `method` with `params` on a planned session (`session.plan_session`):
+    `optimizer` is the optimizer's model string, `reply_cap` the most tokens it may write in a reply."""
+    bridge, sizes = session.bridge, session.sizes
+    count, exact = target_counter(session.target_spec.model, session.target_spec.args)
+    baseline, question_tokens = _baseline(session, count)
+    written = sum(a.calls * (_reply(a, reply_cap) + a.shows.get("examples", 0) * question_tokens)
+                  for a in method.written(params))
     candidate = replace(baseline, prompt=baseline.prompt + written * baseline.requests)
-    n_dev, n_train, n_test = len(planned.dev_indices), len(planned.train_pool), planned.n_test
+    n_dev, n_train, n_test = len(session.dev_indices), len(session.train_pool), session.n_test
     estimated = not exact
     rounds = []
-    shown = min(params.get(SCORE_EXAMPLES, 0), n_train)  # train examples behind each score shown (opro, promptagent)
-    engine = getattr(method, "projected_engine", None)  # a method whose later rounds are its own engine's (GEPA)
-    for r in range(config.rounds + 1):
-        plan = method.projected(params, beam, initial=r == 0)
-        docs = plan.candidates * (n_dev + shown) + (beam * min(config.minibatch, n_train) if r and method.uses_errors else 0)
-        if r and engine:
-            plan, docs = engine(params, n_dev)
-        optimizer = total(_optimizer(a, config, bridge, optimizer_price) for a in plan.asks).optimizer
-        target = candidate.times(docs, target_price, estimated)
+    for r in range(sizes.rounds + 1):
+        plan = method.projected(params, sizes.beam, r == 0, n_dev)
+        shown = min(plan.shown, n_train)  # train examples behind each score shown (opro, promptagent)
+        docs = plan.candidates * (n_dev + shown) + (sizes.beam * min(sizes.minibatch, n_train) if r and plan.reads_errors
+                                                    else 0)
+        if plan.engine_requests is not None:  # a round an engine of its own runs (GEPA)
+            docs = plan.engine_requests
+        asked = total(_optimizer(a, optimizer, reply_cap, bridge, prices.optimizer) for a in plan.asks).optimizer
+        target = candidate.times(docs, prices.target, estimated)
         if r == 0:
-            target = target.plus(baseline.times(n_dev + shown, target_price, estimated))
-        rounds.append(Ledger(optimizer, target))
-    test = Ledger(target=baseline.times(n_test, target_price, estimated).plus(candidate.times(n_test, target_price, estimated)))
+            target = target.plus(baseline.times(n_dev + shown, prices.target, estimated))
+        rounds.append(Ledger(asked, target))
+    test = Ledger(target=baseline.times(n_test, prices.target, estimated).plus(candidate.times(n_test, prices.target,
+                                                                                                 estimated)))
     per_request = priced(Usage(calls=1, prompt_tokens=round(candidate.prompt / candidate.requests),
-                               completion_tokens=round(candidate.completion / candidate.requests)), target_price)
+                               completion_tokens=round(candidate.completion / candidate.requests)), prices.target)
     counted = "counted with the target's tokenizer" if exact else "estimated at 4 characters a token"
-    shown = {side: price.text() if price else "unknown (tokens only)"
-             for side, price in (("target", target_price), ("optimizer", optimizer_price))}
-    return Projection(rounds, test, per_request, counted, shown)
+    return Projection(rounds, test, per_request, counted, prices.shown())
 
 
-def _baseline(planned, count) -> tuple[PerDoc, float]:
+def _baseline(session, count) -> tuple[PerDoc, float]:
     """The baseline's target use per dev document, rendered by lm-eval and counted, and the mean tokens of
     a document's question."""
-    from lm_eval_abo.tasks.built import question
-
-    part, task = planned.splits.dev, planned.config.task
-    indices = [part.indices[i] for i in planned.dev_indices]
+    bridge = session.bridge
+    part, task = bridge.splits.dev, bridge.task
+    indices = [part.indices[i] for i in session.dev_indices]
     with quiet_lm_eval():
-        built = planned.manager.load([fields.task_config(planned.base_config, planned.default_prompt, task, part.split)])
+        built = bridge.manager.load([fields.task_config(bridge.base_config, bridge.default_prompt, task, part.split)])
     built = built["tasks"][task]
-    per_doc = requests(built, planned.harness, indices)
+    per_doc = requests(built, bridge.harness, indices)
     sent = prompt = completion = 0
     for doc in per_doc:
         for args in doc:
@@ -155,20 +144,17 @@ def _text(context) -> str:
     return str(getattr(context, "prompt", context))
 
 
-def _reply(asks, config) -> int:
-    cap = config.optimizer_args.get("max_tokens") or config.optimizer_args.get("max_completion_tokens")
+def _reply(asks, cap: int | None) -> int:
     reply = REPLY_TOKENS.get(asks.template, 100) * asks.shows.get("n", 1)
     return min(reply, int(cap)) if cap else reply
 
 
-def _optimizer(asks, config, bridge, price: Price | None) -> Ledger:
+def _optimizer(asks, optimizer: str, cap: int | None, bridge, price: Price | None) -> Ledger:
     """An optimizer call of a meta-prompt, rendered with the task's training examples, times its calls."""
-    from lm_eval_abo.cost.tokens import optimizer_tokens
-
     if not asks.calls:
         return Ledger()
     messages = metaprompts.render(asks.template, **_variables(asks.shows, bridge))
-    one = Usage(calls=1, prompt_tokens=optimizer_tokens(config.optimizer, messages), completion_tokens=_reply(asks, config))
+    one = Usage(calls=1, prompt_tokens=optimizer_tokens(optimizer, messages), completion_tokens=_reply(asks, cap))
     return Ledger(optimizer=priced(one.scaled(asks.calls), price))
 
 

@@ -16,9 +16,9 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import get_type_hints
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import dump_yaml, read_yaml, write_yaml
-from lm_eval_abo.prompt import Prompt
+from lm_eval_abo.artifact.prompt import Prompt
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import dump_yaml, read_yaml, write_yaml
 
 SCHEMA_VERSION = 2
 # Version 1 named the task `task`; lm-eval's task index reads a YAML with a top-level `task` as a task

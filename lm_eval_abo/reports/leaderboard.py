@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lm_eval_abo import results as lm_results
-from lm_eval_abo import stats, store
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import write_text_atomic
-from lm_eval_abo.markdown import fmt, table
-from lm_eval_abo.report import money, tokens_text
+from lm_eval_abo.artifact import store
+from lm_eval_abo.infra import stats
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import write_text_atomic
+from lm_eval_abo.reports import results as lm_results
+from lm_eval_abo.reports.markdown import fmt, table
+from lm_eval_abo.reports.run_report import money, tokens_text
 
 PLOTS_MISSING = "plots need matplotlib: pip install 'lm-eval-abo[plots]'"
 COLUMNS = ("task", "model", "method", "metric", "score", "stderr", "n", "baseline", "difference", "ci_low", "ci_high",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 
 MAX_YAML_BYTES = 20 * 1024 * 1024
 
@@ -24,8 +24,9 @@ def user_cache_dir() -> Path:
 
 def bundled_dir(name: str) -> Path:
     """A data directory shipped with the package: inside the wheel, or at the top of a source checkout."""
-    inside = Path(__file__).parent / name
-    return inside if inside.is_dir() else Path(__file__).parent.parent / name
+    package = Path(__file__).parent.parent
+    inside = package / name
+    return inside if inside.is_dir() else package.parent / name
 
 
 class _NoAliasLoader(yaml.SafeLoader):

@@ -17,31 +17,32 @@ with N seeds and reports each row's spread.
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from lm_eval_abo import evaluation, stats, store
+from lm_eval_abo.artifact import store
 from lm_eval_abo.config import OptimizeConfig
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import write_json, write_text_atomic
 from lm_eval_abo.cost.ledger import Ledger, total
-from lm_eval_abo.lock import FolderLock
-from lm_eval_abo.markdown import fmt, table
-from lm_eval_abo.optimize import optimize
-from lm_eval_abo.optimizers import METHODS
-from lm_eval_abo.report import money, tokens_text
-from lm_eval_abo.session import load_target, open_session
+from lm_eval_abo.infra import stats
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import write_json, write_text_atomic
+from lm_eval_abo.infra.lock import FolderLock
+from lm_eval_abo.optimizers import resolve
+from lm_eval_abo.reports.paper_table import spread, table_markdown
+from lm_eval_abo.run import evaluation
+from lm_eval_abo.run.optimize import optimize
+from lm_eval_abo.run.session import open_session, resolve_run, target_of
 from lm_eval_abo.tasks import cot_exemplars
 
 APO_METHODS = ("ape", "apo", "apo-sum", "promptagent", "opro")
 ROUNDS = 2  # the paper's ABO reports steps 0-2
 
 
-def _cumulative(trace: list[dict], upto: int) -> tuple[Ledger, float]:
+def _cumulative(result, upto: int) -> tuple[Ledger, float]:
     """The ledger and seconds of the rounds 0..upto of a run."""
-    return total(Ledger.from_dict(r) for r in trace[: upto + 1]), sum(r["seconds"] for r in trace[: upto + 1])
+    rounds = result.rounds[: upto + 1]
+    return total(r.ledger for r in rounds), sum(r.seconds or 0.0 for r in rounds)
 
 
 class Rows:
@@ -55,13 +56,13 @@ class Rows:
     def add(self, name: str, prompt, method: str, origin: str, made: Ledger | None = None, seconds: float = 0.0,
             detail: str = "") -> None:
         """A row: the prompt's test score, and the ledger of what made it (`made`) plus its test evaluation."""
-        config = self.session.config
-        path = store.save(store.Artifact(task=config.task, method=method, prompt=prompt), self.folder / f"{name}.yaml")
-        provenance = {"task": config.task, "method": method, "source": str(path), "prompt_sha256": prompt.sha256()}
+        task, seed = self.session.task_name, self.session.seed
+        path = store.save(store.Artifact(task=task, method=method, prompt=prompt), self.folder / f"{name}.yaml")
+        provenance = {"task": task, "method": method, "source": str(path), "prompt_sha256": prompt.sha256()}
         test = evaluation.evaluate(self.session, prompt, self.folder / "results" / name, provenance)
         used = (made or Ledger()).plus(Ledger(target=test.usage))
         row = {
-            "task": config.task, "seed": config.seed, "row": name, "origin": origin, "detail": detail,
+            "task": task, "seed": seed, "row": name, "origin": origin, "detail": detail,
             "metric": test.score["metric"], "value": test.score["value"], "stderr": test.score["stderr"],
             "n": test.score["n"], "optimizer_calls": used.optimizer.calls, "tokens": used.optimizer.tokens,
             "target_requests": used.target.calls, "target_tokens": used.target.tokens,
@@ -72,10 +73,10 @@ class Rows:
         if self.first is None:
             self.first = test
         else:
-            c = stats.compare(self.first.per_doc, test.per_doc, self.first.correct, test.correct, config.seed)
+            c = stats.compare(self.first.per_doc, test.per_doc, self.first.correct, test.correct, seed)
             row.update(vs_baseline=c.difference, ci=list(c.interval), mcnemar_p=c.mcnemar_p)
         self.rows.append(row)
-        self.out(f"{config.task} (seed {config.seed}): {name}: {test.score['value']:.3f} (n={test.score['n']})")
+        self.out(f"{task} (seed {seed}): {name}: {test.score['value']:.3f} (n={test.score['n']})")
 
 
 def run_rows(run) -> tuple[Ledger, float]:
@@ -84,7 +85,7 @@ def run_rows(run) -> tuple[Ledger, float]:
 
 
 def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
-    session = open_session(config.resolved(), lm)
+    session = open_session(resolve_run(config)[0], lm)
     rows = Rows(session, Path(config.output) / config.task / "paper-table", out)
     default = session.bridge.default_prompt
     rows.add("zero-shot CoT", default, "zero-shot-cot", "baseline")
@@ -93,10 +94,10 @@ def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
         rows.add("few-shot CoT", replace(default, demonstrations=exemplars), "few-shot-cot", "lm-eval's exemplars",
                  detail=f"{len(exemplars)} exemplars from lm-eval")
 
-    abo_params = METHODS["abo"].defaults if config.preset != "paper" else {**METHODS["abo"].defaults, **METHODS["abo"].paper}
-    ctx = session.context(params=abo_params)
+    abo, abo_params = resolve("abo", config.preset, {})
+    ctx = session.context(abo_params)
     started, before = time.time(), session.ledger.snapshot()
-    demos, counts = METHODS["abo"].demonstrations(ctx, [], "demonstrations-only control", [])
+    demos, counts = abo.demonstrations(ctx, [], "demonstrations-only control", [])
     rows.add("demonstrations only", replace(default, demonstrations=tuple(demos)), "demonstrations-only",
              "baseline + verified demonstrations", session.ledger.minus(before), time.time() - started,
              detail=f"{len(demos)} demonstrations ({counts})")
@@ -105,20 +106,20 @@ def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
     if runs:
         best = max(runs, key=lambda m: runs[m].artifact_data.scores["dev"]["value"])
         dev = ", ".join(f"{m} {runs[m].artifact_data.scores['dev']['value']:.3f}" for m in runs)
-        rows.add("best APO method", runs[best].artifact_data.prompt, best, runs[best].state.best.candidate.origin,
+        rows.add("best APO method", runs[best].artifact_data.prompt, best, runs[best].result.best.candidate.origin,
                  *run_rows(runs[best]), detail=f"{best} (dev {dev})")
 
-    abo = optimize(replace(config, method="abo"), out=out, lm=lm)
-    by_key = {n.key: n for n in abo.state.nodes}
-    for record in abo.state.trace:  # the best prompt after each step, on test
-        node = by_key[record["best"]["key"]]
-        rows.add(f"ABO step {record['round']}", node.prompt, "abo", node.candidate.origin,
-                 *_cumulative(abo.state.trace, record["round"]), detail=f"dev {record['best']['dev']:.3f}")
-    best = abo.state.best
+    outcome = optimize(replace(config, method="abo"), out=out, lm=lm)
+    run = outcome.result
+    for record in run.rounds:  # the best prompt after each step, on test
+        node = run.best_after(record)
+        rows.add(f"ABO step {record.round}", node.prompt, "abo", node.candidate.origin,
+                 *_cumulative(run, record.round), detail=f"dev {record.best.dev:.3f}")
+    best = run.best
     rows.add("ABO without demonstrations", replace(best.prompt, demonstrations=()), "abo", f"{best.candidate.origin}, "
-             "demonstrations taken out", *run_rows(abo), detail="ABO's best prompt, re-scored without its demonstrations")
+             "demonstrations taken out", *run_rows(outcome), detail="ABO's best prompt, re-scored without its demonstrations")
     ablation = optimize(replace(config, method="abo-ablation"), out=out, lm=lm)
-    rows.add("ABO-ablation run", ablation.artifact_data.prompt, "abo-ablation", ablation.state.best.candidate.origin,
+    rows.add("ABO-ablation run", ablation.artifact_data.prompt, "abo-ablation", ablation.result.best.candidate.origin,
              *run_rows(ablation), detail="optimized without demonstrations from step 0")
     return rows.rows
 
@@ -135,7 +136,7 @@ def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHOD
                      use_cache=config.use_cache or str(Path(config.output) / "target-cache"))
     folder = Path(config.output)
     with FolderLock(folder, "paper-table", out):  # each optimize run also locks its own folder
-        lm = load_target(config)
+        lm = target_of(config).load()
         started = time.time()
         rows = []
         for offset in range(seeds):
@@ -153,39 +154,3 @@ def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHOD
     out(markdown)
     out(f"\nwritten: {folder / 'paper_table.md'} and paper_table.json")
     return result
-
-
-def spread(rows: list[dict]) -> list[dict]:
-    """Each (task, row) over the seeds: mean, standard deviation, min and max of the test score."""
-    groups: dict[tuple[str, str], list[float]] = {}
-    for r in rows:
-        groups.setdefault((r["task"], r["row"]), []).append(r["value"])
-    return [{"task": t, "row": name, "mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0,
-             "min": min(v), "max": max(v), "values": v} for (t, name), v in groups.items()]
-
-
-def _versus(r: dict) -> str:
-    if "vs_baseline" not in r:
-        return "-"
-    return f"{r['vs_baseline']:+.3f} ({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f})"
-
-
-def table_markdown(result: dict) -> str:
-    header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI)", "prompt from",
-              "optimizer calls", "optimizer tokens", "target requests", "target tokens", "cost", "optimizer cost",
-              "target cost", "seconds", "detail"]
-    body = [[r["task"], r["seed"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], _versus(r), r["origin"],
-             r["optimizer_calls"], f"{r['tokens']:,}", r["target_requests"], tokens_text(r["usage"]["target"]),
-             money(r["usage"]), money(r["usage"]["optimizer"]), money(r["usage"]["target"]), r["seconds"], r["detail"]]
-            for r in result["rows"]]
-    lines = [
-        f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`; every method {result['rounds']} rounds, "
-        f"patience {result['patience'] or 'none'}; each prompt evaluated once by lm-eval on the same test examples and "
-        "compared with the zero-shot CoT prompt example by example (paired bootstrap).",
-        "", *table(header, body, left=3),
-    ]
-    if result["spread"]:
-        lines += ["", f"Over {result['seeds']} seeds:", "", *table(
-            ["task", "prompt", "mean", "sd", "min", "max"],
-            [[s["task"], s["row"], fmt(s["mean"]), fmt(s["sd"]), fmt(s["min"]), fmt(s["max"])] for s in result["spread"]], left=2)]
-    return "\n".join(lines)

@@ -17,7 +17,7 @@ from pathlib import Path
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from lm_eval_abo.files import bundled_dir
+from lm_eval_abo.infra.files import bundled_dir
 
 
 @cache

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lm_eval_abo.stats import smallest_gain
+from lm_eval_abo.infra.stats import smallest_gain
 
 SATURATED = 0.8  # a baseline at or above this share has little left to gain
 

@@ -9,12 +9,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm_eval_abo.files import write_text_atomic
+from lm_eval_abo.artifact.prompt import Prompt
 from lm_eval_abo.cost.ledger import Usage
-from lm_eval_abo.prompt import Prompt
-from lm_eval_abo.redact import redact_arg_string, redacting_tracker
-from lm_eval_abo.results import number
 from lm_eval_abo.cost.target import target_calls
+from lm_eval_abo.infra.files import write_text_atomic
+from lm_eval_abo.infra.redact import redact_arg_string, redacting_tracker
+from lm_eval_abo.reports.results import number
 from lm_eval_abo.tasks import fields
 from lm_eval_abo.tasks.built import quiet_lm_eval
 
@@ -39,18 +39,18 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.utils import make_table
 
-    config, bridge, part = session.config, session.bridge, session.splits.test
-    task = config.task
-    task_config = fields.task_config(session.base_config, prompt, task, part.split)
+    bridge = session.bridge
+    part, task = bridge.splits.test, bridge.task
+    task_config = fields.task_config(bridge.base_config, prompt, task, part.split)
     task_config["metadata"] = {**(task_config.get("metadata") or {}), "abo": provenance}
     tracker = redacting_tracker(EvaluationTracker)(output_path=str(results_dir))
     before, reached, started = bridge.counter.usage.copy(), bridge.target_requests, time.time()
-    with quiet_lm_eval(not config.verbose), target_calls():
+    with quiet_lm_eval(session.quiet), target_calls():
         results = simple_evaluate(
-            model=bridge.counter, model_args=redact_arg_string(config.model_args), tasks=[task_config],
-            task_manager=session.manager, samples={task: list(part.indices)}, log_samples=True,
+            model=bridge.counter, model_args=redact_arg_string(session.target_spec.model_args), tasks=[task_config],
+            task_manager=bridge.manager, samples={task: list(part.indices)}, log_samples=True,
             use_cache=bridge.harness.use_cache, gen_kwargs=bridge.harness.gen_kwargs or None,
-            evaluation_tracker=tracker, bootstrap_iters=1000, random_seed=config.seed,
+            evaluation_tracker=tracker, bootstrap_iters=1000, random_seed=session.seed,
             **bridge.harness.evaluate_kwargs(),
         )
     samples = results.pop("samples")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 
-from lm_eval_abo.markdown import fmt, row, table
-from lm_eval_abo.redact import redact_arg_string
+from lm_eval_abo.cost.ledger import Caps
+from lm_eval_abo.optimizers.result import RoundRecord, SearchResult
+from lm_eval_abo.reports.markdown import fmt, row, table
 
 COLUMNS = ("round", "candidates", "best dev", "mean dev", "opt calls", "opt tokens", "target req", "target tokens", "cost",
            "seconds", "optimizer s", "target s")
@@ -33,6 +35,23 @@ def usage_text(usage: dict, unit: str) -> str:
             f"({usage['prompt_tokens']:,} in, {usage['completion_tokens']:,} out), {cost_text(usage)}")
 
 
+@dataclass(frozen=True)
+class Heading:
+    """What a run is, as its console lines and report name it (the target's model_args with secrets masked)."""
+
+    method: str
+    task: str
+    model: str
+    model_args: str
+    optimizer: str
+    rounds: int
+    beam: int
+
+    def line(self) -> str:
+        return (f"{self.method} on {self.task}: {self.rounds} round(s), beam {self.beam}; target {self.model} "
+                f"({self.model_args}), optimizer {self.optimizer}")
+
+
 def ledger_text(ledger: dict) -> str:
     """Both sides of a ledger (a round record or a run's usage) and their total cost."""
     total = {"cost_usd": ledger["optimizer"]["cost_usd"] + ledger["target"]["cost_usd"],
@@ -41,7 +60,7 @@ def ledger_text(ledger: dict) -> str:
             f"total {cost_text(total)}")
 
 
-def projection_text(config, plan) -> str:
+def projection_text(heading: Heading, plan, caps: Caps) -> str:
     """The projection as printed before any call (and by --dry-run), with what it means for the caps."""
     def cells(label, ledger):
         opt, tgt = ledger.optimizer.to_dict(), ledger.target.to_dict()
@@ -50,8 +69,7 @@ def projection_text(config, plan) -> str:
 
     whole = plan.total
     lines = [
-        f"{config.method} on {config.task}: {config.rounds} round(s), beam {config.beam}; "
-        f"target {config.model} ({redact_arg_string(config.model_args)}), optimizer {config.optimizer}",
+        heading.line(),
         f"prices: target {plan.prices['target']}; optimizer {plan.prices['optimizer']}",
         f"projected before any call (calls and requests at most: caches and early stops make them fewer; target "
         f"tokens {plan.counted}, its replies at their max_gen_toks cap):",
@@ -60,20 +78,20 @@ def projection_text(config, plan) -> str:
                [*(cells(r, ledger) for r, ledger in enumerate(plan.rounds)),
                 cells("test (baseline and best)", plan.test), cells("total", whole)], left=0),
     ]
-    caps = []
-    if config.max_cost is not None:
-        caps.append(f"--max-cost ${config.max_cost:g} (projected {money(whole.to_dict())})")
-    if config.max_target_tokens is not None:
-        caps.append(f"--max-target-tokens {config.max_target_tokens:,} (projected {whole.target.tokens:,})")
-    if config.max_optimizer_calls is not None:
-        caps.append(f"--max-optimizer-calls {config.max_optimizer_calls} (projected {whole.optimizer.calls})")
-    if caps:
-        last = plan.last_round_within(config)
-        if last == config.rounds:
-            lines.append(f"caps: {'; '.join(caps)}: the projection fits")
+    shown = []
+    if caps.max_cost is not None:
+        shown.append(f"--max-cost ${caps.max_cost:g} (projected {money(whole.to_dict())})")
+    if caps.max_target_tokens is not None:
+        shown.append(f"--max-target-tokens {caps.max_target_tokens:,} (projected {whole.target.tokens:,})")
+    if caps.max_optimizer_calls is not None:
+        shown.append(f"--max-optimizer-calls {caps.max_optimizer_calls} (projected {whole.optimizer.calls})")
+    if shown:
+        last = plan.last_round_within(caps)
+        if last == heading.rounds:
+            lines.append(f"caps: {'; '.join(shown)}: the projection fits")
         else:
             stop = f"after round {last}" if last is not None else "in round 0, with the baseline"
-            lines.append(f"caps: {'; '.join(caps)}: the projection exceeds them; the search keeps to the caps, "
+            lines.append(f"caps: {'; '.join(shown)}: the projection exceeds them; the search keeps to the caps, "
                          f"stopping at its last complete round (projected: {stop}), and still evaluates the best "
                          f"prompt on test ({tokens_text(plan.test.target.to_dict())} tokens, "
                          f"{money(plan.test.to_dict())} kept aside for it)")
@@ -83,35 +101,38 @@ def projection_text(config, plan) -> str:
 def _phases(record: dict) -> str:
     """Where a round's (or a run's) wall time went, where it was recorded."""
     names = [("optimizer", "optimizer_seconds"), ("target", "target_seconds"), ("test", "test_seconds")]
-    parts = [f"{name} {record[key]} s" for name, key in names if key in record]
+    parts = [f"{name} {record[key]} s" for name, key in names if record.get(key) is not None]
     return f" ({', '.join(parts)})" if parts else ""
+
+
+def _shown(value) -> str:
+    return "-" if value is None else str(value)
 
 
 def round_header() -> str:
     return "\n".join(table(COLUMNS, [], left=0))
 
 
-def round_row(record: dict) -> str:
-    opt, target = record["optimizer"], record["target"]
+def round_row(record: RoundRecord) -> str:
+    opt, target = record.optimizer.to_dict(), record.target.to_dict()
     return row([
-        record["round"], len(record["candidates"]), fmt(record["best"]["dev"]) + (" (noise)" if record["best"].get("within_noise") else ""),
-        fmt(record["mean_dev"]),
-        opt["calls"], tokens_text(opt), target["calls"], tokens_text(target),
-        money({"cost_usd": opt["cost_usd"] + target["cost_usd"], "cost_known": opt["cost_known"] and target["cost_known"]}),
-        record["seconds"], record.get("optimizer_seconds", "-"), record.get("target_seconds", "-"),
+        record.round, len(record.candidates), fmt(record.best.dev) + (" (noise)" if record.best.within_noise else ""),
+        fmt(record.mean_dev), opt["calls"], tokens_text(opt), target["calls"], tokens_text(target),
+        money(record.ledger.to_dict()), _shown(record.seconds), _shown(record.optimizer_seconds),
+        _shown(record.target_seconds),
     ])
 
 
-def notes_text(record: dict) -> str:
+def notes_text(record: RoundRecord) -> str:
     """What the method said of a round as a whole (e.g. GEPA's budget and proposals)."""
-    return f"round {record['round']}: " + "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in record["notes"].items())
+    return f"round {record.round}: " + "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in record.notes.items())
 
 
-def diagnosis_tables(record: dict) -> list[str]:
+def diagnosis_tables(record: RoundRecord) -> list[str]:
     """ABO's step-failure tables of a round: per diagnosed beam prompt, failures per step and kind."""
     seen, tables = set(), []
-    for c in record["candidates"]:
-        diagnosis = (c.get("notes") or {}).get("diagnosis")
+    for c in record.candidates:
+        diagnosis = c.notes.get("diagnosis")
         if not diagnosis or diagnosis["parent"] in seen:
             continue
         seen.add(diagnosis["parent"])
@@ -119,7 +140,7 @@ def diagnosis_tables(record: dict) -> list[str]:
             f"{e['id']}: step {e['step']} {e['kind']}" if e["step"] else f"{e['id']}: not located" for e in diagnosis["errors"]
         )
         tables.append("\n".join([
-            f"step failures of {diagnosis['parent']} (round {record['round']}):",
+            f"step failures of {diagnosis['parent']} (round {record.round}):",
             *table(["step", "not followed", "wrong"],
                    [[r["step"], r["not_followed"], r["wrong"]] for r in diagnosis["step_failures"]], left=0),
             f"errors: {located}",
@@ -141,9 +162,9 @@ def _diff(before, after) -> str:
     return "\n".join(lines)
 
 
-def _noise(best: dict) -> str:
+def _noise(record: RoundRecord) -> str:
     """A new best's gain over the previous one, when a paired test cannot tell it from noise."""
-    return f", a gain within noise (paired p = {best['gain_p']:.3g})" if best.get("within_noise") else ""
+    return f", a gain within noise (paired p = {record.best.gain_p:.3g})" if record.best.within_noise else ""
 
 
 def _doc_text(doc: dict) -> str:
@@ -175,55 +196,55 @@ def _test_section(final, test_docs: list[dict] | None) -> list[str]:
     return lines
 
 
-def _dropped(record: dict) -> list[str]:
+def _dropped(record: RoundRecord) -> list[str]:
     """The candidates a round rejected before scoring them, and why."""
-    dropped = record.get("dropped", [])
-    if not dropped:
+    if not record.dropped:
         return []
-    return ["Rejected before scoring:", "", *(f"- `{d['key']}` ({d['origin']}): {d['reason']}" for d in dropped), ""]
+    return ["Rejected before scoring:", "", *(f"- `{d.key}` ({d.origin}): {d.reason}" for d in record.dropped), ""]
 
 
-def run_report(config, state, dev_docs: list[dict], bridge, final=None, test_docs: list[dict] | None = None) -> str:
+def run_report(heading: Heading, result: SearchResult, dev_docs: list[dict], metric: str, final=None,
+               test_docs: list[dict] | None = None) -> str:
     """A markdown report: per round the candidates, the best prompt's diff, reflections, flips, cost; at the
     end the test scores of the best prompt and of the baseline, and what the best prompt fixed and broke."""
     out = [
-        f"# {config.method} on {config.task}",
+        f"# {heading.method} on {heading.task}",
         "",
-        f"- target: `{config.model}` (`{redact_arg_string(config.model_args)}`)",
-        f"- optimizer: `{config.optimizer}`",
-        f"- metric: `{bridge.metric_key}` on {len(state.nodes[0].dev_per_example)} dev examples",
-        f"- rounds completed: {state.round} of {config.rounds}" + (f" (stopped: {state.stopped})" if state.stopped else ""),
+        f"- target: `{heading.model}` (`{heading.model_args}`)",
+        f"- optimizer: `{heading.optimizer}`",
+        f"- metric: `{metric}` on {len(result.baseline.dev_per_example)} dev examples",
+        f"- rounds completed: {result.last_round} of {heading.rounds}" + (f" (stopped: {result.stopped})"
+                                                                          if result.stopped else ""),
         "",
     ]
     previous = None
-    for record in state.trace:
-        best = state.node(record["best"]["key"])
+    for record in result.rounds:
+        best = result.best_after(record)
         out += [
-            f"## Round {record['round']}",
+            f"## Round {record.round}",
             "",
-            f"Best dev {fmt(record['best']['dev'])} (± {fmt(record['best']['stderr'])}, n={record['best']['n']})"
-            f"{_noise(record['best'])}; {ledger_text(record)}; {record['seconds']} s{_phases(record)}.",
+            f"Best dev {fmt(record.best.dev)} (± {fmt(record.best.stderr)}, n={record.best.n}){_noise(record)}; "
+            f"{ledger_text(record.ledger.to_dict())}; {_shown(record.seconds)} s{_phases(record.to_dict())}.",
             "",
-            *([notes_text(record), ""] if record.get("notes") else []),
+            *([notes_text(record), ""] if record.notes else []),
             *table(["candidate", "origin", "parent", "dev"],
-                   [[c["key"], c["origin"], c["parent"] or "-", fmt(c["dev"])] for c in record["candidates"]], left=3),
+                   [[c.key, c.origin, c.parent or "-", fmt(c.dev)] for c in record.candidates], left=3),
             "",
             *_dropped(record),
         ]
         for diagnosis in diagnosis_tables(record):
             out += [diagnosis.replace("\n", "\n\n", 1), ""]
-        by_key = {n.key[:12]: n for n in state.nodes}
         out += ["<details><summary>Candidate prompts</summary>", ""]
-        for c in record["candidates"]:
-            out += [f"`{c['key']}` ({c['origin']}):", "", "```text", _rendered(by_key[c["key"]].prompt), "```", ""]
+        for c in record.candidates:
+            out += [f"`{c.key}` ({c.origin}):", "", "```text", _rendered(result.node(c.key).prompt), "```", ""]
         out += ["</details>", ""]
-        notes = [(c["key"], c["notes"]) for c in record["candidates"] if c.get("notes")]
+        notes = [(c.key, c.notes) for c in record.candidates if c.notes]
         if notes:
             out += ["Reflections behind the candidates:", ""]
             out += [f"- `{key}`: " + "; ".join(f"{k}: {v}" for k, v in n.items()).replace("\n", " ") for key, n in notes]
             out.append("")
         if previous is not None and best.key != previous.key:
-            flips = record["flips"]
+            flips = record.flips
             out += [
                 f"New best. Dev examples fixed: {len(flips['fixed'])}, broken: {len(flips['broken'])}.",
                 "",
@@ -236,7 +257,7 @@ def run_report(config, state, dev_docs: list[dict], bridge, final=None, test_doc
                 "",
             ]
         previous = best
-    out += ["## Best prompt", "", "```text", _rendered(state.best.prompt), "```", ""]
+    out += ["## Best prompt", "", "```text", _rendered(result.best.prompt), "```", ""]
     if final is not None and "test" in final.scores:
         out += _test_section(final, test_docs) + _cost_section(final.usage)
     return "\n".join(out)

@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 
 LOCK_NAME = ".lock"
 

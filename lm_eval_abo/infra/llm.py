@@ -12,8 +12,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lm_eval_abo.errors import AboError
 from lm_eval_abo.cost.ledger import Budget, BudgetExhausted, Price, Usage
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.flags import CLIENT_ARGS
+from lm_eval_abo.infra.redact import scrub, secret_values
 
 log = logging.getLogger("lm_eval_abo")
 RETRIES = 4
@@ -21,9 +23,6 @@ TIMEOUT_S = 120.0
 BACKOFF_S = 1.0
 CONCURRENCY = 4
 MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After is not honoured: the exponential backoff applies
-# Keys of --optimizer_args that set this client rather than go to litellm (litellm's names where it has one)
-CLIENT_ARGS = {"timeout": "seconds per call", "num_retries": "retries after the first try",
-               "retry_backoff": "first backoff in seconds, doubling per retry"}
 
 
 def _retryable() -> tuple[type[Exception], ...]:
@@ -83,8 +82,6 @@ class OptimizerLLM:
         usage: Usage | None = None,
     ):
         import litellm
-
-        from lm_eval_abo.redact import secret_values
 
         litellm.suppress_debug_info = True
         if model.startswith("embedded/"):
@@ -194,8 +191,6 @@ class OptimizerLLM:
     def describe(self, error: Exception) -> str:
         """An error from litellm as one line, with this client's secrets masked (some servers echo
         the key they refused)."""
-        from lm_eval_abo.redact import scrub
-
         lines = str(error).strip().splitlines()
         return scrub(lines[0] if lines else type(error).__name__, self.secrets)[:300]
 

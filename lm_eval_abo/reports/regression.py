@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lm_eval_abo import results as lm_results
-from lm_eval_abo import stats
-from lm_eval_abo.markdown import table
+from lm_eval_abo.infra import stats
+from lm_eval_abo.reports import results as lm_results
+from lm_eval_abo.reports.markdown import table
 
 Z = 1.96  # two-sided 95 %
 

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lm_eval_abo.errors import AboError
-from lm_eval_abo.files import read_json, read_text
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import read_json, read_text
 
 NOT_METRICS = {"alias", "name", "sample_len", " ", ""}
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from lm_eval_abo.errors import AboError
+from lm_eval_abo.infra.errors import AboError
 
 PLACEMENTS = ("system", "user")
 

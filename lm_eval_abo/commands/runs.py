@@ -1,0 +1,74 @@
+"""The commands that run searches: `optimize`, `diagnose` (the paper's studies) and `paper-table`."""
+
+from __future__ import annotations
+
+
+def config_from(args, **fixed):
+    """The OptimizeConfig of a command's flags."""
+    from lm_eval_abo.config import from_flags
+
+    return from_flags(args, **fixed)
+
+
+def cmd_optimize(args) -> None:
+    from lm_eval_abo.run.optimize import optimize
+
+    optimize(config_from(args))
+
+
+def cmd_diagnose(args) -> None:
+    from lm_eval_abo import studies
+
+    if args.study == "reflection":
+        studies.reflection_study(config_from(args), args.prompt, args.samples, args.errors, args.other_task, args.study_temperature)
+    else:
+        studies.refinement_study(config_from(args), args.prompt)
+
+
+def cmd_paper_table(args) -> None:
+    from lm_eval_abo.run.paper_table import paper_table
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    methods = [m.strip() for m in args.apo_methods.split(",") if m.strip()]
+    paper_table(config_from(args, task=tasks[0] if tasks else ""), tasks, methods, seeds=args.seeds)
+
+
+def add(sub) -> None:
+    from lm_eval_abo.config import add_flags
+    from lm_eval_abo.optimizers import METHODS
+    from lm_eval_abo.run.paper_table import APO_METHODS
+
+    methods = {"choices": sorted(METHODS)}
+    p = sub.add_parser(
+        "optimize", help="optimize a task's prompt (APO methods or ABO), scored by lm-eval",
+        description="Run a prompt-optimization method on any lm-eval task: candidates are scored by lm-eval on train/dev, "
+        "the best prompt is saved as <output>/<task>/<method>/best.yaml, evaluated once on test beside the baseline, and "
+        "written as a plain lm-eval task (<task>_abo.yaml) beside it.",
+    )
+    add_flags(p, "optimize", task={"required": True}, method=methods)
+    p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("diagnose", help="the paper's studies: reflection sensitivity, refinement fix/break rates")
+    p.add_argument("study", choices=["reflection", "refinement"])
+    p.add_argument("--prompt", help="artifact whose prompt is studied (default: the task's baseline prompt)")
+    p.add_argument("--samples", type=int, default=4, help="reflection: reflections per error set (default 4, the fewest that can show p < 0.05)")
+    p.add_argument("--errors", type=int, default=4, help="reflection: examples shown per reflection (default 4)")
+    p.add_argument("--study-temperature", dest="study_temperature", type=float, default=1.0,
+                   help="reflection: the optimizer's temperature for the reflections (default 1.0: independent samples)")
+    p.add_argument("--other-task", dest="other_task", help="reflection: the task whose errors are the off-task set")
+    add_flags(p, "diagnose", task={"required": True},
+                 method={**methods, "default": "apo", "help": "refinement: the method making the step (default: apo)"})
+    p.set_defaults(func=cmd_diagnose)
+
+    p = sub.add_parser("paper-table", help="the paper's Table 2 layout for one target/optimizer pair")
+    p.add_argument("--tasks", default="abo_object_counting_synth", help="comma-separated tasks")
+    p.add_argument("--apo-methods", dest="apo_methods", default=",".join(APO_METHODS),
+                   help="APO methods compared for the 'best APO method' row (default: all five)")
+    p.add_argument("--seeds", type=int, default=1, help="repeat the table with this many seeds and report each row's spread")
+    add_flags(p, "paper-table", patience={
+        "default": 0, "help": "every method stops when its best dev score has not improved for this many rounds "
+        "(default 0: every method runs every round, so the budgets compare)"},
+        rounds={"help": "rounds of every method (default 2: ABO's rows are steps 0-2, as in the paper)"})
+    p.set_defaults(func=cmd_paper_table)
+
+

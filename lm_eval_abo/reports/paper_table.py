@@ -1,0 +1,45 @@
+"""The paper-table as people read it: one row per prompt with its test score, its paired difference from
+zero-shot CoT and what made it; and, over several seeds, each row's spread."""
+
+from __future__ import annotations
+
+import statistics
+
+from lm_eval_abo.reports.markdown import fmt, table
+from lm_eval_abo.reports.run_report import money, tokens_text
+
+
+def spread(rows: list[dict]) -> list[dict]:
+    """Each (task, row) over the seeds: mean, standard deviation, min and max of the test score."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["row"]), []).append(r["value"])
+    return [{"task": t, "row": name, "mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0,
+             "min": min(v), "max": max(v), "values": v} for (t, name), v in groups.items()]
+
+
+def _versus(r: dict) -> str:
+    if "vs_baseline" not in r:
+        return "-"
+    return f"{r['vs_baseline']:+.3f} ({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f})"
+
+
+def table_markdown(result: dict) -> str:
+    header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI)", "prompt from",
+              "optimizer calls", "optimizer tokens", "target requests", "target tokens", "cost", "optimizer cost",
+              "target cost", "seconds", "detail"]
+    body = [[r["task"], r["seed"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], _versus(r), r["origin"],
+             r["optimizer_calls"], f"{r['tokens']:,}", r["target_requests"], tokens_text(r["usage"]["target"]),
+             money(r["usage"]), money(r["usage"]["optimizer"]), money(r["usage"]["target"]), r["seconds"], r["detail"]]
+            for r in result["rows"]]
+    lines = [
+        f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`; every method {result['rounds']} rounds, "
+        f"patience {result['patience'] or 'none'}; each prompt evaluated once by lm-eval on the same test examples and "
+        "compared with the zero-shot CoT prompt example by example (paired bootstrap).",
+        "", *table(header, body, left=3),
+    ]
+    if result["spread"]:
+        lines += ["", f"Over {result['seeds']} seeds:", "", *table(
+            ["task", "prompt", "mean", "sd", "min", "max"],
+            [[s["task"], s["row"], fmt(s["mean"]), fmt(s["sd"]), fmt(s["min"]), fmt(s["max"])] for s in result["spread"]], left=2)]
+    return "\n".join(lines)

@@ -1,0 +1,220 @@
+"""`optimize`: a search run end to end, from the command line or from Python.
+
+Unpacks the settings at the door (`session`), finds the task and loads the target once, projects the
+cost and shows the baseline's headroom before any optimizer call, runs the rounds of the chosen method in
+the one search loop, writes the artifact, a checkpoint and a readable report after every round, then
+evaluates the baseline and the best prompt once each on the same held-out test documents through lm-eval
+(`evaluation`), compares them, and writes the best prompt as a plain lm-eval task beside the artifact.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lm_eval_abo.artifact import store
+from lm_eval_abo.config import OptimizeConfig
+from lm_eval_abo.cost.ledger import Budget
+from lm_eval_abo.cost.target import TargetFailed
+from lm_eval_abo.infra import metaprompts, stats
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import dump_json, write_text_atomic, write_texts_atomic
+from lm_eval_abo.infra.lock import FolderLock
+from lm_eval_abo.infra.redact import redact_arg_string
+from lm_eval_abo.optimizers import selection
+from lm_eval_abo.optimizers.result import SearchResult, SearchState
+from lm_eval_abo.optimizers.search import Search
+from lm_eval_abo.optimizers.stopping import AnyOf, MaxRounds, Patience
+from lm_eval_abo.reports import run_report
+from lm_eval_abo.run import evaluation
+from lm_eval_abo.run.export import export_plain_task, provenance_of
+from lm_eval_abo.run.folder import RunFolder
+from lm_eval_abo.run.headroom import Headroom
+from lm_eval_abo.run.projection import Projection, project
+from lm_eval_abo.run.session import Session, attach_models, caps_of, plan_session, prices_of, resolve_run, target_of
+
+# A file the run could not write (a full disk, a folder made read-only; sqlite: lm-eval's target cache)
+WRITE_ERRORS = (OSError, sqlite3.OperationalError)
+
+
+@dataclass
+class Outcome:
+    run_dir: Path
+    artifact: Path
+    results: Path | None  # lm-eval results JSON of the best prompt on test
+    artifact_data: store.Artifact
+    result: SearchResult  # the search as it ended
+
+
+def heading_of(config: OptimizeConfig) -> run_report.Heading:
+    return run_report.Heading(config.method, config.task, config.model, redact_arg_string(config.model_args),
+                              config.optimizer, config.rounds, config.beam)
+
+
+def settings_of(config: OptimizeConfig, session: Session) -> dict:
+    """How the run was configured, as the artifact records it (enough to rebuild its splits)."""
+    return {
+        "rounds": config.rounds, "beam": config.beam, "minibatch": config.minibatch, "method_args": config.method_args,
+        "seed": config.seed, "train_limit": config.train_limit, "dev_limit": config.dev_limit,
+        "test_limit": config.test_limit, "accept": config.accept, "alpha": config.alpha, "selection": config.selection,
+        "no_copy": config.no_copy, "sampling_temperature": config.sampling_temperature, **config.harness().recorded(),
+        "metric": session.bridge.metric_key, "answer_format": session.bridge.answer_format,
+    }
+
+
+def artifact_of(config: OptimizeConfig, session: Session, result: SearchResult, splits: dict, started: float,
+                plan: Projection) -> store.Artifact:
+    best, baseline, bridge = result.best, result.baseline, session.bridge
+    return store.Artifact(
+        task=config.task, method=config.method, prompt=best.prompt,
+        target={"model": config.model, "model_args": config.redacted("model_args")},
+        optimizer={"model": config.optimizer, "args": config.redacted("optimizer_args")},
+        scores={"dev": {"metric": bridge.metric_key, "value": best.dev, "stderr": best.dev_stderr, "n": best.dev_n},
+                "baseline_dev": {"metric": bridge.metric_key, "value": baseline.dev, "n": baseline.dev_n}},
+        splits=dict(splits), carved=bridge.splits.carved(), trace=[r.to_dict() for r in result.rounds],
+        usage={**result.ledger.to_dict(), "prices": plan.prices, "projection": plan.to_dict(),
+               "seconds": round(time.time() - started, 1), **_phase_seconds(result), "stopped": result.stopped},
+        templates=metaprompts.hashes(result.templates),
+        settings=settings_of(config, session),
+    )
+
+
+def search_of(config: OptimizeConfig, session: Session, method, params, run: RunFolder) -> Search:
+    """The loop with the strategies the flags name."""
+    ctx = session.context(params, record=run.record_call, engine_dir=run.engine)
+    dev_scoring = selection.Racing() if config.selection == "racing" else selection.FullDev()
+    acceptance = selection.Paired(config.alpha) if config.accept == "paired" else selection.ByScore()
+    return Search(method, ctx, bridge=session.bridge, ledger=session.ledger, beam=config.beam,
+                  minibatch=config.minibatch, stop=AnyOf((Patience(config.patience), MaxRounds(config.rounds))),
+                  dev_scoring=dev_scoring, acceptance=acceptance, alpha=config.alpha, no_copy=bool(config.no_copy))
+
+
+def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
+    """Run the search, the final test evaluation and the export; returns None for a dry run.
+    `out` receives the lines to show (default: printed above any progress bars); `lm` is an
+    already loaded lm-eval model to reuse. The run directory is locked while the run writes there."""
+    from tqdm import tqdm
+
+    out = out or tqdm.write
+    config, method, params = resolve_run(config)
+    run = RunFolder(config.output, config.task, config.method, config.export_name)
+    if config.dry_run:
+        return _optimize(config, method, params, run, out, lm)
+    with FolderLock(run.dir, "optimize run", out):  # before the first read of an earlier run
+        return _optimize(config, method, params, run, out, lm)
+
+
+def _optimize(config: OptimizeConfig, method, params, run: RunFolder, out, lm) -> Outcome | None:
+    saved = run.saved(config.fingerprint(), config.resume, config.dry_run, out)
+    target_of(config).backend()  # a bad --model fails before anything is loaded
+    planned = plan_session(config, config.method if method.needs_generation else None)
+    caps, prices = caps_of(config), prices_of(config)
+    cap = config.optimizer_args.get("max_tokens") or config.optimizer_args.get("max_completion_tokens")
+    plan = project(planned, method, params, prices, config.optimizer, cap)
+    out(run_report.projection_text(heading_of(config), plan, caps))
+
+    started = time.time()
+    budget = Budget(planned.ledger, caps, reserve=plan.test.target, per_request=plan.per_request)
+    session = attach_models(planned, config, lm, budget)
+
+    def headroom(_baseline=None) -> None:
+        found = Headroom.of(session.bridge, session.default_prompt, session.dev_indices, session.n_test, config.alpha)
+        out(found.text(session.bridge.higher_is_better))
+        if not config.dry_run:
+            out(run_report.round_header())
+
+    if config.dry_run:
+        headroom()
+        return None
+    splits = session.split_ids()
+    if saved and saved.get("splits", splits) != splits:
+        raise AboError(f"--resume: the documents of {config.task}'s splits differ from those the run in {run.dir} used")
+    state = SearchState.from_dict(saved["state"]) if saved else None
+    dev_docs = session.bridge.docs("dev")
+
+    def checkpoint(search_state: SearchState, record) -> None:
+        texts = {}
+        if search_state.beam:
+            result = SearchResult.from_state(search_state)
+            texts[run.artifact] = store.text(artifact_of(config, session, result, splits, started, plan))
+            texts[run.report] = run_report.run_report(heading_of(config), result, dev_docs, session.bridge.metric_key)
+        # the state last: a round counts as saved once its state is
+        texts[run.state] = dump_json({"config": config.fingerprint(), "splits": splits, "state": search_state.to_dict()})
+        write_texts_atomic(texts)
+
+    def announce(record) -> None:
+        out(run_report.round_row(record))
+        if record.notes:
+            out(run_report.notes_text(record))
+        for table in run_report.diagnosis_tables(record):
+            out(table)
+
+    if state:  # a resumed run has its baseline: the rounds go on under their header
+        out(run_report.round_header())
+    try:
+        state = search_of(config, session, method, params, run).run(state, checkpoint, announce, on_baseline=headroom)
+    except TargetFailed as e:
+        raise AboError(f"{e}; {run.saved_rounds()}") from e
+    except WRITE_ERRORS as e:
+        raise run.unwritable(e) from e
+    if not state.beam:
+        raise AboError(f"stopped before any prompt was scored: {state.stopped}")
+    if state.stopped:
+        out(f"search stopped early: {state.stopped}; the best prompt so far is kept")
+    result = SearchResult.from_state(state)
+    try:
+        final = finish(config, session, result, run, splits, started, plan, out)
+    except WRITE_ERRORS as e:
+        raise run.unwritable(e) from e
+    return Outcome(run.dir, run.artifact, run.dir / final.scores["test"]["results_file"], final, result)
+
+
+def finish(config: OptimizeConfig, session: Session, result: SearchResult, run: RunFolder, splits: dict, started: float,
+           plan: Projection, out) -> store.Artifact:
+    """The baseline and the best prompt on the test split, their comparison, the export, the last artifact."""
+    best, baseline = result.best, result.baseline
+    final = artifact_of(config, session, result, splits, started, plan)
+    store.save(final, run.artifact)  # the prompt stands before the test evaluation, also after a resume
+    provenance = provenance_of(final, run.artifact, session.n_test)
+    try:
+        untouched = None if best.key == baseline.key else evaluation.evaluate(  # first: the newest results are the best's
+            session, baseline.prompt, run.results / "baseline",
+            {**provenance, "method": "baseline", "source": "baseline", "prompt_sha256": baseline.prompt.sha256()})
+        tested = evaluation.evaluate(session, best.prompt, run.results / "best", provenance)
+        untouched = untouched or tested
+    except TargetFailed as e:
+        raise AboError(f"{e} during the test evaluation; {run.saved_rounds()}") from e
+    comparison = stats.compare(untouched.per_doc, tested.per_doc, untouched.correct, tested.correct, config.seed)
+    test_ids = splits["test"]
+    final.scores["test"] = {**tested.score, "results_file": str(tested.results.relative_to(run.dir)),
+                            **evaluation.answer_counts(tested.answers, tested.unread)}
+    final.scores["baseline_test"] = {**untouched.score, "results_file": str(untouched.results.relative_to(run.dir)),
+                                     **evaluation.answer_counts(untouched.answers, untouched.unread)}
+    final.scores["test_comparison"] = {**comparison.to_dict(), "fixed": [test_ids[i] for i in comparison.fixed],
+                                       "broken": [test_ids[i] for i in comparison.broken],
+                                       "verdict": comparison.verdict(session.bridge.higher_is_better)}
+    test_usage = tested.usage if untouched is tested else tested.usage.plus(untouched.usage)
+    final.usage.update(session.ledger.to_dict(), test=test_usage.to_dict())  # the target's side now holds the test too
+    final.usage["test_seconds"] = round(tested.seconds + (untouched.seconds if untouched is not tested else 0), 1)
+    try:
+        final.export = export_plain_task(session.bridge, best.prompt, run.dir, run.export_name, provenance)
+    except AboError as e:
+        out(f"warning: no plain lm-eval task written: {e}")
+        final.export = {"error": str(e)}
+    store.save(final, run.artifact)
+    write_text_atomic(run.report, run_report.run_report(heading_of(config), result, session.bridge.docs("dev"),
+                                                        session.bridge.metric_key, final, session.bridge.docs("test")))
+    out(tested.table)
+    out(run_report.final_text(final, run.artifact, tested.results, run.dir))
+    if not caps_of(config).fit(session.ledger):
+        out(f"warning: the run used more than its caps allow ({run_report.ledger_text(final.usage)}): the test "
+            "evaluation cost more than projected")
+    return final
+
+
+def _phase_seconds(result: SearchResult) -> dict:
+    """The search's wall time by phase, summed over its rounds."""
+    return {key: round(sum(getattr(r, key) or 0.0 for r in result.rounds), 1)
+            for key in ("optimizer_seconds", "target_seconds")}

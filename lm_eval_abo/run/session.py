@@ -1,0 +1,282 @@
+"""The door of a run: the settings (`OptimizeConfig`) unpacked into the small frozen values each layer
+takes, the task found by name, built once and split, the target loaded and counted once, the optimizer
+client, and the bridge between them. Below this module nothing sees the settings object."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+
+from lm_eval_abo.artifact.prompt import Prompt
+from lm_eval_abo.config import HarnessSettings, OptimizeConfig
+from lm_eval_abo.cost.ledger import Budget, Caps, Ledger, Price
+from lm_eval_abo.cost.prices import Prices, optimizer_price, target_price
+from lm_eval_abo.cost.target import CountingLM
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import user_cache_dir
+from lm_eval_abo.infra.flags import parse_pairs
+from lm_eval_abo.infra.llm import OptimizerLLM
+from lm_eval_abo.infra.redact import redact_arg_string
+from lm_eval_abo.optimizers import resolve
+from lm_eval_abo.optimizers.base import Context, Method, OptimizerCalls
+from lm_eval_abo.scoring import OUTPUT_TYPES, Bridge, primary_metric
+from lm_eval_abo.tasks import AboTask, lookup, splits
+from lm_eval_abo.tasks.built import Harness, physical_docs, quiet_lm_eval
+from lm_eval_abo.tasks.configs import load_config
+
+
+@dataclass(frozen=True)
+class Target:
+    """The target model as lm-eval's registry names it: `--model`, `--model_args` and how it is loaded."""
+
+    model: str
+    model_args: str
+    batch_size: str | int = 1
+    device: str | None = None
+    chat: bool = False  # --apply_chat_template
+
+    @property
+    def args(self) -> dict:
+        return parse_pairs(self.model_args, "--model_args")  # a typo fails here, not inside lm-eval
+
+    def backend(self):
+        """The lm-eval model backend, checked without loading anything."""
+        import lm_eval.models  # noqa: F401  (built-in backends before the plugin's own)
+        from lm_eval.api.registry import get_model
+
+        self.args
+        if self.model == "abo-embedded":
+            import lm_eval_abo.embedded.backend  # noqa: F401  (registers the embedded backend)
+        try:
+            backend = get_model(self.model)
+        except (KeyError, ValueError):
+            raise AboError(f"unknown lm-eval model backend {self.model!r} (see lm-eval's model list)") from None
+        except ImportError as e:  # lm-eval imports a backend's packages when it is first named
+            raise missing_package(self.model, e) from None
+        if _chat_only(backend) and not self.chat:
+            raise AboError(f"--model {self.model} sends chat messages: add --apply_chat_template")
+        return backend
+
+    def load(self):
+        """The target model, loaded through lm-eval's registry."""
+        backend = self.backend()
+        try:
+            lm = backend.create_from_arg_string(self.model_args, {"batch_size": self.batch_size, "device": self.device})
+            getattr(lm, "api_key", None)  # lm-eval's API backends read their key at the first request: read it now
+            return lm
+        except AboError:
+            raise
+        except ImportError as e:
+            raise missing_package(self.model, e) from None
+        except (TypeError, ValueError, AssertionError) as e:  # lm-eval checks a backend's arguments with asserts too
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            given = f" --model_args {redact_arg_string(self.model_args)}" if self.model_args else ""
+            raise AboError(f"--model {self.model}{given}: {lines[0]}") from None
+
+    def cache(self, use_cache: str | None) -> str | None:
+        """lm-eval's cache keys requests by prompt only, so each target model gets its own file."""
+        if not use_cache:
+            return None
+        return f"{use_cache}_{hashlib.sha256(f'{self.model}|{self.model_args}'.encode()).hexdigest()[:12]}"
+
+
+def resolve_run(config: OptimizeConfig) -> tuple[OptimizeConfig, Method, object]:
+    """The config with its preset's sizes and its method's parameters filled in, checked; the method and
+    its parameters (`optimizers.resolve`). Resolving a resolved config changes nothing."""
+    config = config.resolved()
+    method, params = resolve(config.method, config.preset, config.method_args)
+    patience = config.patience if config.patience is not None else method.patience
+    return replace(config, method_args=asdict(params), patience=patience), method, params
+
+
+def target_of(config: OptimizeConfig) -> Target:
+    return Target(config.model, config.model_args, config.batch_size, config.device, config.apply_chat_template)
+
+
+def missing_package(model: str, error: ImportError) -> AboError:
+    """A backend whose Python packages are not installed, with the lm-eval extra that installs them."""
+    module = (error.name or "").split(".")[0]
+    extras = [m.group(2) for line in metadata.requires("lm_eval") or []
+              if (m := re.match(r"([A-Za-z0-9_.\-]+).*extra == \"([^\"]+)\"", line))
+              and re.sub(r"[-_.]+", "_", m.group(1)).lower() == module.lower()]
+    how = f"pip install 'lm_eval[{extras[0]}]'" if extras else f"pip install {module}" if module else "install its packages"
+    return AboError(f"--model {model} needs the Python package {module or '?'}, which is not installed: {how}")
+
+
+def _chat_only(backend) -> bool:
+    """A backend that talks to a chat endpoint (lm-eval's chat-completions family)."""
+    try:
+        from lm_eval.models.openai_completions import LocalChatCompletion
+    except ImportError:
+        return False
+    return isinstance(backend, type) and issubclass(backend, LocalChatCompletion)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much of each split a run uses, and the search's shape."""
+
+    rounds: int
+    beam: int
+    minibatch: int
+    train_limit: int | None
+    dev_limit: int | None
+    test_limit: int | None
+
+
+@dataclass
+class Session:
+    """A task ready to optimize (the bridge holds it), the run's sizes, and, once attached, the models."""
+
+    bridge: Bridge  # the task through lm-eval; scores once a target is attached
+    sizes: Sizes
+    seed: int
+    sampling_temperature: float
+    target_spec: Target
+    quiet: bool = True  # lm-eval's own log kept out of the console
+    target: CountingLM | None = None
+    llm: OptimizerLLM | None = None
+    ledger: Ledger = field(default_factory=Ledger)  # both models' requests, tokens and dollars
+
+    @property
+    def task_name(self) -> str:
+        return self.bridge.task
+
+    @property
+    def default_prompt(self) -> Prompt:
+        return self.bridge.default_prompt
+
+    @property
+    def train_pool(self) -> list[int]:
+        """Train examples the run may use."""
+        n = len(self.bridge.splits.train.indices)
+        return list(range(min(self.sizes.train_limit or n, n)))
+
+    @property
+    def dev_indices(self) -> list[int]:
+        n = len(self.bridge.splits.dev.indices)
+        return list(range(min(self.sizes.dev_limit or n, n)))
+
+    @property
+    def n_test(self) -> int:
+        return len(self.bridge.splits.test.indices)
+
+    def context(self, params, record=None, engine_dir: Path | None = None) -> Context:
+        """What a method works with in this session (`params`: its parameters; `record`: where each optimizer
+        call goes)."""
+        calls = OptimizerCalls(self.llm, self.seed, self.sampling_temperature, record=record)
+        return Context(task=self.bridge, calls=calls, params=params, seed=self.seed, train_pool=self.train_pool,
+                       dev_indices=self.dev_indices, engine_dir=engine_dir)
+
+    def split_ids(self) -> dict[str, list[str]]:
+        """The documents each split used, as `doc_id` names them."""
+        used = {"train": self.train_pool, "dev": self.dev_indices, "test": range(self.n_test)}
+        out = {}
+        for name, positions in used.items():
+            part = self.bridge.splits[name]
+            docs = physical_docs(self.bridge.reference, part.split)
+            out[name] = [splits.doc_id(docs[part.indices[i]], part.split, part.indices[i]) for i in positions]
+        return out
+
+
+def build_task(manager, name: str, verbose: bool = False):
+    """The task as lm-eval builds it; a failure (its dataset cannot be loaded, its YAML is wrong) is one line."""
+    with quiet_lm_eval(not verbose):
+        try:
+            return manager.load([name])["tasks"][name]
+        except AboError:
+            raise
+        except Exception as e:  # lm-eval and datasets raise many kinds; every one ends the same way
+            lines = str(e).strip().splitlines()
+            reason = f"{type(e).__name__}: {lines[0] if lines else ''}"[:500]
+            raise AboError(f"cannot build task {name!r}: {reason}; fix its YAML or its data (--verbose shows "
+                           "lm-eval's log)") from e
+
+
+def harness_of(settings: HarnessSettings, target: Target) -> Harness:
+    return Harness(gen_kwargs=dict(settings.gen_kwargs), system_instruction=settings.system_instruction,
+                   apply_chat_template=settings.apply_chat_template, fewshot_as_multiturn=settings.fewshot_as_multiturn,
+                   use_cache=target.cache(settings.use_cache))
+
+
+def plan_session(config: OptimizeConfig, reads_text: str | None = None) -> Session:
+    """The task, built once, and its splits, without loading any model (enough for a dry run and the
+    exports). `config`'s sizes must be resolved. `reads_text` names what will read the target's generated
+    text (ABO, a study): a task that makes none is refused in one line."""
+    manager = lookup.task_manager(config.task, config.include_path, config.metadata)
+    base = load_config(manager.task_index[config.task].yaml_path)
+    if base.get("class", AboTask) is not AboTask:
+        raise AboError(f"task {config.task!r} is a Python class ({base['class'].__name__}); prompts can be optimized "
+                       "for tasks configured in YAML")
+    splits.task_splits(base)  # a task without a split to evaluate: one line before lm-eval's build says less
+    task = build_task(manager, config.task, config.verbose)
+    if task.OUTPUT_TYPE not in OUTPUT_TYPES:
+        raise AboError(f"task {config.task!r} is a {task.OUTPUT_TYPE} task; prompts can be optimized for "
+                       f"{' and '.join(OUTPUT_TYPES)} tasks")
+    if reads_text and task.OUTPUT_TYPE != "generate_until":
+        raise AboError(f"{reads_text} needs the target's generated text, and task {config.task!r} is a "
+                       f"{task.OUTPUT_TYPE} task; use an APO method (ape, apo, apo-sum, promptagent, opro)")
+    primary_metric(task, config.metric)  # a --metric the task does not have fails before any model loads
+    default = task.abo_prompt if base.pop("class", None) else Prompt()
+    own = splits.task_splits(task.config)
+    sizes = {name: len(physical_docs(task, name)) for name in set(own.values()) if name is not None}
+    plan = splits.plan(task.config, sizes, config.seed, config.train_limit, config.dev_limit, config.test_limit)
+    target = target_of(config)
+    bridge = Bridge(None, task, base, plan, manager, harness=harness_of(config, target), default_prompt=default,
+                    metric=config.metric, answer_format=config.answer_format, quiet=not config.verbose)
+    return Session(bridge, Sizes(config.rounds, config.beam, config.minibatch, config.train_limit, config.dev_limit,
+                                 config.test_limit), config.seed, config.sampling_temperature, target,
+                   quiet=not config.verbose)
+
+
+def caps_of(config: OptimizeConfig) -> Caps:
+    return Caps(config.max_cost, config.max_target_tokens, config.max_optimizer_calls)
+
+
+def prices_of(config: OptimizeConfig) -> Prices:
+    """The run's prices, checked against its caps (--max-cost without a price fails here)."""
+    found = Prices(target_price(config.model, parse_pairs(config.model_args, "--model_args"), config.target_price),
+                   optimizer_price(config.optimizer, config.optimizer_price))
+    return found.check(caps_of(config), config.model, config.optimizer)
+
+
+def attach_models(session: Session, config: OptimizeConfig, lm=None, budget: Budget | None = None) -> Session:
+    """The optimizer and the target (`lm`: an already loaded one, reused) on a planned session, both entering
+    what they use in the session's ledger; `budget` (over that ledger) caps the search."""
+    prices = prices_of(config)
+    budget = budget or Budget(session.ledger, caps_of(config))
+    if session.bridge.harness.use_cache:  # lm-eval's sqlite cache does not make its folder
+        Path(session.bridge.harness.use_cache).parent.mkdir(parents=True, exist_ok=True)
+    session.llm = OptimizerLLM(  # first: a bad --optimizer fails before the target loads
+        config.optimizer, config.optimizer_args,
+        cache_dir=user_cache_dir() / "optimizer" if config.optimizer_cache == "default" else config.optimizer_cache,
+        budget=budget, price=Price(*config.optimizer_price, "--optimizer-price") if config.optimizer_price else None,
+        concurrency=config.concurrency, usage=session.ledger.optimizer,
+    )
+    session.target = CountingLM(lm or session.target_spec.load(), session.ledger.target, prices.target)
+    session.bridge.attach(session.target, budget)
+    return session
+
+
+def open_session(config: OptimizeConfig, lm=None, reads_text: str | None = None) -> Session:
+    """`plan_session`, then `attach_models`."""
+    return attach_models(plan_session(config, reads_text), config, lm)
+
+
+def artifact_session(artifact, harness: HarnessSettings) -> Session:
+    """The task and splits an artifact's run used, rebuilt without a model, with `harness` over the run's
+    own settings; checked against the test documents the artifact recorded."""
+    done, recorded = artifact.settings, artifact.splits
+    config = OptimizeConfig(
+        task=artifact.task, seed=done.get("seed", 1234),
+        **{f"{split}_limit": len(recorded[split]) if recorded.get(split) else None for split in ("train", "dev", "test")},
+        **vars(harness.over(done)),
+    )
+    session = plan_session(config)
+    if recorded.get("test") and session.split_ids()["test"] != recorded["test"]:
+        raise AboError(f"the test documents of {artifact.task} are not those the artifact's run used (changed data, "
+                       "--metadata or --include_path?)")
+    return session
