@@ -38,8 +38,8 @@ def test_an_old_run_directory_resumes_for_another_round_and_exports(tmp_path, me
         (run_dir / "state.json").write_text(json.dumps(saved))
         config = OptimizeConfig(task=TASK, method=method, method_args=ARGS[method], optimizer="openai/fake",
                                 optimizer_args={"api_base": server.base_url, "api_key": "x"}, optimizer_cache=None,
-                                rounds=2, patience=0, beam=1, train_limit=4, dev_limit=2, test_limit=2, minibatch=2, seed=7,
-                                output=str(tmp_path / "runs"), resume=True)
+                                rounds=2, patience=0, beam=1, train_limit=4, dev_limit=2, test_limit=2, minibatch=2,
+                                seed=7, output=str(tmp_path / "runs"), resume=True)
         lines = []
         optimize(config, out=lines.append, lm=rule_lm())
     assert any("resuming" in line for line in lines), lines
