@@ -65,11 +65,11 @@ def test_an_exported_abo_task_ends_on_the_open_step_1(qwen, tmp_path):
     from lm_eval_abo.tasks import export
 
     session = plan_session(OptimizeConfig(task="abo_object_counting_synth", metadata={"abo_n_test": 3}).resolved())
-    doc = session.task.dataset["train"][0]
+    doc = session.bridge.docs("train")[0]
     prompt = Prompt(instruction="Follow the steps.", procedure=("List the objects.", "Count them."),
                     answer_format='End with "So the answer is N."', answer_prefix="Step 1:",
                     demonstrations=(Demonstration(doc=dict(doc), output="Step 1: a, b\nStep 2: 2. So the answer is 2."),))
-    export.write(session, prompt, tmp_path, "counting_abo", {"task": "abo_object_counting_synth", "method": "abo"})
+    export.write(session.bridge, prompt, tmp_path, "counting_abo", {"task": "abo_object_counting_synth", "method": "abo"})
     manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
     for sent in chat_requests(manager.load(["counting_abo"])["tasks"]["counting_abo"], qwen):
         assert sent.endswith("<|im_start|>assistant\nStep 1:"), sent[-120:]

@@ -27,7 +27,7 @@ def test_wheel_ships_modules_task_configs_and_templates(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], check=True)
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import lm_eval_abo.cli, lm_eval_abo.optimize, lm_eval_abo.table;"
+        "import lm_eval_abo.cli, lm_eval_abo.optimize, lm_eval_abo.run.paper_table;"
         "from lm_eval_abo.tasks import tasks_dir; from lm_eval.tasks import TaskManager;"
         "d = tasks_dir(); assert str(d).startswith(sys.argv[1]), d;"
         "print(sorted(t for t in TaskManager(include_path=str(d), include_defaults=False).all_tasks if t.startswith('abo_')))"
