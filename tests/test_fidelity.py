@@ -90,11 +90,11 @@ def round_of(beam: list[tuple[Node, list]], history: list[Node] | None = None) -
     return Round(1, nodes, history or nodes, {node.key: samples for node, samples in beam})
 
 
-SAMPLED = {"initial_instruction", "paraphrase", "apo_edit", "opro", "promptagent_edit"}
-REFLECTIONS = {"apo_gradient", "apo_sum_reflect", "promptagent_reflect"}
+SAMPLED = {"initial_instruction", "paraphrase", "apo_edit", "opro", "promptagent_edit", "promptagent_edit_right"}
+REFLECTIONS = {"apo_gradient", "apo_sum_reflect", "promptagent_reflect", "promptagent_reflect_right"}
 
 
-@pytest.mark.parametrize("method", ["ape", "apo", "apo-sum", "opro", "promptagent"])
+@pytest.mark.parametrize("method", ["ape", "apo", "apo-sum", "opro", "promptagent", "promptagent-beam"])
 def test_sampling_calls_sample_and_reflections_and_scoring_do_not(method):
     target = picky_lm()
     bridge = make_bridge(target, abo_n_train=8, abo_n_dev=4)
@@ -144,11 +144,11 @@ def test_opro_shows_scores_on_a_train_subset_never_dev_scores():
     assert list(map(int, shown.values())) == sorted(map(int, shown.values())), "lowest to highest"
 
 
-def test_promptagent_reflects_per_error_then_summarises_and_edits_with_the_trajectory():
-    ctx, llm = context(counting_reply(), "promptagent", expand=2, error_batch=3)
+def test_promptagent_beam_reflects_per_error_then_summarises_and_edits_with_the_trajectory():
+    ctx, llm = context(counting_reply(), "promptagent-beam", expand=2, error_batch=3)
     root, _ = node_of(ctx, "Count the objects.")
     child = node_of(ctx, "Count the objects one by one.", "edit", root.key)
-    candidates = METHODS["promptagent"].propose(ctx, round_of([child], [root, child[0]])).candidates
+    candidates = METHODS["promptagent-beam"].propose(ctx, round_of([child], [root, child[0]])).candidates
     [reflect] = llm.prompts_sent("<analysis>")
     [edit] = llm.prompts_sent("new instructions")
     assert reflect.count("Correct answer:") == 3 and "accuracy" not in reflect, "the reflection sees the errors, no scores"
@@ -206,10 +206,10 @@ def test_meta_prompt_inputs_are_cut_in_the_middle_keeping_both_ends():
     assert cut.startswith("a" * 10) and cut.endswith("b" * 10) and "[... 80 characters cut ...]" in cut
 
 
-@pytest.mark.parametrize("method", ["ape", "apo", "apo-sum", "opro", "promptagent"])
+@pytest.mark.parametrize("method", ["ape", "apo", "apo-sum", "opro", "promptagent", "promptagent-beam"])
 def test_the_projection_is_the_calls_and_requests_a_run_makes(method):
     """Replies that are all different and never fix the target: every round makes every call it projects."""
-    shown = 5 if method in ("opro", "promptagent") else 0
+    shown = 5 if method in ("opro", "promptagent-beam") else 0  # promptagent: its own batches, without scores
     config, chosen, params = resolve_run(OptimizeConfig(task="abo_object_counting_synth", method=method, rounds=2, beam=2,
                                                         minibatch=4, method_args={"score_examples": 5} if shown else {}))
     bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4)
@@ -231,7 +231,7 @@ def test_the_projection_is_the_calls_and_requests_a_run_makes(method):
     ("apo", "gradients=1,paraphrases=1,max_expansion_factor=2"),
     ("apo-sum", "max_errors=3,errors_shown=2,edits=1,paraphrases=1,max_expansion_factor=2"),
     ("opro", "new_prompts=2,score_examples=2"),
-    ("promptagent", "expand=1,error_batch=2,score_examples=2"),
+    ("promptagent-beam", "expand=1,error_batch=2,score_examples=2"),
 ])
 def test_each_method_as_published_on_the_embedded_models(tmp_path, method, args):
     """`optimize` on the real models (tiny sizes): the calls stay within the printed projection, the parameters are
@@ -260,7 +260,7 @@ def test_each_method_as_published_on_the_embedded_models(tmp_path, method, args)
     if method == "apo-sum":
         for reflect in (c for c in round1 if c["template"] == "apo_sum_reflect"):
             assert 1 <= reflect["messages"][0]["content"].count("Correct answer:") <= 2, "errors of the 2-example minibatch"
-    if method in ("opro", "promptagent"):
+    if method in ("opro", "promptagent-beam"):
         scored = [c for r in artifact.trace for c in r["candidates"] if c["origin"] != "baseline"]
         assert scored and all(0.0 <= c["notes"]["train_score"] <= 1.0 for c in scored), "scored on the train subset"
     if method == "opro":
@@ -268,7 +268,7 @@ def test_each_method_as_published_on_the_embedded_models(tmp_path, method, args)
         assert "Score: " in meta and "on training questions" in meta
         for c in artifact.trace[0]["candidates"][1:]:
             assert f"Score: {round(100 * c['notes']['train_score'])}" in meta
-    if method == "promptagent":
+    if method == "promptagent-beam":
         reflections = [c for c in round1 if c["template"] == "promptagent_reflect"]
         assert reflections and "<analysis>" in reflections[0]["messages"][0]["content"]
         for edit in (c for c in round1 if c["template"] == "promptagent_edit"):

@@ -39,7 +39,8 @@ def flag(help: str, default=MISSING, default_factory=MISSING, **kwargs):
 
 def given(base, values: dict, what: str):
     """`base` (a frozen dataclass whose fields are flags) with `values` given over it: a text field takes one
-    of its choices, any other a whole number of at least 0; one line names the first mistake."""
+    of its choices, a field whose default is a float any number of at least 0, any other a whole number of at
+    least 0; one line names the first mistake."""
     known = [f.name for f in fields(base)]
     unknown = set(values) - set(known)
     if unknown:
@@ -51,6 +52,10 @@ def given(base, values: dict, what: str):
         if choices:
             if value not in choices:
                 raise AboError(f"method argument {f.name} must be one of {', '.join(choices)}, got {value!r}")
+        elif isinstance(f.default, float):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise AboError(f"method argument {f.name} must be a number of at least 0, got {value!r}")
+            values = {**values, f.name: float(value)}
         elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise AboError(f"method argument {f.name} must be a whole number of at least 0, got {value!r}")
     return replace(base, **values)

@@ -11,10 +11,10 @@ from lm_eval_abo.optimizers.apo import Apo, ApoSum
 from lm_eval_abo.optimizers.base import Method
 from lm_eval_abo.optimizers.gepa import Gepa
 from lm_eval_abo.optimizers.opro import Opro
-from lm_eval_abo.optimizers.promptagent import PromptAgent
+from lm_eval_abo.optimizers.promptagent import PromptAgent, PromptAgentBeam
 
-METHODS: dict[str, Method] = {m.name: m for m in (Ape(), Apo(), ApoSum(), PromptAgent(), Opro(), Abo(),
-                                                  Abo("abo-ablation", demos=0), Gepa())}
+METHODS: dict[str, Method] = {m.name: m for m in (Ape(), Apo(), ApoSum(), PromptAgent(), PromptAgentBeam(), Opro(),
+                                                  Abo(), Abo("abo-ablation", demos=0), Gepa())}
 
 
 def resolve(name: str, preset: str, values: dict):

@@ -240,12 +240,14 @@ class Dropped:
 @dataclass(frozen=True)
 class Proposal:
     """What a method returns for a round: new candidates, those it dropped itself and why, what it says of
-    the round as a whole (plain values), and its state for the next round (None: unchanged)."""
+    the round as a whole (plain values), its state for the next round (None: unchanged), and, when it has
+    nothing more to propose (PromptAgent's tree search after its iterations), why (the search then stops)."""
 
     candidates: list[Candidate] = field(default_factory=list)
     dropped: tuple[Dropped, ...] = ()
     notes: dict = field(default_factory=dict)
     state: dict | None = None
+    finished: str | None = None
 
 
 @dataclass(frozen=True)
@@ -261,13 +263,15 @@ class Asks:
 class Projected:
     """At most what one round of a method uses: the optimizer calls by meta-prompt, the new candidates, the
     train examples behind the score each candidate is shown with (OPRO, PromptAgent), whether the round
-    reads the beam's train errors (a minibatch per beam prompt), and the target requests of a round that an
-    engine of its own runs (GEPA; None: counted from the candidates)."""
+    reads the beam's train errors (a minibatch per beam prompt), the train examples the method scores
+    itself (PromptAgent's expansion batches), and the target requests of a round that an engine of its own
+    runs (GEPA; None: counted from the candidates)."""
 
     asks: tuple[Asks, ...]
     candidates: int
     shown: int = 0
     reads_errors: bool = False
+    scored: int = 0
     engine_requests: int | None = None
 
     @property

@@ -192,6 +192,8 @@ class Search:
             stop = self.stop.check(state)
             if stop and stop.early and not state.stopped:
                 state.stopped = stop.reason
+            if proposal.finished and not state.stopped:
+                state.stopped = proposal.finished
             checkpoint(state, record)
             announce(record)
             if state.stopped:

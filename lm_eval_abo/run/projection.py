@@ -31,7 +31,8 @@ from lm_eval_abo.tasks.built import question, quiet_lm_eval, requests
 # What each meta-prompt asks the optimizer to write, in tokens (per item where it asks for `n` of them)
 REPLY_TOKENS = {
     "initial_instruction": 80, "paraphrase": 60, "apo_gradient": 80, "apo_edit": 80, "apo_sum_reflect": 120,
-    "opro": 80, "promptagent_reflect": 80, "promptagent_edit": 80, "abo_procedure": 180, "abo_demonstration": 200,
+    "opro": 80, "promptagent_reflect": 80, "promptagent_edit": 80, "promptagent_reflect_right": 80,
+    "promptagent_edit_right": 80, "abo_procedure": 180, "abo_demonstration": 200,
     "abo_locate": 60, "abo_revise": 180, "abo_revise_step": 80,
 }
 MAX_GEN_TOKS = 256  # what lm-eval's backends generate when a task does not say
@@ -99,8 +100,8 @@ def project(session, method: Method, params, prices: Prices, optimizer: str, rep
     for r in range(sizes.rounds + 1):
         plan = method.projected(params, sizes.beam, r == 0, n_dev)
         shown = min(plan.shown, n_train)  # train examples behind each score shown (opro, promptagent)
-        docs = plan.candidates * (n_dev + shown) + (sizes.beam * min(sizes.minibatch, n_train) if r and plan.reads_errors
-                                                    else 0)
+        minibatches = sizes.beam * min(sizes.minibatch, n_train) if r and plan.reads_errors else 0
+        docs = plan.candidates * (n_dev + shown) + min(plan.scored, n_train) + minibatches
         if plan.engine_requests is not None:  # a round an engine of its own runs (GEPA)
             docs = plan.engine_requests
         asked = total(_optimizer(a, optimizer, reply_cap, bridge, prices.optimizer) for a in plan.asks).optimizer

@@ -218,7 +218,8 @@ def plan_session(config: OptimizeConfig, reads_text: str | None = None) -> Sessi
                        f"{' and '.join(OUTPUT_TYPES)} tasks")
     if reads_text and task.OUTPUT_TYPE != "generate_until":
         raise AboError(f"{reads_text} needs the target's generated text, and task {config.task!r} is a "
-                       f"{task.OUTPUT_TYPE} task; use an APO method (ape, apo, apo-sum, promptagent, opro)")
+                       f"{task.OUTPUT_TYPE} task; use an APO method (ape, apo, apo-sum, promptagent, promptagent-beam, "
+                       "opro)")
     primary_metric(task, config.metric)  # a --metric the task does not have fails before any model loads
     default = task.abo_prompt if base.pop("class", None) else Prompt()
     own = splits.task_splits(task.config)
