@@ -14,6 +14,7 @@ from lm_eval_abo.optimizers.procedure import (
     parse_solution,
     parse_steps,
     splice,
+    step_check,
     step_failure_table,
 )
 from lm_eval_abo.optimizers.result import SearchResult
@@ -124,7 +125,9 @@ def test_a_demonstration_is_written_without_the_answer_first_and_with_it_only_as
     asked = llm.prompts_sent("<solution>")
     assert len(asked) == 8 and not any("correct final answer" in a for a in asked[:4]), "first without the answer"
     assert all("correct final answer" in a for a in asked[4:]), "then the failed ones with it"
-    assert candidate.notes["demos_verified"] == {"tried": 4, "answer": 4, "kept": 4, "kept_with_hint": 4}
+    assert candidate.notes["demos_verified"] == {
+        "tried": 4, "without_answer": {"asked": 4, "answer": 4}, "with_answer": {"asked": 4, "verified": 4},
+        "kept": 3, "kept_with_answer": 3}, "all 3 kept were written with the answer shown"
     for demo in prompt.demonstrations:
         assert demo.output.endswith(f"So the answer is {demo.doc['target']}.")
 
@@ -134,7 +137,8 @@ def test_a_demonstration_that_skips_a_step_is_rejected_unless_only_the_answer_is
     proposal = METHODS["abo"].initial(ctx, beam=1)
     assert proposal.candidates == [], "no demonstration verified: the procedure is dropped"
     [dropped] = proposal.dropped
-    assert dropped.origin == "procedure" and "no demonstration verified" in dropped.reason and "'steps': 4" in dropped.reason
+    assert dropped.origin == "procedure" and "no demonstration verified" in dropped.reason
+    assert "'without_answer': {'asked': 2, 'steps': 2}, 'with_answer': {'asked': 2, 'steps': 2}" in dropped.reason
     ctx, _ = abo_context(make_reply("skipping"), demos=2, demo_attempts=2, verify="answer")
     [candidate] = METHODS["abo"].initial(ctx, beam=1).candidates
     assert len(candidate.prompt.demonstrations) == 2, "verify=answer: today's rule, the answer alone"
@@ -170,10 +174,12 @@ def run_round(ctx, method="abo", rounds=1, no_copy=True):
 
 
 def test_errors_are_located_on_the_whole_answer_and_a_step_not_followed_gets_both_repairs():
-    ctx, llm = abo_context(make_reply(), revisions=1, max_errors=3, demos=1)
+    ctx, llm = abo_context(make_reply(), revisions=2, max_errors=3, demos=1)
     state = run_round(ctx)
+    [behaviour] = [n for n in state.nodes if n.round == 0 and n.prompt.procedure]
+    assert [n.candidate.origin for n in state.nodes if n.candidate.parent == behaviour.key] == [
+        "revision", "demonstration"], "2 repairs: step 2's revision, then its demonstration repair"
     revisions = [n for n in state.nodes if n.candidate.origin == "revision"]
-    assert revisions, [n.candidate.origin for n in state.nodes]
     notes = revisions[0].candidate.notes
     assert notes["revised_step"] == 2 and notes["kind"] == "not_followed"
     table = notes["diagnosis"]["step_failures"]
@@ -200,10 +206,10 @@ def test_without_localisation_the_whole_procedure_is_revised():
 
 
 # Per beam prompt at the defaults (max_errors 3, revisions 2, demos 3 from 4 attempts, hint fallback): 3 locations,
-# 2 revisions each with 8 demonstration calls (4 without the answer, 4 with it), 2 demonstration repairs of 8
-# calls each: 3 + 2 x 9 + 2 x 8 = 37 calls, 4 candidates. The ablation: 3 + 2 = 5 calls, 2 candidates.
+# 2 repairs, each at most a revision call and 8 demonstration calls (4 without the answer, 4 with it):
+# 3 + 2 x 9 = 21 calls, 2 candidates. The ablation: 3 + 2 = 5 calls, 2 candidates.
 @pytest.mark.parametrize("name, calls, candidates, templates", [
-    ("abo", 2 * 37, 2 * 4, {"abo_locate", "abo_revise_step", "abo_demonstration"}),
+    ("abo", 2 * 21, 2 * 2, {"abo_locate", "abo_revise_step", "abo_demonstration"}),
     ("abo-ablation", 2 * 5, 2 * 2, {"abo_locate", "abo_revise_step"}),
 ])
 def test_projection_counts_localisation_revisions_demonstrations_and_repairs(name, calls, candidates, templates):
@@ -253,3 +259,87 @@ def test_a_procedure_copying_the_training_questions_is_rejected_or_flagged(no_co
     ctx, _ = abo_context(make_reply(procedure=general), demos=0)
     state = run_round(ctx, rounds=0)
     assert [n.candidate.origin for n in state.nodes] == ["baseline", "procedure"], "a general procedure is kept"
+
+
+def test_the_step_check_asks_more_than_the_labels():
+    steps = ["List the items with counts.", "Keep the asked kind.", "Add the counts."]
+    good = "Step 1: apple (1), cat (2).\nStep 2: only animals: cat (2).\nStep 3: 2. So the answer is 2."
+    assert step_check(good, steps) == (good.index("Step 3:"), None)
+    assert step_check("Step 1: apple (1).\nStep 3: 1. So the answer is 1.", steps) == (None, "steps"), "a label missing"
+    empty = "Step 1: apple (1).\nStep 2:\nStep 3: 1. So the answer is 1."
+    assert step_check(empty, steps) == (None, "empty_step"), "step 2 has no text"
+    echoed = "Step 1: List the items with counts.\nStep 2: cat (2).\nStep 3: 2. So the answer is 2."
+    assert step_check(echoed, steps) == (None, "empty_step"), "step 1 only repeats the step"
+    off = "Step 1: apple (1), cat (2).\nStep 2: add the counts: 3.\nStep 3: 3. So the answer is 3."
+    assert step_check(off, steps) == (None, "off_step"), "step 2's text does step 3's work"
+    own = "Step 1: apple (1), cat (2).\nStep 2: keep the cat, add nothing yet.\nStep 3: 2. So the answer is 2."
+    assert step_check(own, steps)[1] is None, "a word of its own step: it does that step"
+
+
+def test_demonstrations_written_with_the_answer_shown_are_counted_apart():
+    """A solver right without the answer exactly on the examples whose gold answer is even; with it, always."""
+    ctx, _ = abo_context(lambda m: "?", demos=8, demo_attempts=8)
+    golds = {ctx.task.question(d): ctx.task.gold(d) for d in ctx.task.docs("train")}
+
+    def reply(messages):
+        text = messages[0]["content"]
+        if "<procedure>" in text:
+            return make_reply()(messages)
+        question = next(q for q in golds if q in text)
+        answer = golds[question] if gold(text) or int(golds[question]) % 2 == 0 else "999"
+        return f"<solution>Step 1: apple (1).\nStep 2: kept.\nStep 3: sum. So the answer is {answer}.</solution>"
+
+    ctx, llm = abo_context(reply, demos=8, demo_attempts=8)
+    [candidate] = METHODS["abo"].initial(ctx, beam=1).candidates
+    even = sum(int(g) % 2 == 0 for g in golds.values())
+    assert 0 < even < 8, "the data has both"
+    assert candidate.notes["demos_verified"] == {
+        "tried": 8, "without_answer": {"asked": 8, "verified": even, "answer": 8 - even},
+        "with_answer": {"asked": 8 - even, "verified": 8 - even}, "kept": 8, "kept_with_answer": 8 - even}
+    assert len(llm.prompts_sent("correct final answer is")) == 8 - even, "only the failed ones are asked with it"
+
+
+def test_a_demonstration_with_an_empty_step_is_not_kept():
+    def reply(messages):
+        text = messages[0]["content"]
+        if "<solution>" in text:
+            return f"<solution>Step 1: apple (1).\nStep 2:\nStep 3: sum. So the answer is {gold(text) or 999}.</solution>"
+        return make_reply()(messages)
+
+    ctx, _ = abo_context(reply, demos=2, demo_attempts=2)
+    [dropped] = METHODS["abo"].initial(ctx, beam=1).dropped
+    assert "'with_answer': {'asked': 2, 'empty_step': 2}" in dropped.reason
+
+
+def numbered_revisions(located="<step>2</step><kind>wrong</kind><why>Wrong count.</why>"):
+    """make_reply's procedure and demonstrations; every revision different (numbered) and naming the errors it saw."""
+    written = []
+
+    def reply(messages):
+        text = messages[0]["content"]
+        if "<procedure>" in text and "complete revised procedure" in text:
+            written.append(text.count("Correct answer:"))
+            return f"<procedure>1. List only the asked kind, revision {len(written)}.\n2. Add their counts.</procedure>"
+        if "<steps>" in text:
+            written.append(1)
+            return f"<steps>1. Count the asked kind again, revision {len(written)}.</steps>"
+        if "<step>" in text and "first" in text:
+            return located
+        return make_reply()(messages)
+
+    return reply
+
+
+@pytest.mark.parametrize("localise", [1, 0])
+def test_without_localisation_as_many_whole_procedure_revisions_as_localisation_makes_repairs(localise):
+    ctx, llm = abo_context(numbered_revisions(), revisions=3, max_errors=3, demos=1, localise=localise)
+    state = run_round(ctx)
+    [behaviour] = [n for n in state.nodes if n.round == 0 and n.prompt.procedure]
+    children = [n for n in state.nodes if n.candidate.parent == behaviour.key]
+    assert len(children) == 3, "3 repairs either way"
+    if localise:  # step 2 (wrong: no demonstration repair), then the whole procedure twice
+        assert [n.candidate.notes["revised_step"] for n in children] == [2, None, None]
+    else:
+        assert [n.candidate.notes["revised_step"] for n in children] == [None, None, None]
+        shown = [text.count("Correct answer:") for text in llm.prompts_sent("complete revised procedure")]
+        assert shown == [1, 1, 1], "3 errors dealt out: each revision sees its own"

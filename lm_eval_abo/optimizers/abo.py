@@ -3,16 +3,19 @@ Ma et al. 2024, whose meta-prompts are not published).
 
 Round 0: the optimizer writes a numbered procedure of small checkable steps ending in the task's answer
 format, then demonstrations that execute it on training examples. A demonstration is kept only if it
-works through every step in order ("Step 1:" ... "Step N:", none skipped or merged) and its answer, passed
-through the task's own lm-eval filter and metric, is right; it is written without the gold answer first,
-and with it only for the examples that failed (`hint`). A procedure none of whose demonstrations verifies
-is dropped: without them it would be the ablation, not ABO.
+works through every step in order ("Step 1:" ... "Step N:", none skipped or merged, each step's text
+non-empty and doing that step) and its answer, passed through the task's own lm-eval filter and metric,
+is right; it is written without the gold answer first, and with it only for the examples that failed
+(`hint`), and the two kinds are counted apart (`demonstrations.py`). A procedure none of whose
+demonstrations verifies is dropped: without them it would be the ablation, not ABO.
 Later rounds: the target runs each behaviour prompt on a training batch; for each error the optimizer
 reads the whole answer and names the first failing step and whether it was not followed or followed but
 wrong; the most-failed step is split or clarified (not followed) or rewritten (wrong), and the
 demonstrations are rebuilt and re-verified, starting from the examples that failed at that step. A step
-not followed also gets the paper's other repair: the same steps with demonstrations that exercise it.
-The beam decides between them.
+not followed also gets this project's other repair: the same steps with demonstrations that exercise it.
+Each beam prompt gets `revisions` repairs (step revisions, demonstration repairs, then whole-procedure
+revisions if the located steps run out); without localisation, as many whole-procedure revisions, each
+shown its own share of the errors. The beam decides between them.
 
 Every part can be switched through --method-args: demos=0 (the paper's ablation, also the method
 `abo-ablation`), verify=steps|answer|none, hint=fallback|always|never, localise=0, demo_repairs=0.
@@ -25,17 +28,9 @@ from dataclasses import dataclass, replace
 
 from lm_eval_abo.artifact.prompt import Demonstration, Prompt
 from lm_eval_abo.infra.flags import flag
+from lm_eval_abo.optimizers import demonstrations as demos_of
 from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Dropped, Node, Projected, Proposal, Round
-from lm_eval_abo.optimizers.procedure import (
-    KINDS,
-    capped,
-    follows,
-    parse_location,
-    parse_solution,
-    parse_steps,
-    splice,
-    step_failure_table,
-)
+from lm_eval_abo.optimizers.procedure import KINDS, capped, parse_location, parse_steps, splice, step_failure_table
 
 INSTRUCTION = 'Solve the problem by following these steps exactly, in order. Write "Step N:" before the work of each step.'
 EXTRA_STEPS = 4  # a revision may grow the procedure this far beyond max_steps
@@ -46,16 +41,37 @@ class AboParams:
     procedures: int = flag("behaviour prompts written in round 0 (more fill the beam)", default=1)
     demos: int = flag("verified demonstrations per behaviour prompt (0: none, the ablation)", default=3)
     demo_attempts: int = flag("training examples tried to get them (each may be tried again with the hint)", default=4)
-    verify: str = flag("every step in order and a right answer (steps); the answer only; none", default="steps",
-                       choices=("steps", "answer", "none"))
+    verify: str = flag("every step in order, each step's text doing that step, and a right answer (steps); the answer "
+                       "only; none", default="steps", choices=("steps", "answer", "none"))
     hint: str = flag("the gold answer: only to retry failed examples (fallback); always; never", default="fallback",
                      choices=("fallback", "always", "never"))
-    localise: int = flag("name the first failing step of each error (0: revise from errors alone)", default=1)
+    localise: int = flag("name the first failing step of each error (0: revise the whole procedure from errors alone)",
+                         default=1)
     max_errors: int = flag("errors diagnosed per beam prompt per round (each is one optimizer call)", default=3)
-    revisions: int = flag("revised procedures per beam prompt per round", default=2)
+    revisions: int = flag("repairs per beam prompt per round: revised procedures and demonstration repairs (localise=0: "
+                          "as many whole-procedure revisions)", default=2)
     demo_repairs: int = flag("a step not followed also gets new demonstrations exercising it (0: not)", default=1)
     min_steps: int = flag("fewest steps a procedure is asked for", default=3)
     max_steps: int = flag("most steps a procedure keeps", default=7)
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One repair of a behaviour prompt: a revision of a step (`step`) or of the whole procedure (None), or new
+    demonstrations for a step not followed (`demos_only`); the errors it is shown, each with its location."""
+
+    step: int | None
+    kind: str | None
+    errors: list
+    demos_only: bool = False
+
+
+def shares(items: list, parts: int) -> list[list]:
+    """`items` dealt round-robin into `parts` groups; with fewer items than groups, each group all of them,
+    starting at a different one (so no two requests are the same)."""
+    if len(items) >= parts:
+        return [items[k::parts] for k in range(parts)]
+    return [items[k % len(items):] + items[: k % len(items)] for k in range(parts)] if items else [[]] * parts
 
 
 class Abo:
@@ -125,7 +141,7 @@ class Abo:
         return Proposal(candidates, tuple(dropped))
 
     def _repairs(self, ctx: Context, node: Node, errors, round_no: int, dropped: list[Dropped]) -> list[Candidate]:
-        """A behaviour prompt's errors located step by step, and the revisions they call for."""
+        """A behaviour prompt's errors located step by step, and the `revisions` repairs they call for."""
         p, steps, tag = ctx.params, list(node.prompt.procedure), f"round {round_no}: {node.key[:8]}"
         errors = ctx.rng(round_no, node.key, "errors").sample(errors, min(p.max_errors, len(errors)))
         located = self._locate(ctx, node.prompt, errors, f"{tag} locate") if p.localise else [None] * len(errors)
@@ -135,38 +151,38 @@ class Abo:
             "errors": [{"id": e.id, "answer": e.answer, "target": e.target, **(loc or {"step": None, "kind": None})}
                        for e, loc in zip(errors, located)],
         }
-        plans = self._revision_plans(located, p.revisions)
-
-        def failing(step):
-            return [(e, loc) for e, loc in zip(errors, located) if step is None or (loc and loc["step"] == step)]
-
+        repairs = self._plan(list(zip(errors, located)), p.revisions, bool(p.demo_repairs and p.demos and p.localise))
+        revising = [r for r in repairs if not r.demos_only]
         requests = []
-        for step, kind in plans:
+        for r in revising:
             shown = [{**ctx.error(e), "output": node.prompt.answer_prefix + e.output, "why": loc["why"] if loc else ""}
-                     for e, loc in failing(step)]
-            if step is None:
+                     for e, loc in r.errors]
+            if r.step is None:
                 requests.append(("abo_revise", {"task_description": ctx.task_description, "procedure": steps,
                                                 "errors": shown, "answer_format": self._answer_format(ctx)}))
             else:
                 requests.append(("abo_revise_step", {"task_description": ctx.task_description, "procedure": steps,
-                                                     "step": step, "kind": kind, "errors": shown}))
+                                                     "step": r.step, "kind": r.kind, "errors": shown}))
         replies = ctx.ask(f"{tag} revise", requests, lambda t: parse_steps(t, "procedure") or parse_steps(t, "steps", 1), "steps")
+        revised = dict(zip(map(id, revising), replies))
         candidates = []
-        for i, ((step, kind), new) in enumerate(zip(plans, replies)):
-            examples = [e.index for e, _ in failing(step)]
-            if kind == "not_followed" and p.demo_repairs and p.demos:  # the same steps, shown doing this one
-                demos, counts = self.demonstrations(ctx, steps, f"{tag} demos for step {step}", examples)
-                notes = {"repaired_step": step, "kind": kind, "demos_verified": counts, "diagnosis": diagnosis}
+        for i, r in enumerate(repairs):
+            examples = [e.index for e, _ in r.errors]
+            if r.demos_only:  # the same steps, shown doing this one
+                demos, counts = self.demonstrations(ctx, steps, f"{tag} demos for step {r.step}", examples)
+                notes = {"repaired_step": r.step, "kind": r.kind, "demos_verified": counts, "diagnosis": diagnosis}
                 candidates += self._kept(ctx, Candidate(self._prompt(ctx, steps, demos, node.prompt), "demonstration",
                                                         node.key, notes), dropped)
-            if not new or (step is None and len(new) < 2):
                 continue
-            new_steps = new if step is None else splice(steps, step, new)
+            new = revised[id(r)]
+            if not new or (r.step is None and len(new) < 2):
+                continue
+            new_steps = new if r.step is None else splice(steps, r.step, new)
             if not new_steps or new_steps == steps:
                 continue
             new_steps = capped(new_steps, p.max_steps + EXTRA_STEPS)
             demos, counts = self.demonstrations(ctx, new_steps, f"{tag}.{i} demos", examples)
-            notes = {"revised_step": step, "kind": kind, "demos_verified": counts, "diagnosis": diagnosis}
+            notes = {"revised_step": r.step, "kind": r.kind, "demos_verified": counts, "diagnosis": diagnosis}
             candidates += self._kept(ctx, Candidate(self._prompt(ctx, new_steps, demos, node.prompt), "revision", node.key,
                                                     notes), dropped)
         return candidates
@@ -178,12 +194,10 @@ class Abo:
         if initial:
             written = params.procedures
             asks = [Asks("abo_procedure", written, {"examples": 3})]
-        else:
-            repairs = params.revisions * bool(params.demo_repairs and params.demos)
-            written, errors = beam * (params.revisions + repairs), params.max_errors
+        else:  # each of a beam prompt's repairs may be a revision (asked) or a demonstration repair (not asked)
+            written, errors = beam * params.revisions, params.max_errors
             asks = [Asks("abo_locate", beam * errors * bool(params.localise), steps),
-                    Asks("abo_revise_step" if params.localise else "abo_revise", beam * params.revisions,
-                         {**steps, "errors": errors})]
+                    Asks("abo_revise_step" if params.localise else "abo_revise", written, {**steps, "errors": errors})]
         return Projected((*asks, Asks("abo_demonstration", written * demo_calls, steps)), written,
                          reads_errors=not initial)
 
@@ -194,7 +208,7 @@ class Abo:
 
     @staticmethod
     def _answer_format(ctx: Context) -> str:
-        return ctx.task.answer_format or "End with the final answer."
+        return demos_of.answer_format(ctx)
 
     def _prompt(self, ctx: Context, steps: list[str], demos: list[Demonstration], base: Prompt | None = None) -> Prompt:
         base = base or ctx.task.default_prompt
@@ -203,59 +217,10 @@ class Abo:
             answer_format=self._answer_format(ctx), demonstrations=tuple(demos), answer_prefix="Step 1:",
         )
 
-    def demonstrations(self, ctx: Context, steps: list[str], purpose: str, preferred: list[int]) -> tuple[list[Demonstration], dict]:
-        """Up to `demos` demonstrations of the procedure on training examples (the `preferred` ones first,
-        e.g. those that failed at a revised step), each checked (`verify`); with `hint=fallback`, the
-        examples whose solution failed are written again with the gold answer shown. Without steps, plain
-        chain-of-thought demonstrations (the paper-table's demonstrations-only control). Returns them and
-        the counts of what was tried, kept, and which check failed."""
-        p = ctx.params
-        if not p.demos:
-            return [], {}
-        docs = ctx.task.docs("train")
-        others = [i for i in ctx.rng(purpose, "order").sample(ctx.train_pool, len(ctx.train_pool)) if i not in preferred]
-        tried = (list(dict.fromkeys(preferred)) + others)[: p.demo_attempts]
-        counts, kept = Counter(tried=len(tried)), []
-        passes = {"fallback": (False, True), "always": (True,), "never": (False,)}[p.hint]
-        for hint in passes:
-            requests = [("abo_demonstration" if steps else "cot_demonstration", {
-                **({"procedure": steps} if steps else {}), "question": ctx.task.question(docs[i]),
-                "answer_format": self._answer_format(ctx), "target_hint": ctx.task.gold(docs[i]) if hint else "",
-            }) for i in tried]
-            solutions = ctx.ask(purpose + (" (answer shown)" if hint else ""), requests, parse_solution, "solution")
-            failed = []
-            for i, solution in zip(tried, solutions):
-                verdict, text = self._verified(ctx, docs[i], solution, len(steps))
-                counts[verdict] += 1
-                if verdict == "kept":
-                    kept.append(Demonstration(doc=docs[i], output=text))
-                    counts["kept_with_hint"] += hint
-                else:
-                    failed.append(i)
-            tried = failed
-            if len(kept) >= p.demos or not tried:
-                break
-        return kept[: p.demos], {k: v for k, v in counts.items() if v}
-
-    def _verified(self, ctx: Context, doc: dict, solution: str | None, n_steps: int) -> tuple[str, str]:
-        """("kept", the text to keep) or the check it failed: "unparsed", "steps" or "answer"."""
-        if solution is None:
-            return "unparsed", ""
-        mode = ctx.params.verify
-        if mode == "none":
-            return "kept", solution
-        start = 0
-        if mode == "steps" and n_steps:
-            start = follows(solution, n_steps)
-            if start is None:
-                return "steps", solution
-        # keep what verifies, up to the first line of the last step's work on which the answer is right:
-        # what the optimizer wrote after it (often the answer format echoed back) is not worth imitating
-        lines = solution[start:].splitlines()
-        cuts = [solution[:start] + "\n".join(lines[:k]).rstrip() for k in range(1, len(lines) + 1)]
-        checks = ctx.task.check(cuts, [doc] * len(cuts))
-        text = next((cut for cut, (_, score) in zip(cuts, checks) if ctx.task.correct(score)), None)
-        return ("kept", text) if text is not None else ("answer", solution)
+    @staticmethod
+    def demonstrations(ctx: Context, steps: list[str], purpose: str, preferred: list[int]) -> tuple[list[Demonstration], dict]:
+        """`demonstrations.demonstrations`: up to `demos` checked demonstrations of the procedure, and their counts."""
+        return demos_of.demonstrations(ctx, steps, purpose, preferred)
 
     @staticmethod
     def _locate(ctx: Context, prompt: Prompt, errors, purpose: str) -> list[dict | None]:
@@ -268,13 +233,27 @@ class Abo:
     @staticmethod
     def _revision_plans(located: list[dict | None], revisions: int) -> list[tuple[int | None, str | None]]:
         """What each revision targets: the most-failed steps first (earliest on ties), each with its most
-        frequent failure kind; then, if revisions remain, the whole procedure (step None)."""
+        frequent failure kind; then the whole procedure (step None) for every revision left."""
         found = [loc for loc in located if loc]
         counts = Counter(loc["step"] for loc in found)
         plans: list[tuple[int | None, str | None]] = []
         for step in sorted(counts, key=lambda s: (-counts[s], s))[:revisions]:
             kinds = Counter(loc["kind"] for loc in found if loc["step"] == step)
             plans.append((step, max(KINDS, key=lambda k: kinds[k])))
-        if len(plans) < revisions:
-            plans.append((None, None))
-        return plans
+        return plans + [(None, None)] * (revisions - len(plans))
+
+    @classmethod
+    def _plan(cls, located: list[tuple], count: int, demo_repairs: bool) -> list[Repair]:
+        """`count` repairs of a beam prompt from its (error, location) pairs: for each planned step, its
+        revision, then (a step not followed, `demo_repairs`) its demonstration repair; whole-procedure
+        revisions for what is left, each shown its own share of the errors."""
+        repairs = []
+        for step, kind in cls._revision_plans([loc for _, loc in located], count):
+            if step is not None:
+                failing = [(e, loc) for e, loc in located if loc and loc["step"] == step]
+                repairs.append(Repair(step, kind, failing))
+                if kind == "not_followed" and demo_repairs:
+                    repairs.append(Repair(step, kind, failing, demos_only=True))
+        repairs = repairs[:count]
+        whole = count - len(repairs)
+        return repairs + [Repair(None, None, group) for group in shares(located, whole)] if whole else repairs

@@ -1,5 +1,6 @@
 """ABO's procedures as text: numbered steps parsed from the optimizer's replies, a revised step spliced
-in, the answer step kept when a procedure is cut, and whether a worked solution follows the steps."""
+in, the answer step kept when a procedure is cut, and whether a worked solution follows the steps: its
+labels, and the work written under each."""
 
 from __future__ import annotations
 
@@ -63,6 +64,42 @@ def follows(solution: str, n_steps: int) -> int | None:
     if [int(m.group(1)) for m in labels] != list(range(1, n_steps + 1)):
         return None
     return labels[-1].start()
+
+
+# words that say nothing of what a step does (and "answer": every last step and every solution's end has it)
+PLAIN_WORDS = frozenset(
+    "the and for with that this then than each every from into onto are was were its their them they there which what "
+    "when where how all any not but you your one ones use using given give write step steps answer final".split())
+
+
+def _tokens(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _words(text: str) -> set[str]:
+    """The words of `text` that say what is done: 3 letters or more, not plain, a plural's s dropped."""
+    return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in re.findall(r"[a-z]+", text.lower())
+            if len(w) >= 3 and w not in PLAIN_WORDS}
+
+
+def step_check(solution: str, steps: list[str]) -> tuple[int | None, str | None]:
+    """Whether `solution` works through `steps` step by step: (where the last step's work starts, None), or
+    (None, the check it failed). "steps": the labels are not "Step 1:" ... "Step N:", each once, in order
+    (`follows`); "empty_step": a step's text is empty or only repeats the step; "off_step": a step's text does
+    another step's work (it shares no word with its own step and two or more with another one)."""
+    labels = list(STEP_LABEL.finditer(solution))
+    if [int(m.group(1)) for m in labels] != list(range(1, len(steps) + 1)):
+        return None, "steps"
+    ends = [m.start() for m in labels[1:]] + [len(solution)]
+    for i, (label, end) in enumerate(zip(labels, ends)):
+        work = solution[label.end() : end]
+        if not _tokens(work) - _tokens(steps[i]):
+            return None, "empty_step"
+        done = _words(work)
+        elsewhere = max((len(done & _words(other)) for j, other in enumerate(steps) if j != i), default=0)
+        if not done & _words(steps[i]) and elsewhere >= 2:
+            return None, "off_step"
+    return labels[-1].start(), None
 
 
 def parse_location(text: str, n_steps: int) -> dict | None:
