@@ -44,6 +44,7 @@ def run_method(task: str, method: str, args, lm) -> dict:
     config = OptimizeConfig(
         task=task, method=method, rounds=args.rounds, beam=args.beam, minibatch=args.minibatch, train_limit=args.train,
         dev_limit=args.dev, test_limit=args.test, patience=0, max_optimizer_calls=args.budget, seed=args.seed,
+        candidates=args.candidates,
         optimizer_cache=str(output / "optimizer-caches" / task / method), output=str(output), resume=args.resume,
         metadata={"abo_data_dir": str(args.bbh_dir)} if task.startswith("abo_bbh_") else {},
         gen_kwargs={"max_gen_toks": args.max_gen_toks} if args.max_gen_toks else {},
@@ -121,7 +122,9 @@ def fmt(value, digits: int = 3) -> str:
 def markdown(rows: list[dict], against: list[dict], args) -> str:
     lines = [
         f"Embedded target and optimizer; per method: rounds {args.rounds}, beam {args.beam}, train {args.train}, dev "
-        f"{args.dev}, at most {args.budget} optimizer calls, `--patience 0`, fresh optimizer cache, no target cache.",
+        f"{args.dev}, at most {args.budget} optimizer calls"
+        f"{f', {args.candidates} candidates a round' if args.candidates else ''}, `--patience 0`, fresh optimizer cache, "
+        "no target cache.",
         "",
         "| task | method | test ± stderr (n) | vs baseline (95% CI, McNemar p) | dev | optimizer calls | tokens | "
         "target requests (search) | search s | test s | detail |",
@@ -165,6 +168,8 @@ def main() -> None:
     parser.add_argument("--apo", default=APO, help="APO methods the best (by dev) is chosen from; one name runs just it")
     parser.add_argument("--budget", type=int, default=20, help="optimizer calls each method may make (--max-optimizer-calls)")
     record.add_size_flags(parser, rounds=4, test=100, rounds_help="rounds each method may run; most reach the call budget first")
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="new candidates every round asks for, the same for every method (optimize --candidates)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--method-args", default="", help="k=v,... given to every method that has the parameter")
     parser.add_argument("--bbh-dir", type=Path, default=BBH, help="the real BIG-Bench-Hard files (abo_bbh_* tasks)")

@@ -108,6 +108,9 @@ class OptimizeConfig(HarnessSettings):
                                  "number carved out (all: 50)", default=None, preset=True, resume=True)
     test_limit: int | None = flag("test examples of the final evaluation (taken from what the carving left)",
                                   default=None, preset=True)
+    candidates: int | None = flag("new candidates every round asks for, round 0 included, the same for every method so "
+                                  "methods compare at equal candidates (default: as each method's parameters make "
+                                  "them; README: Methods and their defaults)", default=None, resume=True)
     method_args: dict = flag("method parameters as key=value pairs (see README)", default_factory=dict, parse=parse_pairs,
                              resume=True, commands=("optimize", "diagnose"))
     patience: int | None = flag("stop when the best dev score has not improved for this many rounds (0: never)",
@@ -180,6 +183,9 @@ class OptimizeConfig(HarnessSettings):
             least = 0 if name == "rounds" else 1  # --rounds 0: the baseline and the initial candidates only
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
                 raise AboError(f"{name.replace('_', '-')} must be a whole number of at least {least}, got {value!r}")
+        if self.candidates is not None and (not isinstance(self.candidates, int) or isinstance(self.candidates, bool)
+                                            or self.candidates < 1):
+            raise AboError(f"candidates must be a whole number of at least 1, got {self.candidates!r}")
         for name in ("max_optimizer_calls", "max_cost", "max_target_tokens", "patience"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from lm_eval_abo.artifact.prompt import Demonstration, Prompt
 from lm_eval_abo.infra.flags import flag
 from lm_eval_abo.optimizers import demonstrations as demos_of
-from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Dropped, Node, Projected, Proposal, Round
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Dropped, Node, Projected, Proposal, Round, quotas
 from lm_eval_abo.optimizers.procedure import KINDS, capped, parse_location, parse_steps, splice, step_failure_table
 
 INSTRUCTION = 'Solve the problem by following these steps exactly, in order. Write "Step N:" before the work of each step.'
@@ -88,13 +88,13 @@ class Abo:
 
     def initial(self, ctx: Context, beam: int) -> Proposal:
         dropped: list[Dropped] = []
-        return Proposal(self._procedures(ctx, "round 0", dropped), tuple(dropped))
+        return Proposal(self._procedures(ctx, "round 0", dropped, ctx.candidates or ctx.params.procedures), tuple(dropped))
 
-    def _procedures(self, ctx: Context, purpose: str, dropped: list[Dropped]) -> list[Candidate]:
-        """Step 0: new procedures, each with its verified demonstrations."""
+    def _procedures(self, ctx: Context, purpose: str, dropped: list[Dropped], count: int) -> list[Candidate]:
+        """Step 0: `count` new procedures, each with its verified demonstrations."""
         p, docs = ctx.params, ctx.task.docs("train")
         requests = []
-        for i in range(max(p.procedures, 1)):
+        for i in range(max(count, 1)):
             picked = ctx.rng(purpose, "procedure examples", i).sample(ctx.train_pool, min(3, len(ctx.train_pool)))
             requests.append(("abo_procedure", {
                 "task_description": ctx.task_description, "answer_format": self._answer_format(ctx),
@@ -131,17 +131,24 @@ class Abo:
         return bool(node.prompt.procedure)
 
     def propose(self, ctx: Context, round: Round) -> Proposal:
-        candidates, dropped = [], []
-        for node in round.beam:
+        """Per beam prompt: new procedures for one without a procedure (the baseline), `procedures` of them;
+        repairs for one with errors, `revisions` of them; with --candidates, the N dealt over those prompts."""
+        p, candidates, dropped = ctx.params, [], []
+        active = [node for node in round.beam if not node.prompt.procedure or round.errors(node)]
+        counts = quotas(ctx.candidates, len(active)) if ctx.candidates else [
+            p.revisions if node.prompt.procedure else max(p.procedures, 1) for node in active]
+        for node, count in zip(active, counts):
+            if not count:
+                continue
             if not node.prompt.procedure:  # a prompt without a procedure (the baseline): write procedures for it
-                written = self._procedures(ctx, f"round {round.number}", dropped)
+                written = self._procedures(ctx, f"round {round.number}", dropped, count)
                 candidates += [replace(c, parent=node.key) for c in written]
-            elif round.errors(node):
-                candidates += self._repairs(ctx, node, round.errors(node), round.number, dropped)
+            else:
+                candidates += self._repairs(ctx, node, round.errors(node), round.number, dropped, count)
         return Proposal(candidates, tuple(dropped))
 
-    def _repairs(self, ctx: Context, node: Node, errors, round_no: int, dropped: list[Dropped]) -> list[Candidate]:
-        """A behaviour prompt's errors located step by step, and the `revisions` repairs they call for."""
+    def _repairs(self, ctx: Context, node: Node, errors, round_no: int, dropped: list[Dropped], count: int) -> list[Candidate]:
+        """A behaviour prompt's errors located step by step, and the `count` repairs they call for."""
         p, steps, tag = ctx.params, list(node.prompt.procedure), f"round {round_no}: {node.key[:8]}"
         errors = ctx.rng(round_no, node.key, "errors").sample(errors, min(p.max_errors, len(errors)))
         located = self._locate(ctx, node.prompt, errors, f"{tag} locate") if p.localise else [None] * len(errors)
@@ -151,7 +158,7 @@ class Abo:
             "errors": [{"id": e.id, "answer": e.answer, "target": e.target, **(loc or {"step": None, "kind": None})}
                        for e, loc in zip(errors, located)],
         }
-        repairs = self._plan(list(zip(errors, located)), p.revisions, bool(p.demo_repairs and p.demos and p.localise))
+        repairs = self._plan(list(zip(errors, located)), count, bool(p.demo_repairs and p.demos and p.localise))
         revising = [r for r in repairs if not r.demos_only]
         requests = []
         for r in revising:
@@ -187,15 +194,15 @@ class Abo:
                                                     notes), dropped)
         return candidates
 
-    def projected(self, params: AboParams, beam: int, initial: bool, n_dev: int) -> Projected:
+    def projected(self, params: AboParams, beam: int, initial: bool, n_dev: int, candidates: int | None = None) -> Projected:
         """Most calls: a demonstration attempt may be asked twice (without, then with the hint)."""
         demo_calls = params.demo_attempts * (1 + (params.hint == "fallback")) if params.demos else 0
         steps = {"procedure": params.max_steps}
         if initial:
-            written = params.procedures
+            written = candidates or params.procedures
             asks = [Asks("abo_procedure", written, {"examples": 3})]
         else:  # each of a beam prompt's repairs may be a revision (asked) or a demonstration repair (not asked)
-            written, errors = beam * params.revisions, params.max_errors
+            written, errors = candidates or beam * params.revisions, params.max_errors
             asks = [Asks("abo_locate", beam * errors * bool(params.localise), steps),
                     Asks("abo_revise_step" if params.localise else "abo_revise", written, {**steps, "errors": errors})]
         return Projected((*asks, Asks("abo_demonstration", written * demo_calls, steps)), written,

@@ -1,11 +1,12 @@
-"""Iterative-APE: resampling. Each round paraphrases the best instructions; no reflection on errors."""
+"""Iterative-APE: resampling. Each round paraphrases the best instructions; no reflection on errors.
+With --candidates N, N paraphrases a round, dealt over the kept prompts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from lm_eval_abo.infra.flags import flag
-from lm_eval_abo.optimizers.base import Asks, Context, Projected, Proposal, Round
+from lm_eval_abo.optimizers.base import Asks, Context, Projected, Proposal, Round, quotas
 from lm_eval_abo.optimizers.instructions import InstructionMethod, paraphrases
 
 
@@ -21,8 +22,9 @@ class Ape(InstructionMethod):
     reads_errors = False
 
     def propose(self, ctx: Context, round: Round) -> Proposal:
-        return Proposal(paraphrases(ctx, f"round {round.number}: paraphrases",
-                                    [(node, ctx.params.paraphrases) for node in round.beam]))
+        each = quotas(ctx.candidates, len(round.beam)) if ctx.candidates else [ctx.params.paraphrases] * len(round.beam)
+        return Proposal(paraphrases(ctx, f"round {round.number}: paraphrases", list(zip(round.beam, each))))
 
-    def projected_round(self, params: ApeParams, beam: int) -> Projected:
-        return Projected((Asks("paraphrase", beam * params.paraphrases),), beam * params.paraphrases)
+    def projected_round(self, params: ApeParams, beam: int, candidates: int | None = None) -> Projected:
+        written = candidates or beam * params.paraphrases
+        return Projected((Asks("paraphrase", written),), written)

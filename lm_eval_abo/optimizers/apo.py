@@ -5,22 +5,34 @@ prompt failed), each gradient an edit.
 `apo-sum`: one reflection summarising a random sample of a beam prompt's errors, then edits.
 Both then write paraphrases (ProTeGi's Monte Carlo successors) of every edit and of the beam prompt
 itself, and keep at most `max_expansion_factor` of a prompt's distinct children, sampled at random.
+With --candidates N, the N are dealt over the beam prompts and each keeps its share in place of
+`max_expansion_factor`, with more paraphrases where its edits and their paraphrases would be fewer.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 
 from lm_eval_abo.infra.flags import flag
-from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, Proposal, Round, first_tag
+from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, Proposal, Round, first_tag, quotas
 from lm_eval_abo.optimizers.instructions import InstructionMethod, paraphrases
+
+
+def successors(base: int, kept: int, edits: int) -> int:
+    """Paraphrases of each of a prompt's `edits` edits and of the prompt itself, so that its children number
+    at least the `kept` it keeps (never fewer than `base`)."""
+    return max(base, -(-(kept - edits) // (edits + 1)))
 
 
 def expand(ctx: Context, round_no: int, beam: list[Node], jobs: list[tuple[Node, list[dict], str]], edits_per_job: int) -> list[Candidate]:
     """Each beam prompt's children: `edits_per_job` rewritten instructions per (node, errors shown, reason) job,
     `paraphrases` paraphrases of each edit and of the beam prompt itself, then a seeded sample of
-    `max_expansion_factor` of the distinct ones."""
+    `max_expansion_factor` of the distinct ones (with --candidates, the prompt's share of them, and enough
+    paraphrases for it)."""
     p = ctx.params
+    cap = dict(zip([n.key for n in beam], quotas(ctx.candidates, len(beam)) if ctx.candidates
+                   else [p.max_expansion_factor] * len(beam)))
     owners, requests = [], []
     for node, errors, reason in jobs:
         for _ in range(edits_per_job):
@@ -36,28 +48,34 @@ def expand(ctx: Context, round_no: int, beam: list[Node], jobs: list[tuple[Node,
     ]
     sources: list[Node | Candidate] = [*edited, *beam]
     beam_prompt_of = {c.key: c.parent for c in edited} | {node.key: node.key for node in beam}
-    successors = paraphrases(ctx, f"round {round_no}: paraphrases", [(source, p.paraphrases) for source in sources])
+    edits = Counter(beam_prompt_of[c.key] for c in {c.key: c for c in edited}.values())
+    each = {k: successors(p.paraphrases, cap[k], edits[k]) if ctx.candidates else p.paraphrases for k in cap}
+    written = paraphrases(ctx, f"round {round_no}: paraphrases",
+                          [(source, each[beam_prompt_of[source.key]]) for source in sources])
     children: dict[str, dict[str, Candidate]] = {node.key: {} for node in beam}  # beam prompt -> its distinct children
-    for child in edited + successors:
+    for child in edited + written:
         owner = beam_prompt_of[child.parent]
         if child.key != owner:
             children[owner].setdefault(child.key, child)
     kept = []
     for owner, distinct in children.items():
         found = list(distinct.values())
-        if len(found) > p.max_expansion_factor:
-            chosen = set(ctx.rng(round_no, owner, "expansion").sample(range(len(found)), p.max_expansion_factor))
+        if len(found) > cap[owner]:
+            chosen = set(ctx.rng(round_no, owner, "expansion").sample(range(len(found)), cap[owner]))
             found = [c for i, c in enumerate(found) if i in chosen]
         kept += found
     return kept
 
 
-def projected_children(params, beam: int, reflect: Asks, edits: int, shown: dict) -> Projected:
+def projected_children(params, beam: int, reflect: Asks, edits: int, shown: dict, candidates: int | None) -> Projected:
     """A round's calls and candidates: per beam prompt the `reflect` calls, `edits` edits, paraphrases of
-    the edits and of the prompt, at most `max_expansion_factor` children kept."""
-    paraphrases = (edits + 1) * params.paraphrases
+    the edits and of the prompt, at most `max_expansion_factor` children kept (with `candidates`, its share,
+    and the most paraphrases any number of edits up to `edits` calls for)."""
+    caps = quotas(candidates, beam) if candidates else [params.max_expansion_factor] * beam
+    written = [max((e + 1) * successors(params.paraphrases, c, e) for e in range(edits + 1)) if candidates
+               else (edits + 1) * params.paraphrases for c in caps]
     return Projected((replace(reflect, calls=beam * reflect.calls), Asks("apo_edit", beam * edits, shown),
-                      Asks("paraphrase", beam * paraphrases)), beam * min(params.max_expansion_factor, edits + paraphrases))
+                      Asks("paraphrase", sum(written))), sum(min(c, edits + w) for c, w in zip(caps, written)))
 
 
 @dataclass(frozen=True)
@@ -101,10 +119,10 @@ class Apo(InstructionMethod):
         jobs = [(node, group, reason) for (node, group), reason in zip(groups, reasons) if reason]
         return Proposal(expand(ctx, round_no, round.beam, jobs, p.edits_per_gradient))
 
-    def projected_round(self, params: ApoParams, beam: int) -> Projected:
+    def projected_round(self, params: ApoParams, beam: int, candidates: int | None = None) -> Projected:
         shown = {"errors": params.errors_per_gradient}
         return projected_children(params, beam, Asks("apo_gradient", params.gradients, shown),
-                                  params.gradients * params.edits_per_gradient, shown)
+                                  params.gradients * params.edits_per_gradient, shown, candidates)
 
 
 class ApoSum(InstructionMethod):
@@ -133,6 +151,6 @@ class ApoSum(InstructionMethod):
         ]
         return Proposal(expand(ctx, round_no, round.beam, jobs, p.edits))
 
-    def projected_round(self, params: ApoSumParams, beam: int) -> Projected:
+    def projected_round(self, params: ApoSumParams, beam: int, candidates: int | None = None) -> Projected:
         return projected_children(params, beam, Asks("apo_sum_reflect", 1, {"errors": params.max_errors}),
-                                  params.edits, {"errors": params.errors_shown})
+                                  params.edits, {"errors": params.errors_shown}, candidates)

@@ -150,7 +150,8 @@ class OptimizerCalls:
 @dataclass(frozen=True)
 class Context:
     """What a method may use, the same for the whole run: the task (`TaskView`), the optimizer calls, its
-    parameters, the seed, the train examples it may use and the dev examples candidates are scored on."""
+    parameters, the seed, the train examples it may use, the dev examples candidates are scored on, and how
+    many new candidates a round asks for when the run sets it for every method (`--candidates`)."""
 
     task: TaskView
     calls: OptimizerCalls
@@ -159,6 +160,7 @@ class Context:
     train_pool: list[int]  # train examples the run may use
     dev_indices: list[int] = field(default_factory=list)
     engine_dir: Path | None = None  # where a method that runs an engine of its own lets it keep its state (GEPA)
+    candidates: int | None = None  # new candidates per round (None: as the method's parameters make them)
 
     @property
     def task_description(self) -> str:
@@ -279,6 +281,15 @@ class Projected:
         return sum(a.calls for a in self.asks)
 
 
+def quotas(total: int, parts: int) -> list[int]:
+    """`total` dealt over `parts` as evenly as can be, the first ones one more (a round's --candidates over the
+    prompts it expands)."""
+    if parts <= 0:
+        return []
+    each, extra = divmod(total, parts)
+    return [each + (i < extra) for i in range(parts)]
+
+
 def first_tag(tag: str) -> Callable[[str], str | None]:
     def parse(text: str) -> str | None:
         found = metaprompts.tagged(text, tag)
@@ -311,8 +322,9 @@ class Method(Protocol):
 
     def propose(self, ctx: Context, round: Round) -> Proposal: ...
 
-    def projected(self, params, beam: int, initial: bool, n_dev: int) -> Projected:
-        """At most what round 0 (initial=True) or a later round uses, before format retries."""
+    def projected(self, params, beam: int, initial: bool, n_dev: int, candidates: int | None = None) -> Projected:
+        """At most what round 0 (initial=True) or a later round uses, before format retries (`candidates`: the
+        run's --candidates)."""
         ...
 
     def written(self, params) -> tuple[Asks, ...]:

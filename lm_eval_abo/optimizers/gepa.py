@@ -55,6 +55,12 @@ class GepaParams:
     merge: int = flag("GEPA+Merge: also merge two Pareto-front candidates (GEPA's use_merge)", default=0)
 
 
+def with_candidates(params: GepaParams, candidates: int | None) -> GepaParams:
+    """With --candidates N: a round's budget pays for N proposals (`metric_calls`, if given, still sets it), and
+    GEPA hands back N candidates, its best and the rest of its Pareto front."""
+    return replace(params, proposals=candidates) if candidates else params
+
+
 def round_budget(params: GepaParams, n_dev: int) -> int:
     """GEPA's metric calls per loop round: `metric_calls`, else what `proposals` proposals cost at most
     (each scores its parent and its child on a reflection minibatch, and the child on all of dev)."""
@@ -197,14 +203,16 @@ class Gepa:
 
     def initial(self, ctx: Context, beam: int) -> Proposal:
         engine()  # a missing package is one line before any call is made
-        return Proposal(initial_candidates(ctx, beam))
+        return Proposal(initial_candidates(ctx, ctx.candidates or beam))
 
-    def projected(self, params: GepaParams, beam: int, initial: bool, n_dev: int) -> Projected:
+    def projected(self, params: GepaParams, beam: int, initial: bool, n_dev: int, candidates: int | None = None) -> Projected:
         """Round 0 as the instruction methods. A later round: at most one reflection call per 2 x minibatch
         metric calls (its tokens counted as an edit shown the minibatch's errors); the engine checks its
         budget between iterations, so the last one may run over it by one iteration's calls."""
         if initial:
-            return Projected((Asks("initial_instruction", beam, {"examples": INITIAL_EXAMPLES}),), beam)
+            written = candidates or beam
+            return Projected((Asks("initial_instruction", written, {"examples": INITIAL_EXAMPLES}),), written)
+        params = with_candidates(params, candidates)
         budget, minibatch = round_budget(params, n_dev), params.reflection_minibatch
         reflections = Asks("apo_edit", -(-budget // (2 * minibatch)), {"errors": minibatch})
         return Projected((reflections,), 0, engine_requests=budget + 2 * minibatch + n_dev)
@@ -213,7 +221,7 @@ class Gepa:
         return (Asks("paraphrase", 1),)
 
     def propose(self, ctx: Context, round: Round) -> Proposal:
-        gepa, p = engine(), ctx.params
+        gepa, p = engine(), with_candidates(ctx.params, ctx.candidates)
         if not ctx.dev_indices:
             raise AboError("GEPA needs the run's dev examples (Context.dev_indices), its validation set")
         folder = ctx.engine_dir
@@ -231,7 +239,7 @@ class Gepa:
         )
         if isinstance(reflection.halted, AboError):
             raise reflection.halted
-        return Proposal(self._candidates(result, adapter, seed_key, max(len(round.beam), 1)),
+        return Proposal(self._candidates(result, adapter, seed_key, ctx.candidates or max(len(round.beam), 1)),
                         notes=self._summary(final.state, budget, reflection, ctx),
                         state={"prompt": seed.to_dict(), "node": seed_key})
 

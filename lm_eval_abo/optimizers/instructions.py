@@ -77,8 +77,8 @@ def percent(score: float) -> int:
 
 
 class InstructionMethod:
-    """A method that rewrites the instruction: round 0 writes `beam` initial instructions; later rounds are
-    the method's own (`propose`, and `projected_round` for the projection)."""
+    """A method that rewrites the instruction: round 0 writes `beam` initial instructions (--candidates: that
+    many); later rounds are the method's own (`propose`, and `projected_round` for the projection)."""
 
     name: str
     params: object
@@ -95,19 +95,20 @@ class InstructionMethod:
         return self.reads_errors
 
     def initial(self, ctx: Context, beam: int) -> Proposal:
-        candidates = initial_candidates(ctx, beam)
+        candidates = initial_candidates(ctx, ctx.candidates or beam)
         # nothing to score unless the method shows scores
         note_train_scores(ctx, self.shown(ctx.params), candidates, with_baseline=True)
         return Proposal(candidates)
 
-    def projected(self, params, beam: int, initial: bool, n_dev: int) -> Projected:
+    def projected(self, params, beam: int, initial: bool, n_dev: int, candidates: int | None = None) -> Projected:
         if initial:
-            found = Projected((Asks("initial_instruction", beam, {"examples": INITIAL_EXAMPLES}),), beam)
+            written = candidates or beam
+            found = Projected((Asks("initial_instruction", written, {"examples": INITIAL_EXAMPLES}),), written)
         else:
-            found = replace(self.projected_round(params, beam), reads_errors=self.reads_errors)
+            found = replace(self.projected_round(params, beam, candidates), reads_errors=self.reads_errors)
         return replace(found, shown=self.shown(params))
 
-    def projected_round(self, params, beam: int) -> Projected:
+    def projected_round(self, params, beam: int, candidates: int | None = None) -> Projected:
         raise NotImplementedError
 
     def written(self, params) -> tuple[Asks, ...]:

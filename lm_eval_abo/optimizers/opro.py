@@ -1,6 +1,6 @@
 """OPRO: implicit reflection. The optimizer sees earlier prompts with their scores on a fixed subset of
 train (lowest to highest, as OPRO's own code shows training accuracy; dev only selects) and a few
-training examples, and writes prompts meant to score higher."""
+training examples, and writes prompts meant to score higher (`new_prompts` a round; --candidates: that many)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class Opro(InstructionMethod):
                  for text, score in ranked[max(len(ranked) - p.history, 0) :]]
         docs = ctx.task.docs("train")
         requests = []
-        for i in range(p.new_prompts):
+        for i in range(ctx.candidates or p.new_prompts):
             picked = ctx.rng(round_no, "exemplars", i).sample(ctx.train_pool, min(p.exemplars, len(ctx.train_pool)))
             requests.append(("opro", {
                 "task_description": ctx.task_description, "history": shown, "scored": p.score_examples > 0,
@@ -54,6 +54,6 @@ class Opro(InstructionMethod):
         note_train_scores(ctx, p.score_examples, candidates)
         return Proposal(candidates)
 
-    def projected_round(self, params: OproParams, beam: int) -> Projected:
-        shown = {"history": params.history, "examples": params.exemplars}
-        return Projected((Asks("opro", params.new_prompts, shown),), params.new_prompts)
+    def projected_round(self, params: OproParams, beam: int, candidates: int | None = None) -> Projected:
+        shown, written = {"history": params.history, "examples": params.exemplars}, candidates or params.new_prompts
+        return Projected((Asks("opro", written, shown),), written)

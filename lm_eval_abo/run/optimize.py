@@ -56,7 +56,8 @@ def heading_of(config: OptimizeConfig) -> run_report.Heading:
 def settings_of(config: OptimizeConfig, session: Session) -> dict:
     """How the run was configured, as the artifact records it (enough to rebuild its splits)."""
     return {
-        "rounds": config.rounds, "beam": config.beam, "minibatch": config.minibatch, "method_args": config.method_args,
+        "rounds": config.rounds, "beam": config.beam, "minibatch": config.minibatch, "candidates": config.candidates,
+        "method_args": config.method_args,
         "seed": config.seed, "train_limit": config.train_limit, "dev_limit": config.dev_limit,
         "test_limit": config.test_limit, "accept": config.accept, "alpha": config.alpha, "selection": config.selection,
         "no_copy": config.no_copy, "sampling_temperature": config.sampling_temperature, **config.harness().recorded(),

@@ -98,7 +98,7 @@ def project(session, method: Method, params, prices: Prices, optimizer: str, rep
     estimated = not exact
     rounds = []
     for r in range(sizes.rounds + 1):
-        plan = method.projected(params, sizes.beam, r == 0, n_dev)
+        plan = method.projected(params, sizes.beam, r == 0, n_dev, sizes.candidates)
         shown = min(plan.shown, n_train)  # train examples behind each score shown (opro, promptagent)
         minibatches = sizes.beam * min(sizes.minibatch, n_train) if r and plan.reads_errors else 0
         docs = plan.candidates * (n_dev + shown) + min(plan.scored, n_train) + minibatches

@@ -117,7 +117,8 @@ def _chat_only(backend) -> bool:
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much of each split a run uses, and the search's shape."""
+    """How much of each split a run uses, and the search's shape (`candidates`: new candidates per round for
+    every method, None: as each method's parameters make them)."""
 
     rounds: int
     beam: int
@@ -125,6 +126,7 @@ class Sizes:
     train_limit: int | None
     dev_limit: int | None
     test_limit: int | None
+    candidates: int | None = None
 
 
 @dataclass
@@ -169,7 +171,7 @@ class Session:
         call goes)."""
         calls = OptimizerCalls(self.llm, self.seed, self.sampling_temperature, record=record)
         return Context(task=self.bridge, calls=calls, params=params, seed=self.seed, train_pool=self.train_pool,
-                       dev_indices=self.dev_indices, engine_dir=engine_dir)
+                       dev_indices=self.dev_indices, engine_dir=engine_dir, candidates=self.sizes.candidates)
 
     def split_ids(self) -> dict[str, list[str]]:
         """The documents each split used, as `doc_id` names them."""
@@ -229,7 +231,7 @@ def plan_session(config: OptimizeConfig, reads_text: str | None = None) -> Sessi
     bridge = Bridge(None, task, base, plan, manager, harness=harness_of(config, target), default_prompt=default,
                     metric=config.metric, answer_format=config.answer_format, quiet=not config.verbose)
     return Session(bridge, Sizes(config.rounds, config.beam, config.minibatch, config.train_limit, config.dev_limit,
-                                 config.test_limit), config.seed, config.sampling_temperature, target,
+                                 config.test_limit, config.candidates), config.seed, config.sampling_temperature, target,
                    quiet=not config.verbose)
 
 

@@ -2,14 +2,15 @@
 code has a beam search too, with its own settings: `search_algo: beam_search`). Per beam prompt, a
 reflection on a batch of its train errors from the loop's minibatch, then `expand` new prompts written from
 the errors, the reflection and the trajectory of prompts from the first to the current one, each with its
-score on a fixed subset of train when `score_examples` > 0 (dev only selects)."""
+score on a fixed subset of train when `score_examples` > 0 (dev only selects). With --candidates N, the N new
+prompts are dealt over the beam prompts with errors."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lm_eval_abo.infra.flags import flag
-from lm_eval_abo.optimizers.base import Asks, Context, Node, Projected, Proposal, Round
+from lm_eval_abo.optimizers.base import Asks, Context, Node, Projected, Proposal, Round, quotas
 from lm_eval_abo.optimizers.instructions import InstructionMethod, note_train_scores
 from lm_eval_abo.optimizers.promptagent.transition import Step, trajectory, transitions
 
@@ -47,11 +48,14 @@ class PromptAgentBeam(InstructionMethod):
             if errors:
                 picked = ctx.rng(round.number, node.key, "errors").sample(errors, min(p.error_batch, len(errors)))
                 steps.append(Step(node, picked, trajectory(ctx, lineage(node, round.history), p.score_examples), p.expand))
+        if ctx.candidates:
+            steps = [replace(s, n=n) for s, n in zip(steps, quotas(ctx.candidates, len(steps))) if n]
         candidates = transitions(ctx, f"round {round.number}", steps, p.score_examples > 0)
         note_train_scores(ctx, p.score_examples, candidates)
         return Proposal(candidates)
 
-    def projected_round(self, params: PromptAgentBeamParams, beam: int) -> Projected:
+    def projected_round(self, params: PromptAgentBeamParams, beam: int, candidates: int | None = None) -> Projected:
+        written = [n for n in quotas(candidates, beam) if n] if candidates else [params.expand] * beam
         shown = {"errors": params.error_batch, "trajectory": 3}
-        return Projected((Asks("promptagent_reflect", beam, shown),
-                          Asks("promptagent_edit", beam, {**shown, "n": params.expand})), beam * params.expand)
+        return Projected((Asks("promptagent_reflect", len(written), shown),
+                          Asks("promptagent_edit", len(written), {**shown, "n": max(written, default=0)})), sum(written))

@@ -12,7 +12,8 @@ scores). The loop scores the new prompts on dev; their dev scores are the tree's
 metric where lower is better), read in the next round, where the tree search goes on to its next
 expansion. Selection, simulation and back-propagation happen in between, without calls. The search ends
 after `iterations` iterations or at the loop's last round, whichever comes first; the loop keeps the prompt
-with the best dev score, which is the source's top-reward node."""
+with the best dev score, which is the source's top-reward node. With --candidates N, an expansion writes N
+new prompts, dealt over its steps (at most `expand_width` of them)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import copy
 from dataclasses import dataclass
 
 from lm_eval_abo.infra.flags import flag
-from lm_eval_abo.optimizers.base import Asks, Context, Node, Projected, Proposal, Round
+from lm_eval_abo.optimizers.base import Asks, Context, Node, Projected, Proposal, Round, quotas
 from lm_eval_abo.optimizers.instructions import InstructionMethod, note_train_scores
 from lm_eval_abo.optimizers.promptagent.transition import Step, trajectory, transitions
 from lm_eval_abo.optimizers.promptagent.tree import Limits, Tree
@@ -41,6 +42,13 @@ class PromptAgentParams:
 
 def limits(params: PromptAgentParams) -> Limits:
     return Limits(params.expand_width, params.depth_limit, params.min_depth, params.iterations, params.w_exp)
+
+
+def per_step(params: PromptAgentParams, candidates: int | None) -> list[int]:
+    """The new prompts of each step of an expansion."""
+    if candidates:
+        return [n for n in quotas(candidates, params.expand_width) if n]
+    return [params.num_new_prompts] * params.expand_width
 
 
 def batches(ctx: Context, cursor: dict, count: int, size: int) -> tuple[list[list[int]], dict]:
@@ -84,8 +92,9 @@ class PromptAgent(InstructionMethod):
                             finished=f"PromptAgent's tree search ran its {tree.iteration} iterations")
         node = by_key[tree.nodes[target].key]
         path = [by_key[n.key] for n in tree.path_to(target)]
-        drawn, cursor = batches(ctx, state.get("cursor", {}), p.expand_width, p.batch_size)
-        steps = self._steps(ctx, node, drawn, trajectory(ctx, path, p.score_examples), target)
+        written = per_step(p, ctx.candidates)
+        drawn, cursor = batches(ctx, state.get("cursor", {}), len(written), p.batch_size)
+        steps = self._steps(ctx, node, drawn, written, trajectory(ctx, path, p.score_examples), target)
         candidates = transitions(ctx, f"round {round.number}", steps, p.score_examples > 0)
         note_train_scores(ctx, p.score_examples, candidates)
         notes = {"mcts": {"iteration": tree.iteration + 1, "expanding": target, "depth": tree.nodes[target].depth,
@@ -93,23 +102,25 @@ class PromptAgent(InstructionMethod):
         return Proposal(candidates, notes=notes, state={"tree": tree.to_dict(), "pending": [c.key for c in candidates],
                                                          "cursor": cursor})
 
-    def _steps(self, ctx: Context, node: Node, drawn: list[list[int]], path: list[dict], target: int) -> list[Step]:
-        """One step per batch: the node's prompt scored on it; its errors, or its right answers if none."""
-        p = ctx.params
+    def _steps(self, ctx: Context, node: Node, drawn: list[list[int]], written: list[int], path: list[dict],
+               target: int) -> list[Step]:
+        """One step per batch, writing `written` prompts each: the node's prompt scored on the batch; its errors,
+        or its right answers if none."""
         [score] = ctx.task.score([node.prompt], "train", sorted({i for batch in drawn for i in batch}))
         by_index = {s.index: s for s in score.samples}
         steps = []
-        for b, batch in enumerate(drawn):
+        for b, (batch, n) in enumerate(zip(drawn, written)):
             samples = [by_index[i] for i in batch]
             errors = [s for s in samples if not s.correct]
-            steps.append(Step(node, errors or samples, path, p.num_new_prompts, right=not errors,
+            steps.append(Step(node, errors or samples, path, n, right=not errors,
                               notes={"mcts_parent": target, "batch": b}))
         return steps
 
-    def projected_round(self, params: PromptAgentParams, beam: int) -> Projected:
+    def projected_round(self, params: PromptAgentParams, beam: int, candidates: int | None = None) -> Projected:
         """An expansion: per step a reflection and the new prompts (an all-right batch asks the same number
         of calls), and the node's prompt on every batch."""
-        width, shown = params.expand_width, {"errors": params.batch_size, "trajectory": 3}
+        written = per_step(params, candidates)
+        width, shown = len(written), {"errors": params.batch_size, "trajectory": 3}
         return Projected((Asks("promptagent_reflect", width, shown),
-                          Asks("promptagent_edit", width, {**shown, "n": params.num_new_prompts})),
-                         width * params.num_new_prompts, scored=width * params.batch_size)
+                          Asks("promptagent_edit", width, {**shown, "n": max(written, default=0)})),
+                         sum(written), scored=width * params.batch_size)
