@@ -26,7 +26,7 @@ def projection_text(names: list[str], projected: list[Ledger], shares: list[Caps
     rows = [[name, *_ledger_cells(ledger), *(_cap(share, n) for n, _ in shown)]
             for name, ledger, share in zip(names, projected, shares)]
     rows.append(["grid (projected)", *_ledger_cells(total(projected)), *("" for _ in shown)])
-    lines = [f"grid: {len(names) + earlier} cells, {len(names)} to run"
+    lines = [f"grid: {len(names)} cells to run"
              + (f" ({earlier} finished earlier, which spent {money(spent.to_dict())})" if earlier else ""),
              "projected before any call:", *table(header, rows)]
     if shown:

@@ -5,8 +5,9 @@ so far and the cells failed, and the grid's table and ledger (the sum of its cel
 
 - `--resume` skips the cells that finished (evaluated on test) and continues the others from their last
   saved round; without it, a cell whose folder holds an earlier run is refused before anything runs.
-- A cell that fails reports its one-line error in the table; the others go on; `GridResult.failed` says
-  which failed.
+- A cell that fails reports its one-line error in the table (refused while it was projected, or failed while
+  it ran); the others go on; `GridResult.failed` says which failed.
+- The caller holds the lock of the output folder, if it wants one; each cell holds its own run folder's.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from lm_eval_abo.cost.ledger import Caps, Ledger, total
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.files import write_json, write_text_atomic
 from lm_eval_abo.reports import grid as text
-from lm_eval_abo.run.grid.cells import EARLIER, Cell, CellReport, report_of
+from lm_eval_abo.run.grid.cells import EARLIER, FAILED, Cell, CellReport, report_of
 from lm_eval_abo.run.grid.shares import shares, within
 from lm_eval_abo.run.optimize import finished, plan_run
 from lm_eval_abo.run.session import caps_of, resolve_run
@@ -93,7 +94,11 @@ def run_grid(configs: list[OptimizeConfig], output: str | Path, executor: str = 
     with runner:
         root.mkdir(parents=True, exist_ok=True)
         runner.check_output(root)
-        to_run = _shared_caps(to_run, caps, [reports[c.name] for c in done_before], out, resume or runner.name != "local")
+        to_run, refused = _shared_caps(to_run, caps, [reports[c.name] for c in done_before], out,
+                                       resume or runner.name != "local")
+        for report in refused:
+            reports[report.name] = report
+            out(f"cell {report.name}: {report.status}: {report.error}")
         bar = tqdm(total=len(cells), initial=len(reports), desc="grid", unit="cell", dynamic_ncols=True)
         bar.set_postfix_str(text.progress_text(reports.values()))
 
@@ -117,23 +122,26 @@ def run_grid(configs: list[OptimizeConfig], output: str | Path, executor: str = 
     return result
 
 
-def _shared_caps(cells: list[Cell], caps: Caps, earlier: list[CellReport], out, resume: bool) -> list[Cell]:
-    """The cells with their share of the grid's caps, after printing the grid's projection; `resume`: each
+def _shared_caps(cells: list[Cell], caps: Caps, earlier: list[CellReport], out, resume: bool
+                 ) -> tuple[list[Cell], list[CellReport]]:
+    """The cells with their share of the grid's caps, after printing the grid's projection, and the reports
+    of the cells refused while they were projected (a user's error in their settings); `resume`: each
     continues its saved rounds (a cell that Ray retries after its node died continues from its last round)."""
-    if not cells:
-        return cells
-    plans = []
+    plans, planned, refused = [], [], []
     for cell in cells:
-        config, method, params = resolve_run(cell.config)
-        plans.append(plan_run(config, method, params)[1].total)
+        try:
+            config, method, params = resolve_run(cell.config)
+            plans.append(plan_run(config, method, params)[1].total)
+            planned.append(cell)
+        except AboError as e:
+            refused.append(report_of(cell, FAILED, str(e)))
     spent = total(Ledger.from_dict(r.ledger) for r in earlier)
-    given = shares(caps, plans, spent)
-    out(text.projection_text([c.name for c in cells], plans, given, caps, spent, len(earlier)))
+    given = shares(caps, plans, spent) if plans else []
+    out(text.projection_text([c.name for c in planned], plans, given, caps, spent, len(earlier)))
     shared = []
-    for cell, share in zip(cells, given):
+    for cell, share in zip(planned, given):
         mine = within(caps_of(cell.config), share)
         config = replace(cell.config, max_cost=mine.max_cost, max_target_tokens=mine.max_target_tokens,
-                         max_optimizer_calls=mine.max_optimizer_calls,
-                         resume=cell.config.resume or resume)
+                         max_optimizer_calls=mine.max_optimizer_calls, resume=cell.config.resume or resume)
         shared.append(replace(cell, config=config))
-    return shared
+    return shared, refused
