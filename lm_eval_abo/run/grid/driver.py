@@ -74,15 +74,16 @@ def cells_of(configs: list[OptimizeConfig], output: str | Path, own_caches: bool
 
 
 def run_grid(configs: list[OptimizeConfig], output: str | Path, executor: str = "local", address: str | None = None,
-             caps: Caps = Caps(), resume: bool = False, lm=None, out=print) -> GridResult:
+             caps: Caps = Caps(), resume: bool = False, lm=None, out=print, cell_out=None) -> GridResult:
     """Run every config's `optimize` as a cell of one grid under `output`, on `executor` ("local", or "ray" at
     `address`, else a local Ray); `caps` hold for the grid as a whole. `lm`: a loaded target the local
-    executor shares among its cells."""
+    executor shares among its cells; `out` takes the grid's lines, `cell_out` the lines of the cells run
+    here (default: above the bar; a Ray cell writes its lines to its log)."""
     from tqdm import tqdm
 
     runner = executor_of(executor, address)
     cells = cells_of(configs, output, own_caches=runner.name != "local")
-    root = Path(cells[0].root) if cells else Path(output).resolve()
+    root = Path(output).resolve()
     if not resume:
         earlier = [c.folder.dir for c in cells if c.folder.state.exists()]
         if earlier:
@@ -109,7 +110,7 @@ def run_grid(configs: list[OptimizeConfig], output: str | Path, executor: str = 
             tqdm.write(f"cell {report.name}: {report.status}" + (f": {report.error}" if report.error else ""))
 
         try:
-            runner.run(to_run, done, lm=lm, out=tqdm.write)
+            runner.run(to_run, done, lm=lm, out=cell_out or tqdm.write)
         finally:
             bar.close()
     ordered = tuple(reports[c.name] for c in cells if c.name in reports)
