@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import record
@@ -43,15 +42,18 @@ def configs(root: Path, args, delay_port: int):
         task=record.TASK, method="ape", model="local-completions",
         model_args=(f"model=simulated,base_url=http://127.0.0.1:{delay_port}/v1/completions,num_concurrent=1,"
                     "tokenizer_backend=None,tokenized_requests=False,max_retries=1"),
-        optimizer="openai/simulated", optimizer_args={"api_base": f"http://127.0.0.1:{delay_port}/v1", "api_key": "none"},
+        optimizer="openai/simulated",
+        optimizer_args={"api_base": f"http://127.0.0.1:{delay_port}/v1", "api_key": "none"},
         optimizer_cache=None, rounds=1, beam=1, train_limit=4, dev_limit=args.dev, test_limit=args.test, minibatch=2,
-        method_args={"paraphrases": 1}, seed=seed, output=str(root / f"seed-{seed}")) for seed in range(1, args.cells + 1)]
+        method_args={"paraphrases": 1}, seed=seed, output=str(root / f"seed-{seed}"))
+        for seed in range(1, args.cells + 1)]
 
 
 def best_prompts(root: Path, cells: int) -> list:
     from lm_eval_abo.artifact import store
 
-    return [store.load(root / f"seed-{seed}" / record.TASK / "ape" / "best.yaml").prompt for seed in range(1, cells + 1)]
+    return [store.load(root / f"seed-{seed}" / record.TASK / "ape" / "best.yaml").prompt
+            for seed in range(1, cells + 1)]
 
 
 def measure(args) -> None:
@@ -99,7 +101,8 @@ def measure(args) -> None:
           f"failed cells: {failed}; load average {record.load_average()}")
     record.save("grid", {"load_average_1min_at_start": load_at_start, **vars(args),
                          "local_s": round(local_s, 1), "ray_s": round(ray_s, 1), "ray_start_s": round(start_s, 1),
-                         "speedup": round(local_s / ray_s, 2), "speedup_with_start": round(local_s / (ray_s + start_s), 2),
+                         "speedup": round(local_s / ray_s, 2),
+                         "speedup_with_start": round(local_s / (ray_s + start_s), 2),
                          "target_requests": [local.ledger.target.calls, on_ray.ledger.target.calls],
                          "same_best_prompts": same, "failed_cells": failed})
 

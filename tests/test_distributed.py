@@ -20,8 +20,8 @@ def test_the_ray_executor_tests_in_a_loopback_only_network_namespace():
         pytest.skip(f"{' and '.join(missing)} not found: the Ray tests need a network namespace of their own")
     probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
-        pytest.skip(f"unshare -n is not allowed here ({probe.stderr.strip() or probe.returncode}): the Ray tests need a "
-                    "network namespace of their own")
+        reason = probe.stderr.strip() or probe.returncode
+        pytest.skip(f"unshare -n is not allowed here ({reason}): the Ray tests need a network namespace of their own")
     inner = f"ip link set lo up && exec {sys.executable} -m pytest -q -p no:cacheprovider -x {HERE / 'distributed'}"
     done = subprocess.run(["unshare", "-n", "sh", "-c", inner], cwd=HERE.parent, capture_output=True, text=True,
                           timeout=1500, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})

@@ -41,7 +41,8 @@ def test_the_grid_ledger_is_the_sum_of_the_cells_and_what_the_servers_answered(t
     cells = [store.load(tmp_path / f"seed-{s}" / TASK / "ape" / "best.yaml").usage for s in (1, 2, 3)]
     assert grid.ledger.optimizer.calls == sum(c["optimizer"]["calls"] for c in cells) == optimizer_calls
     assert grid.ledger.target.calls == sum(c["target"]["calls"] for c in cells) == target_requests
-    assert grid.ledger.target.tokens == sum(c["target"]["prompt_tokens"] + c["target"]["completion_tokens"] for c in cells)
+    tokens = sum(c["target"]["prompt_tokens"] + c["target"]["completion_tokens"] for c in cells)
+    assert grid.ledger.target.tokens == tokens
     written = json.loads((tmp_path / "grid.json").read_text())
     assert Ledger.from_dict(written["ledger"]) == grid.ledger and written["failed"] == 0
     assert [c["name"] for c in written["cells"]] == [f"seed-{s}/{TASK}/ape" for s in (1, 2, 3)]
@@ -97,7 +98,8 @@ def test_a_failed_cell_is_one_line_in_the_table_the_others_finish_and_the_exit_c
     with FakeServer(default=scripted) as server:
         code = cli.main(["paper-table", "--tasks", TASK, "--apo-methods", "ape,opro", "--rounds", "1", "--beam", "1",
                          "--train-limit", "4", "--dev-limit", "3", "--test-limit", "3", "--minibatch", "2",
-                         "--model", "local-completions", "--model_args", target_args(server), "--optimizer", "openai/fake",
+                         "--model", "local-completions", "--model_args", target_args(server),
+                         "--optimizer", "openai/fake",
                          "--optimizer_args", f"api_base={server.base_url},api_key=x", "--no-optimizer-cache",
                          "--output", str(tmp_path / "table")])
     assert code == 3

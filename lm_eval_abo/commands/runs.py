@@ -86,7 +86,8 @@ def add(sub) -> None:
         rounds={"help": "rounds of every method (default 2: ABO's rows are steps 0-2, as in the paper)"},
         max_cost={"help": "cap in US dollars over all the table's optimize runs together, optimizer and target, "
                   "shared among them in proportion to their projections"},
-        max_target_tokens={"help": "cap on the target's tokens over all the table's optimize runs, shared as --max-cost"},
+        max_target_tokens={"help": "cap on the target's tokens over all the table's optimize runs, shared as "
+                           "--max-cost"},
         max_optimizer_calls={"help": "cap on optimizer calls over all the table's optimize runs, shared as --max-cost"})
     add_executor_flags(p)
     p.set_defaults(func=cmd_paper_table)

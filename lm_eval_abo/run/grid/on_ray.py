@@ -61,8 +61,8 @@ def _cell(cell):
     """A cell as a Ray task: an attempt's first line names its node."""
     import ray
 
-    append_line(cell.log, f"attempt on {socket.gethostname()} (Ray node {ray.get_runtime_context().get_node_id()[:12]}, "
-                          f"process {os.getpid()})")
+    node = ray.get_runtime_context().get_node_id()[:12]
+    append_line(cell.log, f"attempt on {socket.gethostname()} (Ray node {node}, process {os.getpid()})")
     return run_cell(cell)
 
 
@@ -111,7 +111,8 @@ class OnRay:
                  for node, (text, host) in zip(nodes, seen) if text != token]
         if blind:
             raise AboError(f"--output {output} is not visible from {len(blind)} of {len(nodes)} Ray nodes "
-                           f"({', '.join(blind)}): the output directory must be storage every node sees at the same path")
+                           f"({', '.join(blind)}): the output directory must be storage every node sees at the "
+                           "same path")
 
     def run(self, cells, done, lm=None, out=print) -> None:
         """Every cell as a Ray task; `done(report)` as each ends, in the order they end. `lm` stays here: each
@@ -123,7 +124,9 @@ class OnRay:
                                 name=f"cell {cell.name}").remote(cell): cell for cell in cells}
         pending = list(running)
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+            ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)  # a timeout lets Ctrl-C through
+            if not ready:
+                continue
             cell = running[ready[0]]
             try:
                 report = ray.get(ready[0])
