@@ -13,6 +13,8 @@ the preset) and the same patience. Every row names where its prompt came from (t
 beam) and carries the ledger of what made it plus its own test evaluation (optimizer calls and tokens,
 target requests and tokens, the cost of each and of both) and seconds. `--seeds N` repeats the table
 with N seeds and reports each row's spread.
+The optimize runs of every task and seed are the cells of one grid (`run/grid`: `--executor local|ray`, the
+caps shared among them); the rows are then evaluated here, and a failed run's rows are left out.
 """
 
 from __future__ import annotations
