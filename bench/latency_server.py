@@ -4,7 +4,8 @@ answers every request after a fixed delay, many requests at once (one thread eac
 It stands for a backend that parallelises, such as a GPU server or a hosted API, whose latency per
 request barely depends on how many requests are in flight. It does no inference: its answer is a
 fixed sentence. Figures measured against it show what batching buys under simulated latency, not model
-speed.
+speed. `/v1/chat/completions` answers at once, as an optimizer whose replies carry every tag the
+meta-prompts ask for (`fakes.instant_reply`), so a whole `optimize` run can go against it.
 
     python bench/latency_server.py --port 8123 --delay 0.5
 """
@@ -16,6 +17,8 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from fakes import instant_reply
 
 HOST = "127.0.0.1"
 
@@ -47,6 +50,13 @@ def make_handler(delay_s: float):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             request = json.loads(self.rfile.read(length) or b"{}")
+            if self.path.rstrip("/").endswith("/chat/completions"):
+                text = instant_reply("\n".join(str(m.get("content", "")) for m in request.get("messages", [])))
+                self._send(200, {"id": "sim", "object": "chat.completion", "created": int(time.time()), "model": "simulated",
+                                 "choices": [{"index": 0, "finish_reason": "stop",
+                                              "message": {"role": "assistant", "content": text}}],
+                                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}})
+                return
             prompts = request.get("prompt", "")
             prompts = prompts if isinstance(prompts, list) else [prompts]
             with lock:

@@ -11,6 +11,9 @@ Per method: test score ± stderr (n), the paired difference from the baseline on
 (95% bootstrap interval, McNemar p), dev score, optimizer calls and tokens, target requests of the search,
 search and test seconds; then each peer against ABO, paired on the same test documents. Runs are kept in
 `--output` (reports, artifacts, GEPA's state); `--resume` reuses the finished ones and continues the rest.
+The runs are the cells of one grid (`lm_eval_abo.run.grid`): `--executor local` (the default) runs them one
+after another in this process, `--executor ray [--ray-address ADDR]` as Ray tasks; a run that fails is
+left out of the table, named in the grid's table, and the benchmark exits 3.
 
     python bench/peers.py --apo apo     # the README's figures: 3 tasks, test n=100 (71 minutes on 2 cores)
     python bench/peers.py --tasks abo_object_counting_synth --apo ape --rounds 1 --budget 8 --train 4 --dev 3 \\
@@ -20,7 +23,7 @@ search and test seconds; then each peer against ABO, paired on the same test doc
 from __future__ import annotations
 
 import argparse
-import time
+import sys
 from pathlib import Path
 
 import record
@@ -31,17 +34,12 @@ PEERS = "abo,apo,gepa"  # "apo" stands for the best APO method of --apo
 BBH = record.REPO.parent / "shared" / "data" / "bbh"
 
 
-def run_method(task: str, method: str, args, lm) -> dict:
-    """One method on one task: `optimize`, or the finished run kept in --output (with --resume)."""
-    from lm_eval_abo.artifact import store
-    from lm_eval_abo.config import parse_pairs
-    from lm_eval_abo.run.optimize import OptimizeConfig, optimize
+def config_of(task: str, method: str, args):
+    """One method on one task, as a cell of the grid."""
+    from lm_eval_abo.config import OptimizeConfig, parse_pairs
 
     output = Path(args.output)
-    artifact_path = output / task / method / "best.yaml"
-    if args.resume and artifact_path.exists() and "test" in store.load(artifact_path).scores:
-        return summary(store.load(artifact_path), artifact_path.parent)
-    config = OptimizeConfig(
+    return OptimizeConfig(
         task=task, method=method, rounds=args.rounds, beam=args.beam, minibatch=args.minibatch, train_limit=args.train,
         dev_limit=args.dev, test_limit=args.test, patience=0, max_optimizer_calls=args.budget, seed=args.seed,
         candidates=args.candidates,
@@ -50,11 +48,21 @@ def run_method(task: str, method: str, args, lm) -> dict:
         gen_kwargs={"max_gen_toks": args.max_gen_toks} if args.max_gen_toks else {},
         method_args={k: v for k, v in parse_pairs(args.method_args).items() if k in method_defaults(method)},
     )
-    started = time.time()
-    outcome = optimize(config, out=lambda line: None, lm=lm)
-    print(f"{task}: {method}: test {outcome.artifact_data.scores['test']['value']:.3f} in {time.time() - started:.0f} s "
-          f"(load {record.load_average()})", flush=True)
-    return summary(outcome.artifact_data, outcome.run_dir)
+
+
+def methods_of(args) -> list[str]:
+    """The methods each task runs: the peers, with "apo" standing for every method of --apo."""
+    return [m for peer in args.methods.split(",") for m in (args.apo.split(",") if peer == "apo" else [peer])]
+
+
+def run_method(task: str, method: str, args) -> dict | None:
+    """A finished run's summary (None: its cell failed)."""
+    from lm_eval_abo.artifact import store
+
+    artifact_path = Path(args.output) / task / method / "best.yaml"
+    if not artifact_path.exists() or "test" not in store.load(artifact_path).scores:
+        return None
+    return summary(store.load(artifact_path), artifact_path.parent)
 
 
 def method_defaults(method: str) -> dict:
@@ -98,13 +106,15 @@ def versus(abo: dict, other: dict) -> dict:
             "n": c.n, "verdict": c.verdict().replace("the baseline", "ABO")}
 
 
-def task_rows(task: str, args, lm) -> tuple[list[dict], list[dict]]:
+def task_rows(task: str, args) -> tuple[list[dict], list[dict]]:
     rows = []
     for peer in args.methods.split(","):
         if peer != "apo":
-            rows.append(run_method(task, peer, args, lm))
+            rows += [row for row in [run_method(task, peer, args)] if row]
             continue
-        tried = [run_method(task, m, args, lm) for m in args.apo.split(",")]
+        tried = [row for row in (run_method(task, m, args) for m in args.apo.split(",")) if row]
+        if not tried:
+            continue
         best = max(tried, key=lambda r: r["dev"])  # the first listed wins a tie
         best["detail"] += "; best APO by dev: " + ", ".join(f"{r['method']} {r['dev']:.3f}" for r in tried)
         rows.append(best)
@@ -175,21 +185,30 @@ def main() -> None:
     parser.add_argument("--bbh-dir", type=Path, default=BBH, help="the real BIG-Bench-Hard files (abo_bbh_* tasks)")
     parser.add_argument("--output", default=str(record.RESULTS_DIR / "peers-runs"))
     parser.add_argument("--resume", action="store_true", help="reuse finished runs in --output, continue the others")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local (default): one run after another in this process; ray: each run a Ray task")
+    parser.add_argument("--ray-address", dest="ray_address", help="the Ray cluster of --executor ray (default: a local Ray)")
     args = parser.parse_args()
     load_at_start = record.header("Peers: ABO, the best APO method and GEPA at the same optimizer-call budget")
 
     from lm_eval_abo.embedded.backend import EmbeddedLM
     from lm_eval_abo.embedded.models import DEFAULT_TARGET
+    from lm_eval_abo.run.grid import run_grid
 
-    lm = EmbeddedLM(model=DEFAULT_TARGET)
+    tasks = []
+    for task in args.tasks.split(","):
+        if task.startswith("abo_bbh_") and not (args.bbh_dir / f"{task.removeprefix('abo_bbh_')}.json").exists():
+            print(f"{task}: skipped, no BIG-Bench-Hard file in {args.bbh_dir} (--bbh-dir)")
+            continue
+        tasks.append(task)
+    lm = EmbeddedLM(model=DEFAULT_TARGET) if args.executor == "local" else None  # the local cells share it
     rows, against = [], []
     with record.stopwatch() as elapsed:
-        for task in args.tasks.split(","):
-            if task.startswith("abo_bbh_") and not (args.bbh_dir / f"{task.removeprefix('abo_bbh_')}.json").exists():
-                print(f"{task}: skipped, no BIG-Bench-Hard file in {args.bbh_dir} (--bbh-dir)")
-                continue
-            task_result, task_against = task_rows(task, args, lm)
-            rows += task_result
+        grid = run_grid([config_of(task, method, args) for task in tasks for method in methods_of(args)], args.output,
+                        args.executor, args.ray_address, resume=args.resume, lm=lm, cell_out=lambda line: None)
+        for task in tasks:
+            found, task_against = task_rows(task, args)
+            rows += found
             against += task_against
     text = markdown(rows, against, args)
     print()
@@ -197,7 +216,10 @@ def main() -> None:
     record.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (record.RESULTS_DIR / "peers.md").write_text(text + "\n")
     record.save("peers", {"load_average_1min_at_start": load_at_start, "settings": {**vars(args), "bbh_dir": str(args.bbh_dir)},
-                          "rows": rows, "versus_abo": against, "wall_s": round(elapsed(), 1)})
+                          "rows": rows, "versus_abo": against, "wall_s": round(elapsed(), 1),
+                          "failed": [r.to_dict() for r in grid.failed]})
+    if grid.failed:
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from lm_eval_abo.commands import ecosystem, harness, runs  # noqa: E402
-from lm_eval_abo.infra.errors import AboError  # noqa: E402
+from lm_eval_abo.infra.errors import AboError, one_line  # noqa: E402
 
 SECRET_FLAGS = ("--model_args", "--optimizer_args", "-a")  # flags whose values may hold API keys
 
@@ -70,7 +70,7 @@ def _main(argv: list[str], debug: bool) -> int:
     except Exception as e:  # AboError is also a SystemExit, so `raise` would print no traceback
         if debug:
             traceback.print_exc()
-        message, code = _one_line(e), 2 if isinstance(e, (AboError, OSError)) else 1
+        message, code = one_line(e), 2 if isinstance(e, (AboError, OSError)) else 1
         _release_frames(e)
         print(f"lm-eval-abo: error: {message}", file=sys.stderr)
         return code
@@ -89,17 +89,6 @@ def _release_frames(error: BaseException) -> None:
         traceback.clear_frames(error.__traceback__)
         error = error.__cause__ or error.__context__
     gc.collect()
-
-
-def _one_line(error: Exception) -> str:
-    """A user error as its message; the environment's (OSError: a full disk, a folder that cannot be
-    written) with the file; anything else is a bug, with the way to its traceback."""
-    if isinstance(error, AboError):
-        return str(error)
-    if isinstance(error, OSError) and error.strerror:
-        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
-    lines = str(error).strip().splitlines()
-    return f"unexpected {type(error).__name__}: {lines[0] if lines else ''} (rerun with --debug for the traceback)"
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-BENCHMARKS = ["harness_overhead", "caching", "batched_scoring", "end_to_end", "method_cost", "peers", "profile_optimize",
+BENCHMARKS = ["harness_overhead", "caching", "batched_scoring", "end_to_end", "method_cost", "peers", "profile_optimize", "grid",
               "selection", "copying"]
 
 

@@ -24,7 +24,7 @@ from lm_eval_abo import cli
 from lm_eval_abo.artifact import store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.infra.errors import AboError
-from lm_eval_abo.infra.lock import LOCK_NAME, FolderInUse, FolderLock
+from lm_eval_abo.infra.lock import LOCK_NAME, FolderLock
 from lm_eval_abo.run.optimize import optimize
 from lm_eval_abo.run.paper_table import paper_table
 
@@ -148,14 +148,18 @@ def test_paper_table_locks_its_folder_and_each_step_its_run_directory(tmp_path, 
     with FakeServer(target_or_optimizer) as server:
         config = small(tmp_path, server, output=str(folder), model="local-completions", model_args=target_args(server))
         step = folder / TASK / "ape"
-        with FolderLock(step, "optimize run"), pytest.raises(FolderInUse, match=f"{step} is in use by process {os.getpid()}"):
-            paper_table(config, [TASK], ["ape"], out=lambda line: None)
-    assert (folder / TASK / "paper-table" / "zero-shot CoT.yaml").exists(), "the rows before the held step were made"
+        with FolderLock(step, "optimize run"):
+            table = paper_table(config, [TASK], ["ape"], out=lambda line: None)
+    failed = {cell["name"]: cell["error"] for cell in table["failed"]}
+    assert failed[f"{TASK}/ape"].startswith(f"{step} is in use by process {os.getpid()}")
+    assert [r["row"] for r in table["rows"]][:3] == ["zero-shot CoT", "few-shot CoT", "demonstrations only"]
+    assert "best APO method" not in {r["row"] for r in table["rows"]}
     SECTION.record("paper-table",
                    "`paper-table` on an output folder another paper-table holds; then on a free folder whose `ape` "
                    "run directory an `optimize` holds",
-                   f"exit 2 at once: {code(normalise(last_line(err), tmp_path))}; the second stops at the held step "
-                   "with the same message naming that run directory")
+                   f"exit 2 at once: {code(normalise(last_line(err), tmp_path))}; the second runs every other step: the "
+                   "held one fails with the same message naming that run directory, in the grid's table and the "
+                   "table's `failed`, and its row is left out")
 
 
 def test_runs_that_share_the_caches_at_once_all_finish_and_fill_them(tmp_path):

@@ -9,7 +9,7 @@ from conftest import bin_path, rule_lm, run_cli
 from fakeserver import FakeServer, reply
 
 from lm_eval_abo.config import OptimizeConfig
-from lm_eval_abo.run.paper_table import spread, task_rows
+from lm_eval_abo.run.paper_table import paper_table, spread
 
 TASK = "abo_object_counting_synth"
 
@@ -37,7 +37,7 @@ def test_rows_name_their_origin_cost_and_difference_from_the_first(tmp_path):
         config = OptimizeConfig(task=TASK, optimizer="openai/fake", optimizer_args={"api_base": server.base_url, "api_key": "x"},
                                 rounds=1, patience=0, beam=1, train_limit=4, dev_limit=3, test_limit=3, minibatch=2,
                                 optimizer_cache=None, output=str(tmp_path), resume=True)
-        rows = task_rows(config, ["ape", "opro"], rule_lm(), out=lambda line: None)
+        rows = paper_table(config, [TASK], ["ape", "opro"], out=lambda line: None, lm=rule_lm())["rows"]
     names = [r["row"] for r in rows]
     assert names == ["zero-shot CoT", "few-shot CoT", "demonstrations only", "best APO method", "ABO step 0", "ABO step 1",
                      "ABO without demonstrations", "ABO-ablation run"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+SOME_FAILED = 3  # the exit code of a grid whose other runs finished while some failed
+
 
 def config_from(args, **fixed):
     """The OptimizeConfig of a command's flags."""
@@ -30,7 +32,20 @@ def cmd_paper_table(args) -> None:
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     methods = [m.strip() for m in args.apo_methods.split(",") if m.strip()]
-    paper_table(config_from(args, task=tasks[0] if tasks else ""), tasks, methods, seeds=args.seeds)
+    result = paper_table(config_from(args, task=tasks[0] if tasks else ""), tasks, methods, seeds=args.seeds,
+                         executor=args.executor, ray_address=args.ray_address)
+    return SOME_FAILED if result.get("failed") else 0
+
+
+def add_executor_flags(p) -> None:
+    """--executor and --ray-address: how a command runs its grid of optimize runs."""
+    from lm_eval_abo.run.grid import EXECUTORS
+
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local (default): one run after another in this process; ray: each run a Ray task "
+                   '(pip install "lm-eval-abo[ray]")')
+    p.add_argument("--ray-address", dest="ray_address", default=None,
+                   help="the Ray cluster of --executor ray, e.g. 10.0.0.1:6379 (default: start a local Ray)")
 
 
 def add(sub) -> None:
@@ -68,7 +83,13 @@ def add(sub) -> None:
     add_flags(p, "paper-table", patience={
         "default": 0, "help": "every method stops when its best dev score has not improved for this many rounds "
         "(default 0: every method runs every round, so the budgets compare)"},
-        rounds={"help": "rounds of every method (default 2: ABO's rows are steps 0-2, as in the paper)"})
+        rounds={"help": "rounds of every method (default 2: ABO's rows are steps 0-2, as in the paper)"},
+        max_cost={"help": "cap in US dollars over all the table's optimize runs together, optimizer and target, "
+                  "shared among them in proportion to their projections"},
+        max_target_tokens={"help": "cap on the target's tokens over all the table's optimize runs, shared as "
+                           "--max-cost"},
+        max_optimizer_calls={"help": "cap on optimizer calls over all the table's optimize runs, shared as --max-cost"})
+    add_executor_flags(p)
     p.set_defaults(func=cmd_paper_table)
 
 

@@ -15,3 +15,14 @@ class AboError(SystemExit, Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def one_line(error: Exception) -> str:
+    """An error as one line: a user error as its message; the environment's (OSError: a full disk, a folder
+    that cannot be written) with the file; anything else is a bug, with the way to its traceback."""
+    if isinstance(error, AboError):
+        return str(error)
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    lines = str(error).strip().splitlines()
+    return f"unexpected {type(error).__name__}: {lines[0] if lines else ''} (rerun with --debug for the traceback)"

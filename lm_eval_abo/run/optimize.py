@@ -20,7 +20,7 @@ from lm_eval_abo.cost.ledger import Budget
 from lm_eval_abo.cost.target import TargetFailed
 from lm_eval_abo.infra import metaprompts, stats
 from lm_eval_abo.infra.errors import AboError
-from lm_eval_abo.infra.files import dump_json, write_text_atomic, write_texts_atomic
+from lm_eval_abo.infra.files import dump_json, read_json, write_text_atomic, write_texts_atomic
 from lm_eval_abo.infra.lock import FolderLock
 from lm_eval_abo.infra.redact import redact_arg_string
 from lm_eval_abo.optimizers import selection
@@ -92,6 +92,26 @@ def search_of(config: OptimizeConfig, session: Session, method, params, run: Run
                   dev_scoring=dev_scoring, acceptance=acceptance, alpha=config.alpha, no_copy=bool(config.no_copy))
 
 
+def plan_run(config: OptimizeConfig, method, params) -> tuple[Session, Projection]:
+    """The task built and split, and the run's projection, without loading any model (`config` resolved)."""
+    target_of(config).backend()  # a bad --model fails before anything is loaded
+    planned = plan_session(config, config.method if method.needs_generation else None)
+    cap = config.optimizer_args.get("max_tokens") or config.optimizer_args.get("max_completion_tokens")
+    return planned, project(planned, method, params, prices_of(config), config.optimizer, cap)
+
+
+def finished(config: OptimizeConfig) -> Outcome | None:
+    """The outcome of the run `config` names, read from its folder, once it has been evaluated on test."""
+    run = RunFolder(config.output, config.task, config.method, config.export_name)
+    if not run.artifact.exists() or not run.state.exists():
+        return None
+    artifact = store.load(run.artifact)
+    if "test" not in artifact.scores:
+        return None
+    result = SearchResult.from_state(SearchState.from_dict(read_json(run.state)["state"]))
+    return Outcome(run.dir, run.artifact, run.dir / artifact.scores["test"]["results_file"], artifact, result)
+
+
 def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
     """Run the search, the final test evaluation and the export; returns None for a dry run.
     `out` receives the lines to show (default: printed above any progress bars); `lm` is an
@@ -109,11 +129,8 @@ def optimize(config: OptimizeConfig, out=None, lm=None) -> Outcome | None:
 
 def _optimize(config: OptimizeConfig, method, params, run: RunFolder, out, lm) -> Outcome | None:
     saved = run.saved(config.fingerprint(), config.resume, config.dry_run, out)
-    target_of(config).backend()  # a bad --model fails before anything is loaded
-    planned = plan_session(config, config.method if method.needs_generation else None)
-    caps, prices = caps_of(config), prices_of(config)
-    cap = config.optimizer_args.get("max_tokens") or config.optimizer_args.get("max_completion_tokens")
-    plan = project(planned, method, params, prices, config.optimizer, cap)
+    planned, plan = plan_run(config, method, params)
+    caps = caps_of(config)
     out(run_report.projection_text(heading_of(config), plan, caps))
 
     started = time.time()

@@ -13,6 +13,8 @@ the preset) and the same patience. Every row names where its prompt came from (t
 beam) and carries the ledger of what made it plus its own test evaluation (optimizer calls and tokens,
 target requests and tokens, the cost of each and of both) and seconds. `--seeds N` repeats the table
 with N seeds and reports each row's spread.
+The optimize runs of every task and seed are the cells of one grid (`run/grid`: `--executor local|ray`, the
+caps shared among them); the rows are then evaluated here, and a failed run's rows are left out.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from lm_eval_abo.infra.lock import FolderLock
 from lm_eval_abo.optimizers import resolve
 from lm_eval_abo.reports.paper_table import spread, table_markdown
 from lm_eval_abo.run import evaluation
-from lm_eval_abo.run.optimize import optimize
-from lm_eval_abo.run.session import open_session, resolve_run, target_of
+from lm_eval_abo.run.grid import run_grid
+from lm_eval_abo.run.optimize import finished
+from lm_eval_abo.run.session import caps_of, open_session, resolve_run, target_of
 from lm_eval_abo.tasks import cot_exemplars
 
 APO_METHODS = ("ape", "apo", "apo-sum", "promptagent", "opro")
@@ -84,7 +87,9 @@ def run_rows(run) -> tuple[Ledger, float]:
     return Ledger.from_dict(run.artifact_data.usage), run.artifact_data.usage["seconds"]
 
 
-def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
+def task_rows(config: OptimizeConfig, apo_methods, lm, out, runs: dict) -> list[dict]:
+    """A task's rows; `runs` holds the outcome of each of its optimize runs (None where the run failed: its
+    rows are left out)."""
     session = open_session(resolve_run(config)[0], lm)
     rows = Rows(session, Path(config.output) / config.task / "paper-table", out)
     default = session.bridge.default_prompt
@@ -102,29 +107,35 @@ def task_rows(config: OptimizeConfig, apo_methods, lm, out) -> list[dict]:
              "baseline + verified demonstrations", session.ledger.minus(before), time.time() - started,
              detail=f"{len(demos)} demonstrations ({counts})")
 
-    runs = {m: optimize(replace(config, method=m), out=out, lm=lm) for m in apo_methods}
-    if runs:
-        best = max(runs, key=lambda m: runs[m].artifact_data.scores["dev"]["value"])
-        dev = ", ".join(f"{m} {runs[m].artifact_data.scores['dev']['value']:.3f}" for m in runs)
-        rows.add("best APO method", runs[best].artifact_data.prompt, best, runs[best].result.best.candidate.origin,
-                 *run_rows(runs[best]), detail=f"{best} (dev {dev})")
+    apo = {m: runs[m] for m in apo_methods if runs.get(m)}
+    if apo:
+        best = max(apo, key=lambda m: apo[m].artifact_data.scores["dev"]["value"])
+        dev = ", ".join(f"{m} {apo[m].artifact_data.scores['dev']['value']:.3f}" for m in apo)
+        rows.add("best APO method", apo[best].artifact_data.prompt, best, apo[best].result.best.candidate.origin,
+                 *run_rows(apo[best]), detail=f"{best} (dev {dev})")
 
-    outcome = optimize(replace(config, method="abo"), out=out, lm=lm)
-    run = outcome.result
-    for record in run.rounds:  # the best prompt after each step, on test
-        node = run.best_after(record)
-        rows.add(f"ABO step {record.round}", node.prompt, "abo", node.candidate.origin,
-                 *_cumulative(run, record.round), detail=f"dev {record.best.dev:.3f}")
-    best = run.best
-    rows.add("ABO without demonstrations", replace(best.prompt, demonstrations=()), "abo", f"{best.candidate.origin}, "
-             "demonstrations taken out", *run_rows(outcome), detail="ABO's best prompt, re-scored without its demonstrations")
-    ablation = optimize(replace(config, method="abo-ablation"), out=out, lm=lm)
-    rows.add("ABO-ablation run", ablation.artifact_data.prompt, "abo-ablation", ablation.result.best.candidate.origin,
-             *run_rows(ablation), detail="optimized without demonstrations from step 0")
+    outcome = runs.get("abo")
+    if outcome:
+        run = outcome.result
+        for record in run.rounds:  # the best prompt after each step, on test
+            node = run.best_after(record)
+            rows.add(f"ABO step {record.round}", node.prompt, "abo", node.candidate.origin,
+                     *_cumulative(run, record.round), detail=f"dev {record.best.dev:.3f}")
+        best = run.best
+        rows.add("ABO without demonstrations", replace(best.prompt, demonstrations=()), "abo", f"{best.candidate.origin}, "
+                 "demonstrations taken out", *run_rows(outcome), detail="ABO's best prompt, re-scored without its demonstrations")
+    ablation = runs.get("abo-ablation")
+    if ablation:
+        rows.add("ABO-ablation run", ablation.artifact_data.prompt, "abo-ablation", ablation.result.best.candidate.origin,
+                 *run_rows(ablation), detail="optimized without demonstrations from step 0")
     return rows.rows
 
 
-def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHODS, seeds: int = 1, out=print) -> dict:
+def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHODS, seeds: int = 1, out=print,
+                executor: str = "local", ray_address: str | None = None, lm=None) -> dict:
+    """The table for `tasks`; its optimize runs are the cells of one grid on `executor` (`ray_address`), with
+    `config`'s caps over the whole grid. `lm`: an already loaded target (default: loaded from `config`).
+    The result's "failed" lists the runs that failed (their rows are left out)."""
     if not tasks:
         raise AboError("--tasks: name at least one task")
     unknown = [m for m in apo_methods if m not in APO_METHODS]
@@ -135,22 +146,32 @@ def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHOD
     config = replace(config, resume=True, rounds=config.rounds if config.rounds is not None else ROUNDS,
                      use_cache=config.use_cache or str(Path(config.output) / "target-cache"))
     folder = Path(config.output)
+    methods = (*apo_methods, "abo", "abo-ablation")
     with FolderLock(folder, "paper-table", out):  # each optimize run also locks its own folder
-        lm = target_of(config).load()
+        lm = lm or (target_of(config).load() if executor == "local" else None)  # shared by the local cells
         started = time.time()
+        seeded = [replace(config, seed=config.seed + offset,
+                          output=str(folder / f"seed-{config.seed + offset}") if seeds > 1 else config.output)
+                  for offset in range(seeds)]
+        grid = run_grid([replace(s, task=task, method=m) for s in seeded for task in tasks for m in methods], folder,
+                        executor, ray_address, caps=caps_of(config), resume=True, lm=lm, out=out)
+        lm = lm or target_of(config).load()
         rows = []
-        for offset in range(seeds):
-            seeded = replace(config, seed=config.seed + offset,
-                             output=str(folder / f"seed-{config.seed + offset}") if seeds > 1 else config.output)
-            rows += [row for task in tasks for row in task_rows(replace(seeded, task=task), apo_methods, lm, out)]
+        for s in seeded:
+            for task in tasks:
+                runs = {m: finished(replace(s, task=task, method=m)) for m in methods}
+                rows += task_rows(replace(s, task=task), apo_methods, lm, out, runs)
         result = {
             "target": {"model": config.model}, "optimizer": config.optimizer, "preset": config.preset,
             "rounds": config.rounds, "patience": config.patience, "seeds": seeds, "rows": rows,
             "spread": spread(rows) if seeds > 1 else [], "seconds": round(time.time() - started, 1),
+            **({"failed": [r.to_dict() for r in grid.failed]} if grid.failed else {}),
         }
         write_json(folder / "paper_table.json", result)
         markdown = table_markdown(result)
         write_text_atomic(folder / "paper_table.md", markdown + "\n")
     out(markdown)
     out(f"\nwritten: {folder / 'paper_table.md'} and paper_table.json")
+    if grid.failed:
+        out(f"{len(grid.failed)} of {len(grid.reports)} runs failed (their rows are left out): see {folder / 'grid.md'}")
     return result
