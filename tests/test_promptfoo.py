@@ -262,10 +262,11 @@ def test_promptfoo_renders_exactly_what_lm_eval_sends(tmp_path, chat):
 
 
 def test_imported_task_exports_back_with_its_assertions(tmp_path):
-    """import -> export -> promptfoo (echo): a one-line prompt, hostile vars and assertion values reach
+    """import -> export -> promptfoo (echo): a one-line prompt, vars as promptfoo renders them (`{{ 7*7 }}`
+    becomes 49) and assertion values (rendered with the unrendered vars, as promptfoo does) reach
     promptfoo literally, and promptfoo grades with the original assertions as lm-eval's pass_rate does."""
     config = tmp_path / "promptfooconfig.yaml"
-    questions = ["3/4 of 8", "{{ 7*7 }}", "{% raw %} x", "see file://y.py", "a } #} b", "plain"]
+    questions = ["3/4 of 8", "{{ 7*7 }}", "{{ ''.__class__ }}", "see file://y.py", "a stray {", "plain"]
     config.write_text(yaml.safe_dump({
         "prompts": ["Repeat: {{q}}"], "providers": ["echo"],
         "defaultTest": {"assert": [{"type": "contains", "value": "{{q}}"}]},

@@ -11,13 +11,12 @@ score reaches it. The task's metric `pass_rate` is the mean of passes, i.e. prom
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 
 from lm_eval_abo.infra.errors import AboError
-from lm_eval_abo.promptfoo.syntax import js_regex_to_python, js_str
+from lm_eval_abo.promptfoo import checks
 
-SUPPORTED = ("equals", "contains", "icontains", "regex", "starts-with")
+SUPPORTED = checks.SUPPORTED
 GRADING_FIELD = "promptfoo_grading"
 METRIC = "pass_rate"
 
@@ -27,32 +26,24 @@ def base_type(kind: str) -> tuple[str, bool]:
     return (kind[4:], True) if kind.startswith("not-") else (kind, False)
 
 
-@lru_cache(maxsize=256)
-def _regex(pattern: str):
-    return js_regex_to_python(pattern, "regex assertion")
-
-
 def check(assertion: dict, output: str) -> bool:
     """One assertion on one reply."""
+    return _result(assertion, output)[0]
+
+
+def _result(assertion: dict, output: str) -> tuple[bool, float]:
+    if assertion.get("type") == "assert-set":
+        return grade(assertion, output)
     kind, negated = base_type(assertion["type"])
-    value = js_str(assertion.get("value"))
-    if kind == "equals":
-        ok = output == value
-    elif kind == "contains":
-        ok = value in output
-    elif kind == "icontains":
-        ok = value.lower() in output.lower()
-    elif kind == "starts-with":
-        ok = output.startswith(value)
-    elif kind == "regex":
-        ok = _regex(value).search(output) is not None
-    else:
+    if kind not in SUPPORTED:
         raise AboError(f"unsupported assertion type {assertion['type']!r}")
-    return ok != negated
+    return checks.check(kind, negated, assertion.get("value"), output, assertion)
 
 
 def grade(grading: dict, output: str) -> tuple[bool, float]:
-    """(passed, score) of a test's assertions on one reply."""
+    """(passed, score) of a test's assertions (or an assert-set's) on one reply, as promptfoo's
+    AssertionsResult: the weighted mean score; a zero-weight assertion always passes; with a threshold
+    the score decides, else any failure fails."""
     asserts = grading.get("assert") or []
     if not asserts:
         return True, 1.0
@@ -60,8 +51,9 @@ def grade(grading: dict, output: str) -> tuple[bool, float]:
     failed = False
     for assertion in asserts:
         weight = float(assertion.get("weight", 1))
-        ok = check(assertion, output) or weight == 0
-        total += weight * ok
+        ok, score = _result(assertion, output)
+        ok = ok or (weight == 0 and assertion.get("type") != "assert-set")  # runAssertion's rule, not a set's
+        total += weight * score
         weights += weight
         failed = failed or not ok
     score = total / weights if weights > 0 else 0.0
