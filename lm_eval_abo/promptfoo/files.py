@@ -30,6 +30,10 @@ _SCORED = {"answer-relevance", "classifier", "context-faithfulness", "context-re
            "levenshtein", "perplexity-score", "perplexity", "rouge-n", "similar", "starts-with"}
 
 
+def is_glob(ref: str) -> bool:
+    return bool(_GLOB.search(ref))
+
+
 def resolve(base: Path, ref: str, where: str) -> list[Path]:
     """The files a `file://` reference names (a glob names them in name order), all inside `base`."""
     relative = ref.removeprefix("file://")
@@ -140,7 +144,12 @@ def read_tests_file(path: Path, problems: list[str]) -> list:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
-        return [csv_test(row, problems, f"{where} row {i + 1}") for i, row in enumerate(rows)]
+        tests = []
+        for i, row in enumerate(rows):
+            if None in row or None in row.values():
+                problems.append(f"{where} row {i + 1}: not as many cells as columns (promptfoo refuses the file)")
+            tests.append(csv_test(row, problems, f"{where} row {i + 1}"))
+        return tests
     try:
         if suffix == ".jsonl":
             return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -78,6 +78,8 @@ def translate(src: str) -> str:
             out.append("[^\n\r\u2028\u2029]")
         elif c == "$":
             out.append(r"\Z")
+        elif src.startswith("(?", i) and not src.startswith(("(?:", "(?=", "(?!", "(?<"), i):
+            raise ValueError(f"JavaScript has no {src[i:i + 3]!r} group (a syntax error there)")
         elif src.startswith("(?<", i) and not src.startswith(("(?<=", "(?<!"), i):
             out.append("(?P<")
             i += 3

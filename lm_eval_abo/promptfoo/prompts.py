@@ -29,7 +29,8 @@ def _from_file(base: Path, ref: str, label: str | None, config: dict, problems: 
     found = []
     for path in files.resolve(base, ref, "prompts"):
         suffix = path.suffix.lower()
-        name = path.relative_to(base).as_posix()
+        # promptfoo labels a prompt "<file>: <text>", the file as written, or its absolute path when globbed
+        name = str(path) if files.is_glob(ref) else path.relative_to(base).as_posix()
         if suffix not in TEXT_SUFFIXES:
             problems.append(f"prompt file {name} (read: {', '.join(TEXT_SUFFIXES)}; prompt functions and other formats are not)")
             continue
