@@ -183,3 +183,128 @@ def test_generation_settings_and_the_lm_eval_line(tmp_path, capsys):
     assert task["generation_kwargs"] == {"until": [], "max_gen_toks": 64, "do_sample": False, "temperature": 0.0,
                                          "top_p": 0.9, "seed": 7}
     assert "--model openai-chat-completions --model_args model=gpt-4o-mini --apply_chat_template" in out
+
+
+# --- import without Node: refusals, notes, providers, filters ---------------------------------------
+
+
+def config_file(folder: Path, data: dict) -> Path:
+    write(folder, {"promptfooconfig.yaml": data})
+    return folder / "promptfooconfig.yaml"
+
+
+def test_refusal_lists_every_problem_even_with_too_few_tests(tmp_path):
+    from lm_eval_abo.infra.errors import AboError
+    from lm_eval_abo.promptfoo.reading import read_config
+
+    config = config_file(tmp_path, {
+        "prompts": ["Q: {{ q }}"], "providers": ["bedrock:anthropic.claude"], "scenarios": [],
+        "tests": [{"vars": {"q": "a"}, "assert": [{"type": "llm-rubric", "value": "ok"}, {"type": "similar", "value": "a"},
+                                                   {"type": "javascript", "value": "true"}, {"$ref": "#/assertionTemplates/none"}]}]})
+    with pytest.raises(AboError) as error:
+        read_config(config)
+    message = str(error.value)
+    assert "\n" not in message
+    for item in ("bedrock:anthropic.claude", "'llm-rubric' (graded by a model", "'similar' (needs an embedding model",
+                 "'javascript'", "scenarios", "#/assertionTemplates/none", "1 test(s) after expansion"):
+        assert item in message, item
+
+
+def test_list_vars_expand_into_the_cross_product(tmp_path):
+    from lm_eval_abo.promptfoo.reading import read_config
+
+    config = config_file(tmp_path, {"prompts": ["{{ a }} {{ b }} {{ c }}"], "tests": [
+        {"vars": {"a": ["1", "2", "3", "4", "5"], "b": ["x", "y", "z", "u", "v"], "c": [1, 2]}, "assert": [{"type": "contains", "value": "{{ a }}"}]}]})
+    rows = read_config(config).rows
+    # 5 x 5 tests; a list whose first item is not text is one value (promptfoo prints it "1,2")
+    assert len(rows) == 25 and {r["c"] for r in rows} == {"1,2"}
+    assert {(r["a"], r["b"]) for r in rows} == {(a, b) for a in "12345" for b in "xyzuv"}
+
+
+def test_config_without_assertions_warns(tmp_path, capsys):
+    from lm_eval_abo.cli import main
+
+    config = config_file(tmp_path, {"prompts": ["Q: {{ q }}"], "tests": [{"vars": {"q": str(i)}} for i in range(4)]})
+    assert main(["import", "promptfoo", str(config), "-o", str(tmp_path / "tasks")]) == 0
+    assert "warning: no test has an assertion" in capsys.readouterr().out
+
+
+def test_tests_filtered_by_prompt_keep_the_imported_prompts(tmp_path):
+    from lm_eval_abo.promptfoo.reading import read_config
+
+    config = config_file(tmp_path, {
+        "prompts": [{"raw": "A {{ q }}", "label": "short"}, {"raw": "B {{ q }}", "label": "long:v2"}],
+        "tests": [{"vars": {"q": str(i)}, "prompts": ["short"]} for i in range(3)]
+        + [{"vars": {"q": "only for long"}, "prompts": ["long"]}, {"vars": {"q": "for short*"}, "prompts": ["sh*"]}]})
+    imported = read_config(config)
+    assert imported.prompt_label == "short" and sorted(r["q"] for r in imported.rows) == ["0", "1", "2", "for short*"]
+    assert any("1 other prompt" in note for note in imported.notes)
+
+
+@pytest.mark.parametrize(("provider", "model", "args"), [
+    ("openrouter:meta-llama/llama-3.1-8b-instruct", "local-chat-completions",
+     "model=meta-llama/llama-3.1-8b-instruct,base_url=https://openrouter.ai/api/v1/chat/completions"),
+    ({"id": "openai:chat:qwen", "config": {"apiBaseUrl": "http://127.0.0.1:8080/v1"}}, "local-chat-completions",
+     "model=qwen,base_url=http://127.0.0.1:8080/v1/chat/completions"),
+    ("deepseek:deepseek-chat", "local-chat-completions", "model=deepseek-chat,base_url=https://api.deepseek.com/v1/chat/completions"),
+    ("anthropic:claude-3-5-haiku-latest", "anthropic-chat-completions", "model=claude-3-5-haiku-latest"),
+])
+def test_openai_compatible_providers_map_to_lm_eval_api_backends(tmp_path, provider, model, args):
+    from lm_eval_abo.promptfoo.reading import read_config
+
+    config = config_file(tmp_path, {"prompts": ["Q: {{ q }}"], "providers": [provider, "azure:chat:x", "replicate:y"],
+                                    "tests": [{"vars": {"q": str(i)}, "assert": [{"type": "contains", "value": "1"}]} for i in range(3)]})
+    imported = read_config(config)
+    assert imported.lm_eval["model"] == model and imported.lm_eval["model_args"].startswith(args) and imported.lm_eval["chat"]
+    assert "not imported: azure:chat:x, replicate:y" in " ".join(imported.notes)
+    # promptfoo's chat defaults: 1024 tokens, no stop (lm-eval's own would stop at the first blank line)
+    assert imported.generation == {"until": [], "max_gen_toks": 1024, "do_sample": False, "temperature": 0.0}
+
+
+def test_completion_provider_defaults_and_settings(tmp_path):
+    from lm_eval_abo.promptfoo.reading import read_config
+
+    config = config_file(tmp_path, {
+        "prompts": [{"raw": "Q: {{ q }}", "config": {"temperature": 0.7}}],
+        "providers": [{"id": "openai:completion:gemma", "config": {"apiBaseUrl": "http://127.0.0.1:9/v1", "response_format": {"type": "json_object"}}}],
+        "tests": [{"vars": {"q": str(i)}, "assert": [{"type": "is-json"}]} for i in range(3)]})
+    imported = read_config(config)
+    # promptfoo's OpenAiCompletionProvider stops at <|im_end|> and <|endoftext|> by default; the prompt's config wins
+    assert imported.generation == {"until": ["<|im_end|>", "<|endoftext|>"], "max_gen_toks": 1024, "do_sample": True, "temperature": 0.7}
+    assert not imported.lm_eval["chat"]
+
+
+def test_chat_provider_carries_response_format(tmp_path):
+    from lm_eval_abo.promptfoo.reading import read_config
+
+    config = config_file(tmp_path, {
+        "prompts": ['[{"role": "system", "content": "Reply in JSON."}, {"role": "user", "content": "{{ q | upper }}"}]'],
+        "providers": [{"id": "openai:chat:gpt-4o-mini", "config": {"response_format": {"type": "json_object"}, "stop": "END"}}],
+        "tests": [{"vars": {"q": f"q{i}"}, "assert": [{"type": "is-json"}]} for i in range(3)]})
+    imported = read_config(config)
+    assert imported.generation["response_format"] == {"type": "json_object"} and imported.generation["until"] == ["END"]
+    assert imported.chat and imported.instruction == "Reply in JSON."
+    assert sorted(r["promptfoo_prompt"] for r in imported.rows) == ["Q0", "Q1", "Q2"]
+
+
+def test_templates_never_leave_the_sandbox(tmp_path):
+    from lm_eval_abo.infra.errors import AboError
+    from lm_eval_abo.promptfoo.reading import read_config
+
+    def tests(*values):
+        return [{"vars": {"q": v}, "assert": [{"type": "contains", "value": "x"}]} for v in values]
+
+    # what Nunjucks prints as "" prints "" here; reaching further into Python is refused by the sandbox
+    config = config_file(tmp_path, {"prompts": ["Q: {{ q | lower }}"], "tests": tests("{{ ''.__class__ }}", "{{ nothing.at.all }}", "ok")})
+    assert sorted(r["promptfoo_prompt"] for r in read_config(config).rows) == ["Q: ", "Q: ", "Q: ok"]
+    for hostile in ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "{{ cycler.__init__.__globals__.os }}", "{{ lipsum }}"):
+        config = config_file(tmp_path, {"prompts": ["Q: {{ q | lower }}"], "tests": tests(hostile, "a", "b")})
+        try:
+            rendered = sorted(r["promptfoo_prompt"] for r in read_config(config).rows)
+        except AboError as e:
+            assert "unsafe" in str(e)
+        else:
+            assert rendered == ["Q: ", "Q: a", "Q: b"]
+    config = config_file(tmp_path, {"prompts": ["Key: {{ env.OPENAI_API_KEY }} {{ q }}"], "tests": tests("1", "2", "3")})
+    with pytest.raises(AboError, match="environment variables"):
+        read_config(config)

@@ -71,6 +71,7 @@ class _Env(ImmutableSandboxedEnvironment):
 @lru_cache(maxsize=1)
 def environment() -> _Env:
     env = _Env(undefined=ChainableUndefined, finalize=_print, autoescape=False, keep_trailing_newline=True)
+    env.globals = {"range": lambda *a: list(range(*a)), "cycler": env.globals["cycler"], "joiner": env.globals["joiner"]}
     env.filters.update({"load": _load, "dump": _dump, "escape": _escape, "e": _escape, "truncate": _truncate,
                         "nl2br": lambda v: _print(v).replace("\r\n", "<br />\n").replace("\n", "<br />\n")})
     return env
