@@ -308,3 +308,34 @@ def test_templates_never_leave_the_sandbox(tmp_path):
     config = config_file(tmp_path, {"prompts": ["Key: {{ env.OPENAI_API_KEY }} {{ q }}"], "tests": tests("1", "2", "3")})
     with pytest.raises(AboError, match="environment variables"):
         read_config(config)
+
+
+def test_imported_config_exports_back_and_promptfoo_grades_alike(tmp_path):
+    """import (Nunjucks prompt, list-valued assertions, assert-set) -> export -> promptfoo (echo): the
+    exported config sends lm-eval's prompt and promptfoo grades each reply as the task's pass_rate."""
+    from test_promptfoo import exported_requests
+
+    from lm_eval_abo.artifact import store
+    from lm_eval_abo.artifact.prompt import Prompt
+    from lm_eval_abo.config import HarnessSettings
+    from lm_eval_abo.promptfoo.export import ExportOptions, export
+
+    config = config_file(tmp_path, {
+        "prompts": ["Be brief.\n\nSay {{ word | upper }} {% if n %}{{ n }} times{% endif %}"], "providers": ["echo"],
+        "tests": [{"vars": {"word": w, "n": n},
+                   "assert": [{"type": "contains-any", "value": ["SAY", "{{ word }}"]},
+                              {"type": "assert-set", "threshold": 0.5, "assert": [{"type": "icontains", "value": "{{ word }}"},
+                                                                                  {"type": "regex", "value": r"\d times$"}]}]}
+                  for w in ("a", "b {{ c }}", "d") for n in ("", "2")]})
+    path, _ = import_config(config, tmp_path / "tasks", task_name="back", n_train=1, n_dev=1)
+    artifact = store.save(store.Artifact(task="back", method="manual", prompt=Prompt(instruction="Be brief.", placement="user")),
+                          tmp_path / "best.yaml")
+    options, harness = ExportOptions(provider="echo"), HarnessSettings(include_path=[str(path.parent)])
+    export(artifact, tmp_path / "export.yaml", options, harness)
+    found = run_promptfoo(tmp_path / "export.yaml", tmp_path / "results.json")
+    task, reqs = exported_requests(artifact, options, harness)
+    assert len(found["results"]) == len(reqs) == 4 and found["stats"]["errors"] == 0
+    for row in found["results"]:
+        req = reqs[row["testIdx"]]
+        assert row["prompt"]["raw"] == req.context
+        assert row["success"] == (task.process_results(req.doc, [row["response"]["output"]])["pass_rate"] == 1.0)

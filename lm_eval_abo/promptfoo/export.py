@@ -231,7 +231,13 @@ def exact_match_assertion(task, gold_name: str) -> dict:
 
 def _escaped_assertion(assertion: dict) -> dict:
     """An imported assertion for promptfoo, which renders assertion values with Nunjucks."""
+    if assertion.get("type") == "assert-set":
+        return {**assertion, "assert": [_escaped_assertion(a) for a in assertion["assert"]]}
+    if "value" not in assertion:
+        return assertion
     value = assertion["value"]
+    if isinstance(value, list):  # promptfoo renders each text item of a list
+        return {**assertion, "value": [syntax.escape_literal(v) if isinstance(v, str) else v for v in value]}
     return {**assertion, "value": syntax.escape_literal(value) if isinstance(value, str) else value}
 
 
