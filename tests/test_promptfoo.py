@@ -166,12 +166,12 @@ def test_unsupported_features_are_listed_in_one_error(tmp_path, capsys):
     config.write_text(yaml.safe_dump({
         "prompts": ["Q: {{q}}"], "providers": ["bedrock:anthropic.claude", "openai:chat:gpt-4o-mini"],
         "scenarios": [], "tests": [{"vars": {"q": str(i)}, "assert": [{"type": "llm-rubric", "value": "ok"},
-                                                                      {"type": "javascript", "value": "true"}]} for i in range(3)],
+                                                                      {"type": "webhook", "value": "http://127.0.0.1:9"}]} for i in range(3)],
     }))
     with pytest.raises(AboError) as error:
         read_config(config)
     message = str(error.value)
-    for item in ("bedrock:anthropic.claude", "'llm-rubric'", "'javascript'", "scenarios"):
+    for item in ("bedrock:anthropic.claude", "'llm-rubric'", "'webhook' (calls a web service)", "scenarios"):
         assert item in message
     from lm_eval_abo.cli import main
 

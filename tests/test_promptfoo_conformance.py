@@ -200,13 +200,13 @@ def test_refusal_lists_every_problem_even_with_too_few_tests(tmp_path):
     config = config_file(tmp_path, {
         "prompts": ["Q: {{ q }}"], "providers": ["bedrock:anthropic.claude"], "scenarios": [],
         "tests": [{"vars": {"q": "a"}, "assert": [{"type": "llm-rubric", "value": "ok"}, {"type": "similar", "value": "a"},
-                                                   {"type": "javascript", "value": "true"}, {"$ref": "#/assertionTemplates/none"}]}]})
+                                                   {"type": "ruby", "value": "true"}, {"$ref": "#/assertionTemplates/none"}]}]})
     with pytest.raises(AboError) as error:
         read_config(config)
     message = str(error.value)
     assert "\n" not in message
     for item in ("bedrock:anthropic.claude", "'llm-rubric' (graded by a model", "'similar' (needs an embedding model",
-                 "'javascript'", "scenarios", "#/assertionTemplates/none", "1 test(s) after expansion"):
+                 "'ruby' (runs Ruby code)", "scenarios", "#/assertionTemplates/none", "1 test(s) after expansion"):
         assert item in message, item
 
 

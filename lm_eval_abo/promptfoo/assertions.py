@@ -1,11 +1,14 @@
-"""promptfoo's deterministic assertions in Python, and the lm-eval hooks of imported promptfoo tasks.
+"""promptfoo's assertions graded in Python, and the lm-eval hooks of imported promptfoo tasks.
 
 An imported task keeps each test's grading as JSON in the document field `promptfoo_grading`:
 `{"assert": [...], "threshold": ...}`, defaultTest's assertions first, `{{ var }}` references already
-filled in. `process_results` grades the target's reply with it as promptfoo 0.120.0 does
-(`runAssertions`): each assertion scores 1 or 0; a zero-weight assertion always passes; the test score
-is the weighted mean; the test passes when no assertion failed or, with a non-zero threshold, when the
-score reaches it. The task's metric `pass_rate` is the mean of passes, i.e. promptfoo's pass rate.
+filled in; with code assertions also the test's `vars`, `prompt` and `test` (their `context`).
+`process_results` grades the target's reply with it as promptfoo 0.120.0 does (`runAssertions`): each
+assertion gives a pass and a score (deterministic types in `checks`, `python` and `javascript` in
+`code`); a zero-weight assertion always passes; the test score is the weighted mean; the test passes
+when no assertion failed or, with a non-zero threshold, when the score reaches it; where promptfoo
+throws (`GradingError`) the test fails with score 0. The task's metric `pass_rate` is the mean of
+passes, i.e. promptfoo's pass rate.
 """
 
 from __future__ import annotations
@@ -13,12 +16,42 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lm_eval_abo.infra.errors import AboError
-from lm_eval_abo.promptfoo import checks
+from dataclasses import dataclass, field
 
-SUPPORTED = checks.SUPPORTED
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.promptfoo import checks, code
+
+SUPPORTED = (*checks.SUPPORTED, *code.CODE_TYPES)
+ENV_TYPES = set(code.CODE_TYPES)  # the types that see more than the reply
 GRADING_FIELD = "promptfoo_grading"
 METRIC = "pass_rate"
+
+
+@dataclass(frozen=True)
+class Env:
+    """What a test's code assertions see besides the reply: the prompt sent, the vars, the test."""
+
+    prompt: str = ""
+    vars: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
+
+    def context(self, assertion: dict, output: str) -> dict:
+        """promptfoo's assertion `context` (the parts of it a reply graded here has)."""
+        return {"prompt": self.prompt, "vars": self.vars, "test": self.test, "providerResponse": {"output": output},
+                **({"config": assertion["config"]} if "config" in assertion else {})}
+
+
+def needs_env(asserts: list[dict]) -> bool:
+    """Whether any assertion (in assert-sets too) reads the vars, the prompt or the test."""
+    return any(needs_env(a.get("assert") or []) if a.get("type") == "assert-set" else base_type(a["type"])[0] in ENV_TYPES
+               for a in asserts)
+
+
+def env_of(grading: dict, prompt: str | None = None) -> Env:
+    """The Env of a test's grading JSON; `prompt`: the text sent (else the prompt recorded at import)."""
+    variables = grading.get("vars") or {}
+    test = {"vars": variables, "assert": grading.get("assert") or [], **(grading.get("test") or {})}
+    return Env(prompt if prompt is not None else grading.get("prompt", ""), variables, test)
 
 
 def base_type(kind: str) -> tuple[str, bool]:
@@ -26,21 +59,35 @@ def base_type(kind: str) -> tuple[str, bool]:
     return (kind[4:], True) if kind.startswith("not-") else (kind, False)
 
 
-def check(assertion: dict, output: str) -> bool:
+def check(assertion: dict, output: str, env: Env | None = None) -> bool:
     """One assertion on one reply."""
-    return _result(assertion, output)[0]
+    try:
+        return _result(assertion, output, env or Env())[0]
+    except checks.GradingError:
+        return False
 
 
-def _result(assertion: dict, output: str) -> tuple[bool, float]:
+def _result(assertion: dict, output: str, env: Env) -> tuple[bool, float]:
     if assertion.get("type") == "assert-set":
-        return grade(assertion, output)
+        return _grade(assertion, output, env)
     kind, negated = base_type(assertion["type"])
     if kind not in SUPPORTED:
         raise AboError(f"unsupported assertion type {assertion['type']!r}")
+    if kind in code.CODE_TYPES:
+        return code.check(kind, negated, assertion, output, env.context(assertion, output))
     return checks.check(kind, negated, assertion.get("value"), output, assertion)
 
 
-def grade(grading: dict, output: str) -> tuple[bool, float]:
+def grade(grading: dict, output: str, env: Env | None = None) -> tuple[bool, float]:
+    """(passed, score) of a test's assertions on one reply (`env`: what code assertions see, else the
+    grading's own); a test promptfoo would end with an error fails with score 0."""
+    try:
+        return _grade(grading, output, env or env_of(grading))
+    except checks.GradingError:
+        return False, 0.0
+
+
+def _grade(grading: dict, output: str, env: Env) -> tuple[bool, float]:
     """(passed, score) of a test's assertions (or an assert-set's) on one reply, as promptfoo's
     AssertionsResult: the weighted mean score; a zero-weight assertion always passes; with a threshold
     the score decides, else any failure fails."""
@@ -51,7 +98,7 @@ def grade(grading: dict, output: str) -> tuple[bool, float]:
     failed = False
     for assertion in asserts:
         weight = float(assertion.get("weight", 1))
-        ok, score = _result(assertion, output)
+        ok, score = _result(assertion, output, env)
         ok = ok or (weight == 0 and assertion.get("type") != "assert-set")  # runAssertion's rule, not a set's
         total += weight * score
         weights += weight

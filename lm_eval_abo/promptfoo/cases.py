@@ -7,8 +7,10 @@
 - list-valued vars are expanded into the cross product (`generateVarCombinations`: a list whose first
   item is text, and a `file://` glob, give one test per item; tests are counted after expansion);
 - vars that name files are loaded, and vars are resolved and rendered (see `nunjucks`);
-- assertion values are rendered with the vars; cost and latency assertions are dropped (one note per
-  type); types that cannot be graded here are refused with the reason.
+- assertion values are rendered with the vars (code assertions keep their code as written, a
+  `file://` script resolved to its path); cost and latency assertions are dropped (one note per type);
+  types that cannot be graded here are refused with the reason;
+- a test with code assertions also keeps what their `context` holds: the vars, the prompt, the test.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import json
 
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.files import read_text, read_yaml
-from lm_eval_abo.promptfoo import checks, files, nunjucks
-from lm_eval_abo.promptfoo.assertions import GRADING_FIELD, SUPPORTED, base_type
+from lm_eval_abo.promptfoo import checks, code, files, nunjucks
+from lm_eval_abo.promptfoo.assertions import GRADING_FIELD, SUPPORTED, base_type, needs_env
 from lm_eval_abo.promptfoo.jsregex import js_trim
 from lm_eval_abo.promptfoo.prompts import allowed
 from lm_eval_abo.promptfoo.syntax import js_str
@@ -90,7 +92,7 @@ def _asserts(asserts, where: str, problems: list[str], notes: list[str]) -> list
         extra = set(assertion) - ASSERT_KEYS
         if extra:
             problems.append(f"assertion keys {', '.join(sorted(extra))} ({kind})")
-        kept.append({k: assertion[k] for k in ("type", "value", "weight", "threshold") if k in assertion})
+        kept.append({k: assertion[k] for k in ("type", "value", "weight", "threshold", "config") if k in assertion})
     return kept
 
 
@@ -114,14 +116,31 @@ def _filled(asserts: list[dict], resolved: dict, where: str, base, problems: lis
         if assertion["type"] == "assert-set":
             out.append({**assertion, "assert": _filled(assertion["assert"], resolved, where, base, problems)})
             continue
-        filled = {**assertion}
-        if "value" in assertion:
-            filled["value"] = _render_value(assertion["value"], resolved, f"{where} assertion", base, problems)
-        problem = checks.value_problem(base_type(assertion["type"])[0], filled.get("value"))
+        filled, kind = {**assertion}, base_type(assertion["type"])[0]
+        if kind in code.CODE_TYPES:
+            filled["value"] = _script(assertion.get("value"), base, f"{where} {kind} assertion", problems)
+            problem = code.value_problem(kind, filled["value"])
+        else:
+            if "value" in assertion:
+                filled["value"] = _render_value(assertion["value"], resolved, f"{where} assertion", base, problems)
+            problem = checks.value_problem(kind, filled.get("value"))
         if problem:
             problems.append(problem)
         out.append(filled)
     return out
+
+
+def _script(value, base, where: str, problems: list[str]):
+    """A code assertion's value: the code as written, or a `file://` script as its absolute path (and function)."""
+    if not (isinstance(value, str) and value.startswith("file://")):
+        return value
+    path, function = code.split_ref(value)
+    try:
+        found = files.resolve(base, "file://" + path, where)[0]
+    except AboError as e:
+        problems.append(str(e))
+        return value
+    return f"file://{found}" + (f":{function}" if function else "")
 
 
 def read_default(config: dict, base, problems: list[str]) -> dict:
@@ -210,7 +229,7 @@ class Cases:
             try:
                 combos = [raw_vars] if options.get("disableVarExpansion") else expand(raw_vars, self.base, where)
                 for values in combos:
-                    rows.append(self._row(values, asserts, threshold, where, seen))
+                    rows.append(self._row(values, asserts, threshold, where, seen, test))
             except AboError as e:
                 self.problems.append(str(e))
         names = sorted({k for row in rows for k in row})
@@ -219,7 +238,7 @@ class Cases:
                 row.setdefault(name, "")
         return rows
 
-    def _row(self, raw: dict, asserts: list[dict], threshold, where: str, seen: dict) -> dict:
+    def _row(self, raw: dict, asserts: list[dict], threshold, where: str, seen: dict, test: dict) -> dict:
         loaded = {}
         for name, value in raw.items():
             if str(name) in RESERVED_FIELDS or str(name).startswith("abo_"):
@@ -237,7 +256,11 @@ class Cases:
         seen[key] = seen.get(key, 0) + 1
         row["id"] = key if seen[key] == 1 else f"{key}-{seen[key]}"  # the same test twice runs twice
         row.setdefault("target", _gold(filled))
-        row[GRADING_FIELD] = json.dumps({"assert": filled, "threshold": threshold}, ensure_ascii=False)
+        grading = {"assert": filled, "threshold": threshold}
+        if needs_env(filled):  # what code assertions see: promptfoo's vars, prompt and test
+            grading.update(vars=resolved, prompt=row.get(PROMPT_FIELD) or nunjucks.render(self.question, context, where),
+                           test={k: test[k] for k in ("description", "metadata") if k in test})
+        row[GRADING_FIELD] = json.dumps(grading, ensure_ascii=False, default=str)
         return row
 
 

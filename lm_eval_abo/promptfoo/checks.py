@@ -26,8 +26,6 @@ _MODEL_GRADED = ("llm-rubric", "model-graded-closedqa", "model-graded-factuality
 REFUSED = {
     **{kind: "graded by a model; model-graded assertions are not imported yet" for kind in _MODEL_GRADED},
     "similar": "needs an embedding model (cosine similarity of embeddings); it is not an exact match",
-    "javascript": "runs JavaScript code; code assertions are not imported yet",
-    "python": "runs Python code; code assertions are not imported yet",
     "ruby": "runs Ruby code",
     "webhook": "calls a web service",
     "is-sql": "checked by the node-sql-parser grammar, which has no Python equivalent",
@@ -37,6 +35,10 @@ REFUSED = {
     "perplexity-score": "needs the provider's log-probabilities",
     "finish-reason": "needs the provider's finish reason",
 }
+
+
+class GradingError(Exception):
+    """Where promptfoo's grading throws: the whole test fails with score 0, not only the assertion."""
 
 
 def _js_json(text: str):
