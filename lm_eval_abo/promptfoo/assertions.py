@@ -2,10 +2,10 @@
 
 An imported task keeps each test's grading as JSON in the document field `promptfoo_grading`:
 `{"assert": [...], "threshold": ...}`, defaultTest's assertions first, `{{ var }}` references already
-filled in; with code assertions also the test's `vars`, `prompt` and `test` (their `context`).
+filled in; with code or model-graded assertions also the test's `vars`, `prompt` and `test`.
 `process_results` grades the target's reply with it as promptfoo 0.120.0 does (`runAssertions`): each
 assertion gives a pass and a score (deterministic types in `checks`, `python` and `javascript` in
-`code`); a zero-weight assertion always passes; the test score is the weighted mean; the test passes
+`code`, model-graded ones in `graded`); a zero-weight assertion always passes; the test score is the weighted mean; the test passes
 when no assertion failed or, with a non-zero threshold, when the score reaches it; where promptfoo
 throws (`GradingError`) the test fails with score 0. The task's metric `pass_rate` is the mean of
 passes, i.e. promptfoo's pass rate.
@@ -19,10 +19,10 @@ from pathlib import Path
 from dataclasses import dataclass, field
 
 from lm_eval_abo.infra.errors import AboError
-from lm_eval_abo.promptfoo import checks, code
+from lm_eval_abo.promptfoo import checks, code, graded, grader
 
-SUPPORTED = (*checks.SUPPORTED, *code.CODE_TYPES)
-ENV_TYPES = set(code.CODE_TYPES)  # the types that see more than the reply
+SUPPORTED = (*checks.SUPPORTED, *code.CODE_TYPES, *graded.GRADED_TYPES)
+ENV_TYPES = {*code.CODE_TYPES, *graded.GRADED_TYPES}  # the types that see more than the reply
 GRADING_FIELD = "promptfoo_grading"
 METRIC = "pass_rate"
 
@@ -75,6 +75,8 @@ def _result(assertion: dict, output: str, env: Env) -> tuple[bool, float]:
         raise AboError(f"unsupported assertion type {assertion['type']!r}")
     if kind in code.CODE_TYPES:
         return code.check(kind, negated, assertion, output, env.context(assertion, output))
+    if kind in graded.GRADED_TYPES:
+        return graded.check(kind, assertion, output, env, grader.current().ask)
     return checks.check(kind, negated, assertion.get("value"), output, assertion)
 
 
@@ -108,8 +110,21 @@ def _grade(grading: dict, output: str, env: Env) -> tuple[bool, float]:
     return (score >= threshold if threshold else not failed), score
 
 
+def graded_requests(asserts: list[dict], output: str, env: Env) -> list[tuple[dict, list[dict]]]:
+    """The grader requests of a test's model-graded assertions (in assert-sets too) on one reply."""
+    found = []
+    for assertion in asserts:
+        kind = base_type(assertion["type"])[0]
+        if assertion["type"] == "assert-set":
+            found += graded_requests(assertion.get("assert") or [], output, env)
+        elif kind in graded.GRADED_TYPES and (env.prompt or kind == "llm-rubric"):
+            found.append((assertion, graded.messages(kind, assertion, output, env)))
+    return found
+
+
 def process_results(doc: dict, results: list) -> dict:
-    """lm-eval's per-document hook: 1.0 when the reply passes the test's assertions."""
+    """lm-eval's per-document hook of tasks imported before `hooks` (which new imports name): 1.0 when
+    the reply passes the test's assertions."""
     passed, _ = grade(json.loads(doc[GRADING_FIELD]), str(results[0]))
     return {METRIC: float(passed)}
 

@@ -20,7 +20,8 @@ import json
 
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.files import read_text, read_yaml
-from lm_eval_abo.promptfoo import checks, code, files, nunjucks
+from lm_eval_abo.infra.redact import is_secret_key
+from lm_eval_abo.promptfoo import checks, code, files, graded, nunjucks, providers
 from lm_eval_abo.promptfoo.assertions import GRADING_FIELD, SUPPORTED, base_type, needs_env
 from lm_eval_abo.promptfoo.jsregex import js_trim
 from lm_eval_abo.promptfoo.prompts import allowed
@@ -30,7 +31,7 @@ from lm_eval_abo.tasks.synthetic import example_id
 PROMPT_FIELD = "promptfoo_prompt"  # the rendered question, where the prompt is more than {{ name }} placeholders
 RESERVED_FIELDS = {GRADING_FIELD, PROMPT_FIELD}
 TEST_KEYS = {"description", "vars", "assert", "threshold", "metadata", "options", "prompts", "providers"}
-OPTION_KEYS = {"provider", "rubricPrompt", "disableVarExpansion", "runSerially"}
+OPTION_KEYS = {"provider", "rubricPrompt", "disableVarExpansion", "runSerially", "factuality"}
 ASSERT_KEYS = {"type", "value", "weight", "metric", "description", "threshold", "config", "provider", "rubricPrompt"}
 _UNREAD_SUFFIXES = (".py", ".js", ".mjs", ".cjs", ".ts", ".pdf", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".mp3", ".wav", ".mp4")
 
@@ -92,8 +93,51 @@ def _asserts(asserts, where: str, problems: list[str], notes: list[str]) -> list
         extra = set(assertion) - ASSERT_KEYS
         if extra:
             problems.append(f"assertion keys {', '.join(sorted(extra))} ({kind})")
-        kept.append({k: assertion[k] for k in ("type", "value", "weight", "threshold", "config") if k in assertion})
+        kept.append({k: assertion[k] for k in ("type", "value", "weight", "threshold", "config", "provider", "rubricPrompt")
+                     if k in assertion})
     return kept
+
+
+def _public(provider):
+    """A grading provider as the exported config may show it: no keys, headers or URL credentials."""
+    if isinstance(provider, dict):
+        return {k: _public(v) for k, v in provider.items() if not is_secret_key(k) and k != "headers"}
+    return providers.without_credentials(provider) if isinstance(provider, str) else provider
+
+
+def with_graders(asserts: list[dict], options: dict, base, problems: list[str]) -> list[dict]:
+    """Model-graded assertions with their grader (the assertion's provider, else the test's), mapped to litellm,
+    their rubricPrompt (a file's text read) and the test's factuality scores, as promptfoo's getFinalTest gives them."""
+    out = []
+    for assertion in asserts:
+        if assertion["type"] == "assert-set":
+            out.append({**assertion, "assert": with_graders(assertion["assert"], options, base, problems)})
+            continue
+        if base_type(assertion["type"])[0] not in graded.GRADED_TYPES:
+            out.append(assertion)
+            continue
+        found = dict(assertion)
+        provider = assertion.get("provider") or options.get("provider")
+        if provider:
+            found["provider"], found["grader"] = _public(provider), providers.to_litellm(provider)
+            if found["grader"] is None:
+                problems.append(f"grader provider {json.dumps(_public(provider), default=str)[:80]} "
+                                f"(mapped: {providers.GRADERS}; or give one at run time: --metadata abo_grader)")
+        prompt = assertion.get("rubricPrompt") or options.get("rubricPrompt")
+        if isinstance(prompt, str) and prompt.startswith("file://"):
+            try:
+                prompt = read_text(files.resolve(base, prompt, "rubricPrompt")[0])
+            except AboError as e:
+                problems.append(str(e))
+        if prompt:
+            found["rubricPrompt"] = prompt
+            problem = nunjucks.problem(prompt if isinstance(prompt, str) else json.dumps(prompt), "rubricPrompt")
+            if problem:
+                problems.append(problem)
+        if options.get("factuality"):
+            found["factuality"] = options["factuality"]
+        out.append(found)
+    return out
 
 
 def _render_value(value, resolved: dict, where: str, base, problems: list[str]):
@@ -123,7 +167,8 @@ def _filled(asserts: list[dict], resolved: dict, where: str, base, problems: lis
         else:
             if "value" in assertion:
                 filled["value"] = _render_value(assertion["value"], resolved, f"{where} assertion", base, problems)
-            problem = checks.value_problem(kind, filled.get("value"))
+            checked = graded.value_problem if kind in graded.GRADED_TYPES else checks.value_problem
+            problem = checked(kind, filled.get("value"))
         if problem:
             problems.append(problem)
         out.append(filled)
@@ -225,6 +270,7 @@ class Cases:
                 self.problems.append("test vars from a file")
                 continue
             asserts = default_asserts + _asserts(test.get("assert"), where, self.problems, self.notes)
+            asserts = with_graders(asserts, options, self.base, self.problems)
             threshold = test.get("threshold", default.get("threshold"))
             try:
                 combos = [raw_vars] if options.get("disableVarExpansion") else expand(raw_vars, self.base, where)

@@ -1,7 +1,7 @@
 """`lm-eval-abo import promptfoo`: a promptfoo config becomes an abo task that `optimize` and `lm_eval` run.
 
 The tests become the data (a seeded train/dev/test partition), their assertions the metric
-(`assertions.process_results`, promptfoo's pass rate), the first prompt the task's question template
+(`hooks.process_results`, promptfoo's pass rate), the first prompt the task's question template
 and initial prompt: the leading paragraphs without placeholders become the instruction the optimizers
 rewrite, the rest the fixed question template (its `{{ name }}` placeholders, or, for a prompt with other
 Nunjucks syntax, the question rendered per test in the sandbox as the field `promptfoo_prompt`). The
@@ -46,7 +46,7 @@ def task_config(imp: Imported, name: str, data_dir: Path, data_file: str, n_trai
         "dataset_kwargs": {"data_file": data_file, "data_dir": str(data_dir.resolve()), "n_train": n_train, "n_dev": n_dev},
         "doc_to_text": question_template,
         "generation_kwargs": imp.generation,
-        "process_results": FunctionRef("lm_eval_abo.promptfoo.assertions.process_results"),
+        "process_results": FunctionRef("lm_eval_abo.promptfoo.hooks.process_results"),
         "metric_list": [{"metric": assertions.METRIC, "aggregation": "mean", "higher_is_better": True}],
         "metadata": {
             "version": 1.0,

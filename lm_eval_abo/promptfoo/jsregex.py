@@ -103,3 +103,8 @@ def compile_js(pattern: str) -> re.Pattern:
 def js_trim(text: str) -> str:
     """JavaScript's String.prototype.trim."""
     return re.sub(f"\\A[{JS_SPACE}]+|[{JS_SPACE}]+\\Z", "", text)
+
+
+def js_trim_end(text: str) -> str:
+    """JavaScript's String.prototype.trimEnd."""
+    return re.sub(f"[{JS_SPACE}]+\\Z", "", text)

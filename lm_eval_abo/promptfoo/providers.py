@@ -75,6 +75,42 @@ def to_lm_eval(provider_id: str, config: dict) -> dict | None:
     return None
 
 
+GRADERS = "openai:chat (any apiBaseUrl), " + ", ".join(HOSTED_OPENAI) + ", anthropic[:messages], ollama:chat"
+
+
+def to_litellm(provider) -> dict | None:
+    """A promptfoo grading provider (an id, `{id, config}`, or `{text: ...}` by kind) as a litellm grader:
+    {"model", "api_base"?, "key_env"?, "temperature"?, "max_tokens"?}, or None if there is no faithful one."""
+    if isinstance(provider, dict) and "id" not in provider and provider.get("text"):
+        provider = provider["text"]
+    pid, config = (provider, {}) if isinstance(provider, str) else (
+        (provider.get("id"), provider.get("config") or {}) if isinstance(provider, dict) else (None, {}))
+    if not isinstance(pid, str):
+        return None
+    kind, _, rest = pid.partition(":")
+    mode, _, model = rest.partition(":")
+    base = without_credentials(str(config.get("apiBaseUrl") or config.get("apiHost") or "")).rstrip("/")
+    if base and not base.startswith("http"):
+        base = f"https://{base}/v1"
+    found = None
+    if kind == "openai" and rest and mode not in ("completion", "embedding", "embeddings", "moderation", "assistant"):
+        found = {"model": f"openai/{model if mode == 'chat' else rest}", "key_env": config.get("apiKeyEnvar")}
+    elif kind in HOSTED_OPENAI and rest and mode != "completion":
+        url, key_env = HOSTED_OPENAI[kind]
+        found = {"model": f"openai/{model if kind == 'togetherai' and mode == 'chat' else rest}", "api_base": url,
+                 "key_env": key_env}
+    elif kind == "anthropic" and rest and mode != "completion":
+        found = {"model": f"anthropic/{model if mode == 'messages' else rest}"}
+    elif kind == "ollama" and mode == "chat" and model:
+        found = {"model": f"ollama_chat/{model}", "api_base": base or "http://localhost:11434"}
+    if found is None:
+        return None
+    if base:
+        found["api_base"] = base
+    found.update({k: config[k] for k in ("temperature", "max_tokens") if config.get(k) is not None})
+    return {k: v for k, v in found.items() if v is not None}
+
+
 # provider config keys that only say how to reach the endpoint
 CONNECTION_KEYS = {"apiKey", "apiKeyEnvar", "apiBaseUrl", "apiHost", "organization", "headers", "cost", "label",
                    "timeout", "maxRetries"}

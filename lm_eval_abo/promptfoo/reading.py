@@ -10,13 +10,15 @@ rendered only in the sandbox, never executed by lm-eval.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.files import read_yaml
 from lm_eval_abo.promptfoo import nunjucks, providers
-from lm_eval_abo.promptfoo.assertions import GRADING_FIELD
+from lm_eval_abo.promptfoo.assertions import GRADING_FIELD, base_type
+from lm_eval_abo.promptfoo.graded import GRADED_TYPES
 from lm_eval_abo.promptfoo.cases import PROMPT_FIELD, Cases
 from lm_eval_abo.promptfoo.files import deref
 from lm_eval_abo.promptfoo.prompts import Prompt, allowed, chat_messages, read_prompts
@@ -93,6 +95,26 @@ def _choose(imp: Imported, found: list[Prompt]) -> Prompt | None:
     return prompt
 
 
+def _graded(asserts: list[dict]):
+    for assertion in asserts:
+        yield from _graded(assertion.get("assert") or []) if assertion["type"] == "assert-set" else [assertion]
+
+
+def _grader_note(imp: Imported) -> None:
+    """One line on who grades the model-graded assertions."""
+    found = [a for row in imp.rows for a in _graded(json.loads(row[GRADING_FIELD])["assert"])
+             if base_type(a["type"])[0] in GRADED_TYPES]
+    if not found:
+        return
+    mapped = sorted({a["grader"]["model"] for a in found if a.get("grader")})
+    unmapped = sum(1 for a in found if not a.get("grader"))
+    who = [f"{', '.join(mapped)} (the config's grader)"] if mapped else []
+    if unmapped:
+        who.append("the run's optimizer where the config names no grader (lm_eval: --metadata '{\"abo_grader\": MODEL}')")
+    imp.notes.append(f"model-graded assertions ({len(found)}): graded by {'; '.join(who)}; a run's --metadata abo_grader "
+                     "overrides; the grader's calls are the third line of the run's ledger")
+
+
 def read_config(path: str | Path) -> Imported:
     """Read and check a promptfoo config; every unsupported feature is listed in one AboError."""
     path = Path(path)
@@ -119,6 +141,8 @@ def read_config(path: str | Path) -> Imported:
                 imp.problems.append("prompt vars no test defines: " + ", ".join(missing))
     if len(imp.rows) < MIN_TESTS:
         imp.problems.append(f"{len(imp.rows)} test(s) after expansion; at least {MIN_TESTS} are needed for train, dev and test")
+    if imp.rows:
+        _grader_note(imp)
     if imp.rows and all(row[GRADING_FIELD].startswith('{"assert": []') for row in imp.rows):
         imp.warnings.append("no test has an assertion: every reply passes, so the pass rate is 1.0 whatever the prompt")
     imp.notes = list(dict.fromkeys(imp.notes))

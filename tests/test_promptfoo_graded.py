@@ -1,0 +1,162 @@
+"""promptfoo's model-graded assertions (`llm-rubric`, `model-graded-closedqa`, `factuality`) graded as the
+real promptfoo CLI grades them, with the same grader.
+
+The grader is a scripted OpenAI-compatible server on 127.0.0.1 (tests/fakeserver.py): each assertion's
+value names its case, and the server answers the grading request of that case with the case's recorded
+grader reply. promptfoo (echo provider: the reply is the test's `q`) grades the config with that grader; the
+config is imported and graded here through the project's grader client with the same server. Both must
+send the grader the same messages (promptfoo's grading prompts, the reply printed as promptfoo prints it,
+vars that shadow `output` or `input`), and read the same verdicts from its replies: pass/fail and score,
+case by case.
+"""
+
+import json
+import re
+
+import pytest
+import yaml
+from fakeserver import FakeServer, reply
+from test_promptfoo import run_promptfoo
+
+from lm_eval_abo.cost.ledger import Usage
+from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.promptfoo import assertions, grader, hooks
+from lm_eval_abo.promptfoo.importer import import_config
+from lm_eval_abo.promptfoo.reading import read_config
+
+R, QA, F = "llm-rubric", "model-graded-closedqa", "factuality"
+# (reply of the target, assertion, grader's reply, extra test fields)
+CASES = [
+    ("Paris", {"type": R, "value": "names a city"}, '{"reason": "ok", "pass": true, "score": 1}', {}),
+    ("Paris", {"type": R, "value": "names a city", "threshold": 0.5}, '{"reason": "partly", "pass": true, "score": 0.4}', {}),
+    ("Paris", {"type": R, "value": "is long"}, 'Sure!\n```json\n{"reason": "short", "pass": false, "score": 0.2}\n```', {}),
+    ("Paris", {"type": R, "value": "lenient"}, '{reason: unquoted keys, pass: yes, score: "0.8"}', {}),
+    ("Paris", {"type": R, "value": "no pass"}, '{"reason": "no pass key", "score": 0.6}', {}),
+    ("Paris", {"type": R, "value": "no score"}, '{"reason": "no score", "pass": false}', {}),
+    ("Paris", {"type": R, "value": "pass as text"}, '{"pass": "no", "score": 1, "reason": "r"}', {}),
+    ("Paris", {"type": R, "value": "prose"}, "I cannot grade this.", {}),
+    ("Paris", {"type": R, "value": "brace"}, '{"reason": "a } inside", "pass": true}', {}),
+    ("Paris", {"type": R, "value": "two"}, '{"pass": true, "score": 0.9, "reason": "a"} then {"pass": false}', {}),
+    ("Paris", {"type": "not-llm-rubric", "value": "negated"}, '{"pass": true, "score": 1, "reason": "r"}', {}),
+    ("Paris", {"type": R, "value": "empty"}, "", {}),
+    ("Paris", {"type": R, "value": "bad score"}, '{"pass": true, "score": "abc", "reason": "r"}', {}),
+    ("Paris", {"type": R, "value": "at threshold", "threshold": 0.5}, '{"pass": true, "score": 0.5, "reason": "r"}', {}),
+    ('{"a": 1.50, "b": [1, {"c": null}], "d": true}', {"type": R, "value": "json reply"}, '{"pass": true, "reason": "r"}', {}),
+    ("42", {"type": R, "value": "number reply"}, '{"pass": false, "reason": "r"}', {}),
+    ("Paris", {"type": R, "value": "shadowed by {{ city }}"}, '{"pass": true, "reason": "r"}',
+     {"vars": {"output": "the var named output", "city": "Rome"}}),
+    ("Paris", {"type": R, "value": "custom", "rubricPrompt": "Grade {{ output }} by {{ rubric }} ({{ q }}). Answer JSON."},
+     '{"pass": true, "score": 0.7, "reason": "r"}', {}),
+    ("Paris", {"type": R, "value": "custom chat", "rubricPrompt": [
+        {"role": "system", "content": "You grade."}, {"role": "user", "content": "{{ output }} / {{ rubric }}"}]},
+     '{"pass": false, "score": 0.1, "reason": "r"}', {}),
+    ("Paris", {"type": QA, "value": "names a city"}, "The reply names Paris.\nY\nY", {}),
+    ("Paris", {"type": QA, "value": "names a river"}, "No river.\nN\nN", {}),
+    ("Paris", {"type": QA, "value": "trailing space"}, "Y\n  \n", {}),
+    ("Paris", {"type": QA, "value": "says yes"}, "Yes", {}),
+    ("Paris", {"type": F, "value": "Paris"}, '{"category": "A", "reason": "subset"}', {}),
+    ("Paris", {"type": F, "value": "Lyon"}, '{"category": "d", "reason": "x"}', {}),
+    ("Paris", {"type": F, "value": "odd"}, '{"category": "F", "reason": "x"}', {}),
+    ("Paris", {"type": F, "value": "legacy"}, "The answer is (B) because it adds detail.", {}),
+    ("Paris", {"type": "model-graded-factuality", "value": "scored"}, '{"category": "C"}',
+     {"options": {"factuality": {"agree": 0.5}}}),
+    ("Paris", {"type": F, "value": "strict"}, '{"category": "E", "reason": "x"}', {"options": {"factuality": {"differButFactual": 0}}}),
+    ("Paris", {"type": F, "value": "none"}, "no category here", {}),
+    ("Paris", {"type": F, "value": "input var"}, '{"category": "A"}', {"vars": {"input": "a var named input"}}),
+    ("Paris", {"type": R, "value": "weighted", "weight": 2}, '{"pass": false, "score": 0.25, "reason": "r"}',
+     {"more": [{"type": "contains", "value": "P"}], "threshold": 0.4}),
+]
+_CASE = re.compile(r"case-(\d+):")
+
+
+def script(request):
+    """The recorded grader reply of the case the grading request is about."""
+    found = _CASE.search(json.dumps(request.body.get("messages")))
+    return reply(CASES[int(found.group(1))][2] if found else "unknown request")
+
+
+def write_config(folder, server: FakeServer):
+    tests = []
+    for i, (out, assertion, _, extra) in enumerate(CASES):
+        marked = {**assertion, "value": f"{assertion['value']} [case-{i}:]"}
+        test = {"description": str(i), "vars": {"q": out, **extra.get("vars", {})}, "assert": [marked, *extra.get("more", [])]}
+        test.update({k: v for k, v in extra.items() if k in ("options", "threshold")})
+        tests.append(test)
+    grader_provider = {"id": "openai:chat:grader", "config": {"apiBaseUrl": server.base_url}}
+    config = {"prompts": ["{{ q }}"], "providers": ["echo"], "defaultTest": {"options": {"provider": grader_provider}},
+              "tests": tests}
+    (folder / "promptfooconfig.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return folder / "promptfooconfig.yaml"
+
+
+def messages_sent(server: FakeServer, start: int) -> list[str]:
+    return sorted(json.dumps(r.body["messages"], ensure_ascii=False) for r in server.requests[start:])
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Per case: promptfoo's (success, score) and ours; and the grader messages each side sent."""
+    folder = tmp_path_factory.mktemp("graded")
+    with FakeServer(script) as server, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENAI_API_KEY", "local-server-needs-no-key")
+        config = write_config(folder, server)
+        found = run_promptfoo(config, folder / "results.json")
+        theirs = {int(r["testCase"]["description"]): (r["success"], round(r["score"], 6)) for r in found["results"]}
+        promptfoo_messages = messages_sent(server, 0)
+        _, imported = import_config(config, folder / "tasks", task_name="graded")
+        start = len(server.requests)
+        usage = Usage()
+        previous = grader.install(grader.Graders(usage=usage, cache_dir=None))
+        try:
+            docs = [dict(row) for row in imported.rows]
+            hooks.prepare([(doc, doc["q"], [doc["q"]]) for doc in docs], {})
+            ours = {}
+            for i, doc in enumerate(docs):
+                grading = json.loads(doc[assertions.GRADING_FIELD])
+                passed, score = assertions.grade(grading, doc["q"], assertions.env_of(grading, doc["q"]))
+                assert hooks.process_results(doc, [doc["q"]])["pass_rate"] == float(passed)
+                ours[i] = (passed, round(score, 6))
+        finally:
+            grader.install(previous)
+        return theirs, ours, promptfoo_messages, messages_sent(server, start), usage
+
+
+@pytest.mark.parametrize("kind", ["llm-rubric", "model-graded-closedqa", "factuality"])
+def test_model_graded_assertions_conform_to_promptfoo(graded, kind):
+    theirs, ours, _, _, _ = graded
+    mine = [i for i, case in enumerate(CASES) if kind in case[1]["type"]]
+    assert mine
+    differences = [f"case {i} {CASES[i][1]} graded by {CASES[i][2]!r}: promptfoo {theirs[i]}, here {ours[i]}"
+                   for i in mine if theirs[i] != ours[i]]
+    assert not differences, "\n".join(differences)
+    assert {theirs[i][0] for i in mine} == {True, False}
+
+
+def test_the_grader_is_asked_what_promptfoo_asks(graded):
+    _, _, promptfoo_messages, our_messages, usage = graded
+    assert our_messages == promptfoo_messages
+    assert usage.calls == len(our_messages) == len(CASES), "one grader call per model-graded assertion, all counted"
+
+
+def test_a_config_grader_that_does_not_map_is_refused_and_named(tmp_path):
+    config = tmp_path / "promptfooconfig.yaml"
+    config.write_text(yaml.safe_dump({"prompts": ["{{ q }}"], "tests": [
+        {"vars": {"q": str(i)}, "assert": [{"type": "llm-rubric", "value": "ok", "provider": "bedrock:some-model"}]}
+        for i in range(3)]}))
+    with pytest.raises(AboError, match="grader provider \"bedrock:some-model\""):
+        read_config(config)
+
+
+def test_without_a_grader_lm_eval_stops_with_one_line(tmp_path):
+    config = tmp_path / "promptfooconfig.yaml"
+    config.write_text(yaml.safe_dump({"prompts": ["{{ q }}"], "tests": [
+        {"vars": {"q": str(i)}, "assert": [{"type": "llm-rubric", "value": "ok"}]} for i in range(3)]}))
+    imported = read_config(config)
+    assert any("the run's optimizer where the config names no grader" in n for n in imported.notes)
+    previous = grader.install(grader.Graders(cache_dir=None))
+    try:
+        doc = imported.rows[0]
+        with pytest.raises(AboError, match="abo_grader"):
+            hooks.prepare([(doc, doc["q"], ["reply"])], {})
+    finally:
+        grader.install(previous)
