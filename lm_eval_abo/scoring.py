@@ -152,9 +152,10 @@ class Bridge:
         return self._answer_format
 
     def _found_answer_format(self) -> str:
-        if self.output_type != "generate_until":
-            return ""
         docs = self.docs("train")[:8]
+        asks_model = getattr(self.reference.config.process_results, "grades_with_model", None)
+        if self.output_type != "generate_until" or (callable(asks_model) and asks_model(docs)):
+            return ""  # a metric that asks a model (a grader) is not probed with made-up replies
         for phrasing in ANSWER_PHRASINGS:
             texts = [f"Working through the question step by step.\n{phrasing.format(self.gold(d))}" for d in docs]
             if all(self.correct(score) for _, score in self.check(texts, docs)):

@@ -160,3 +160,79 @@ def test_without_a_grader_lm_eval_stops_with_one_line(tmp_path):
             hooks.prepare([(doc, doc["q"], ["reply"])], {})
     finally:
         grader.install(previous)
+
+
+# --- a run: the grader in the ledger, the projection and the cap ----------------------------------------
+
+RUBRIC_SYSTEM = "You are grading output according to a user-specified rubric."
+PRICE = (1.0, 2.0)  # the optimizer's (and so the grader's) price, dollars per million tokens
+
+
+def judged_server() -> FakeServer:
+    """The target answers a number (lm-eval local-completions), the grader passes a reply that holds a 3,
+    the optimizer writes a new instruction per request."""
+    from fakeserver import optimizer_default, target_or_optimizer
+
+    def answer(request):
+        messages = request.body.get("messages") or [{}]
+        if str(messages[0].get("content", "")).startswith(RUBRIC_SYSTEM):
+            shown = messages[1]["content"].split("</Output>")[0]
+            return reply(json.dumps({"reason": "looked for a 3", "pass": "3" in shown, "score": float("3" in shown)}))
+        return optimizer_default(request) if request.path.endswith("/chat/completions") else target_or_optimizer(request)
+
+    return FakeServer(answer)
+
+
+def judged_task(folder) -> str:
+    config = folder / "promptfooconfig.yaml"
+    config.write_text(yaml.safe_dump({"prompts": ["Count the items.\n\nQ: {{ q }}\nA:"], "tests": [
+        {"vars": {"q": f"I have {i} apples and {i % 3} pears. How many fruits?"},
+         "assert": [{"type": "llm-rubric", "value": "the answer holds the digit 3"}]} for i in range(12)]}))
+    import_config(config, folder / "tasks", task_name="judged", n_train=5, n_dev=3)
+    return str(folder / "tasks")
+
+
+def run_judged(server: FakeServer, folder, lines: list, **changes):
+    from lm_eval_abo.config import OptimizeConfig
+    from lm_eval_abo.run.optimize import optimize
+
+    settings = {
+        "task": "judged", "include_path": [judged_task(folder)], "method": "ape", "model": "local-completions",
+        "model_args": f"model=fake,base_url={server.base_url}/completions,tokenizer_backend=None,tokenized_requests=False,"
+                      "max_retries=1", "optimizer": "openai/fake", "optimizer_args": {"api_base": server.base_url, "api_key": "x"},
+        "target_price": (3.0, 15.0), "optimizer_price": PRICE, "rounds": 1, "beam": 1, "method_args": {"paraphrases": 1},
+        "optimizer_cache": None, "concurrency": 1, "output": str(folder / "runs"), "gen_kwargs": {"max_gen_toks": 16},
+    }
+    return optimize(OptimizeConfig(**{**settings, **changes}), out=lines.append).artifact_data
+
+
+def test_a_run_grades_with_its_optimizer_and_the_grader_is_the_third_line_of_its_ledger(tmp_path):
+    lines = []
+    with judged_server() as server:
+        artifact = run_judged(server, tmp_path, lines)
+    graded = [r for r in server.requests if str((r.body.get("messages") or [{}])[0].get("content", "")).startswith(RUBRIC_SYSTEM)]
+    optimizer = [r for r in server.requests if r.path.endswith("/chat/completions") and r not in graded]
+    usage = artifact.usage
+    assert usage["grader"]["calls"] == len(graded) > 0 and usage["optimizer"]["calls"] == len(optimizer) > 0
+    for kind in ("prompt_tokens", "completion_tokens"):
+        assert usage["grader"][kind] == sum(r.usage[kind] for r in graded), "the server's own usage, summed"
+    grader_dollars = sum(r.usage["prompt_tokens"] * PRICE[0] + r.usage["completion_tokens"] * PRICE[1] for r in graded) / 1e6
+    assert usage["grader"]["cost_usd"] == pytest.approx(grader_dollars, rel=1e-12, abs=0)
+    assert usage["cost_usd"] == pytest.approx(sum(usage[s]["cost_usd"] for s in ("optimizer", "target", "grader")), rel=1e-12)
+    # the projection has the grader's line, at most what the run could ask (one call per document scored)
+    projected = usage["projection"]["total"]["grader"]
+    assert 0 < usage["grader"]["calls"] <= projected["calls"] == usage["projection"]["total"]["target"]["calls"]
+    assert "grader calls" in lines[0] and any("grader " in line and "calls" in line for line in lines[1:])
+    # each test document passed exactly when the grader said so: its reply holds a 3
+    test = artifact.scores["test"]
+    assert test["metric"] == "pass_rate,none" and 0 <= test["value"] <= 1
+
+
+def test_a_grader_given_at_run_time_grades_and_is_counted(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "local-server-needs-no-key")  # litellm's openai/ models read it
+    with judged_server() as server:
+        artifact = run_judged(server, tmp_path, [], metadata={"abo_grader": "openai/judge", "abo_grader_api_base": server.base_url},
+                              optimizer_args={"api_base": server.base_url, "api_key": "x"})
+    graded = [r for r in server.requests if r.body.get("model") == "judge"]
+    assert graded and artifact.usage["grader"]["calls"] == len(graded)
+    assert all(str(r.body["messages"][0]["content"]).startswith(RUBRIC_SYSTEM) for r in graded)

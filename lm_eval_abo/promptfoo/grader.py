@@ -25,10 +25,10 @@ import os
 import threading
 from pathlib import Path
 
-from lm_eval_abo.cost.ledger import Usage
+from lm_eval_abo.cost.ledger import Price, Usage
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.files import user_cache_dir
-from lm_eval_abo.infra.llm import OptimizerLLM
+from lm_eval_abo.infra.llm import CONCURRENCY, OptimizerLLM
 
 log = logging.getLogger("lm_eval_abo")
 GRADER_KEY, API_BASE_KEY = "abo_grader", "abo_grader_api_base"
@@ -43,8 +43,11 @@ class Graders:
     """The graders of one run (or of a plain lm-eval process): clients by model, the replies of the pass."""
 
     def __init__(self, default: tuple[str, dict] | None = None, usage: Usage | None = None,
-                 cache_dir: str | Path | None = "default", override: tuple[str, dict] | None = None):
-        self.default, self.override = default, override
+                 cache_dir: str | Path | None = "default", override: tuple[str, dict] | None = None,
+                 default_price: Price | None = None, concurrency: int = CONCURRENCY):
+        """`default`: (model, args) of the run's optimizer, charged at `default_price` (else litellm's)."""
+        self.default, self.override, self.default_price = default, override, default_price
+        self.concurrency = concurrency
         self.usage = usage or Usage()
         self.cache_dir = user_cache_dir() / "optimizer" if cache_dir == "default" else cache_dir
         self._clients: dict[str, OptimizerLLM] = {}
@@ -77,8 +80,9 @@ class Graders:
         key = _key(model, args)
         with self._lock:
             if key not in self._clients:
+                price = self.default_price if self.default and model == self.default[0] else None
                 self._clients[key] = OptimizerLLM(model, {**DEFAULT_ARGS, **args}, cache_dir=self.cache_dir,
-                                                  usage=self.usage)
+                                                  usage=self.usage, price=price, concurrency=self.concurrency)
             return self._clients[key]
 
     def fetch(self, requests: list[tuple[dict, list[dict]]]) -> None:

@@ -4,6 +4,7 @@
 lm-eval pass, `prepare` (which `tasks.AboTask.apply_filters` calls, with every document, the prompt lm-eval
 sent for it and its replies) notes the prompts sent, which promptfoo's model-graded and code assertions
 see, and has the grader answer every model-graded assertion of the pass at once (`grader.Graders.fetch`).
+`projected_grading` is what the run's projection expects the grader to use per document.
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 
+from lm_eval_abo.cost.ledger import Price, Usage
+from lm_eval_abo.cost.prices import optimizer_price
+from lm_eval_abo.cost.tokens import optimizer_tokens
 from lm_eval_abo.promptfoo import grader
-from lm_eval_abo.promptfoo.assertions import GRADING_FIELD, METRIC, env_of, grade, graded_requests
+from lm_eval_abo.promptfoo.assertions import GRADING_FIELD, METRIC, base_type, env_of, grade, graded_requests
+
+# what each grading prompt asks the grader to write, in tokens (a JSON verdict; closedqa reasons first)
+REPLY_TOKENS = {"llm-rubric": 60, "factuality": 80, "model-graded-factuality": 80, "model-graded-closedqa": 200}
 
 _SENT: dict[str, str] = {}  # a document's key -> the prompt lm-eval sent for it, in the current pass
 
@@ -47,4 +54,31 @@ def process_results(doc: dict, results: list) -> dict:
     return {METRIC: float(passed)}
 
 
+def projected_grading(docs: list[dict], reply_tokens: int, optimizer: str, price: Price | None, metadata: dict) -> Usage:
+    """The grader's calls, tokens and dollars for scoring `docs`: each model-graded assertion asked about a
+    reply of `reply_tokens` tokens (the run's optimizer at `price` where it grades)."""
+    graders = grader.Graders(default=(optimizer, {}), cache_dir=None)
+    graders.set_override(metadata)
+    filler = " ".join(["word"] * reply_tokens)
+    used = Usage()
+    for doc in docs:
+        grading = json.loads(doc[GRADING_FIELD])
+        for assertion, messages in graded_requests(grading.get("assert") or [], filler, env_of(grading)):
+            model, args = graders.model_of(assertion)
+            completion = min(REPLY_TOKENS[base_type(assertion["type"])[0]], int(args.get("max_tokens") or 1024))
+            found = price if model == optimizer and price is not None else optimizer_price(model)
+            prompt = optimizer_tokens(model, messages)
+            used.calls += 1
+            used.add(prompt, completion, found.cost(prompt, completion) if found else None)
+    return used
+
+
+def grades_with_model(docs: list[dict]) -> bool:
+    """Whether grading these documents asks the grader (a model-graded assertion in any of them)."""
+    return any(graded_requests(json.loads(d[GRADING_FIELD]).get("assert") or [], "", env_of({}, "x")) for d in docs
+               if GRADING_FIELD in d)
+
+
 process_results.prepare = prepare
+process_results.grades_with_model = grades_with_model
+process_results.projected_grading = projected_grading

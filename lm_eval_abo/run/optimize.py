@@ -113,10 +113,14 @@ def _optimize(config: OptimizeConfig, method, params, run: RunFolder, out, lm) -
     caps, prices = caps_of(config), prices_of(config)
     cap = config.optimizer_args.get("max_tokens") or config.optimizer_args.get("max_completion_tokens")
     plan = project(planned, method, params, prices, config.optimizer, cap)
+    if caps.max_cost is not None and plan.total.grader.calls and not plan.total.grader.cost_known:
+        raise AboError("--max-cost needs the grader's price, and litellm's cost map has none for the task's grader model: "
+                       "choose a priced grader (--metadata abo_grader) or drop --max-cost")
     out(run_report.projection_text(heading_of(config), plan, caps))
 
     started = time.time()
-    budget = Budget(planned.ledger, caps, reserve=plan.test.target, per_request=plan.per_request)
+    budget = Budget(planned.ledger, caps, reserve=plan.test.target, per_request=plan.per_request,
+                    grader_reserve=plan.test.grader, grader_per_request=plan.grader_per_request)
     session = attach_models(planned, config, lm, budget)
 
     def headroom(_baseline=None) -> None:
