@@ -236,3 +236,88 @@ def test_a_grader_given_at_run_time_grades_and_is_counted(tmp_path, monkeypatch)
     graded = [r for r in server.requests if r.body.get("model") == "judge"]
     assert graded and artifact.usage["grader"]["calls"] == len(graded)
     assert all(str(r.body["messages"][0]["content"]).startswith(RUBRIC_SYSTEM) for r in graded)
+
+
+def test_grader_replies_are_cached_like_the_optimizers(tmp_path, monkeypatch):
+    """A second run asks the grader nothing new: the replies come from the reply cache, counted as cached."""
+    monkeypatch.setenv("OPENAI_API_KEY", "local-server-needs-no-key")
+    with judged_server() as server:
+        rows = read_config(_judged_config(tmp_path)).rows
+        counts = []
+        for _ in range(2):
+            usage = Usage()
+            previous = grader.install(grader.Graders(default=("openai/fake", {"api_base": server.base_url}), usage=usage,
+                                                     cache_dir=tmp_path / "cache"))
+            try:
+                hooks.prepare([(doc, doc["q"], [f"reply {i}"]) for i, doc in enumerate(rows)], {})
+            finally:
+                grader.install(previous)
+            counts.append((usage.calls, usage.cache_hits, len(server.requests)))
+    assert counts == [(len(rows), 0, len(rows)), (len(rows), len(rows), len(rows))]
+
+
+def _judged_config(folder):
+    config = folder / "promptfooconfig.yaml"
+    config.write_text(yaml.safe_dump({"prompts": ["Q: {{ q }}"], "tests": [
+        {"vars": {"q": f"question {i}"}, "assert": [{"type": "llm-rubric", "value": "answers {{ q }}"}]} for i in range(4)]}))
+    return config
+
+
+def test_the_grader_key_stays_out_of_the_task(tmp_path):
+    secret = "sk-grader-do-not-leak-0123456789"
+    config = tmp_path / "promptfooconfig.yaml"
+    grader_provider = {"id": "openai:chat:judge", "config": {"apiKey": secret, "apiBaseUrl": "http://me:pw@127.0.0.1:9/v1",
+                                                             "headers": {"Authorization": secret}}}
+    config.write_text(yaml.safe_dump({"prompts": ["Q: {{ q }}"], "defaultTest": {"options": {"provider": grader_provider}},
+                                      "tests": [{"vars": {"q": str(i)}, "assert": [{"type": "llm-rubric", "value": "ok"}]}
+                                                for i in range(3)]}))
+    path, imported = import_config(config, tmp_path / "tasks", task_name="keyed")
+    written = "".join(p.read_text() for p in path.parent.iterdir())
+    assert secret not in written and "me:pw" not in written
+    grading = json.loads(imported.rows[0][assertions.GRADING_FIELD])["assert"][0]
+    assert grading["grader"] == {"model": "openai/judge", "api_base": "http://127.0.0.1:9/v1"}
+
+
+def test_imported_code_and_model_graded_assertions_export_back_and_promptfoo_grades_alike(tmp_path, monkeypatch):
+    """import (python, javascript, llm-rubric with the config's grader) -> export -> promptfoo (echo, the same
+    grader): promptfoo's verdict on each exported test equals the task's pass_rate on the same reply."""
+    from test_promptfoo import exported_requests
+
+    from lm_eval_abo.artifact import store
+    from lm_eval_abo.artifact.prompt import Prompt
+    from lm_eval_abo.config import HarnessSettings
+    from lm_eval_abo.promptfoo.export import ExportOptions, export
+
+    monkeypatch.setenv("OPENAI_API_KEY", "local-server-needs-no-key")
+    with judged_server() as server:
+        config = tmp_path / "promptfooconfig.yaml"
+        (tmp_path / "check.py").write_text("def get_assert(output, context):\n    return len(output) / 100\n")
+        config.write_text(yaml.safe_dump({
+            "prompts": ["Be brief.\n\nSay {{ word }} {{ n }} times"], "providers": ["echo"],
+            "defaultTest": {"options": {"provider": {"id": "openai:chat:judge", "config": {"apiBaseUrl": server.base_url}}}},
+            "tests": [{"vars": {"word": w, "n": n},
+                       "assert": [{"type": "javascript", "value": "output.includes(context.vars.word)"},
+                                  {"type": "python", "value": "file://check.py", "threshold": 0.2},
+                                  {"type": "llm-rubric", "value": "mentions the digit 3"}]}
+                      for w in ("a", "bb", "ccc") for n in ("2", "3")]}))
+        path, _ = import_config(config, tmp_path / "tasks", task_name="back", n_train=1, n_dev=1)
+        artifact = store.save(store.Artifact(task="back", method="manual", prompt=Prompt(instruction="Be brief.", placement="user")),
+                              tmp_path / "best.yaml")
+        options, harness = ExportOptions(provider="echo"), HarnessSettings(include_path=[str(path.parent)])
+        export(artifact, tmp_path / "export.yaml", options, harness)
+        found = run_promptfoo(tmp_path / "export.yaml", tmp_path / "results.json")
+        task, reqs = exported_requests(artifact, options, harness)
+        previous = grader.install(grader.Graders(cache_dir=None))
+        try:
+            assert len(found["results"]) == len(reqs) == 4 and found["stats"]["errors"] == 0
+            outcomes = set()
+            for row in found["results"]:
+                req = reqs[row["testIdx"]]
+                reply_text = row["response"]["output"]
+                hooks.prepare([(req.doc, req.context, [reply_text])], {})
+                mine = task.process_results(req.doc, [reply_text])["pass_rate"] == 1.0
+                assert row["prompt"]["raw"] == req.context and row["success"] == mine, row["gradingResult"]["reason"]
+                outcomes.add(mine)
+        finally:
+            grader.install(previous)
+    assert outcomes == {True, False}
