@@ -156,3 +156,18 @@ def test_code_files_stay_inside_the_config_folder(tmp_path):
         {"vars": {"q": str(i)}, "assert": [{"type": "python", "value": "file://../outside.py"}]} for i in range(3)]}))
     with pytest.raises(AboError, match="outside the config's directory"):
         read_config(config)
+
+
+def test_without_node_javascript_assertions_are_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(node, "node_binary", lambda: None)
+    config = tmp_path / "promptfooconfig.yaml"
+    config.write_text(yaml.safe_dump({"prompts": ["{{ q }}"], "tests": [
+        {"vars": {"q": str(i)}, "assert": [{"type": "javascript", "value": "output.length > 0"},
+                                           {"type": "python", "value": "len(output) > 0"}]} for i in range(3)]}))
+    with pytest.raises(AboError) as error:
+        read_config(config)
+    assert "\n" not in str(error.value) and "Node.js (`node`) is not on PATH" in str(error.value)
+    config.write_text(yaml.safe_dump({"prompts": ["{{ q }}"], "tests": [
+        {"vars": {"q": str(i)}, "assert": [{"type": "python", "value": "import sys\nsys.exit(3)"}]} for i in range(3)]}))
+    rows = read_config(config).rows  # Python needs no Node; code that exits fails its assertion, as in promptfoo
+    assert assertions.grade(json.loads(rows[0][assertions.GRADING_FIELD]), "x") == (False, 0.0)

@@ -304,8 +304,8 @@ class Cases:
         row.setdefault("target", _gold(filled))
         grading = {"assert": filled, "threshold": threshold}
         if needs_env(filled):  # what code assertions see: promptfoo's vars, prompt and test
-            grading.update(vars=resolved, prompt=row.get(PROMPT_FIELD) or nunjucks.render(self.question, context, where),
-                           test={k: test[k] for k in ("description", "metadata") if k in test})
+            prompt = nunjucks.render(self.prompt.raw, context, f"{where} prompt", wrap_partial=not self.chat)
+            grading.update(vars=resolved, prompt=prompt, test={k: test[k] for k in ("description", "metadata") if k in test})
         row[GRADING_FIELD] = json.dumps(grading, ensure_ascii=False, default=str)
         return row
 

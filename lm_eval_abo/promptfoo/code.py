@@ -179,7 +179,7 @@ def run_python(assertion: dict, output: str, context: dict) -> tuple[bool, float
             call = _inline_function(value)
         result = asyncio.run(call(*args)) if inspect.iscoroutinefunction(call) else call(*args)
         result = json.loads(json.dumps(result, ensure_ascii=False, allow_nan=False))
-    except Exception:  # noqa: BLE001 (the config's code may raise anything: promptfoo fails the assertion)
+    except (Exception, SystemExit):  # noqa: BLE001 (the config's code may raise or exit: promptfoo fails the assertion)
         return False, 0.0
     return python_verdict(result, assertion)
 
