@@ -22,7 +22,7 @@ from record import REPO, header, median, save, stopwatch, table
 
 sys.path.insert(0, str(REPO))
 
-from lm_eval_abo.promptfoo import assertions, node  # noqa: E402
+from lm_eval_abo.promptfoo import assertions, node
 
 KINDS = {
     "contains": {"type": "contains", "value": "a"},

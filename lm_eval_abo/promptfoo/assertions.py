@@ -14,9 +14,8 @@ passes, i.e. promptfoo's pass rate.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.promptfoo import checks, code, graded, grader

@@ -18,9 +18,9 @@ from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.files import read_yaml
 from lm_eval_abo.promptfoo import nunjucks, providers
 from lm_eval_abo.promptfoo.assertions import GRADING_FIELD, base_type
-from lm_eval_abo.promptfoo.graded import GRADED_TYPES
 from lm_eval_abo.promptfoo.cases import PROMPT_FIELD, Cases
 from lm_eval_abo.promptfoo.files import deref
+from lm_eval_abo.promptfoo.graded import GRADED_TYPES
 from lm_eval_abo.promptfoo.prompts import Prompt, allowed, chat_messages, read_prompts
 from lm_eval_abo.promptfoo.syntax import PLACEHOLDER
 
