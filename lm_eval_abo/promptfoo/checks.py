@@ -20,7 +20,7 @@ DROPPED = {
     "cost": "the cost of a call is not a property of the prompt on a document",
     "latency": "the latency of a call is not a property of the prompt on a document",
 }
-_NOT_IMPORTED = "graded by a model in a way not imported (llm-rubric, model-graded-closedqa and factuality are)"
+_NOT_IMPORTED = "graded by a model in a way not imported; llm-rubric, model-graded-closedqa and factuality are"
 REFUSED = {
     **{kind: _NOT_IMPORTED for kind in ("g-eval", "search-rubric", "pi", "moderation", "classifier")},
     "answer-relevance": "needs an embedding model besides the grader (the cosine similarity of embeddings)",
