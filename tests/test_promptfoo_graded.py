@@ -351,3 +351,31 @@ def test_embedded_run_of_an_imported_llm_rubric_config_with_the_grader_in_the_le
     assert artifact.usage["projection"]["total"]["grader"]["calls"] >= grader_usage["calls"]
     assert test["metric"] == "pass_rate,none" and test["n"] == 2 and 0.0 <= test["value"] <= 1.0
     assert "grader calls" in proc.stdout and "; grader " in proc.stdout
+
+
+def test_the_commands_as_a_user_types_them_grade_with_the_optimizer_into_the_ledger(tmp_path):
+    """`import promptfoo` then `optimize` in subprocesses, with the optimizer's reply cache, a local target and the
+    optimizer (which grades, the config naming no grader) on a scripted server: the grader's calls in the ledger."""
+    from conftest import bin_path, run_cli
+
+    from lm_eval_abo.artifact import store
+
+    config = tmp_path / "promptfooconfig.yaml"
+    config.write_text(yaml.safe_dump({"prompts": ["Answer with the number only.\n\nQ: {{ q }}\nA:"], "tests": [
+        {"vars": {"q": f"{i} + {i}?"}, "assert": [{"type": "llm-rubric", "value": "the answer holds the digit 3"}]}
+        for i in range(6)]}))
+    run_cli(bin_path("lm-eval-abo"), "import", "promptfoo", str(config), "-o", str(tmp_path / "tasks"), "--task-name", "judged",
+            "--n-train", "2", "--n-dev", "2", cwd=tmp_path)
+    with judged_server() as server:
+        proc = run_cli(bin_path("lm-eval-abo"), "optimize", "--include_path", str(tmp_path / "tasks"), "--task", "judged",
+                       "--method", "ape", "--model", "local-completions", "--model_args",
+                       f"model=fake,base_url={server.base_url}/completions,tokenizer_backend=None,tokenized_requests=False",
+                       "--optimizer", "openai/fake", "--optimizer_args", f"api_base={server.base_url},api_key=x,max_tokens=160",
+                       "--rounds", "1", "--beam", "1", "--method-args", "paraphrases=1", "--gen_kwargs", "max_gen_toks=16",
+                       "--output", "runs", "--optimizer-cache", str(tmp_path / "cache"), cwd=tmp_path)
+        graded = [r for r in server.requests if str((r.body.get("messages") or [{}])[0].get("content", "")).startswith(RUBRIC_SYSTEM)]
+    artifact = store.load(tmp_path / "runs" / "judged" / "ape" / "best.yaml", task="judged")
+    grader_usage = artifact.usage["grader"]
+    assert grader_usage["calls"] - grader_usage["cache_hits"] == len(graded) > 0
+    assert all(r.body.get("max_tokens") == 160 for r in graded), "the optimizer's own settings grade"
+    assert artifact.scores["test"]["n"] == 2 and "grader calls" in proc.stdout and "; grader " in proc.stdout

@@ -55,10 +55,10 @@ class Graders:
         self._lock = threading.Lock()
 
     def set_override(self, metadata: dict) -> None:
-        """The grader given at run time in the task's metadata, if any."""
+        """The grader given at run time in the task's metadata (`--metadata`), if any."""
         model = metadata.get(GRADER_KEY)
-        if model:
-            self.override = (str(model), {"api_base": metadata[API_BASE_KEY]} if metadata.get(API_BASE_KEY) else {})
+        api_base = {"api_base": metadata[API_BASE_KEY]} if metadata.get(API_BASE_KEY) else {}
+        self.override = (str(model), api_base) if model else None
 
     def model_of(self, assertion: dict) -> tuple[str, dict]:
         """(litellm model, call arguments) that grades `assertion`."""
