@@ -234,7 +234,7 @@ def test_a_grader_given_at_run_time_grades_and_is_counted(tmp_path, monkeypatch)
         artifact = run_judged(server, tmp_path, [], metadata={"abo_grader": "openai/judge", "abo_grader_api_base": server.base_url},
                               optimizer_args={"api_base": server.base_url, "api_key": "x"})
     graded = [r for r in server.requests if r.body.get("model") == "judge"]
-    assert graded and artifact.usage["grader"]["calls"] == len(graded)
+    assert graded and artifact.usage["grader"]["calls"] == len(graded) and artifact.usage["grader_models"] == ["openai/judge"]
     assert all(str(r.body["messages"][0]["content"]).startswith(RUBRIC_SYSTEM) for r in graded)
 
 

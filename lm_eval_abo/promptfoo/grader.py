@@ -85,6 +85,10 @@ class Graders:
                                                   usage=self.usage, price=price, concurrency=self.concurrency)
             return self._clients[key]
 
+    def models(self) -> list[str]:
+        """The models that graded so far (their litellm strings, no arguments)."""
+        return sorted({client.model for client in self._clients.values() if client.usage.calls})
+
     def fetch(self, requests: list[tuple[dict, list[dict]]]) -> None:
         """Ask every distinct (grader, messages) of a pass at once; their replies serve `ask` until the next pass."""
         groups: dict[str, tuple[OptimizerLLM, dict[str, list[dict]]]] = {}

@@ -74,7 +74,7 @@ def artifact_of(config: OptimizeConfig, session: Session, result: SearchResult, 
         scores={"dev": {"metric": bridge.metric_key, "value": best.dev, "stderr": best.dev_stderr, "n": best.dev_n},
                 "baseline_dev": {"metric": bridge.metric_key, "value": baseline.dev, "n": baseline.dev_n}},
         splits=dict(splits), carved=bridge.splits.carved(), trace=[r.to_dict() for r in result.rounds],
-        usage={**result.ledger.to_dict(), "prices": plan.prices, "projection": plan.to_dict(),
+        usage={**result.ledger.to_dict(), "prices": plan.prices, "projection": plan.to_dict(), **_graders(result),
                "seconds": round(time.time() - started, 1), **_phase_seconds(result), "stopped": result.stopped},
         templates=metaprompts.hashes(result.templates),
         settings=settings_of(config, session),
@@ -216,6 +216,15 @@ def finish(config: OptimizeConfig, session: Session, result: SearchResult, run: 
         out(f"warning: the run used more than its caps allow ({run_report.ledger_text(final.usage)}): the test "
             "evaluation cost more than projected")
     return final
+
+
+def _graders(result: SearchResult) -> dict:
+    """The models that graded the run's replies (a metric that asks a model), by their litellm strings."""
+    if not result.ledger.grader.calls:
+        return {}
+    from lm_eval_abo.promptfoo import grader
+
+    return {"grader_models": grader.current().models()}
 
 
 def _phase_seconds(result: SearchResult) -> dict:
