@@ -152,18 +152,20 @@ class Bridge:
         return self._answer_format
 
     def _found_answer_format(self) -> str:
-        if self.output_type != "generate_until":
-            return ""
         docs = self.docs("train")[:8]
+        asks_model = getattr(self.reference.config.process_results, "grades_with_model", None)
+        if self.output_type != "generate_until" or (callable(asks_model) and asks_model(docs)):
+            return ""  # a metric that asks a model (a grader) is not probed with made-up replies
         for phrasing in ANSWER_PHRASINGS:
             texts = [f"Working through the question step by step.\n{phrasing.format(self.gold(d))}" for d in docs]
             if all(self.correct(score) for _, score in self.check(texts, docs)):
                 return f'End your answer with "{phrasing.format("<answer>")}".'
         return ""
 
-    def check(self, outputs: list[str], docs: list[dict]) -> list[tuple[str, float]]:
+    def check(self, outputs: list[str], docs: list[dict], metric: bool = True) -> list[tuple[str, float]]:
         """The task's own filter and metric applied to replies written elsewhere (e.g. by the
-        optimizer for a demonstration): (extracted answer, metric value) per reply."""
+        optimizer for a demonstration): (extracted answer, metric value) per reply; without `metric`, the
+        answers only (the value 0.0: a metric that asks a grader model is not asked)."""
         from lm_eval.api.instance import Instance
 
         instances = []
@@ -177,7 +179,8 @@ class Bridge:
         results = []
         for inst, doc in zip(instances, docs):
             answer = inst.filtered_resps[self.filter_name]
-            results.append((_first(answer), self._value(self.reference.process_results(doc, [answer])[self.metric])))
+            value = self._value(self.reference.process_results(doc, [answer])[self.metric]) if metric else 0.0
+            results.append((_first(answer), value))
         return results
 
     def unread(self, samples: list[Sample]) -> list[bool]:
@@ -185,7 +188,7 @@ class Bridge:
         empty reply (a regex filter's fallback). A multiple-choice reply always names an option."""
         if self.output_type != "generate_until" or not samples:
             return [False] * len(samples)
-        empty = self.check([""] * len(samples), [s.doc for s in samples])
+        empty = self.check([""] * len(samples), [s.doc for s in samples], metric=False)
         return [s.answer.strip() == blank.strip() for s, (blank, _) in zip(samples, empty)]
 
     # --- scoring ---

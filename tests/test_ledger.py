@@ -277,3 +277,23 @@ def test_a_real_runs_use_is_within_the_projections_stated_error(tmp_path):
         assert got.calls <= 2 * plan.calls, "at most the projected calls, each asked again once for its format"
         assert 0.15 <= got.tokens / plan.tokens <= 2.0, (side, got.tokens, plan.tokens)
     assert 0.15 <= usage["cost_usd"] / projected["cost_usd"] <= 2.0
+
+
+def test_a_target_pass_is_checked_with_the_grader_calls_that_grade_its_replies():
+    """A metric that asks a grader: the cap counts the grader's mean cost per target request so far (the
+    projection's before any) and its projected part of the test evaluation."""
+    ledger = Ledger(target=Usage(calls=10, prompt_tokens=100, cost_usd=0.01), grader=Usage(calls=10, cost_usd=0.02))
+    budget = Budget(ledger, Caps(max_cost=0.05))
+    budget.target_pass(5)  # spent 0.03; 5 requests: 0.005 target + 0.010 grader -> 0.045
+    with pytest.raises(BudgetExhausted, match="--max-cost"):
+        budget.target_pass(10)  # 0.03 + 0.010 + 0.020 = 0.06: only the grader's share puts it over
+    kept = Budget(ledger, Caps(max_cost=0.05), grader_reserve=Usage(calls=4, cost_usd=0.012))
+    with pytest.raises(BudgetExhausted, match=r"\$0\.0120 kept for the test evaluation"):
+        kept.target_pass(5)  # 0.045 + the grader's 0.012 kept for the test evaluation = 0.057
+    fresh = Budget(Ledger(), Caps(max_cost=0.05), per_request=Usage(calls=1, cost_usd=0.001),
+                   grader_per_request=Usage(calls=1, cost_usd=0.004))
+    fresh.target_pass(10)  # before any: the projection's 0.001 + 0.004 per request -> 0.05, at the cap
+    with pytest.raises(BudgetExhausted):
+        fresh.target_pass(11)
+    assert Ledger.from_dict(ledger.to_dict()) == ledger and ledger.cost_usd == 0.03
+    assert Ledger.from_dict({"optimizer": {}, "target": {"calls": 2}}).grader == Usage(), "ledgers written before the grader"

@@ -22,6 +22,7 @@ def test_wheel_ships_modules_task_configs_and_templates(tmp_path):
     assert "lm_eval_abo/task_configs/_default_template_yaml" in names
     assert {f"lm_eval_abo/task_configs/{p.name}" for p in (ROOT / "task_configs").glob("*.yaml")} <= set(names)
     assert {f"lm_eval_abo/templates/{p.name}" for p in (ROOT / "templates").glob("*.j2")} <= set(names)
+    assert "lm_eval_abo/promptfoo/node_worker.mjs" in names
 
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], check=True)

@@ -165,19 +165,19 @@ def test_unsupported_features_are_listed_in_one_error(tmp_path, capsys):
     config = tmp_path / "promptfooconfig.yaml"
     config.write_text(yaml.safe_dump({
         "prompts": ["Q: {{q}}"], "providers": ["bedrock:anthropic.claude", "openai:chat:gpt-4o-mini"],
-        "scenarios": [], "tests": [{"vars": {"q": str(i)}, "assert": [{"type": "llm-rubric", "value": "ok"},
-                                                                      {"type": "javascript", "value": "true"}]} for i in range(3)],
+        "scenarios": [], "tests": [{"vars": {"q": str(i)}, "assert": [{"type": "g-eval", "value": "ok"},
+                                                                      {"type": "webhook", "value": "http://127.0.0.1:9"}]} for i in range(3)],
     }))
     with pytest.raises(AboError) as error:
         read_config(config)
     message = str(error.value)
-    for item in ("bedrock:anthropic.claude", "'llm-rubric'", "'javascript'", "scenarios"):
+    for item in ("bedrock:anthropic.claude", "'g-eval'", "'webhook' (calls a web service)", "scenarios"):
         assert item in message
     from lm_eval_abo.cli import main
 
     assert main(["import", "promptfoo", str(config), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "llm-rubric" in err[0] and "Traceback" not in err[0]
+    assert len(err) == 1 and "g-eval" in err[0] and "Traceback" not in err[0]
 
 
 def test_import_keeps_keys_and_credentials_out(tmp_path):
@@ -262,10 +262,11 @@ def test_promptfoo_renders_exactly_what_lm_eval_sends(tmp_path, chat):
 
 
 def test_imported_task_exports_back_with_its_assertions(tmp_path):
-    """import -> export -> promptfoo (echo): a one-line prompt, hostile vars and assertion values reach
+    """import -> export -> promptfoo (echo): a one-line prompt, vars as promptfoo renders them (`{{ 7*7 }}`
+    becomes 49) and assertion values (rendered with the unrendered vars, as promptfoo does) reach
     promptfoo literally, and promptfoo grades with the original assertions as lm-eval's pass_rate does."""
     config = tmp_path / "promptfooconfig.yaml"
-    questions = ["3/4 of 8", "{{ 7*7 }}", "{% raw %} x", "see file://y.py", "a } #} b", "plain"]
+    questions = ["3/4 of 8", "{{ 7*7 }}", "{{ ''.__class__ }}", "see file://y.py", "a stray {", "plain"]
     config.write_text(yaml.safe_dump({
         "prompts": ["Repeat: {{q}}"], "providers": ["echo"],
         "defaultTest": {"assert": [{"type": "contains", "value": "{{q}}"}]},

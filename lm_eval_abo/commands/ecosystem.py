@@ -29,11 +29,22 @@ def cmd_import_promptfoo(args) -> None:
     path, imported = import_config(args.config, args.output, args.task_name, args.n_train, args.n_dev)
     task = path.stem
     print(f"wrote {path} ({len(imported.rows)} tests; metric: promptfoo's pass rate over the assertions)")
-    if imported.other_prompts:
-        print(f"note: the config has {imported.other_prompts + 1} prompts; the first is the task's initial prompt")
-    model = imported.lm_eval or {"model": "<backend>", "model_args": "<args>"}
+    for note in imported.notes:
+        print(f"note: {note}")
+    for warning in imported.warnings:
+        print(f"warning: {warning}")
+    model = imported.lm_eval if imported.lm_eval.get("model") else {"model": "<backend>", "model_args": "<args>"}
+    chat = " --apply_chat_template" if imported.chat or imported.lm_eval.get("chat") else ""
+    gen = imported.generation
     print(f"  optimize: lm-eval-abo optimize --include_path {args.output} --task {task} --method abo")
-    print(f"  evaluate: lm_eval --include_path {args.output} --tasks {task} --model {model['model']} --model_args {model['model_args']}")
+    print(f"  evaluate: lm_eval --include_path {args.output} --tasks {task} --model {model['model']} "
+          f"--model_args {model['model_args']}{chat}")
+    print(f"  generation: max_gen_toks={gen.get('max_gen_toks')}, temperature={gen.get('temperature')}, "
+          f"stop={gen.get('until')}" + "".join(f", {k}={v}" for k, v in gen.items()
+                                               if k not in ("max_gen_toks", "temperature", "until", "do_sample")))
+    key_env = imported.lm_eval.get("key_env")
+    if key_env and model["model"].startswith("local-"):
+        print(f"  API key: lm-eval's {model['model']} sends OPENAI_API_KEY; set it to the value of {key_env}")
 
 
 def cmd_leaderboard(args) -> None:

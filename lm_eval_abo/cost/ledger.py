@@ -1,4 +1,5 @@
-"""One ledger for both models: requests, tokens and US dollars of the optimizer and of the target, per
+"""One ledger for the models of a run: requests, tokens and US dollars of the optimizer, of the target and
+of the grader (the model that grades replies for model-graded metrics, e.g. promptfoo's llm-rubric), per
 round and in total; the price a model is charged at; and the caps a run keeps to.
 
 The same type holds what was spent and what the projection expects, so the two compare line by line.
@@ -7,7 +8,7 @@ A leaf: it imports nothing of the package.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 
 class BudgetExhausted(Exception):
@@ -97,39 +98,42 @@ class Usage:
 
 @dataclass
 class Ledger:
-    """Both sides: the optimizer's calls and the target's requests."""
+    """The three lines: the optimizer's calls, the target's requests, the grader's calls."""
 
     optimizer: Usage = field(default_factory=Usage)
     target: Usage = field(default_factory=Usage)
+    grader: Usage = field(default_factory=Usage)
+
+    SIDES = ("optimizer", "target", "grader")
 
     @property
     def cost_usd(self) -> float:
-        return round(self.optimizer.cost_usd + self.target.cost_usd, 10)
+        return round(self.optimizer.cost_usd + self.target.cost_usd + self.grader.cost_usd, 10)
 
     @property
     def cost_known(self) -> bool:
-        return self.optimizer.cost_known and self.target.cost_known
+        return self.optimizer.cost_known and self.target.cost_known and self.grader.cost_known
 
     def snapshot(self) -> Ledger:
-        return Ledger(self.optimizer.copy(), self.target.copy())
+        return Ledger(self.optimizer.copy(), self.target.copy(), self.grader.copy())
 
     def plus(self, other: Ledger) -> Ledger:
-        return Ledger(self.optimizer.plus(other.optimizer), self.target.plus(other.target))
+        return Ledger(*(getattr(self, s).plus(getattr(other, s)) for s in self.SIDES))
 
     def minus(self, earlier: Ledger) -> Ledger:
-        return Ledger(self.optimizer.minus(earlier.optimizer), self.target.minus(earlier.target))
+        return Ledger(*(getattr(self, s).minus(getattr(earlier, s)) for s in self.SIDES))
 
     def load(self, saved: Ledger) -> None:
-        self.optimizer.load(saved.optimizer)
-        self.target.load(saved.target)
+        for side in self.SIDES:
+            getattr(self, side).load(getattr(saved, side))
 
     def to_dict(self) -> dict:
-        return {"optimizer": self.optimizer.to_dict(), "target": self.target.to_dict(), "cost_usd": self.cost_usd,
-                "cost_known": self.cost_known}
+        return {"optimizer": self.optimizer.to_dict(), "target": self.target.to_dict(), "grader": self.grader.to_dict(),
+                "cost_usd": self.cost_usd, "cost_known": self.cost_known}
 
     @classmethod
     def from_dict(cls, data: dict) -> Ledger:
-        return cls(Usage.from_dict(data.get("optimizer") or {}), Usage.from_dict(data.get("target") or {}))
+        return cls(*(Usage.from_dict(data.get(side) or {}) for side in cls.SIDES))
 
 
 def total(ledgers) -> Ledger:
@@ -143,7 +147,7 @@ def total(ledgers) -> Ledger:
 class Caps:
     """The hard caps of a run, over both models (None: no cap)."""
 
-    max_cost: float | None = None  # dollars, optimizer and target together
+    max_cost: float | None = None  # dollars, optimizer, target and grader together
     max_target_tokens: int | None = None
     max_optimizer_calls: int | None = None
 
@@ -156,14 +160,17 @@ class Caps:
 
 @dataclass
 class Budget:
-    """The caps over the live ledger while the search runs. The projected test evaluation (`reserve`) is
-    kept aside, so the best prompt can still be evaluated on test within the caps; an optimizer call or a
-    target pass is refused when, at the mean size of those before it, it would not fit."""
+    """The caps over the live ledger while the search runs. The projected test evaluation (`reserve`, and
+    the grader's part of it) is kept aside, so the best prompt can still be evaluated on test within the
+    caps; an optimizer call or a target pass (with the grader calls that grade its replies) is refused
+    when, at the mean size of those before it, it would not fit."""
 
     ledger: Ledger
     caps: Caps = field(default_factory=Caps)
     reserve: Usage = field(default_factory=Usage)  # the target's projected test evaluation
     per_request: Usage = field(default_factory=Usage)  # one projected target request, until one is measured
+    grader_reserve: Usage = field(default_factory=Usage)  # the grader's projected part of the test evaluation
+    grader_per_request: Usage = field(default_factory=Usage)  # the grader's projected use per target request
 
     def optimizer_call(self) -> None:
         """Before each optimizer call (under the client's lock)."""
@@ -173,12 +180,22 @@ class Budget:
         self._check(0, _mean(self.ledger.optimizer, Usage()).cost_usd, "the next optimizer call")
 
     def target_pass(self, requests: int) -> None:
-        """Before the search sends `requests` requests to the target in one lm-eval pass."""
+        """Before the search sends `requests` requests to the target in one lm-eval pass (and has the
+        grader grade their replies)."""
         coming = _mean(self.ledger.target, self.per_request).scaled(requests)
-        self._check(coming.tokens, coming.cost_usd, f"the next {requests} target requests")
+        grading = self._grading_per_request().cost_usd * requests
+        self._check(coming.tokens, coming.cost_usd + grading, f"the next {requests} target requests")
+
+    def _grading_per_request(self) -> Usage:
+        """The grader's mean use per target request so far (the projection's, before any)."""
+        grader, target = self.ledger.grader, self.ledger.target
+        if not grader.calls or not target.calls:
+            return self.grader_per_request
+        return Usage(cost_usd=grader.cost_usd / target.calls)
 
     def _check(self, tokens: int, cost: float, what: str) -> None:
-        spent, kept, caps = self.ledger, self.reserve, self.caps
+        spent, caps = self.ledger, self.caps
+        kept = replace(self.reserve, cost_usd=self.reserve.cost_usd + self.grader_reserve.cost_usd)
         if caps.max_target_tokens is not None and spent.target.tokens + tokens + kept.tokens > caps.max_target_tokens:
             raise BudgetExhausted(
                 f"--max-target-tokens {caps.max_target_tokens:,} reached ({spent.target.tokens:,} spent, about "

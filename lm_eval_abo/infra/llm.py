@@ -115,7 +115,7 @@ class OptimizerLLM:
         self.model = model
         self.args = args
         self.secrets = secret_values(args)  # masked in every message this client writes
-        self.cached = cache_dir is not None
+        self.cached, self.cache_dir = cache_dir is not None, cache_dir
         self.budget, self.price = budget, price
         self.concurrency, self.timeout, self.retries, self.backoff_s = concurrency, timeout, retries, backoff_s
         self.usage = usage or Usage()

@@ -47,8 +47,12 @@ def templates_dir() -> Path:
 
 def render(name: str, **variables) -> list[dict]:
     """The chat messages of meta-prompt `name` (templates/<name>.j2): one user message."""
-    text = _environment(str(templates_dir())).get_template(f"{name}.j2").render(**variables)
-    return [{"role": "user", "content": text.strip()}]
+    return [{"role": "user", "content": text(name, **variables).strip()}]
+
+
+def text(name: str, **variables) -> str:
+    """Template `name` rendered as it is written (its final newline dropped), e.g. a grader's message."""
+    return _environment(str(templates_dir())).get_template(f"{name}.j2").render(**variables)
 
 
 @cache

@@ -83,10 +83,11 @@ class RoundRecord:
     dropped: tuple[Dropped, ...] = ()
     notes: dict = field(default_factory=dict)
     method_requests: int = 0  # of `target`, the requests of the method's own scoring (OPRO's train scores, GEPA)
+    grader: Usage = field(default_factory=Usage)  # the grader's calls for the round's scores (model-graded metrics)
 
     @property
     def ledger(self) -> Ledger:
-        return Ledger(self.optimizer, self.target)
+        return Ledger(self.optimizer, self.target, self.grader)
 
     def to_dict(self) -> dict:
         timings = {k: getattr(self, k) for k in TIMINGS if getattr(self, k) is not None}
@@ -96,6 +97,7 @@ class RoundRecord:
             **({"notes": copy.deepcopy(self.notes)} if self.notes else {}), "flips": self.flips,
             "optimizer": self.optimizer.to_dict(), "target": self.target.to_dict(), **timings,
             **({"method_requests": self.method_requests} if self.method_requests else {}),
+            **({"grader": self.grader.to_dict()} if self.grader.calls else {}),
         }
 
     @classmethod
@@ -107,7 +109,7 @@ class RoundRecord:
             optimizer=Usage.from_dict(d.get("optimizer") or {}), target=Usage.from_dict(d.get("target") or {}),
             **{k: d.get(k) for k in TIMINGS},
             dropped=tuple(Dropped(**x) for x in d.get("dropped", [])), notes=d.get("notes") or {},
-            method_requests=d.get("method_requests", 0),
+            method_requests=d.get("method_requests", 0), grader=Usage.from_dict(d.get("grader") or {}),
         )
 
 

@@ -138,7 +138,7 @@ class Search:
             best=BestRecord(best.key, best.dev, best.dev_stderr, best.dev_n, **self._gain(incumbent, best)),
             mean_dev=sum(n.dev for n in new) / len(new) if new else None,
             flips=flips(incumbent, best) if incumbent else {"fixed": [], "broken": []},
-            optimizer=used.optimizer, target=used.target, seconds=round(seconds, 1),
+            optimizer=used.optimizer, target=used.target, grader=used.grader, seconds=round(seconds, 1),
             target_seconds=round(target_seconds, 1), optimizer_seconds=round(seconds - target_seconds, 1),
             dropped=tuple(dropped), notes=dict(proposal.notes),
             method_requests=self.metered.requests - start.method_requests,

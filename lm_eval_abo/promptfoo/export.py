@@ -190,7 +190,8 @@ def promptfoo_vars(req: Request, chat: bool, gold: tuple[str, str] | None) -> di
 
 def _is_promptfoo_graded(task) -> bool:
     fn = task.config.process_results
-    return getattr(fn, "__module__", "") == assertions.__name__ and getattr(fn, "__name__", "") == "process_results"
+    modules = (assertions.__name__, assertions.__name__.rpartition(".")[0] + ".hooks")
+    return getattr(fn, "__module__", "") in modules and getattr(fn, "__name__", "") == "process_results"
 
 
 def gold_answers(task, reqs: list[Request]) -> tuple[str, list[str]]:
@@ -231,7 +232,14 @@ def exact_match_assertion(task, gold_name: str) -> dict:
 
 def _escaped_assertion(assertion: dict) -> dict:
     """An imported assertion for promptfoo, which renders assertion values with Nunjucks."""
+    if assertion.get("type") == "assert-set":
+        return {**assertion, "assert": [_escaped_assertion(a) for a in assertion["assert"]]}
+    assertion = {k: v for k, v in assertion.items() if k not in ("grader", "factuality")}  # the import's own keys
+    if "value" not in assertion:
+        return assertion
     value = assertion["value"]
+    if isinstance(value, list):  # promptfoo renders each text item of a list
+        return {**assertion, "value": [syntax.escape_literal(v) if isinstance(v, str) else v for v in value]}
     return {**assertion, "value": syntax.escape_literal(value) if isinstance(value, str) else value}
 
 
@@ -259,6 +267,9 @@ def export(artifact_path: str | Path, output: str | Path, options: ExportOptions
         if promptfoo_graded:
             grading = json.loads(req.doc[assertions.GRADING_FIELD])
             test["assert"] = [_escaped_assertion(a) for a in grading["assert"]]
+            scores = [a["factuality"] for a in grading["assert"] if a.get("factuality")]
+            if scores:  # the test's own factuality scores (kept on the assertions by the import)
+                test["options"] = {"factuality": scores[0]}
             if grading.get("threshold"):
                 test["threshold"] = grading["threshold"]
         tests.append(test)

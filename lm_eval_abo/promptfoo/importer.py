@@ -1,10 +1,12 @@
 """`lm-eval-abo import promptfoo`: a promptfoo config becomes an abo task that `optimize` and `lm_eval` run.
 
 The tests become the data (a seeded train/dev/test partition), their assertions the metric
-(`assertions.process_results`, promptfoo's pass rate), the first prompt the task's question template
+(`hooks.process_results`, promptfoo's pass rate), the first prompt the task's question template
 and initial prompt: the leading paragraphs without placeholders become the instruction the optimizers
-rewrite, the rest the fixed question template. The first provider's settings become the generation
-settings, and its lm-eval equivalent is suggested. Reading the config is `reading`'s.
+rewrite, the rest the fixed question template (its `{{ name }}` placeholders, or, for a prompt with other
+Nunjucks syntax, the question rendered per test in the sandbox as the field `promptfoo_prompt`). The
+first provider's settings (or promptfoo's defaults) become the generation settings, and its lm-eval
+equivalent is suggested. Reading the config is `reading`'s.
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ import yaml
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.files import write_text_atomic
 from lm_eval_abo.promptfoo import assertions, syntax
-from lm_eval_abo.promptfoo.reading import Imported, read_config
+from lm_eval_abo.promptfoo.reading import Imported, read_config, split_prompt  # noqa: F401 (re-exported)
 from lm_eval_abo.tasks import tasks_dir
 from lm_eval_abo.tasks.configs import FunctionRef, dump_task_yaml
-
-DEFAULT_MAX_TOKENS = 256
 
 
 class _TaskLoader(yaml.SafeLoader):
@@ -33,36 +33,10 @@ class _TaskLoader(yaml.SafeLoader):
 _TaskLoader.add_constructor("!function", lambda loader, node: FunctionRef(loader.construct_scalar(node)))
 
 
-def split_prompt(template: str) -> tuple[str, str]:
-    """(instruction, question template): the leading paragraphs before the first placeholder are the
-    instruction, if they join the rest with a blank line exactly as an abo prompt renders them."""
-    first = syntax.PLACEHOLDER.search(template)
-    head = template[: first.start()] if first else template
-    cut = head.rfind("\n\n")
-    instruction = template[:cut] if cut > 0 else ""
-    if not instruction or instruction != instruction.strip():
-        return "", template
-    return instruction, template[cut + 2:]
-
-
-def _generation(provider_config: dict) -> dict:
-    stop = provider_config.get("stop")
-    kwargs = {"max_gen_toks": int(provider_config.get("max_tokens") or DEFAULT_MAX_TOKENS), "do_sample": False,
-              "temperature": float(provider_config.get("temperature") or 0.0)}
-    if stop:
-        kwargs["until"] = [stop] if isinstance(stop, str) else list(stop)
-    else:
-        kwargs["until"] = ["\n\n"]  # lm-eval's own default (the few-shot delimiter)
-    return kwargs
-
-
 def task_config(imp: Imported, name: str, data_dir: Path, data_file: str, n_train: int, n_dev: int) -> dict:
     template = _read_template()
-    if imp.system:
-        instruction, question, placement = imp.system, imp.prompt, "system"
-    else:
-        (instruction, question), placement = split_prompt(imp.prompt), "user"
-    question_template = syntax.jinja_template(syntax.template_parts(question, "prompt"))
+    placement = "system" if imp.system else "user"
+    question_template = syntax.jinja_template(syntax.template_parts(imp.doc_to_text, "prompt"))
     sha = hashlib.sha256(imp.config.read_bytes()).hexdigest()
     return {
         "task": name,
@@ -71,14 +45,14 @@ def task_config(imp: Imported, name: str, data_dir: Path, data_file: str, n_trai
         "custom_dataset": FunctionRef("lm_eval_abo.promptfoo.assertions.load_tests"),
         "dataset_kwargs": {"data_file": data_file, "data_dir": str(data_dir.resolve()), "n_train": n_train, "n_dev": n_dev},
         "doc_to_text": question_template,
-        "generation_kwargs": _generation(imp.provider.get("config") or {}),
-        "process_results": FunctionRef("lm_eval_abo.promptfoo.assertions.process_results"),
+        "generation_kwargs": imp.generation,
+        "process_results": FunctionRef("lm_eval_abo.promptfoo.hooks.process_results"),
         "metric_list": [{"metric": assertions.METRIC, "aggregation": "mean", "higher_is_better": True}],
         "metadata": {
             "version": 1.0,
-            "abo_default_prompt": {"instruction": instruction, "placement": placement},
+            "abo_default_prompt": {"instruction": imp.instruction, "placement": placement},
             "promptfoo": {"config": str(imp.config.resolve()), "sha256": sha, "provider": imp.provider.get("id"),
-                          "lm_eval": imp.lm_eval or None},
+                          "prompt": imp.prompt_label[:200], "lm_eval": imp.lm_eval or None},
         },
     }
 

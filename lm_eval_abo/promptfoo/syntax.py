@@ -75,13 +75,22 @@ def jinja_template(parts: list[str]) -> str:
 
 
 def js_str(value) -> str:
-    """A YAML scalar as JavaScript's String() writes it (what promptfoo compares and inserts)."""
+    """A YAML value as JavaScript's String() writes it (what promptfoo compares and inserts): null as
+    "", booleans in lower case, numbers without a needless ".0", a list as its items joined by commas,
+    a mapping as "[object Object]"."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+        text = repr(value)
+        return re.sub(r"e([+-])0*(\d)", r"e\1\2", text).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, (list, tuple)):
+        return ",".join(js_str(v) for v in value)
+    if isinstance(value, dict):
+        return "[object Object]"
     return str(value)
 
 
@@ -106,10 +115,11 @@ def python_regex_to_js(pattern: str, where: str) -> tuple[str, str]:
 
 
 def js_regex_to_python(pattern: str, where: str) -> re.Pattern:
-    """A JavaScript regex source (promptfoo's `regex` assertion, no flags) compiled for Python."""
-    source = re.sub(r"\(\?<(?![=!])", "(?P<", pattern)
-    source = re.sub(r"\\k<(\w+)>", r"(?P=\1)", source)
+    """A JavaScript regex source (promptfoo's `regex` assertion, no flags) compiled for Python with
+    JavaScript's semantics (see `jsregex`)."""
+    from lm_eval_abo.promptfoo.jsregex import compile_js
+
     try:
-        return re.compile(source)
-    except re.error as e:
-        raise AboError(f"{where}: regex {pattern!r} does not compile in Python ({e})") from None
+        return compile_js(pattern)
+    except AboError as e:
+        raise AboError(f"{where}: {e}") from None

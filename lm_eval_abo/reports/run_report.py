@@ -52,29 +52,36 @@ class Heading:
                 f"({self.model_args}), optimizer {self.optimizer}")
 
 
+def _sides(ledger: dict) -> list[str]:
+    """The ledger's lines that were used: the optimizer and the target always, the grader when it was called."""
+    return ["optimizer", "target"] + (["grader"] if (ledger.get("grader") or {}).get("calls") else [])
+
+
 def ledger_text(ledger: dict) -> str:
-    """Both sides of a ledger (a round record or a run's usage) and their total cost."""
-    total = {"cost_usd": ledger["optimizer"]["cost_usd"] + ledger["target"]["cost_usd"],
-             "cost_known": ledger["optimizer"]["cost_known"] and ledger["target"]["cost_known"]}
-    return (f"optimizer {usage_text(ledger['optimizer'], 'calls')}; target {usage_text(ledger['target'], 'requests')}; "
-            f"total {cost_text(total)}")
+    """The lines of a ledger (a round record or a run's usage) and their total cost."""
+    sides = _sides(ledger)
+    total = {"cost_usd": sum(ledger[s]["cost_usd"] for s in sides), "cost_known": all(ledger[s]["cost_known"] for s in sides)}
+    kinds = {"optimizer": "calls", "target": "requests", "grader": "calls"}
+    return "; ".join(f"{side} {usage_text(ledger[side], kinds[side])}" for side in sides) + f"; total {cost_text(total)}"
 
 
 def projection_text(heading: Heading, plan, caps: Caps) -> str:
     """The projection as printed before any call (and by --dry-run), with what it means for the caps."""
-    def cells(label, ledger):
-        opt, tgt = ledger.optimizer.to_dict(), ledger.target.to_dict()
-        return [label, opt["calls"], tokens_text(opt), money(opt), tgt["calls"], tokens_text(tgt), money(tgt),
-                money(ledger.to_dict())]
-
     whole = plan.total
+    graded = bool(whole.grader.calls)
+
+    def cells(label, ledger):
+        opt, tgt, grd = ledger.optimizer.to_dict(), ledger.target.to_dict(), ledger.grader.to_dict()
+        return [label, opt["calls"], tokens_text(opt), money(opt), tgt["calls"], tokens_text(tgt), money(tgt),
+                *([grd["calls"], tokens_text(grd), money(grd)] if graded else []), money(ledger.to_dict())]
+
     lines = [
         heading.line(),
         f"prices: target {plan.prices['target']}; optimizer {plan.prices['optimizer']}",
         f"projected before any call (calls and requests at most: caches and early stops make them fewer; target "
         f"tokens {plan.counted}, its replies at their max_gen_toks cap):",
         *table(["round", "optimizer calls", "optimizer tokens", "optimizer $", "target requests", "target tokens",
-                "target $", "total $"],
+                "target $", *(["grader calls", "grader tokens", "grader $"] if graded else []), "total $"],
                [*(cells(r, ledger) for r, ledger in enumerate(plan.rounds)),
                 cells("test (baseline and best)", plan.test), cells("total", whole)], left=0),
     ]
@@ -266,8 +273,9 @@ def run_report(heading: Heading, result: SearchResult, dev_docs: list[dict], met
 def _cost_section(usage: dict) -> list[str]:
     """What the run used, the test evaluation included, beside its projection."""
     projected, rows = usage["projection"]["total"], []
-    for side in ("optimizer", "target"):
-        got, plan = usage[side], projected[side]
+    for side in _sides(usage):
+        got, plan = usage[side], projected.get(side) or {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                                         "cost_usd": 0.0, "cost_known": True}
         rows.append([side, f"{got['calls']:,} ({got['cache_hits']:,} cached)", tokens_text(got), money(got),
                      f"{plan['calls']:,}", tokens_text(plan), money(plan)])
     rows.append(["total", "", "", money(usage), "", "", money(projected)])

@@ -75,7 +75,7 @@ def artifact_of(config: OptimizeConfig, session: Session, result: SearchResult, 
         scores={"dev": {"metric": bridge.metric_key, "value": best.dev, "stderr": best.dev_stderr, "n": best.dev_n},
                 "baseline_dev": {"metric": bridge.metric_key, "value": baseline.dev, "n": baseline.dev_n}},
         splits=dict(splits), carved=bridge.splits.carved(), trace=[r.to_dict() for r in result.rounds],
-        usage={**result.ledger.to_dict(), "prices": plan.prices, "projection": plan.to_dict(),
+        usage={**result.ledger.to_dict(), "prices": plan.prices, "projection": plan.to_dict(), **_graders(result),
                "seconds": round(time.time() - started, 1), **_phase_seconds(result), "stopped": result.stopped},
         templates=metaprompts.hashes(result.templates),
         settings=settings_of(config, session),
@@ -131,10 +131,14 @@ def _optimize(config: OptimizeConfig, method, params, run: RunFolder, out, lm) -
     saved = run.saved(config.fingerprint(), config.resume, config.dry_run, out)
     planned, plan = plan_run(config, method, params)
     caps = caps_of(config)
+    if caps.max_cost is not None and plan.total.grader.calls and not plan.total.grader.cost_known:
+        raise AboError("--max-cost needs the grader's price, and litellm's cost map has none for the task's grader model: "
+                       "choose a priced grader (--metadata abo_grader) or drop --max-cost")
     out(run_report.projection_text(heading_of(config), plan, caps))
 
     started = time.time()
-    budget = Budget(planned.ledger, caps, reserve=plan.test.target, per_request=plan.per_request)
+    budget = Budget(planned.ledger, caps, reserve=plan.test.target, per_request=plan.per_request,
+                    grader_reserve=plan.test.grader, grader_per_request=plan.grader_per_request)
     session = attach_models(planned, config, lm, budget)
 
     def headroom(_baseline=None) -> None:
@@ -230,6 +234,15 @@ def finish(config: OptimizeConfig, session: Session, result: SearchResult, run: 
         out(f"warning: the run used more than its caps allow ({run_report.ledger_text(final.usage)}): the test "
             "evaluation cost more than projected")
     return final
+
+
+def _graders(result: SearchResult) -> dict:
+    """The models that graded the run's replies (a metric that asks a model), by their litellm strings."""
+    if not result.ledger.grader.calls:
+        return {}
+    from lm_eval_abo.promptfoo import grader
+
+    return {"grader_models": grader.current().models()}
 
 
 def _phase_seconds(result: SearchResult) -> dict:

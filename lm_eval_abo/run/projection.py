@@ -14,11 +14,14 @@ in requests, tokens and US dollars, as ledgers (the type the run fills, so the t
 - The optimizer's tokens: each meta-prompt rendered with the task's own training examples and counted
   through litellm; each reply at the size the meta-prompt asks for (below), at most `max_tokens` if
   --optimizer_args sets it.
+- The grader's calls, where the task's metric asks a model (its `process_results` has a
+  `projected_grading` hook, e.g. an imported promptfoo task with llm-rubric): its grading requests of the
+  dev documents, each target reply at its max_gen_toks cap, times the documents each pass scores.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from lm_eval_abo.cost.ledger import Caps, Ledger, Price, Usage, total
 from lm_eval_abo.cost.prices import Prices
@@ -61,10 +64,11 @@ def priced(usage: Usage, price: Price | None) -> Usage:
 @dataclass
 class Projection:
     rounds: list[Ledger]
-    test: Ledger  # the baseline and the best prompt on the test documents (the target only)
+    test: Ledger  # the baseline and the best prompt on the test documents (the target, and the grader if any)
     per_request: Usage  # one target request of a candidate prompt
     counted: str  # how the target's tokens were counted
     prices: dict[str, str]
+    grader_per_request: Usage = field(default_factory=Usage)  # the grader's use per target request (none: no grader)
 
     @property
     def total(self) -> Ledger:
@@ -82,7 +86,8 @@ class Projection:
 
     def to_dict(self) -> dict:
         return {"rounds": [r.to_dict() for r in self.rounds], "test": self.test.to_dict(), "total": self.total.to_dict(),
-                "per_request": self.per_request.to_dict(), "target_tokens": self.counted}
+                "per_request": self.per_request.to_dict(), "target_tokens": self.counted,
+                **({"grader_per_request": self.grader_per_request.to_dict()} if self.grader_per_request.calls else {})}
 
 
 def project(session, method: Method, params, prices: Prices, optimizer: str, reply_cap: int | None) -> Projection:
@@ -96,6 +101,7 @@ def project(session, method: Method, params, prices: Prices, optimizer: str, rep
     candidate = replace(baseline, prompt=baseline.prompt + written * baseline.requests)
     n_dev, n_train, n_test = len(session.dev_indices), len(session.train_pool), session.n_test
     estimated = not exact
+    grading, sampled = _grading(session, optimizer, prices.optimizer)  # the grader's use on `sampled` documents
     rounds = []
     for r in range(sizes.rounds + 1):
         plan = method.projected(params, sizes.beam, r == 0, n_dev, sizes.candidates)
@@ -106,15 +112,30 @@ def project(session, method: Method, params, prices: Prices, optimizer: str, rep
             docs = plan.engine_requests
         asked = total(_optimizer(a, optimizer, reply_cap, bridge, prices.optimizer) for a in plan.asks).optimizer
         target = candidate.times(docs, prices.target, estimated)
+        graded = grading.scaled((docs + (n_dev + shown if r == 0 else 0)) / sampled)
         if r == 0:
             target = target.plus(baseline.times(n_dev + shown, prices.target, estimated))
-        rounds.append(Ledger(asked, target))
+        rounds.append(Ledger(asked, target, graded))
     test = Ledger(target=baseline.times(n_test, prices.target, estimated).plus(candidate.times(n_test, prices.target,
-                                                                                                 estimated)))
+                                                                                                 estimated)),
+                  grader=grading.scaled(2 * n_test / sampled))
     per_request = priced(Usage(calls=1, prompt_tokens=round(candidate.prompt / candidate.requests),
                                completion_tokens=round(candidate.completion / candidate.requests)), prices.target)
     counted = "counted with the target's tokenizer" if exact else "estimated at 4 characters a token"
-    return Projection(rounds, test, per_request, counted, prices.shown())
+    grader_per_request = grading.scaled(1 / (sampled * max(baseline.requests, 1)))
+    return Projection(rounds, test, per_request, counted, prices.shown(), grader_per_request)
+
+
+def _grading(session, optimizer: str, optimizer_price: Price | None) -> tuple[Usage, int]:
+    """The grader's use on the dev documents, and how many they are (nothing when the task's metric asks no
+    model)."""
+    bridge = session.bridge
+    hook = getattr(bridge.reference.config.process_results, "projected_grading", None)
+    docs = [bridge.docs("dev")[i] for i in session.dev_indices] or bridge.docs("train")
+    if not callable(hook) or not docs:
+        return Usage(), 1
+    max_gen_toks = int((bridge.reference.config.generation_kwargs or {}).get("max_gen_toks", MAX_GEN_TOKS))
+    return hook(docs, max_gen_toks, optimizer, optimizer_price, dict(bridge.reference.config.metadata or {})), len(docs)
 
 
 def _baseline(session, count) -> tuple[PerDoc, float]:

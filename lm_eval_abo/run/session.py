@@ -261,7 +261,22 @@ def attach_models(session: Session, config: OptimizeConfig, lm=None, budget: Bud
     )
     session.target = CountingLM(lm or session.target_spec.load(), session.ledger.target, prices.target)
     session.bridge.attach(session.target, budget)
+    if callable(getattr(session.bridge.reference.config.process_results, "prepare", None)):
+        install_grader(session, config)
     return session
+
+
+def install_grader(session: Session, config: OptimizeConfig) -> None:
+    """The run's grader for a metric that asks a model (an imported promptfoo task's model-graded assertions):
+    the config's grader, a --metadata abo_grader, else the optimizer; its calls in the ledger's grader line,
+    its replies in the optimizer's cache."""
+    from lm_eval_abo.promptfoo import grader
+
+    graders = grader.Graders(default=(config.optimizer, dict(config.optimizer_args)), usage=session.ledger.grader,
+                             cache_dir=session.llm.cache_dir if session.llm.cached else None,
+                             default_price=session.llm.price, concurrency=config.concurrency)
+    graders.set_override(config.metadata)
+    grader.install(graders)
 
 
 def open_session(config: OptimizeConfig, lm=None, reads_text: str | None = None) -> Session:

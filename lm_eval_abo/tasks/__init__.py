@@ -99,6 +99,17 @@ class AboTask(ConfigurableTask):
         except AboError as e:
             raise AboError(f"{self.config.task}: {e}") from None
 
+    def apply_filters(self):
+        """lm-eval's filters, then, where the task's `process_results` has a `prepare` hook (a metric that
+        grades with a model, e.g. an imported promptfoo task), the whole pass handed to it at once: each
+        document with the prompt sent and its filtered replies, and the task's metadata."""
+        found = super().apply_filters()
+        prepare = getattr(self.config.process_results, "prepare", None)
+        if callable(prepare) and self._instances:
+            prepare([(i.doc, str(getattr(i.args[0], "prompt", i.args[0])), list(i.filtered_resps.values()))
+                     for i in self._instances], dict(self.config.metadata or {}))
+        return found
+
     def dump_config(self) -> dict:
         config = super().dump_config()
         metadata = dict(config.get("metadata") or {})

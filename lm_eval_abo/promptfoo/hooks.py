@@ -1,0 +1,84 @@
+"""The lm-eval hooks of an imported promptfoo task (its YAML names `hooks.process_results`).
+
+`process_results` grades one document's reply (`assertions.grade`, promptfoo's pass). Before it, once per
+lm-eval pass, `prepare` (which `tasks.AboTask.apply_filters` calls, with every document, the prompt lm-eval
+sent for it and its replies) notes the prompts sent, which promptfoo's model-graded and code assertions
+see, and has the grader answer every model-graded assertion of the pass at once (`grader.Graders.fetch`).
+`projected_grading` is what the run's projection expects the grader to use per document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from lm_eval_abo.cost.ledger import Price, Usage
+from lm_eval_abo.cost.prices import optimizer_price
+from lm_eval_abo.cost.tokens import optimizer_tokens
+from lm_eval_abo.promptfoo import grader
+from lm_eval_abo.promptfoo.assertions import GRADING_FIELD, METRIC, base_type, env_of, grade, graded_requests
+
+# what each grading prompt asks the grader to write, in tokens (a JSON verdict; closedqa reasons first)
+REPLY_TOKENS = {"llm-rubric": 60, "factuality": 80, "model-graded-factuality": 80, "model-graded-closedqa": 200}
+
+_SENT: dict[str, str] = {}  # a document's key -> the prompt lm-eval sent for it, in the current pass
+
+
+def doc_key(doc: dict) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str, ensure_ascii=False).encode()).hexdigest()
+
+
+def prepare(items: list[tuple[dict, str, list]], metadata: dict) -> None:
+    """A pass's documents, each with the prompt sent and its replies: the prompts noted, the grader's
+    replies fetched (`metadata`: the task's, where a grader given at run time is)."""
+    graders = grader.current()
+    graders.set_override(metadata)
+    _SENT.clear()
+    requests = []
+    for doc, prompt, replies in items:
+        if GRADING_FIELD not in doc:
+            continue
+        grading = json.loads(doc[GRADING_FIELD])
+        _SENT[doc_key(doc)] = str(prompt)
+        env = env_of(grading, str(prompt))
+        for reply in replies:
+            requests += graded_requests(grading.get("assert") or [], str(reply), env)
+    if requests:
+        graders.fetch(requests)
+
+
+def process_results(doc: dict, results: list) -> dict:
+    """lm-eval's per-document hook: 1.0 when the reply passes the test's assertions."""
+    grading = json.loads(doc[GRADING_FIELD])
+    passed, _ = grade(grading, str(results[0]), env_of(grading, _SENT.get(doc_key(doc))))
+    return {METRIC: float(passed)}
+
+
+def projected_grading(docs: list[dict], reply_tokens: int, optimizer: str, price: Price | None, metadata: dict) -> Usage:
+    """The grader's calls, tokens and dollars for scoring `docs`: each model-graded assertion asked about a
+    reply of `reply_tokens` tokens (the run's optimizer at `price` where it grades)."""
+    graders = grader.Graders(default=(optimizer, {}), cache_dir=None)
+    graders.set_override(metadata)
+    filler = " ".join(["word"] * reply_tokens)
+    used = Usage()
+    for doc in docs:
+        grading = json.loads(doc[GRADING_FIELD])
+        for assertion, messages in graded_requests(grading.get("assert") or [], filler, env_of(grading)):
+            model, args = graders.model_of(assertion)
+            completion = min(REPLY_TOKENS[base_type(assertion["type"])[0]], int(args.get("max_tokens") or 1024))
+            found = price if model == optimizer and price is not None else optimizer_price(model)
+            prompt = optimizer_tokens(model, messages)
+            used.calls += 1
+            used.add(prompt, completion, found.cost(prompt, completion) if found else None)
+    return used
+
+
+def grades_with_model(docs: list[dict]) -> bool:
+    """Whether grading these documents asks the grader (a model-graded assertion in any of them)."""
+    return any(graded_requests(json.loads(d[GRADING_FIELD]).get("assert") or [], "", env_of({}, "x")) for d in docs
+               if GRADING_FIELD in d)
+
+
+process_results.prepare = prepare
+process_results.grades_with_model = grades_with_model
+process_results.projected_grading = projected_grading
