@@ -63,8 +63,8 @@ def entrants(given: list[dict], least: int = 1) -> list[Entrant]:
     """The targets of `--model` (with its `--model_args`, `--label`, `--target-price`), checked: at least
     `least`, each once, labels unique (a label a target gets by default is numbered where two share it)."""
     if len(given) < least:
-        raise AboError(f"give at least {least} targets: --model BACKEND [--model_args ARGS] [--label NAME], once per "
-                       f"target (got {len(given)})")
+        raise AboError(f"give at least {least} target{'s' if least > 1 else ''}: --model BACKEND [--model_args ARGS] "
+                       f"[--label NAME], once per target (got {len(given)})")
     found, seen = [], set()
     for g in given:
         model, args = g["model"], g.get("model_args") or ""
