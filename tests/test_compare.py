@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,10 @@ class RuleTarget(LM):
 
     loads: list[str] = []
 
-    def __init__(self, keyword="magic", say="", **kwargs):
+    def __init__(self, keyword="magic", say="", broken=False, **kwargs):
         super().__init__()
+        if broken:
+            raise ValueError("this target does not load")
         self.inner = rule_lm(keyword, say)
         RuleTarget.loads.append(keyword)
 
@@ -272,6 +275,22 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
         ("ape prompt", "abo-test-rule"): (0.0, -1.0), ("ape prompt", "talker"): (1.0, 1.0)}
 
 
+def test_a_target_that_does_not_load_fails_its_run_and_cells_alone_and_the_exit_code_says_so(tmp_path, capsys):
+    with FakeServer() as server:
+        args = compare_args(server, tmp_path / "cmp")
+        args[args.index("keyword=Count")] = "keyword=Count,broken=True"
+        assert cli.main(args) == 3
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    why = "--model abo-test-rule --model_args keyword=Count,broken=True: this target does not load"
+    assert result["failed"] == [f"run runs/counter/{TASK}/ape: {why}", f"evaluations of {TASK} on counter: {why}"]
+    [part] = result["tasks"]
+    assert part["matrix"]["rows"] == ["baseline", "best for steady"] and part["failed"] == [f"counter: {why}"]
+    assert {(c["prompt"], c["model"]) for c in part["matrix"]["cells"]} == {("baseline", "steady"),
+                                                                          ("best for steady", "steady")}
+    assert f"Left out: counter: {why}" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert "2 failed (their rows and cells are left out)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("args", "error"), [
     (["--model", "abo-test-rule"], "lm-eval-abo: error: give at least 2 targets: --model BACKEND [--model_args ARGS] "
      "[--label NAME], once per target (got 1)"),
@@ -291,6 +310,15 @@ def test_compare_errors_are_one_line(tmp_path, capsys, args, error):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == error
     assert not (tmp_path / "c").exists(), "nothing written"
+
+
+def test_compare_with_executor_ray_without_ray_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as where the extra is not installed: `import ray` fails
+    with FakeServer() as server:
+        assert cli.main(compare_args(server, tmp_path / "cmp", "--executor", "ray")) == 2
+    assert capsys.readouterr().err.strip() == ('lm-eval-abo: error: --executor ray needs Ray, which is not installed: '
+                                               'pip install "lm-eval-abo[ray]"')
+    assert not (tmp_path / "cmp").exists(), "refused before anything is written"
 
 
 def test_transfer_errors_are_one_line(tmp_path, capsys):

@@ -25,6 +25,7 @@ from lm_eval_abo.reports import compare as reports
 from lm_eval_abo.reports.compare.matrix import BASELINE, Setting, build
 from lm_eval_abo.reports.run_report import money
 from lm_eval_abo.run.grid import run_grid
+from lm_eval_abo.run.grid.driver import executor_of
 from lm_eval_abo.run.optimize import finished, plan_run
 from lm_eval_abo.run.session import Targets, attach_target, caps_of, plan_session, resolve_run, target_of
 from lm_eval_abo.run.transfer import Entrant, evaluated, slug
@@ -40,7 +41,7 @@ def cell_config(config: OptimizeConfig, task: str, entrant: Entrant, folder: Pat
     return replace(config, task=task, output=str(folder / "runs" / entrant.label), **entrant.settings())
 
 
-def projected_evaluations(configs: dict, rows: int, out) -> Ledger:
+def projected_evaluations(configs: dict, rows: int, method: str, out) -> Ledger:
     """What the evaluations after the grid will use at most: `rows` prompts on each (target, task)'s test
     documents, at the size of the run's projected candidate prompt (a cell that cannot be planned is left out:
     the grid reports it)."""
@@ -55,8 +56,9 @@ def projected_evaluations(configs: dict, rows: int, out) -> Ledger:
         found.append(Ledger(target=plan.per_request.scaled(per_prompt * rows)))
     projected = total(found)
     used = projected.target
-    out(f"then {rows} prompts x {len(configs)} (target, task) pairs evaluated on test, projected at most: "
-        f"{used.calls:,} target requests, {used.tokens:,} tokens, {money(projected.to_dict())} (kept aside from the caps)")
+    out(f"compare: one {method} run per (target, task), {len(configs)} in all (the grid below), then {rows} prompts "
+        f"evaluated on test on each, projected at most: {used.calls:,} target requests, {used.tokens:,} tokens, "
+        f"{money(projected.to_dict())} (kept aside from the caps)")
     return projected
 
 
@@ -97,6 +99,7 @@ def evaluate_all(configs: dict, targets: list[Entrant], tasks: list[str], loaded
     current = next((e for e in targets if loaded.target == target_of(configs[(e.label, tasks[0])])), None)
     for e in sorted(targets, key=lambda e: e is not current):  # the loaded target first: no second load
         for task in tasks:
+            session = None
             try:
                 config = resolve_run(configs[(e.label, task)])[0]
                 session = plan_session(config)
@@ -109,14 +112,15 @@ def evaluate_all(configs: dict, targets: list[Entrant], tasks: list[str], loaded
                     prompt = r["prompt"] or session.default_prompt
                     provenance = {"task": task, "method": r["method"], "source": r["source"],
                                   "prompt_sha256": prompt.sha256(), "test_docs": session.n_test}
-                    cell, _ = evaluated(session, prompt, r["row"], e.label,
-                                        folder / "matrix" / task / slug(r["row"]) / e.label, provenance)
+                    cell = evaluated(session, prompt, r["row"], e.label, folder / "matrix" / task / slug(r["row"]) / e.label,
+                                     provenance)
                     cells[task].append(cell)
                     out(f"{task}: {r['row']} on {e.label}: {cell.score:.3f} (n={cell.n})")
-                ledgers.append(session.ledger)
             except AboError as error:
                 failed.append((task, e.label, one_line(error)))
                 out(f"{task}: evaluations on {e.label} failed: {one_line(error)}")
+            if session is not None:  # what it used, also where it failed midway
+                ledgers.append(session.ledger)
     parts = []
     for task in tasks:
         if task not in seen:
@@ -148,11 +152,12 @@ def compare(config: OptimizeConfig, tasks: list[str], targets: list[Entrant], ex
     folder = Path(config.output)
     config = replace(config, use_cache=config.use_cache or str(folder / "target-cache"))
     configs = {(e.label, task): cell_config(config, task, e, folder) for e in targets for task in tasks}
-    for e in targets:  # an unknown backend or a malformed --model_args: one line before anything runs
+    executor_of(executor, ray_address)  # Ray missing, or an address without it: one line before anything runs
+    for e in targets:  # an unknown backend or a malformed --model_args, too
         target_of(configs[(e.label, tasks[0])]).backend()
     loaded, started = loaded or Targets(), time.time()
     with FolderLock(folder, "compare", out):  # each run also locks its own folder
-        reserve = projected_evaluations(configs, 1 + len(targets), out)
+        reserve = projected_evaluations(configs, 1 + len(targets), config.method, out)
         grid = run_grid(list(configs.values()), folder, executor, ray_address, caps=less(caps_of(config), reserve),
                         resume=config.resume, lm=loaded if executor == "local" else None, out=out)
         parts, used, failed = evaluate_all(configs, targets, tasks, loaded, folder, out)

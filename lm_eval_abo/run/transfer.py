@@ -93,13 +93,12 @@ def entrants(given: list[dict], least: int = 1) -> list[Entrant]:
     return out
 
 
-def evaluated(session, prompt, row: str, model: str, folder: Path, provenance: dict) -> tuple[Evaluated, evaluation.TestRun]:
+def evaluated(session, prompt, row: str, model: str, folder: Path, provenance: dict) -> Evaluated:
     """`prompt` (row `row`) on the session's target (column `model`) on the test documents, through lm-eval, its
     results and samples kept in `folder`."""
     test = evaluation.evaluate(session, prompt, folder, provenance)
-    cell = Evaluated(row, model, test.score["value"], test.score["stderr"], test.score["n"], test.per_doc, test.correct,
+    return Evaluated(row, model, test.score["value"], test.score["stderr"], test.score["n"], test.per_doc, test.correct,
                      str(test.results))
-    return cell, test
 
 
 def slug(row: str) -> str:
@@ -133,8 +132,8 @@ def transfer(artifact_path: str | Path, targets: list[Entrant], harness: Harness
                                                      (row, artifact.prompt, str(path), artifact.method)):
                     provenance = {"task": artifact.task, "method": method, "source": source,
                                   "prompt_sha256": prompt.sha256(), "test_docs": session.n_test}
-                    cell, test = evaluated(session, prompt, name, e.label, folder / "results" / slug(name) / e.label,
-                                           provenance)
+                    cell = evaluated(session, prompt, name, e.label, folder / "results" / slug(name) / e.label,
+                                     provenance)
                     cells.append(cell)
                     out(f"{e.label}: {name}: {cell.score:.3f} (n={cell.n})")
             except AboError as error:
@@ -146,7 +145,7 @@ def transfer(artifact_path: str | Path, targets: list[Entrant], harness: Harness
         matrix = build(cells, [BASELINE, row], labels, [Setting(BASELINE, {m: BASELINE for m in labels}),
                                                         Setting(row, {m: row for m in labels})],
                        bridge.higher_is_better, sessions[0][1].seed)
-        made_for = artifact.target.get("model_args") or artifact.target.get("model") or "?"
+        made_for = " ".join(str(artifact.target.get(k)) for k in ("model", "model_args") if artifact.target.get(k)) or "?"
         result = {
             "title": f"Transfer of {path}", "kind": "transfer", "artifact": str(path), "targets": [e.shown() for e in targets],
             "about": f"The {artifact.method} prompt of {path} (optimized for {made_for}) and the task's baseline "
