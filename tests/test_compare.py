@@ -304,6 +304,13 @@ def test_a_target_that_does_not_load_fails_its_run_and_cells_alone_and_the_exit_
       "--label", "a/b"], "lm-eval-abo: error: --label 'a/b': a label is 1-64 letters, digits and _ . - (it names a folder)"),
     (["--model", "abo-test-rule", "--target-price", "free", "--model", "hf"],
      "lm-eval-abo: error: --target-price: expected IN,OUT in US dollars per million tokens (e.g. 0.5,1.5), got 'free'"),
+    (["--model", "abo-test-rule", "--model_args", "keyword=a", "--target-price", "1,2", "--model", "abo-test-rule",
+      "--model_args", "keyword=b", "--max-cost", "1"],
+     "lm-eval-abo: error: --max-cost needs the target's price, and litellm's cost map has none for abo-test-rule: give "
+     "--target-price IN,OUT (US dollars per million tokens)"),
+    (["--tasks", "no_such_task", "--model", "abo-test-rule", "--model_args", "keyword=a", "--model", "abo-test-rule",
+      "--model_args", "keyword=b"], "lm-eval-abo: error: unknown task 'no_such_task': not among lm-eval's tasks "
+     "(`lm-eval ls tasks`), this plugin's (`lm-eval-abo tasks`) or under --include_path"),
 ])
 def test_compare_errors_are_one_line(tmp_path, capsys, args, error):
     code = cli.main(["compare", "--tasks", TASK, *args, "--output", str(tmp_path / "c")])

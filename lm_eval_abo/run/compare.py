@@ -27,7 +27,7 @@ from lm_eval_abo.reports.run_report import money
 from lm_eval_abo.run.grid import run_grid
 from lm_eval_abo.run.grid.driver import executor_of
 from lm_eval_abo.run.optimize import finished, plan_run
-from lm_eval_abo.run.session import Targets, attach_target, caps_of, plan_session, resolve_run, target_of
+from lm_eval_abo.run.session import Targets, attach_target, caps_of, plan_session, prices_of, resolve_run, target_of
 from lm_eval_abo.run.transfer import Entrant, evaluated, slug
 
 OWN = "own best"
@@ -43,15 +43,12 @@ def cell_config(config: OptimizeConfig, task: str, entrant: Entrant, folder: Pat
 
 def projected_evaluations(configs: dict, rows: int, method: str, out) -> Ledger:
     """What the evaluations after the grid will use at most: `rows` prompts on each (target, task)'s test
-    documents, at the size of the run's projected candidate prompt (a cell that cannot be planned is left out:
-    the grid reports it)."""
+    documents, at the size of the run's projected candidate prompt. A run that cannot be planned (a task that
+    is not found, a metric it lacks, a cap without a price) stops the comparison here, in one line."""
     found = []
     for config in configs.values():
-        try:
-            resolved, method, params = resolve_run(config)
-            plan = plan_run(resolved, method, params)[1]
-        except AboError:
-            continue
+        resolved, method, params = resolve_run(config)
+        plan = plan_run(resolved, method, params)[1]
         per_prompt = plan.test.target.calls / 2  # the projection's test evaluation holds two prompts
         found.append(Ledger(target=plan.per_request.scaled(per_prompt * rows)))
     projected = total(found)
@@ -153,8 +150,9 @@ def compare(config: OptimizeConfig, tasks: list[str], targets: list[Entrant], ex
     config = replace(config, use_cache=config.use_cache or str(folder / "target-cache"))
     configs = {(e.label, task): cell_config(config, task, e, folder) for e in targets for task in tasks}
     executor_of(executor, ray_address)  # Ray missing, or an address without it: one line before anything runs
-    for e in targets:  # an unknown backend or a malformed --model_args, too
+    for e in targets:  # an unknown backend, a malformed --model_args or a cap without a price, too
         target_of(configs[(e.label, tasks[0])]).backend()
+        prices_of(configs[(e.label, tasks[0])])
     loaded, started = loaded or Targets(), time.time()
     with FolderLock(folder, "compare", out):  # each run also locks its own folder
         reserve = projected_evaluations(configs, 1 + len(targets), config.method, out)
