@@ -9,7 +9,7 @@ import html
 import io
 import math
 
-from lm_eval_abo.reports.compare.text import cell_text, interval, signed, tau_text
+from lm_eval_abo.reports.compare.text import cell_text, interval, ledger_text, signed, tau_text
 from lm_eval_abo.reports.markdown import fmt
 
 PLOTS_MISSING = "plots need matplotlib: pip install 'lm-eval-abo[plots]'"
@@ -134,6 +134,9 @@ def html_page(result: dict) -> str:
     targets = ", ".join(f"{t['label']} ({t['model']})" for t in result["targets"])
     body = "\n".join(_task_html(part, plt) for part in result["tasks"])
     missing = "" if plt is not None else f"<p>{html.escape(PLOTS_MISSING)}</p>"
+    ledger = "".join(f"<li>{html.escape(name)}: {html.escape(ledger_text(used))}</li>"
+                     for name, used in (result.get("ledger") or {}).items())
+    body += f"\n<h2>Ledger</h2><ul>{ledger}</ul>" if ledger else ""
     title = html.escape(result["title"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>

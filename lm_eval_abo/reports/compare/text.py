@@ -89,12 +89,17 @@ def markdown(result: dict) -> str:
         lines += [*task_markdown(part), ""]
     ledger = result.get("ledger")
     if ledger:
-        lines.append("Ledger: " + "; ".join(f"{name} {money(used)}, optimizer {used['optimizer']['calls']} calls, "
-                                             f"target {used['target']['calls']} requests"
-                                             for name, used in ledger.items()) + ".")
+        lines.append("Ledger: " + "; ".join(f"{name}: {ledger_text(used)}" for name, used in ledger.items()) + ".")
     for line in result.get("notes", []):
         lines += ["", line]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def ledger_text(used: dict) -> str:
+    """e.g. "4 optimizer calls, 54 target requests (20 answered by the cache), $0.0120"."""
+    target = used["target"]
+    cached = f" ({target['cache_hits']:,} answered by the cache)" if target.get("cache_hits") else ""
+    return f"{used['optimizer']['calls']:,} optimizer calls, {target['calls']:,} target requests{cached}, {money(used)}"
 
 
 def _csv(columns, records) -> str:
