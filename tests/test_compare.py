@@ -23,7 +23,7 @@ from lm_eval_abo.cost.ledger import Caps, Ledger, Usage
 from lm_eval_abo.infra import stats
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.reports import compare as reports
-from lm_eval_abo.reports.compare.matrix import Evaluated, Setting, build, ranks
+from lm_eval_abo.reports.compare.matrix import Evaluated, Setting, build, ranks, shared_choice
 from lm_eval_abo.run.compare import less
 from lm_eval_abo.run.transfer import entrants
 
@@ -122,6 +122,21 @@ def test_rankings_tau_and_only_the_rank_changes_beyond_their_intervals_count():
     assert changes == [("A", "B", 0.5, -0.2, True), ("B", "C", -0.475, 0.175, True), ("A", "C", 0.025, -0.025, False)]
     noise = matrix["changes"][2]
     assert noise["before_ci"][0] == 0.0 and noise["after_ci"][1] == 0.0  # one document each way: 0 inside both
+
+
+def test_the_shared_prompt_is_the_best_by_the_objective_over_the_targets_dev_scores():
+    dev = {"baseline": {"A": 0.5, "B": 0.2}, "best for A": {"A": 0.9, "B": 0.3}, "best for B": {"A": 0.6, "B": 0.5}}
+    # means 0.35, 0.6, 0.55; worst cases 0.2, 0.3, 0.5
+    assert shared_choice(dev, "mean")["row"] == "best for A" and shared_choice(dev, "mean")["value"] == pytest.approx(0.6)
+    assert shared_choice(dev, "min")["row"] == "best for B" and shared_choice(dev, "min")["value"] == 0.5
+    # lower is better: means favour the baseline (0.35); the worst case is each row's highest (0.5, 0.9, 0.6)
+    assert shared_choice(dev, "mean", higher_is_better=False)["row"] == "baseline"
+    assert shared_choice(dev, "min", higher_is_better=False)["value"] == 0.5
+    tied = {"baseline": {"A": 1.0, "B": 0.0}, "best for B": {"A": 0.0, "B": 1.0}}
+    assert shared_choice(tied)["row"] == "baseline", "a tie goes to the earlier row"
+    only_a = {"baseline": {"A": 0.5}, "best for A": {"A": 0.9, "B": 0.0}}  # B has no baseline score: left out
+    assert shared_choice(only_a)["models"] == ["A"] and shared_choice(only_a)["row"] == "best for A"
+    assert shared_choice({}) is None
 
 
 def hand_made_result() -> dict:
@@ -231,9 +246,14 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
             ("best for counter", "steady"): (0.0, -1.0), ("best for counter", "counter"): (1.0, 1.0)}
         assert cells[("best for counter", "steady")]["ci"] == [-1.0, -1.0] and part["n_test"] == 4
         assert "the baseline's prompt" in part["prompts"][1]["detail"]
+        # on dev every row's mean over the two targets is 0.5: the tie goes to the baseline, the shared prompt
+        assert part["dev"] == {"baseline": {"steady": 1.0, "counter": 0.0}, "best for steady": {"steady": 1.0, "counter": 0.0},
+                               "best for counter": {"steady": 0.0, "counter": 1.0}}
+        assert (part["shared"]["row"], part["shared"]["value"]) == ("baseline", 0.5)
         ranked = {r["setting"]: [(o["model"], o["rank"]) for o in r["order"]] for r in part["matrix"]["rankings"]}
-        assert ranked == {"baseline": [("steady", 1), ("counter", 2)], "own best": [("steady", 1), ("counter", 1)]}
-        assert part["matrix"]["tau"][0]["tau"] is None and part["matrix"]["changes"] == []
+        assert ranked == {"baseline": [("steady", 1), ("counter", 2)], "own best": [("steady", 1), ("counter", 1)],
+                          "shared": [("steady", 1), ("counter", 2)]}
+        assert [t["tau"] for t in part["matrix"]["tau"]] == [None, 1.0, None] and part["matrix"]["changes"] == []
         # every pair's lm-eval results and samples kept, recording the prompt it evaluated
         for c in cells.values():
             results = json.loads(Path(c["results"]).read_text())
@@ -242,10 +262,11 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
         artifact = out / "runs" / "counter" / TASK / "ape" / "best.yaml"
         recorded = json.loads(Path(cells[("best for counter", "steady")]["results"]).read_text())
         assert recorded["configs"][TASK]["metadata"]["abo"]["source"] == str(artifact)
-        # 6 pairs x 4 documents; the runs had evaluated steady's baseline (its best) and counter's baseline and
-        # best on test, so only counter's best on steady reached a target
+        # test: 6 pairs x 4 documents; the runs had evaluated steady's baseline (its best) and counter's baseline and
+        # best on test, so only counter's best on steady reached a target. dev: 2 distinct prompts x 2 targets x 3
+        # documents, all scored on dev by the runs (both runs' optimizer wrote the same first instruction)
         evaluations = result["ledger"]["evaluations"]["target"]
-        assert (evaluations["calls"], evaluations["cache_hits"]) == (24, 20)
+        assert (evaluations["calls"], evaluations["cache_hits"]) == (24 + 12, 20 + 12)
         grid = json.loads((out / "grid.json").read_text())
         assert [c["status"] for c in grid["cells"]] == ["done", "done"]
         assert result["ledger"]["optimize runs"] == grid["ledger"]
@@ -277,7 +298,7 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
 
 def test_a_target_that_does_not_load_fails_its_run_and_cells_alone_and_the_exit_code_says_so(tmp_path, capsys):
     with FakeServer() as server:
-        args = compare_args(server, tmp_path / "cmp")
+        args = compare_args(server, tmp_path / "cmp", "--objective", "none")
         args[args.index("keyword=Count")] = "keyword=Count,broken=True"
         assert cli.main(args) == 3
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
@@ -285,6 +306,7 @@ def test_a_target_that_does_not_load_fails_its_run_and_cells_alone_and_the_exit_
     assert result["failed"] == [f"run runs/counter/{TASK}/ape: {why}", f"evaluations of {TASK} on counter: {why}"]
     [part] = result["tasks"]
     assert part["matrix"]["rows"] == ["baseline", "best for steady"] and part["failed"] == [f"counter: {why}"]
+    assert part["shared"] is None and [r["setting"] for r in part["matrix"]["rankings"]] == ["baseline", "own best"]
     assert {(c["prompt"], c["model"]) for c in part["matrix"]["cells"]} == {("baseline", "steady"),
                                                                           ("best for steady", "steady")}
     assert f"Left out: counter: {why}" in (tmp_path / "cmp" / "compare.md").read_text()

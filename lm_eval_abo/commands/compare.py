@@ -55,7 +55,7 @@ def cmd_compare(args) -> int:
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     result = compare(config_from(args, task=tasks[0] if tasks else ""), tasks, targets_of(args, 2), args.executor,
-                     args.ray_address)
+                     args.ray_address, objective=None if args.objective == "none" else args.objective)
     return SOME_FAILED if result["failed"] else 0
 
 
@@ -75,13 +75,17 @@ def add(sub) -> None:
         "compare", help="models compared at their own prompts: a transfer matrix, rankings and the rank changes that hold",
         description="For each task and target, one optimize run with the same method, budget, splits, seed and "
         "optimizer (the cells of one grid); then the baseline and every target's own best prompt evaluated on every "
-        "target by lm-eval on the same held-out test documents. Writes compare.md, .csv, _rankings.csv, .html and "
-        ".json in --output: the transfer matrix (each score with its paired difference from the model's baseline and "
-        "a 95% CI), the rankings at the baseline and at each model's own best with Kendall's tau, and the rank "
-        "changes that hold. Targets: --model BACKEND [--model_args ARGS] [--label NAME] [--target-price IN,OUT], once "
+        "target by lm-eval on the same held-out test documents, and one shared prompt chosen among them on dev "
+        "(--objective). Writes compare.md, .csv, _rankings.csv, .html and .json in --output: the transfer matrix "
+        "(each score with its paired difference from the model's baseline and a 95% CI), the rankings at the "
+        "baseline, at each model's own best and at the shared prompt with Kendall's tau, and the rank changes that "
+        "hold. Targets: --model BACKEND [--model_args ARGS] [--label NAME] [--target-price IN,OUT], once "
         "per target.",
     )
     p.add_argument("--tasks", required=True, help="comma-separated tasks")
+    p.add_argument("--objective", choices=("mean", "min", "none"), default="mean",
+                   help="how the shared prompt is chosen on dev among the baseline and the targets' own bests: the best "
+                   "mean over the targets (default), the best worst case (min), or none")
     add_target_flags(p)
     add_flags(p, "compare", method={"choices": sorted(METHODS), "help": "the method of every run (default: abo)"},
               output={"default": "compare", "help": "output directory (default: compare)"},

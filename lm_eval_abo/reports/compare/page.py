@@ -9,7 +9,7 @@ import html
 import io
 import math
 
-from lm_eval_abo.reports.compare.text import cell_text, interval, ledger_text, signed, tau_text
+from lm_eval_abo.reports.compare.text import cell_text, interval, ledger_text, shared_text, signed, tau_text
 from lm_eval_abo.reports.markdown import fmt
 
 PLOTS_MISSING = "plots need matplotlib: pip install 'lm-eval-abo[plots]'"
@@ -109,6 +109,13 @@ def _task_html(part: dict, plt) -> str:
                                                    for r in matrix["rows"]])]
     if plt is not None:
         out.append(f'<img alt="heatmap of the transfer matrix of {name}" src="data:image/png;base64,{heatmap(matrix, plt)}">')
+    shared = part.get("shared")
+    if shared:
+        models = matrix["models"]
+        out += ["<h3>Shared prompt</h3>", f"<p>{html.escape(shared_text(part))}</p>",
+                _table(["prompt (dev)", *models, shared["objective"]],
+                       [[row, *(fmt(scores.get(m)) for m in models), fmt(shared["values"].get(row))]
+                        for row, scores in part["dev"].items()])]
     settings = [r["setting"] for r in matrix["rankings"]]
     by = {(r["setting"], o["model"]): o for r in matrix["rankings"] for o in r["order"]}
     out += ["<h3>Rankings</h3>", _table(["model", *settings], [[m, *(f"{by[(s, m)]['rank']} ({fmt(by[(s, m)]['score'])})"

@@ -62,6 +62,26 @@ def changes_table(matrix: dict) -> list[str]:
             *table(["models (a vs b)", "settings", "a - b before (95% CI)", "a - b after (95% CI)", "counts"], body, 2)]
 
 
+def shared_text(part: dict) -> str:
+    shared = part.get("shared")
+    if not shared:
+        return ""
+    what = "mean" if shared["objective"] == "mean" else "worst (min)"
+    return (f"The shared prompt, chosen on dev among these prompts by the {what} dev score over "
+            f"{len(shared['models'])} targets: `{shared['row']}` ({fmt(shared['value'])}).")
+
+
+def dev_table(part: dict) -> list[str]:
+    """Each prompt's dev score on each target, and the objective over them."""
+    shared = part.get("shared")
+    if not shared:
+        return []
+    models = part["matrix"]["models"]
+    body = [[row, *(fmt(scores.get(m)) for m in models), fmt(shared["values"].get(row))]
+            for row, scores in part["dev"].items()]
+    return table(["prompt (dev)", *models, shared["objective"]], body)
+
+
 def task_markdown(part: dict) -> list[str]:
     matrix = part["matrix"]
     cells = {(c["prompt"], c["model"]): c for c in matrix["cells"]}
@@ -73,7 +93,9 @@ def task_markdown(part: dict) -> list[str]:
              *table(["prompt", "from", "detail"], prompts, 3), "", "### Transfer matrix", "",
              "Each prompt (row) on each model (column); beside a prompt other than the baseline, its paired difference "
              "from the same model at the baseline (95% CI; * where the interval excludes 0).", "",
-             *table(["prompt", *matrix["models"]], grid), "", "### Rankings", "", *rankings_table(matrix), "",
+             *table(["prompt", *matrix["models"]], grid), "",
+             *(["### Shared prompt", "", shared_text(part), "", *dev_table(part), ""] if part.get("shared") else []),
+             "### Rankings", "", *rankings_table(matrix), "",
              tau_text(matrix), "", "### Rank changes", "", *changes_table(matrix)]
     failed = part.get("failed") or []
     if failed:
