@@ -79,7 +79,8 @@ def right(*ranges) -> dict[int, float]:
 
 
 def cell(prompt, model, per_doc) -> Evaluated:
-    return Evaluated(prompt, model, sum(per_doc.values()) / N, None, N, per_doc, {i: v >= 1 for i, v in per_doc.items()})
+    correct = {i: v >= 1 for i, v in per_doc.items()}
+    return Evaluated(prompt, model, sum(per_doc.values()) / N, None, N, per_doc, correct)
 
 
 def hand_made():
@@ -127,7 +128,8 @@ def test_rankings_tau_and_only_the_rank_changes_beyond_their_intervals_count():
 def test_the_shared_prompt_is_the_best_by_the_objective_over_the_targets_dev_scores():
     dev = {"baseline": {"A": 0.5, "B": 0.2}, "best for A": {"A": 0.9, "B": 0.3}, "best for B": {"A": 0.6, "B": 0.5}}
     # means 0.35, 0.6, 0.55; worst cases 0.2, 0.3, 0.5
-    assert shared_choice(dev, "mean")["row"] == "best for A" and shared_choice(dev, "mean")["value"] == pytest.approx(0.6)
+    by_mean = shared_choice(dev, "mean")
+    assert by_mean["row"] == "best for A" and by_mean["value"] == pytest.approx(0.6)
     assert shared_choice(dev, "min")["row"] == "best for B" and shared_choice(dev, "min")["value"] == 0.5
     # lower is better: means favour the baseline (0.35); the worst case is each row's highest (0.5, 0.9, 0.6)
     assert shared_choice(dev, "mean", higher_is_better=False)["row"] == "baseline"
@@ -150,7 +152,8 @@ def hand_made_result() -> dict:
 
 def test_markdown_and_csv_of_the_hand_made_results(tmp_path):
     files = reports.write(hand_made_result(), tmp_path, "compare")
-    assert [f.name for f in files] == ["compare.json", "compare.md", "compare.csv", "compare_rankings.csv", "compare.html"]
+    assert [f.name for f in files] == ["compare.json", "compare.md", "compare.csv", "compare_rankings.csv",
+                                       "compare.html"]
     text = (tmp_path / "compare.md").read_text()
     assert "| best for B | 0.500 (-0.250*, " in text and "| 0.950 (+0.700*, " in text
     assert "Kendall's tau-b between the rankings: baseline vs own best: -1.000 (3 models)." in text
@@ -161,8 +164,8 @@ def test_markdown_and_csv_of_the_hand_made_results(tmp_path):
     b = next(r for r in rows if r["prompt"] == "best for B" and r["model"] == "B")
     assert float(b["score"]) == 0.95 and float(b["difference"]) == pytest.approx(0.7) and b["beyond"] == "1"
     ranked = list(csv.DictReader(io.StringIO((tmp_path / "compare_rankings.csv").read_text())))
-    assert [(r["setting"], r["model"], r["rank"]) for r in ranked][:3] == [("baseline", "A", "1"), ("baseline", "C", "2"),
-                                                                           ("baseline", "B", "3")]
+    assert [(r["setting"], r["model"], r["rank"]) for r in ranked][:3] == [
+        ("baseline", "A", "1"), ("baseline", "C", "2"), ("baseline", "B", "3")]
 
 
 def test_the_html_page_renders_its_heatmap_and_bump_chart_in_headless_chromium(tmp_path):
@@ -247,7 +250,8 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
         assert cells[("best for counter", "steady")]["ci"] == [-1.0, -1.0] and part["n_test"] == 4
         assert "the baseline's prompt" in part["prompts"][1]["detail"]
         # on dev every row's mean over the two targets is 0.5: the tie goes to the baseline, the shared prompt
-        assert part["dev"] == {"baseline": {"steady": 1.0, "counter": 0.0}, "best for steady": {"steady": 1.0, "counter": 0.0},
+        assert part["dev"] == {"baseline": {"steady": 1.0, "counter": 0.0},
+                               "best for steady": {"steady": 1.0, "counter": 0.0},
                                "best for counter": {"steady": 0.0, "counter": 1.0}}
         assert (part["shared"]["row"], part["shared"]["value"]) == ("baseline", 0.5)
         ranked = {r["setting"]: [(o["model"], o["rank"]) for o in r["order"]] for r in part["matrix"]["rankings"]}
@@ -323,7 +327,8 @@ def test_a_target_that_does_not_load_fails_its_run_and_cells_alone_and_the_exit_
     (["--model", "abo-test-rule", "--model", "no-such-backend"],
      "lm-eval-abo: error: unknown lm-eval model backend 'no-such-backend' (see lm-eval's model list)"),
     (["--model", "abo-test-rule", "--model_args", "keyword=a", "--model", "abo-test-rule", "--model_args", "keyword=b",
-      "--label", "a/b"], "lm-eval-abo: error: --label 'a/b': a label is 1-64 letters, digits and _ . - (it names a folder)"),
+      "--label", "a/b"],
+     "lm-eval-abo: error: --label 'a/b': a label is 1-64 letters, digits and _ . - (it names a folder)"),
     (["--model", "abo-test-rule", "--target-price", "free", "--model", "hf"],
      "lm-eval-abo: error: --target-price: expected IN,OUT in US dollars per million tokens (e.g. 0.5,1.5), got 'free'"),
     (["--model", "abo-test-rule", "--model_args", "keyword=a", "--target-price", "1,2", "--model", "abo-test-rule",
@@ -378,5 +383,7 @@ def test_compare_two_embedded_targets(tmp_path):
     for c in part["matrix"]["cells"]:
         results = json.loads((tmp_path / c["results"]).read_text())
         assert results["results"][TASK]["exact_match,answer"] == c["score"] and c["n"] == 3
-    assert [r["setting"] for r in part["matrix"]["rankings"]] == ["baseline", "own best"]
+    assert [r["setting"] for r in part["matrix"]["rankings"]] == ["baseline", "own best", "shared"]
+    assert part["shared"]["row"] in part["matrix"]["rows"]
+    assert set(part["dev"]["baseline"]) == set(part["matrix"]["models"])
     assert result["ledger"]["optimize runs"]["optimizer"]["calls"] > 0

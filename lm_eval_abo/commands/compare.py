@@ -72,7 +72,8 @@ def add(sub) -> None:
     from lm_eval_abo.optimizers import METHODS
 
     p = sub.add_parser(
-        "compare", help="models compared at their own prompts: a transfer matrix, rankings and the rank changes that hold",
+        "compare", help="models compared at their own prompts: a transfer matrix, rankings, the rank changes that "
+        "hold",
         description="For each task and target, one optimize run with the same method, budget, splits, seed and "
         "optimizer (the cells of one grid); then the baseline and every target's own best prompt evaluated on every "
         "target by lm-eval on the same held-out test documents, and one shared prompt chosen among them on dev "
@@ -84,8 +85,8 @@ def add(sub) -> None:
     )
     p.add_argument("--tasks", required=True, help="comma-separated tasks")
     p.add_argument("--objective", choices=("mean", "min", "none"), default="mean",
-                   help="how the shared prompt is chosen on dev among the baseline and the targets' own bests: the best "
-                   "mean over the targets (default), the best worst case (min), or none")
+                   help="how the shared prompt is chosen on dev among the baseline and the targets' own bests: the "
+                   "best mean over the targets (default), the best worst case (min), or none")
     add_target_flags(p)
     add_flags(p, "compare", method={"choices": sorted(METHODS), "help": "the method of every run (default: abo)"},
               output={"default": "compare", "help": "output directory (default: compare)"},
@@ -109,5 +110,6 @@ def add(sub) -> None:
     add_target_flags(p)
     p.add_argument("-o", "--output", default="transfer", help="output directory (default: transfer)")
     add_flags(p, "transfer", HarnessSettings, **{k: {"help": "(default: the run's) " + h} for k, h in (
-        ("metadata", "task knobs as JSON or key=value"), ("gen_kwargs", "generation settings, as lm_eval --gen_kwargs"))})
+        ("metadata", "task knobs as JSON or key=value"),
+        ("gen_kwargs", "generation settings, as lm_eval --gen_kwargs"))})
     p.set_defaults(func=cmd_transfer)

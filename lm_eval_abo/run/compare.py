@@ -121,8 +121,8 @@ def evaluate_all(configs: dict, targets: list[Entrant], tasks: list[str], loaded
                     prompt = r["prompt"] or session.default_prompt
                     provenance = {"task": task, "method": r["method"], "source": r["source"],
                                   "prompt_sha256": prompt.sha256(), "test_docs": session.n_test}
-                    cell = evaluated(session, prompt, r["row"], e.label, folder / "matrix" / task / slug(r["row"]) / e.label,
-                                     provenance)
+                    where = folder / "matrix" / task / slug(r["row"]) / e.label
+                    cell = evaluated(session, prompt, r["row"], e.label, where, provenance)
                     cells[task].append(cell)
                     out(f"{task}: {r['row']} on {e.label}: {cell.score:.3f} (n={cell.n})")
             except AboError as error:
@@ -133,7 +133,8 @@ def evaluate_all(configs: dict, targets: list[Entrant], tasks: list[str], loaded
     parts = []
     for task in tasks:
         if task not in seen:
-            parts.append({"task": task, "metric": "-", "n_test": 0, "prompts": [], "matrix": build([], [], [], []).to_dict(),
+            parts.append({"task": task, "metric": "-", "n_test": 0, "prompts": [], "dev": {}, "shared": None,
+                          "matrix": build([], [], [], []).to_dict(),
                           "failed": [f"{label}: {error}" for t, label, error in failed if t == task]})
             continue
         labels = [e.label for e in targets]
@@ -146,7 +147,8 @@ def evaluate_all(configs: dict, targets: list[Entrant], tasks: list[str], loaded
             settings.append(Setting(SHARED, {m: shared["row"] for m in labels}))
         matrix = build(cells[task], [r["row"] for r in rows[task]], labels, settings, bridge.higher_is_better,
                        seen[task]["seed"])
-        parts.append({"task": task, "metric": bridge.metric_key, "n_test": len(seen[task]["ids"]), "matrix": matrix.to_dict(),
+        parts.append({"task": task, "metric": bridge.metric_key, "n_test": len(seen[task]["ids"]),
+                      "matrix": matrix.to_dict(),
                       "prompts": [{k: r[k] for k in ("row", "source", "detail")} for r in rows[task]],
                       "dev": dev[task], "shared": shared,
                       "failed": [f"{label}: {error}" for t, label, error in failed if t == task]})
@@ -186,8 +188,8 @@ def compare(config: OptimizeConfig, tasks: list[str], targets: list[Entrant], ex
             "about": f"For each target one {config.method} run with the same optimizer ({config.optimizer}), budget, "
                      f"splits and seed ({config.seed}); then every prompt evaluated on every target by lm-eval on the "
                      "same held-out test documents. Differences are paired per document, with 95% bootstrap intervals."
-                     + (f" The shared prompt is the one of the baseline and the own bests with the best {objective} dev "
-                        "score over the targets." if objective else ""),
+                     + (f" The shared prompt is the one of the baseline and the own bests with the best {objective} "
+                        "dev score over the targets." if objective else ""),
             "tasks": parts, "failed": failed, "seconds": round(time.time() - started, 1),
             "ledger": {"optimize runs": grid.ledger.to_dict(), "evaluations": used.to_dict(),
                        "total": grid.ledger.plus(used).to_dict()},

@@ -145,9 +145,10 @@ def transfer(artifact_path: str | Path, targets: list[Entrant], harness: Harness
         matrix = build(cells, [BASELINE, row], labels, [Setting(BASELINE, {m: BASELINE for m in labels}),
                                                         Setting(row, {m: row for m in labels})],
                        bridge.higher_is_better, sessions[0][1].seed)
-        made_for = " ".join(str(artifact.target.get(k)) for k in ("model", "model_args") if artifact.target.get(k)) or "?"
+        made_for = " ".join(str(artifact.target[k]) for k in ("model", "model_args") if artifact.target.get(k)) or "?"
         result = {
-            "title": f"Transfer of {path}", "kind": "transfer", "artifact": str(path), "targets": [e.shown() for e in targets],
+            "title": f"Transfer of {path}", "kind": "transfer", "artifact": str(path),
+            "targets": [e.shown() for e in targets],
             "about": f"The {artifact.method} prompt of {path} (optimized for {made_for}) and the task's baseline "
                      "on each target, through lm-eval, on the held-out test documents of the run that made it; "
                      "differences are paired per document with 95% bootstrap intervals.",

@@ -9,7 +9,18 @@ import html
 import io
 import math
 
-from lm_eval_abo.reports.compare.text import cell_text, interval, ledger_text, shared_text, signed, tau_text
+from lm_eval_abo.reports.compare.text import (
+    CHANGES_HEADER,
+    cell_text,
+    changes_rows,
+    changes_text,
+    dev_rows,
+    ledger_text,
+    rankings_rows,
+    shared_text,
+    signed,
+    tau_text,
+)
 from lm_eval_abo.reports.markdown import fmt
 
 PLOTS_MISSING = "plots need matplotlib: pip install 'lm-eval-abo[plots]'"
@@ -99,41 +110,30 @@ def _task_html(part: dict, plt) -> str:
     matrix = part["matrix"]
     cells = {(c["prompt"], c["model"]): c for c in matrix["cells"]}
     name = html.escape(part["task"])
-    out = [f"<h2>{name}</h2>", f"<p>Metric <code>{html.escape(part['metric'])}</code> on {part['n_test']} held-out test "
-           "documents, the same for every model.</p>",
-           _table(["prompt", "from", "detail"], [[p["row"], p["source"], p.get("detail", "")] for p in part["prompts"]],
-                  text=True),
+    prompts = [[p["row"], p["source"], p.get("detail", "")] for p in part["prompts"]]
+    grid = [[r, *(cell_text(cells.get((r, m))) for m in matrix["models"])] for r in matrix["rows"]]
+    out = [f"<h2>{name}</h2>", f"<p>Metric <code>{html.escape(part['metric'])}</code> on {part['n_test']} "
+           "held-out test documents, the same for every model.</p>",
+           _table(["prompt", "from", "detail"], prompts, text=True),
            "<h3>Transfer matrix</h3><p>Score; beside a prompt other than the baseline, the paired difference from the "
            "same model at the baseline (95% CI; * where the interval excludes 0).</p>",
-           _table(["prompt", *matrix["models"]], [[r, *(cell_text(cells.get((r, m))) for m in matrix["models"])]
-                                                   for r in matrix["rows"]])]
+           _table(["prompt", *matrix["models"]], grid)]
     if plt is not None:
-        out.append(f'<img alt="heatmap of the transfer matrix of {name}" src="data:image/png;base64,{heatmap(matrix, plt)}">')
-    shared = part.get("shared")
-    if shared:
-        models = matrix["models"]
-        out += ["<h3>Shared prompt</h3>", f"<p>{html.escape(shared_text(part))}</p>",
-                _table(["prompt (dev)", *models, shared["objective"]],
-                       [[row, *(fmt(scores.get(m)) for m in models), fmt(shared["values"].get(row))]
-                        for row, scores in part["dev"].items()])]
-    settings = [r["setting"] for r in matrix["rankings"]]
-    by = {(r["setting"], o["model"]): o for r in matrix["rankings"] for o in r["order"]}
-    out += ["<h3>Rankings</h3>", _table(["model", *settings], [[m, *(f"{by[(s, m)]['rank']} ({fmt(by[(s, m)]['score'])})"
-                                                                  if (s, m) in by else "-" for s in settings)]
-                                                              for m in matrix["models"]]),
-            f"<p>{html.escape(tau_text(matrix))}</p>"]
+        out.append(_image(f"heatmap of the transfer matrix of {name}", heatmap(matrix, plt)))
+    if part.get("shared"):
+        out += ["<h3>Shared prompt</h3>", f"<p>{html.escape(shared_text(part))}</p>", _table(*dev_rows(part))]
+    out += ["<h3>Rankings</h3>", _table(*rankings_rows(matrix)), f"<p>{html.escape(tau_text(matrix))}</p>"]
     bump = bump_chart(matrix, plt) if plt is not None else None
     if bump:
-        out.append(f'<img alt="bump chart of the ranks of {name}" src="data:image/png;base64,{bump}">')
-    out.append("<h3>Rank changes</h3>")
+        out.append(_image(f"bump chart of the ranks of {name}", bump))
+    out += ["<h3>Rank changes</h3>", f"<p>{html.escape(changes_text(matrix))}</p>"]
     if matrix["changes"]:
-        out.append(_table(["models (a vs b)", "settings", "a - b before (95% CI)", "a - b after (95% CI)", "counts"], [
-            [f"{c['a']} vs {c['b']}", f"{c['from']} -> {c['to']}", f"{signed(c['before'])} ({interval(c['before_ci'])})",
-             f"{signed(c['after'])} ({interval(c['after_ci'])})", "holds" if c["holds"] else "within noise: not counted"]
-            for c in matrix["changes"]]))
-    else:
-        out.append("<p>No pair of models changed order between the settings.</p>")
+        out.append(_table(CHANGES_HEADER, changes_rows(matrix)))
     return "\n".join(out)
+
+
+def _image(alt: str, png: str) -> str:
+    return f'<img alt="{alt}" src="data:image/png;base64,{png}">'
 
 
 def html_page(result: dict) -> str:
@@ -148,7 +148,8 @@ def html_page(result: dict) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:75em}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child,th:first-child,.text td,.text th{{text-align:left}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}
+td:first-child,th:first-child,.text td,.text th{{text-align:left}}
 img{{max-width:100%;display:block;margin:1em 0}}</style></head><body>
 <h1>{title}</h1><p>Targets: {html.escape(targets)}.</p><p>{html.escape(result["about"])}</p>{missing}
 {body}

@@ -40,26 +40,42 @@ def tau_text(matrix: dict) -> str:
     return "Kendall's tau-b between the rankings: " + ("; ".join(parts) if parts else "-") + "."
 
 
-def rankings_table(matrix: dict) -> list[str]:
+def rankings_rows(matrix: dict) -> tuple[list[str], list[list[str]]]:
+    """The rankings as a table: a row per model (in the first setting's order), a column per setting."""
     settings = [r["setting"] for r in matrix["rankings"]]
     by = {(r["setting"], o["model"]): o for r in matrix["rankings"] for o in r["order"]}
     first = [o["model"] for o in matrix["rankings"][0]["order"]] if matrix["rankings"] else []
     models = first + [m for m in matrix["models"] if m not in first]
     body = [[m, *(f"{by[(s, m)]['rank']} ({fmt(by[(s, m)]['score'])})" if (s, m) in by else "-" for s in settings)]
             for m in models]
-    return table(["model", *(f"{s}: rank (score)" for s in settings)], body)
+    return ["model", *(f"{s}: rank (score)" for s in settings)], body
+
+
+def rankings_table(matrix: dict) -> list[str]:
+    return table(*rankings_rows(matrix))
+
+
+CHANGES_HEADER = ["models (a vs b)", "settings", "a - b before (95% CI)", "a - b after (95% CI)", "counts"]
+
+
+def changes_rows(matrix: dict) -> list[list[str]]:
+    return [[f"{c['a']} vs {c['b']}", f"{c['from']} -> {c['to']}",
+             f"{signed(c['before'])} ({interval(c['before_ci'])})", f"{signed(c['after'])} ({interval(c['after_ci'])})",
+             "holds" if c["holds"] else "within noise: not counted"] for c in matrix["changes"]]
+
+
+def changes_text(matrix: dict) -> str:
+    if not matrix["changes"]:
+        return "No pair of models changed order between the settings."
+    held = sum(c["holds"] for c in matrix["changes"])
+    return (f"{held} of {len(matrix['changes'])} changes of order hold (both paired differences beyond their "
+            "intervals, with opposite signs):")
 
 
 def changes_table(matrix: dict) -> list[str]:
     if not matrix["changes"]:
-        return ["No pair of models changed order between the settings."]
-    body = [[f"{c['a']} vs {c['b']}", f"{c['from']} -> {c['to']}", f"{signed(c['before'])} ({interval(c['before_ci'])})",
-             f"{signed(c['after'])} ({interval(c['after_ci'])})", "holds" if c["holds"] else "within noise: not counted"]
-            for c in matrix["changes"]]
-    held = sum(c["holds"] for c in matrix["changes"])
-    return [f"{held} of {len(matrix['changes'])} changes of order hold (both paired differences beyond their "
-            "intervals, with opposite signs):", "",
-            *table(["models (a vs b)", "settings", "a - b before (95% CI)", "a - b after (95% CI)", "counts"], body, 2)]
+        return [changes_text(matrix)]
+    return [changes_text(matrix), "", *table(CHANGES_HEADER, changes_rows(matrix), 2)]
 
 
 def shared_text(part: dict) -> str:
@@ -71,15 +87,16 @@ def shared_text(part: dict) -> str:
             f"{len(shared['models'])} targets: `{shared['row']}` ({fmt(shared['value'])}).")
 
 
-def dev_table(part: dict) -> list[str]:
+def dev_rows(part: dict) -> tuple[list[str], list[list[str]]]:
     """Each prompt's dev score on each target, and the objective over them."""
-    shared = part.get("shared")
-    if not shared:
-        return []
-    models = part["matrix"]["models"]
+    shared, models = part["shared"], part["matrix"]["models"]
     body = [[row, *(fmt(scores.get(m)) for m in models), fmt(shared["values"].get(row))]
             for row, scores in part["dev"].items()]
-    return table(["prompt (dev)", *models, shared["objective"]], body)
+    return ["prompt (dev)", *models, shared["objective"]], body
+
+
+def dev_table(part: dict) -> list[str]:
+    return table(*dev_rows(part)) if part.get("shared") else []
 
 
 def task_markdown(part: dict) -> list[str]:
