@@ -218,14 +218,18 @@ def test_targets_get_their_labels_and_are_checked():
 # --- end to end on two rule-based targets --------------------------------------------------------
 
 
+SECRET = "sk-abo-test-0123456789"
+
+
 def compare_args(server, output, *more) -> list[str]:
     """Two targets: `steady` is right whenever the prompt says "enumerating" (the task's own instruction does),
     `counter` whenever it says "Count" (every instruction the fake optimizer writes does, and the baseline does
-    not)."""
+    not); counter's model_args hold an API key."""
     return ["compare", "--tasks", TASK, "--method", "ape", "--method-args", "paraphrases=1",
             "--model", "abo-test-rule", "--model_args", "keyword=enumerating,say=Hmm.", "--label", "steady",
             "--target-price", "0,0",
-            "--model", "abo-test-rule", "--model_args", "keyword=Count", "--label", "counter", "--target-price", "0,0",
+            "--model", "abo-test-rule", "--model_args", f"keyword=Count,api_key={SECRET}", "--label", "counter",
+            "--target-price", "0,0",
             "--optimizer", "openai/fake", "--optimizer_args", f"api_base={server.base_url},api_key=x",
             "--no-optimizer-cache", "--rounds", "1", "--beam", "1", "--train-limit", "4", "--dev-limit", "3",
             "--test-limit", "4", "--minibatch", "2", "--output", str(output), *more]
@@ -288,6 +292,9 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
 
     assert without_files(again["tasks"][0]["matrix"]["cells"]) == without_files(part["matrix"]["cells"])
     assert [c["status"] for c in json.loads((out / "grid.json").read_text())["cells"]] == ["done earlier"] * 2
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in written if SECRET.encode() in p.read_bytes()], "the API key is in no file"
+    assert f"`counter` (abo-test-rule keyword=Count,api_key=***)" in (out / "compare.md").read_text()
 
     # the counter's prompt moved to other targets: one row against each target's baseline
     assert cli.main(["transfer", str(artifact), "--model", "abo-test-rule", "--model_args", "keyword=enumerating",
@@ -303,7 +310,7 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
 def test_a_target_that_does_not_load_fails_its_run_and_cells_alone_and_the_exit_code_says_so(tmp_path, capsys):
     with FakeServer() as server:
         args = compare_args(server, tmp_path / "cmp", "--objective", "none")
-        args[args.index("keyword=Count")] = "keyword=Count,broken=True"
+        args[args.index(f"keyword=Count,api_key={SECRET}")] = "keyword=Count,broken=True"
         assert cli.main(args) == 3
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     why = "--model abo-test-rule --model_args keyword=Count,broken=True: this target does not load"
