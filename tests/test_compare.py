@@ -196,7 +196,7 @@ def test_the_caps_the_grid_shares_are_what_the_evaluations_leave():
     evaluations = Ledger(target=Usage(calls=40, prompt_tokens=400, completion_tokens=100, cost_usd=0.25))
     assert less(Caps(max_cost=1.0, max_target_tokens=1000, max_optimizer_calls=9), evaluations) == Caps(0.75, 500, 9)
     assert less(Caps(), evaluations) == Caps()
-    with pytest.raises(AboError, match=r"the caps do not cover the test evaluations .* \$0.2500, 500 target tokens"):
+    with pytest.raises(AboError, match=r"the caps do not cover the evaluations .* \$0.2500, 500 target tokens"):
         less(Caps(max_target_tokens=499), evaluations)
 
 

@@ -68,7 +68,7 @@ def less(caps: Caps, reserve: Ledger) -> Caps:
     cost = None if caps.max_cost is None else caps.max_cost - reserve.cost_usd
     tokens = None if caps.max_target_tokens is None else caps.max_target_tokens - reserve.target.tokens
     if (cost is not None and cost < 0) or (tokens is not None and tokens < 0):
-        raise AboError(f"the caps do not cover the test evaluations of every prompt on every target alone (projected "
+        raise AboError(f"the caps do not cover the evaluations of every prompt on every target alone (projected "
                        f"{money(reserve.to_dict())}, {reserve.target.tokens:,} target tokens): raise --max-cost or "
                        "--max-target-tokens, or lower --test-limit")
     return Caps(cost, tokens, caps.max_optimizer_calls)
