@@ -13,7 +13,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from lm_eval_abo.commands import ecosystem, harness, runs  # noqa: E402
+from lm_eval_abo.commands import compare, ecosystem, harness, runs  # noqa: E402
 from lm_eval_abo.infra.errors import AboError, one_line  # noqa: E402
 
 SECRET_FLAGS = ("--model_args", "--optimizer_args", "-a")  # flags whose values may hold API keys
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for family in (harness, runs, ecosystem):
+    for family in (harness, runs, compare, ecosystem):
         family.add(sub)
     return parser
 

@@ -18,7 +18,17 @@ from typing import get_args, get_type_hints
 from lm_eval_abo.embedded.models import DEFAULT_OPTIMIZER as EMBEDDED_OPTIMIZER
 from lm_eval_abo.embedded.models import DEFAULT_TARGET as EMBEDDED_TARGET
 from lm_eval_abo.infra.errors import AboError
-from lm_eval_abo.infra.flags import CLIENT_ARGS, RUNS, Flag, flag, parse_gen_kwargs, parse_pairs, parse_price
+from lm_eval_abo.infra.flags import (
+    CLIENT_ARGS,
+    EVALUATES,
+    ONE_TARGET,
+    RUNS,
+    Flag,
+    flag,
+    parse_gen_kwargs,
+    parse_pairs,
+    parse_price,
+)
 from lm_eval_abo.infra.redact import redact_arg_string, redact_args
 
 DEFAULT_MODEL = "abo-embedded"
@@ -34,6 +44,7 @@ PRESETS = {
 
 
 EXPORTS = ("export",)  # the commands that write an artifact out for another tool
+HARNESS = RUNS + EXPORTS + EVALUATES  # the commands that build a task with lm-eval's own settings
 # how a round's candidates are scored on dev, and when a new prompt displaces the best (`optimizers.selection`)
 SELECTION = ("full", "racing")
 ACCEPT = ("paired", "score")
@@ -44,22 +55,22 @@ class HarnessSettings:
     """What lm-eval takes besides the model and the task; names and meanings as `lm_eval run`'s flags."""
 
     include_path: list[str] = flag("another directory of task YAMLs (repeatable)", default_factory=list,
-                                   name="--include_path", commands=RUNS + EXPORTS)
+                                   name="--include_path", commands=HARNESS)
     metadata: dict = flag("task knobs as JSON or key=value (as lm_eval --metadata), e.g. '{\"abo_difficulty\": 2}'",
                           default_factory=dict, name="--metadata", parse=parse_pairs, resume=True, secret=True,
-                          commands=RUNS + EXPORTS)
+                          commands=HARNESS)
     gen_kwargs: dict = flag("generation settings for the target, as lm_eval --gen_kwargs", default_factory=dict,
-                            name="--gen_kwargs", parse=parse_gen_kwargs, resume=True, commands=RUNS + EXPORTS)
+                            name="--gen_kwargs", parse=parse_gen_kwargs, resume=True, commands=HARNESS)
     system_instruction: str | None = flag("as lm_eval --system_instruction", default=None, name="--system_instruction",
-                                          resume=True, commands=RUNS + EXPORTS)
+                                          resume=True, commands=HARNESS)
     apply_chat_template: bool = flag("as lm_eval --apply_chat_template", default=False, name="--apply_chat_template",
-                                     resume=True, commands=RUNS + EXPORTS)
+                                     resume=True, commands=HARNESS)
     fewshot_as_multiturn: bool = flag("as lm_eval --fewshot_as_multiturn", default=False, name="--fewshot_as_multiturn",
-                                      resume=True, commands=RUNS + EXPORTS)
-    batch_size: str | int = flag("as lm_eval --batch_size", default=1, name="--batch_size")
-    device: str | None = flag("as lm_eval --device", default=None, name="--device")
+                                      resume=True, commands=HARNESS)
+    batch_size: str | int = flag("as lm_eval --batch_size", default=1, name="--batch_size", commands=RUNS + EVALUATES)
+    device: str | None = flag("as lm_eval --device", default=None, name="--device", commands=RUNS + EVALUATES)
     use_cache: str | None = flag("lm-eval's target cache: a path prefix for sqlite files (as lm_eval --use_cache)",
-                                 default=None, name="--use_cache")
+                                 default=None, name="--use_cache", commands=RUNS + EVALUATES)
 
     def recorded(self) -> dict:
         """The settings as an artifact records them (secrets masked)."""
@@ -87,11 +98,11 @@ class HarnessSettings:
 class OptimizeConfig(HarnessSettings):
     task: str = flag("the task to optimize: any lm-eval task name, or a task YAML's name under --include_path",
                      name="--task", resume=True, commands=("optimize", "diagnose"))
-    method: str = flag("optimization method (default: abo)", default="abo", resume=True, commands=("optimize", "diagnose"))
+    method: str = flag("optimization method (default: abo)", default="abo", resume=True, commands=("optimize", "diagnose", "compare"))
     model: str = flag(f"target: any lm-eval model backend (default: {DEFAULT_MODEL})", default=DEFAULT_MODEL,
-                      name="--model", resume=True)
+                      name="--model", resume=True, commands=ONE_TARGET)
     model_args: str = flag(f"lm-eval model_args (default: {DEFAULT_MODEL_ARGS})", default=DEFAULT_MODEL_ARGS,
-                           name="--model_args", resume=True, secret=True)
+                           name="--model_args", resume=True, secret=True, commands=ONE_TARGET)
     optimizer: str = flag(f"optimizer: a litellm model string (default: {DEFAULT_OPTIMIZER})", default=DEFAULT_OPTIMIZER,
                           resume=True)
     optimizer_args: dict = flag("key=value pairs for litellm, e.g. api_base=http://...,temperature=1.0; timeout= (seconds "
@@ -112,24 +123,24 @@ class OptimizeConfig(HarnessSettings):
                                   "methods compare at equal candidates (default: as each method's parameters make "
                                   "them; README: Methods and their defaults)", default=None, resume=True)
     method_args: dict = flag("method parameters as key=value pairs (see README)", default_factory=dict, parse=parse_pairs,
-                             resume=True, commands=("optimize", "diagnose"))
+                             resume=True, commands=("optimize", "diagnose", "compare"))
     patience: int | None = flag("stop when the best dev score has not improved for this many rounds (0: never)",
-                                default=None, commands=("optimize", "paper-table"))
+                                default=None, commands=("optimize", "paper-table", "compare"))
     accept: str = flag("when a new prompt displaces the best: paired (only when better on a paired test over the same "
                        "dev examples, at --alpha) or score (any higher dev score)", default="score", resume=True,
-                       commands=("optimize", "paper-table"))
+                       commands=("optimize", "paper-table", "compare"))
     alpha: float = flag("level of the paired test of --accept paired, and of the report's within-noise marks "
-                        "(default 0.05)", default=0.05, resume=True, commands=("optimize", "paper-table"))
+                        "(default 0.05)", default=0.05, resume=True, commands=("optimize", "paper-table", "compare"))
     selection: str = flag("how a round's candidates are scored on dev: full (each on all of it) or racing (growing "
                           "slices; the better half goes on; the survivors get all of dev)", default="full", resume=True,
-                          commands=("optimize", "paper-table"))
+                          commands=("optimize", "paper-table", "compare"))
     no_copy: int = flag("1 (the default): reject a proposed instruction or procedure that copies training content "
                         "(phrases, the examples' own objects and numbers); 0: keep it, flagged", default=1, name="--no-copy",
-                        resume=True, commands=("optimize", "paper-table"))
+                        resume=True, commands=("optimize", "paper-table", "compare"))
     sampling_temperature: float = flag("temperature of the optimizer's sampling calls: initial instructions, paraphrases, "
                                        "edits, OPRO's and PromptAgent's new prompts (default 1.0); reflections, ABO's "
                                        "calls and all scoring stay deterministic", default=1.0, resume=True,
-                                       commands=("optimize", "diagnose", "paper-table"))
+                                       commands=("optimize", "diagnose", "paper-table", "compare"))
     metric: str | None = flag("the task metric to optimize, as `metric` or `metric,filter` (default: the task's first "
                               "metric under its first filter)", default=None, resume=True)
     answer_format: str | None = flag("how an answer must end so the task's filter finds it, told to the optimizer (default: "
@@ -139,7 +150,7 @@ class OptimizeConfig(HarnessSettings):
                                    default=None, name="--export-name", commands=("optimize",))
     output: str = flag("output directory (default: runs)", default="runs")
     resume: bool = flag("continue the run in the output directory from its last completed round", default=False,
-                        commands=("optimize",))
+                        commands=("optimize", "compare"))
     dry_run: bool = flag("print the projected calls, tokens and dollars, and the baseline's headroom on dev (the "
                                 "target answers the dev examples; no optimizer call), and stop", default=False,
                                 commands=("optimize",))
@@ -151,7 +162,7 @@ class OptimizeConfig(HarnessSettings):
                                          "aside: the search stops at its last complete round", default=None)
     target_price: tuple[float, float] | None = flag(
         "the target's price IN,OUT in US dollars per million tokens (default: litellm's cost map where it knows the "
-        "model; local backends $0)", default=None, parse=parse_price)
+        "model; local backends $0)", default=None, parse=parse_price, commands=ONE_TARGET)
     optimizer_price: tuple[float, float] | None = flag(
         "the optimizer's price IN,OUT in US dollars per million tokens, e.g. for a self-hosted one (default: litellm's "
         "cost map; embedded models $0)", default=None, parse=parse_price)

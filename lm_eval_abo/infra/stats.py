@@ -1,6 +1,7 @@
 """Paired statistics of two prompts scored on the same examples: the difference with a paired bootstrap
-interval, the exact McNemar test for 0/1 metrics, and the examples one prompt fixed and broke; and, for
-the studies, a two-sample permutation test and a one-sided Fisher exact test."""
+interval, the exact McNemar test for 0/1 metrics, and the examples one prompt fixed and broke; Kendall's tau
+between two scorings of the same items (rankings of models); and, for the studies, a two-sample permutation
+test and a one-sided Fisher exact test."""
 
 from __future__ import annotations
 
@@ -142,3 +143,19 @@ def fisher_greater(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
         return 1.0
     hits, n = hits_a + hits_b, n_a + n_b
     return sum(math.comb(hits, x) * math.comb(n - hits, n_a - x) for x in range(hits_a, min(hits, n_a) + 1)) / math.comb(n, n_a)
+
+
+def kendall_tau(xs: list[float], ys: list[float]) -> float | None:
+    """Kendall's tau-b of two scorings of the same items (ties allowed): (concordant - discordant pairs) over
+    the square root of the pairs untied in x times those untied in y. None where either scoring ties every
+    pair (no order to compare)."""
+    concordant = discordant = untied_x = untied_y = 0
+    for i, j in itertools.combinations(range(len(xs)), 2):
+        dx, dy = xs[i] - xs[j], ys[i] - ys[j]
+        untied_x += dx != 0
+        untied_y += dy != 0
+        concordant += dx * dy > 0
+        discordant += dx * dy < 0
+    if not untied_x or not untied_y:
+        return None
+    return (concordant - discordant) / math.sqrt(untied_x * untied_y)

@@ -251,18 +251,25 @@ def attach_models(session: Session, config: OptimizeConfig, lm=None, budget: Bud
     what they use in the session's ledger; `budget` (over that ledger) caps the search."""
     prices = prices_of(config)
     budget = budget or Budget(session.ledger, caps_of(config))
-    if session.bridge.harness.use_cache:  # lm-eval's sqlite cache does not make its folder
-        Path(session.bridge.harness.use_cache).parent.mkdir(parents=True, exist_ok=True)
     session.llm = OptimizerLLM(  # first: a bad --optimizer fails before the target loads
         config.optimizer, config.optimizer_args,
         cache_dir=user_cache_dir() / "optimizer" if config.optimizer_cache == "default" else config.optimizer_cache,
         budget=budget, price=Price(*config.optimizer_price, "--optimizer-price") if config.optimizer_price else None,
         concurrency=config.concurrency, usage=session.ledger.optimizer,
     )
-    session.target = CountingLM(lm or session.target_spec.load(), session.ledger.target, prices.target)
-    session.bridge.attach(session.target, budget)
+    attach_target(session, lm, prices.target, budget)
     if callable(getattr(session.bridge.reference.config.process_results, "prepare", None)):
         install_grader(session, config)
+    return session
+
+
+def attach_target(session: Session, lm=None, price: Price | None = None, budget: Budget | None = None) -> Session:
+    """The target alone on a planned session (`lm`: an already loaded one), entering what it uses in the
+    session's ledger at `price`: enough to evaluate prompts on test (`evaluation.evaluate`)."""
+    if session.bridge.harness.use_cache:  # lm-eval's sqlite cache does not make its folder
+        Path(session.bridge.harness.use_cache).parent.mkdir(parents=True, exist_ok=True)
+    session.target = CountingLM(lm or session.target_spec.load(), session.ledger.target, price)
+    session.bridge.attach(session.target, budget)
     return session
 
 
@@ -279,21 +286,42 @@ def install_grader(session: Session, config: OptimizeConfig) -> None:
     grader.install(graders)
 
 
+class Targets:
+    """Targets loaded one at a time for the runs and evaluations of several models: the same target again is
+    the loaded one; another releases it first (two large models need not fit at once)."""
+
+    def __init__(self):
+        self.target: Target | None = None
+        self.lm = None
+
+    def get(self, target: Target):
+        if target != self.target:
+            self.target = self.lm = None
+            self.lm, self.target = target.load(), target
+        return self.lm
+
+
 def open_session(config: OptimizeConfig, lm=None, reads_text: str | None = None) -> Session:
     """`plan_session`, then `attach_models`."""
     return attach_models(plan_session(config, reads_text), config, lm)
 
 
-def artifact_session(artifact, harness: HarnessSettings) -> Session:
-    """The task and splits an artifact's run used, rebuilt without a model, with `harness` over the run's
-    own settings; checked against the test documents the artifact recorded."""
+def artifact_config(artifact, harness: HarnessSettings, **more) -> OptimizeConfig:
+    """The settings that rebuild the task and splits an artifact's run used, with `harness` over the run's own
+    settings (and `more`, e.g. another target's model and model_args)."""
     done, recorded = artifact.settings, artifact.splits
-    config = OptimizeConfig(
+    return OptimizeConfig(
         task=artifact.task, seed=done.get("seed", 1234),
         **{f"{split}_limit": len(recorded[split]) if recorded.get(split) else None for split in ("train", "dev", "test")},
-        **vars(harness.over(done)),
+        **{**vars(harness.over(done)), **more},
     )
-    session = plan_session(config)
+
+
+def artifact_session(artifact, harness: HarnessSettings, **more) -> Session:
+    """The task and splits an artifact's run used, rebuilt without a model (`artifact_config`); checked against
+    the test documents the artifact recorded."""
+    recorded = artifact.splits
+    session = plan_session(artifact_config(artifact, harness, **more))
     if recorded.get("test") and session.split_ids()["test"] != recorded["test"]:
         raise AboError(f"the test documents of {artifact.task} are not those the artifact's run used (changed data, "
                        "--metadata or --include_path?)")

@@ -77,8 +77,9 @@ def run_grid(configs: list[OptimizeConfig], output: str | Path, executor: str = 
              caps: Caps = Caps(), resume: bool = False, lm=None, out=print, cell_out=None) -> GridResult:
     """Run every config's `optimize` as a cell of one grid under `output`, on `executor` ("local", or "ray" at
     `address`, else a local Ray); `caps` hold for the grid as a whole. `lm`: a loaded target the local
-    executor shares among its cells; `out` takes the grid's lines, `cell_out` the lines of the cells run
-    here (default: above the bar; a Ray cell writes its lines to its log)."""
+    executor shares among its cells, or the `session.Targets` it loads each cell's from (default: new ones);
+    `out` takes the grid's lines, `cell_out` the lines of the cells run here (default: above the bar; a Ray
+    cell writes its lines to its log)."""
     from tqdm import tqdm
 
     runner = executor_of(executor, address)

@@ -1,0 +1,115 @@
+"""The commands that compare targets: `compare` (models at their own prompts: one optimize run per target, every
+prompt on every target) and `transfer` (a finished prompt on other targets). Both take their targets as lm-eval
+does, `--model` then its `--model_args`, once per target: `--model` starts a target, and `--model_args`, `--label`
+and `--target-price` after it belong to it."""
+
+from __future__ import annotations
+
+import argparse
+
+from lm_eval_abo.commands.runs import SOME_FAILED, add_executor_flags, config_from
+
+TARGET_FLAGS = {
+    "--model": ("model", "BACKEND", "a target: any lm-eval model backend (repeatable: once per target)"),
+    "--model_args": ("model_args", "ARGS", "lm-eval model_args of the --model before it"),
+    "--label": ("label", "NAME", "the name of the --model before it in the tables and folders (default: its "
+                "model= or pretrained= name, else its backend)"),
+    "--target-price": ("target_price", "IN,OUT", "the price of the --model before it in US dollars per million "
+                       "tokens (default: litellm's cost map where it knows the model; local backends $0)"),
+}
+
+
+class TargetFlag(argparse.Action):
+    """`--model` starts a target; the other target flags complete the last one, each at most once."""
+
+    def __call__(self, parser, namespace, value, option=None):
+        targets = [dict(t) for t in getattr(namespace, self.dest) or []]
+        key = TARGET_FLAGS[option][0]
+        if key == "model":
+            targets.append({"model": value})
+        elif not targets:
+            parser.error(f"{option} {value}: put it after the --model it belongs to")
+        elif key in targets[-1]:
+            parser.error(f"{option} is given twice for --model {targets[-1]['model']}")
+        else:
+            targets[-1][key] = value
+        setattr(namespace, self.dest, targets)
+
+
+def add_target_flags(p) -> None:
+    for option, (_, metavar, help_text) in TARGET_FLAGS.items():
+        p.add_argument(option, dest="targets", action=TargetFlag, default=None, metavar=metavar, help=help_text)
+
+
+def targets_of(args, least: int):
+    """The checked targets of the command's target flags."""
+    from lm_eval_abo.infra.flags import parse_price
+    from lm_eval_abo.run.transfer import entrants
+
+    given = [{**t, "target_price": parse_price(t.get("target_price"), "--target-price")} for t in args.targets or []]
+    return entrants(given, least)
+
+
+def cmd_compare(args) -> int:
+    from lm_eval_abo.run.compare import compare
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    result = compare(config_from(args, task=tasks[0] if tasks else ""), tasks, targets_of(args, 2), args.executor,
+                     args.ray_address, objective=None if args.objective == "none" else args.objective)
+    return SOME_FAILED if result["failed"] else 0
+
+
+def cmd_transfer(args) -> int:
+    from lm_eval_abo.config import HarnessSettings, from_flags
+    from lm_eval_abo.run.transfer import transfer
+
+    result = transfer(args.artifact, targets_of(args, 1), from_flags(args, HarnessSettings), args.output)
+    return SOME_FAILED if result["failed"] else 0
+
+
+def add(sub) -> None:
+    from lm_eval_abo.config import HarnessSettings, add_flags
+    from lm_eval_abo.optimizers import METHODS
+
+    p = sub.add_parser(
+        "compare", help="models compared at their own prompts: a transfer matrix, rankings, the rank changes that "
+        "hold",
+        description="For each task and target, one optimize run with the same method, budget, splits, seed and "
+        "optimizer (the cells of one grid); then the baseline and every target's own best prompt evaluated on every "
+        "target by lm-eval on the same held-out test documents, and one shared prompt chosen among them on dev "
+        "(--objective). Writes compare.md, .csv, _rankings.csv, .html and .json in --output: the transfer matrix "
+        "(each score with its paired difference from the model's baseline and a 95% CI), the rankings at the "
+        "baseline, at each model's own best and at the shared prompt with Kendall's tau, and the rank changes that "
+        "hold. Targets: --model BACKEND [--model_args ARGS] [--label NAME] [--target-price IN,OUT], once "
+        "per target.",
+    )
+    p.add_argument("--tasks", required=True, help="comma-separated tasks")
+    p.add_argument("--objective", choices=("mean", "min", "none"), default="mean",
+                   help="how the shared prompt is chosen on dev among the baseline and the targets' own bests: the "
+                   "best mean over the targets (default), the best worst case (min), or none")
+    add_target_flags(p)
+    add_flags(p, "compare", method={"choices": sorted(METHODS), "help": "the method of every run (default: abo)"},
+              output={"default": "compare", "help": "output directory (default: compare)"},
+              resume={"help": "reuse the finished runs in --output and continue the others from their last round"},
+              max_cost={"help": "cap in US dollars over the whole comparison, optimizer and target: the evaluations "
+                        "after the runs are projected and kept aside, the rest shared among the runs in proportion "
+                        "to their projections"},
+              max_target_tokens={"help": "cap on the target's tokens over the whole comparison, shared as --max-cost"},
+              max_optimizer_calls={"help": "cap on optimizer calls over all the runs, shared as --max-cost"})
+    add_executor_flags(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "transfer", help="a finished prompt scored on other targets against their baselines",
+        description="Evaluate an artifact's prompt and the task's baseline on each target by lm-eval, on the "
+        "held-out test documents of the run that made it: the transfer matrix of compare with one prompt row (each "
+        "score with its paired difference from the target's baseline and a 95% CI) and the rankings. Writes "
+        "transfer.md, .csv, _rankings.csv, .html and .json in --output.",
+    )
+    p.add_argument("artifact", help="an artifact (e.g. runs/<task>/<method>/best.yaml)")
+    add_target_flags(p)
+    p.add_argument("-o", "--output", default="transfer", help="output directory (default: transfer)")
+    add_flags(p, "transfer", HarnessSettings, **{k: {"help": "(default: the run's) " + h} for k, h in (
+        ("metadata", "task knobs as JSON or key=value"),
+        ("gen_kwargs", "generation settings, as lm_eval --gen_kwargs"))})
+    p.set_defaults(func=cmd_transfer)
