@@ -294,7 +294,7 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
     assert [c["status"] for c in json.loads((out / "grid.json").read_text())["cells"]] == ["done earlier"] * 2
     written = [p for p in out.rglob("*") if p.is_file()]
     assert not [p for p in written if SECRET.encode() in p.read_bytes()], "the API key is in no file"
-    assert f"`counter` (abo-test-rule keyword=Count,api_key=***)" in (out / "compare.md").read_text()
+    assert "`counter` (abo-test-rule keyword=Count,api_key=***)" in (out / "compare.md").read_text()
 
     # the counter's prompt moved to other targets: one row against each target's baseline
     assert cli.main(["transfer", str(artifact), "--model", "abo-test-rule", "--model_args", "keyword=enumerating",
