@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 import sacrebleu
 from conftest import write_user_task
+from fakeserver import FakeServer
 
 from lm_eval_abo.artifact.prompt import Demonstration, Prompt
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.infra import stats
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.run import evaluation
+from lm_eval_abo.run.optimize import optimize
 from lm_eval_abo.run.session import attach_target, plan_session
 
 PAST_TENSE = Path(__file__).parent / "data" / "past_tense"
@@ -133,6 +135,60 @@ def test_graded_metrics_get_a_paired_permutation_test_and_0_1_metrics_mcnemar():
     assert stats.compare(a, b, aggregate=bleu.aggregate).permutation_p == pytest.approx(extreme / 8)
 
 
+# --- a whole run, a stand-in target -----------------------------------------------------------------
+
+
+def half_tense_lm():
+    """A stand-in target: the whole gold sentence under an optimized instruction (the fake optimizer's have
+    a hash in brackets), its first half under the task's own prompt."""
+    import re
+
+    from lm_eval.api.model import LM
+
+    class HalfLM(LM):
+        def generate_until(self, requests, disable_tqdm=False):
+            words = [r.doc["past"].split() for r in requests]
+            return [" " + " ".join(w if re.search(r"\([0-9a-f]{6}\)", r.args[0]) else w[: len(w) // 2])
+                    for r, w in zip(requests, words)]
+
+        def loglikelihood(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+    return HalfLM()
+
+
+def test_a_runs_verdict_on_bleu_is_the_difference_of_lm_evals_scores_and_its_fixed_docs_cross_the_threshold(tmp_path):
+    with FakeServer() as server:
+        config = OptimizeConfig(task="past_tense", include_path=[str(PAST_TENSE)], output=str(tmp_path / "runs"),
+                                optimizer="openai/fake", optimizer_args={"api_base": server.base_url, "api_key": "x"},
+                                optimizer_cache=None, method="ape", method_args={"paraphrases": 1}, rounds=0, beam=1,
+                                train_limit=4, dev_limit=3, test_limit=10, minibatch=2, error_threshold=20.0)
+        outcome = optimize(config, out=lambda line: None, lm=half_tense_lm())
+    scores = outcome.artifact_data.scores
+    reported = {side: json.loads((outcome.run_dir / scores[side]["results_file"]).read_text())["results"]["past_tense"]
+                for side in ("baseline_test", "test")}
+    comparison = scores["test_comparison"]
+    assert comparison["difference"] == pytest.approx(reported["test"]["bleu,none"] - reported["baseline_test"]["bleu,none"])
+    assert comparison["difference"] > 0 and comparison["mcnemar_p"] is None and comparison["permutation_p"] is not None
+    halves = {}
+    for line in next((outcome.run_dir / "results" / "baseline").rglob("samples_past_tense_*.jsonl")).read_text().splitlines():
+        row = json.loads(line)
+        halves[row["doc"]["past"]] = sacrebleu.corpus_bleu([row["filtered_resps"][0]], [[row["target"]]]).score
+    test_ids = outcome.artifact_data.splits["test"]
+    expected = [test_ids[i] for i, doc in enumerate(sorted_test_docs(outcome)) if halves[doc["past"]] < 20.0]
+    assert sorted(comparison["fixed"]) == sorted(expected), "fixed: below 20 under the baseline, 100 after"
+    assert 0 < len(expected) < len(test_ids), "some half sentences reach 20 (sentence BLEU 28.65): not errors"
+    assert outcome.artifact_data.settings["errors"] == "bleu,none: graded, scale 0-100, an error is below 20 (--error-threshold)"
+
+
+def sorted_test_docs(outcome):
+    config = OptimizeConfig(task="past_tense", include_path=[str(PAST_TENSE)], train_limit=4, dev_limit=3, test_limit=10)
+    return plan_session(config.resolved()).bridge.docs("test")
+
+
 # --- on the embedded target, through lm-eval ------------------------------------------------------------
 
 
@@ -156,7 +212,7 @@ def test_bleu_errors_come_from_the_threshold_and_the_difference_is_lm_evals(tmp_
             assert run.per_doc[i] == pytest.approx(sentence)
             assert run.correct[i] == (sentence >= 60.0), "an error is an example below --error-threshold"
             values.append(sentence)
-    assert any(v < 60.0 for v in values) and any(0.0 < v < 100.0 for v in values), "graded values, some errors"
+    assert any(v < 60.0 for v in values) and any(0.0 < v < 100.0 for v in values), f"graded, some errors: {values}"
 
     reported = [json.loads(run.results.read_text())["results"]["past_tense"]["bleu,none"] for run in (plain, demos)]
     c = evaluation.compared(plain, demos, seed=1)

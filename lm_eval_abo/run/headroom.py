@@ -36,7 +36,8 @@ class Headroom:
         return cls(metric=bridge.metric_key, dev=score.value, n_dev=len(samples), unread=sum(bridge.unread(samples)),
                    distinct=len({s.answer for s in samples}), n_test=n_test, alpha=alpha,
                    dev_gain=smallest_gain(len(samples), alpha, two_sided=False), test_gain=smallest_gain(n_test, alpha),
-                   binary=all(s.score in (0.0, 1.0) for s in samples), errors=sum(not s.correct for s in samples),
+                   binary=bridge.measure.mean and not bridge.measure.graded and all(s.score in (0.0, 1.0) for s in samples),
+                   errors=sum(not s.correct for s in samples),
                    error_rule=bridge.measure.describe())
 
     def warnings(self, higher_is_better: bool = True) -> list[str]:
