@@ -62,6 +62,18 @@ def test_the_error_threshold_setting_replaces_the_default(tmp_path):
         measure(error_threshold=float("nan"))
 
 
+def test_a_metric_without_a_default_that_is_not_0_1_says_to_set_the_threshold_once(caplog):
+    from lm_eval.api.metrics import mean
+
+    from lm_eval_abo.tasks.metrics import Metric
+
+    own = Metric("similarity", "none", True, mean, 1.0, graded=False)
+    assert [own.correct(v) for v in (1.0, 0.0, 0.4, 0.7)] == [True, False, False, False]
+    warned = [r.getMessage() for r in caplog.records if "--error-threshold" in r.getMessage()]
+    assert warned == ["metric similarity is not 0/1 (an example scored 0.4) and has no default error threshold: "
+                      "below 1 counts as an error; set --error-threshold on the metric's scale"]
+
+
 def test_an_examples_value_is_its_sentence_bleu_and_a_classification_pair_is_right_when_it_agrees():
     bleu = measure()
     for ref, pred in zip(REFS, WEAK):

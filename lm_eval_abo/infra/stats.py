@@ -122,7 +122,8 @@ class Comparison:
 
 
 def compare(a: dict[int, object], b: dict[int, object], correct_a: dict[int, bool] | None = None,
-            correct_b: dict[int, bool] | None = None, seed: int = 1234, aggregate: Callable | None = None) -> Comparison:
+            correct_b: dict[int, bool] | None = None, seed: int = 1234,
+            aggregate: Callable | None = None) -> Comparison:
     """Prompt b against prompt a, on the examples both were scored on: per-example items (the metric's values,
     or for a corpus metric the items its `aggregate` takes) and whether each is right, by example (None: a
     0/1 metric's value; the examples of another metric are then neither fixed nor broken). Each side is

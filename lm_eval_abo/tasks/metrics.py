@@ -24,7 +24,8 @@ log = logging.getLogger("lm_eval_abo")
 
 # metric -> (default error threshold, the metric's scale), graded lm-eval metrics and common graded names
 THRESHOLDS: dict[str, tuple[float, str]] = {
-    "bleu": (50.0, "0-100"), "chrf": (50.0, "0-100"), "chrf++": (50.0, "0-100"), "ter": (50.0, "0-100+, lower is better"),
+    "bleu": (50.0, "0-100"), "chrf": (50.0, "0-100"), "chrf++": (50.0, "0-100"),
+    "ter": (50.0, "0-100+, lower is better"),
     "rouge1": (0.5, "0-1"), "rouge2": (0.5, "0-1"), "rougeL": (0.5, "0-1"), "rougeLsum": (0.5, "0-1"),
     "brier_score": (0.5, "0-2, lower is better"),
 }
@@ -114,7 +115,8 @@ class Metric:
         if not self.graded and not self.warned and value not in (0.0, 1.0):
             self.warned = True
             log.warning("metric %s is not 0/1 (an example scored %.4g) and has no default error threshold: below %g "
-                        "counts as an error; set --error-threshold on the metric's scale", self.name, value, self.threshold)
+                        "counts as an error; set --error-threshold on the metric's scale",
+                        self.name, value, self.threshold)
         return value >= self.threshold if self.higher_is_better else value <= self.threshold
 
     def describe(self) -> str:
