@@ -143,6 +143,10 @@ class OptimizeConfig(HarnessSettings):
                                        commands=("optimize", "diagnose", "paper-table", "compare"))
     metric: str | None = flag("the task metric to optimize, as `metric` or `metric,filter` (default: the task's first "
                               "metric under its first filter)", default=None, resume=True)
+    error_threshold: float | None = flag(
+        "what counts as an error for a graded metric: a value below this (above, where lower is better), on the "
+        "metric's scale (default: the metric's own, e.g. bleu, chrf, ter 50 on 0-100, rouge 0.5 on 0-1; 0/1 metrics: "
+        "any miss; README: Graded metrics)", default=None, name="--error-threshold", resume=True)
     answer_format: str | None = flag("how an answer must end so the task's filter finds it, told to the optimizer (default: "
                                      "the task's own, else found by trying phrasings on its filter and metric)",
                                      default=None, name="--answer-format", resume=True)
