@@ -55,12 +55,8 @@ def _cumulative(result, upto: int) -> tuple[Ledger, float]:
     return total(r.ledger for r in rounds), sum(r.seconds or 0.0 for r in rounds)
 
 
-def _capped(config: OptimizeConfig, caps: Caps) -> OptimizeConfig:
-    return replace(config, max_cost=caps.max_cost, max_target_tokens=caps.max_target_tokens,
-                   max_optimizer_calls=caps.max_optimizer_calls)
-
-
-def caps_text(caps: Caps) -> dict:
+def caps_given(caps: Caps) -> dict:
+    """The caps that are set, by their `OptimizeConfig` names."""
     return {name: value for name, value in asdict(caps).items() if value is not None}
 
 
@@ -70,15 +66,15 @@ def budget_of(config: OptimizeConfig, apo_methods) -> dict:
     searches together keep to the row's caps); without caps, at equal candidates or equal rounds."""
     row = caps_of(config)
     apo = shares(row, [Ledger()] * len(apo_methods), Ledger())[0] if apo_methods else row  # equal parts
-    regime = ("equal budget" if caps_text(row) else "equal candidates" if config.candidates else "equal rounds")
-    return {"regime": regime, "row_caps": caps_text(row), "apo_search_caps": caps_text(apo), "apo_searches": len(apo_methods),
+    regime = ("equal budget" if caps_given(row) else "equal candidates" if config.candidates else "equal rounds")
+    return {"regime": regime, "row_caps": caps_given(row), "apo_search_caps": caps_given(apo), "apo_searches": len(apo_methods),
             "rounds": config.rounds, "patience": config.patience, "candidates": config.candidates}
 
 
 def run_configs(config: OptimizeConfig, apo_methods, budget: dict) -> dict[str, OptimizeConfig]:
     """The optimize runs of a task's rows by name (`config` names the task and seed), each with its caps."""
     apo = Caps(**budget["apo_search_caps"])
-    runs = {m: _capped(replace(config, method=m), apo) for m in apo_methods}
+    runs = {m: replace(config, method=m, **asdict(apo)) for m in apo_methods}
     runs["abo"] = replace(config, method="abo", method_args={"hint": "fallback"})
     runs["abo hint=never"] = replace(config, method="abo", method_args={"hint": "never"},
                                      output=str(Path(config.output) / "hint-never"))
@@ -102,7 +98,7 @@ class Rows:
         path = store.save(store.Artifact(task=task, method=method, prompt=prompt), self.folder / f"{name}.yaml")
         provenance = {"task": task, "method": method, "source": str(path), "prompt_sha256": prompt.sha256()}
         test = evaluation.evaluate(self.session, prompt, self.folder / "results" / name, provenance)
-        caps, made = caps_text(self.caps) if made is not None else {}, made or Ledger()
+        caps, made = caps_given(self.caps) if made is not None else {}, made or Ledger()
         used = made.plus(Ledger(target=test.usage))
         row = {
             "task": task, "seed": seed, "row": name, "origin": origin, "detail": detail,
