@@ -107,13 +107,13 @@ def test_hint_ablation_rows_are_two_abo_runs(capped_table):
 
 
 def test_the_header_says_how_the_rows_compare():
-    result = {"rounds": 2, "patience": 0}
-    assert budget_text({**result, "budget": {"regime": "equal rounds"}}).startswith("Equal rounds (every method 2 rounds")
-    assert budget_text({**result, "budget": {"regime": "equal candidates", "candidates": 4}}).startswith(
+    rounds = {"rounds": 2, "patience": 0}
+    assert budget_text({**rounds, "regime": "equal rounds"}).startswith("Equal rounds (every method 2 rounds")
+    assert budget_text({**rounds, "regime": "equal candidates", "candidates": 4}).startswith(
         "Equal candidates, the budget varies: every method 2 rounds, patience none, 4 candidates a round")
-    budget = {"regime": "equal budget", "row_caps": {"max_optimizer_calls": 20, "max_cost": 0.5}, "apo_searches": 5,
-              "apo_search_caps": {"max_optimizer_calls": 4, "max_cost": 0.1}}
-    assert budget_text({**result, "budget": budget}) == (
+    budget = {**rounds, "regime": "equal budget", "row_caps": {"max_optimizer_calls": 20, "max_cost": 0.5},
+              "apo_searches": 5, "apo_search_caps": {"max_optimizer_calls": 4, "max_cost": 0.1}}
+    assert budget_text(budget) == (
         "Equal budget: every method row at most 20 optimizer calls, $0.5 (every method 2 rounds, patience none); the "
         "best-APO row's 5 searches 4 optimizer calls, $0.1 each, and its cost is that of all 5.")
 

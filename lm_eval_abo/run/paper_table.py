@@ -36,7 +36,7 @@ from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.files import write_json, write_text_atomic
 from lm_eval_abo.infra.lock import FolderLock
 from lm_eval_abo.optimizers import resolve
-from lm_eval_abo.reports.paper_table import spread, table_markdown
+from lm_eval_abo.reports.paper_table import budget_text, spread, table_markdown
 from lm_eval_abo.run import evaluation
 from lm_eval_abo.run.grid import run_grid
 from lm_eval_abo.run.grid.shares import shares
@@ -212,6 +212,7 @@ def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHOD
         seeded = [replace(config, seed=config.seed + offset,
                           output=str(folder / f"seed-{config.seed + offset}") if seeds > 1 else config.output)
                   for offset in range(seeds)]
+        out(budget_text(budget))
         planned = {(s.seed, task): run_configs(replace(s, task=task), apo_methods, budget) for s in seeded for task in tasks}
         grid = run_grid([c for runs in planned.values() for c in runs.values()], folder, executor, ray_address,
                         resume=True, lm=lm, out=out)
