@@ -12,6 +12,7 @@ from fakeserver import FakeServer, reply
 from lm_eval_abo.artifact import store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.cost.ledger import Ledger
+from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.reports.paper_table import budget_text
 from lm_eval_abo.run.paper_table import paper_table, spread
 
@@ -104,6 +105,13 @@ def test_hint_ablation_rows_are_two_abo_runs(capped_table):
         calls = [json.loads(line) for line in (run / "metaprompts" / "round-0.jsonl").read_text().splitlines()]
         shown[name] = sum("correct final answer is" in json.dumps(call) for call in calls)
     assert shown["fallback"] > 0 and shown["never"] == 0, "hint=never never shows the optimizer a gold answer"
+
+
+def test_a_cap_that_leaves_an_apo_search_no_call_is_refused(tmp_path):
+    config = OptimizeConfig(task=TASK, output=str(tmp_path), max_optimizer_calls=4)
+    with pytest.raises(AboError, match="--max-optimizer-calls 4 leaves each of the 5 APO searches no call"):
+        paper_table(config, [TASK], out=lambda line: None)
+    assert not any(tmp_path.iterdir()), "refused before anything runs"
 
 
 def test_the_header_says_how_the_rows_compare():

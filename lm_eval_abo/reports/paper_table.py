@@ -38,9 +38,11 @@ def budget_text(b: dict) -> str:
     if b.get("regime") == "equal budget":
         k, apo = b["apo_searches"], _caps(b["apo_search_caps"])
         searches = f"row's {k} searches {apo} each, and its cost is that of all {k}" if k > 1 else "row is one search"
-        return f"Equal budget: every method row at most {_caps(b['row_caps'])} ({rounds}{candidates}); the best-APO {searches}."
+        return (f"Equal budget: every method row at most {_caps(b['row_caps'])} ({rounds}{candidates}); the best-APO "
+                f"{searches}.")
     if b.get("regime") == "equal candidates":
-        return f"Equal candidates, the budget varies: {rounds}{candidates}; the best-APO row's cost is that of all its searches."
+        return (f"Equal candidates, the budget varies: {rounds}{candidates}; the best-APO row's cost is that of all its "
+                "searches.")
     return (f"Equal rounds ({rounds}); the candidates a round and the budget vary by method; the best-APO row's cost "
             "is that of all its searches.")
 

@@ -66,8 +66,12 @@ def budget_of(config: OptimizeConfig, apo_methods) -> dict:
     searches together keep to the row's caps); without caps, at equal candidates or equal rounds."""
     row = caps_of(config)
     apo = shares(row, [Ledger()] * len(apo_methods), Ledger())[0] if apo_methods else row  # equal parts
+    if apo.max_optimizer_calls == 0 and row.max_optimizer_calls is not None:
+        raise AboError(f"--max-optimizer-calls {row.max_optimizer_calls} leaves each of the {len(apo_methods)} APO "
+                       f"searches no call: give at least {len(apo_methods)}, or fewer --apo-methods")
     regime = ("equal budget" if caps_given(row) else "equal candidates" if config.candidates else "equal rounds")
-    return {"regime": regime, "row_caps": caps_given(row), "apo_search_caps": caps_given(apo), "apo_searches": len(apo_methods),
+    return {"regime": regime, "row_caps": caps_given(row), "apo_search_caps": caps_given(apo),
+            "apo_searches": len(apo_methods),
             "rounds": config.rounds, "patience": config.patience, "candidates": config.candidates}
 
 
@@ -213,7 +217,8 @@ def paper_table(config: OptimizeConfig, tasks: list[str], apo_methods=APO_METHOD
                           output=str(folder / f"seed-{config.seed + offset}") if seeds > 1 else config.output)
                   for offset in range(seeds)]
         out(budget_text(budget))
-        planned = {(s.seed, task): run_configs(replace(s, task=task), apo_methods, budget) for s in seeded for task in tasks}
+        planned = {(s.seed, task): run_configs(replace(s, task=task), apo_methods, budget)
+                   for s in seeded for task in tasks}
         grid = run_grid([c for runs in planned.values() for c in runs.values()], folder, executor, ray_address,
                         resume=True, lm=lm, out=out)
         lm = lm or target_of(config).load()
