@@ -82,13 +82,13 @@ def add(sub) -> None:
     p.add_argument("--seeds", type=int, default=1, help="repeat the table with this many seeds and report each row's spread")
     add_flags(p, "paper-table", patience={
         "default": 0, "help": "every method stops when its best dev score has not improved for this many rounds "
-        "(default 0: every method runs every round, so the budgets compare)"},
+        "(default 0: every method runs every round)"},
         rounds={"help": "rounds of every method (default 2: ABO's rows are steps 0-2, as in the paper)"},
-        max_cost={"help": "cap in US dollars over all the table's optimize runs together, optimizer and target, "
-                  "shared among them in proportion to their projections"},
-        max_target_tokens={"help": "cap on the target's tokens over all the table's optimize runs, shared as "
-                           "--max-cost"},
-        max_optimizer_calls={"help": "cap on optimizer calls over all the table's optimize runs, shared as --max-cost"})
+        max_optimizer_calls={"help": "each method row's cap on optimizer calls, the same for every row (equal budget): "
+                             "the best-APO row's searches share it in equal parts (default: no cap; the rows then "
+                             "compare at equal rounds, or equal --candidates, and the budget varies)"},
+        max_target_tokens={"help": "each method row's cap on the target's tokens, shared as --max-optimizer-calls"},
+        max_cost={"help": "each method row's cap in US dollars, optimizer and target, shared as --max-optimizer-calls"})
     add_executor_flags(p)
     p.set_defaults(func=cmd_paper_table)
 

@@ -24,6 +24,29 @@ def _versus(r: dict) -> str:
     return f"{r['vs_baseline']:+.3f} ({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f})"
 
 
+CAPS = {"max_optimizer_calls": "{:,} optimizer calls", "max_target_tokens": "{:,} target tokens", "max_cost": "${:g}"}
+
+
+def _caps(caps: dict) -> str:
+    return ", ".join(CAPS[name].format(value) for name, value in caps.items())
+
+
+def budget_text(b: dict) -> str:
+    """How the rows compare (the table's `budget`): the caps every method row had, or what was equal instead."""
+    rounds = f"every method {b['rounds']} rounds, patience {b['patience'] or 'none'}"
+    candidates = f", {b['candidates']} candidates a round" if b.get("candidates") else ""
+    if b.get("regime") == "equal budget":
+        k, apo = b["apo_searches"], _caps(b["apo_search_caps"])
+        searches = f"row's {k} searches {apo} each, and its cost is that of all {k}" if k > 1 else "row is one search"
+        return (f"Equal budget: every method row at most {_caps(b['row_caps'])} ({rounds}{candidates}); the best-APO "
+                f"{searches}.")
+    if b.get("regime") == "equal candidates":
+        return (f"Equal candidates, the budget varies: {rounds}{candidates}; the best-APO row's cost is that of all its "
+                "searches.")
+    return (f"Equal rounds ({rounds}); the candidates a round and the budget vary by method; the best-APO row's cost "
+            "is that of all its searches.")
+
+
 def table_markdown(result: dict) -> str:
     header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI)", "prompt from",
               "optimizer calls", "optimizer tokens", "target requests", "target tokens", "cost", "optimizer cost",
@@ -33,9 +56,9 @@ def table_markdown(result: dict) -> str:
              money(r["usage"]), money(r["usage"]["optimizer"]), money(r["usage"]["target"]), r["seconds"], r["detail"]]
             for r in result["rows"]]
     lines = [
-        f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`; every method {result['rounds']} rounds, "
-        f"patience {result['patience'] or 'none'}; each prompt evaluated once by lm-eval on the same test examples and "
-        "compared with the zero-shot CoT prompt example by example (paired bootstrap).",
+        f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`. {budget_text(result['budget'])} Each prompt "
+        "evaluated once by lm-eval on the same test examples and compared with the zero-shot CoT prompt example by "
+        "example (paired bootstrap).",
         "", *table(header, body, left=3),
     ]
     if result["spread"]:

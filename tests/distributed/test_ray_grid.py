@@ -160,7 +160,8 @@ def test_resume_after_the_driver_is_killed_skips_the_finished_cells(cluster, tmp
                    "--no-optimizer-cache", "--output", str(table),
                    "--executor", "ray", "--ray-address", cluster.address]
         driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        runs = {m: table / TASK / m for m in ("ape", "opro", "abo", "abo-ablation")}
+        names = [f"{TASK}/{m}" for m in ("ape", "opro", "abo", "abo-ablation")] + [f"hint-never/{TASK}/abo"]
+        runs = {name: table / name for name in names}  # by cell name
         deadline, done = time.time() + 600, {}
         try:
             while not done and driver.poll() is None and time.time() < deadline:
@@ -175,12 +176,12 @@ def test_resume_after_the_driver_is_killed_skips_the_finished_cells(cluster, tmp
         assert done and len(done) < len(runs), f"killed with {sorted(done)} finished"
         rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    cells = {c["name"].split("/")[-1]: c for c in json.loads((table / "grid.json").read_text())["cells"]}
+    cells = {c["name"]: c for c in json.loads((table / "grid.json").read_text())["cells"]}
     assert {m for m, c in cells.items() if c["status"] == "done earlier"} == set(done)
     assert all(cells[m]["status"] == "done" for m in runs if m not in done)
-    for method, before in done.items():
-        assert (runs[method] / "best.yaml").read_bytes() == before
-        assert len(attempts(table, f"{TASK}/{method}")) == 1
+    for name, before in done.items():
+        assert (runs[name] / "best.yaml").read_bytes() == before
+        assert len(attempts(table, name)) == 1
     assert json.loads((table / "paper_table.json").read_text())["rows"][-1]["row"] == "ABO-ablation run"
 
 
