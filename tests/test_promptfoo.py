@@ -153,11 +153,14 @@ def test_import_builds_a_task_lm_eval_loads(tmp_path):
     # lm-eval sends what promptfoo renders for the original config: prompt.txt, trimmed, vars filled
     prompt = (CAPITALS.parent / "prompt.txt").read_text().strip()
     task.build_all_requests(limit=6, rank=0, world_size=1)
+    spaced = {"Kenya", "Peru"}  # their assertions hold the leading space: starts-with " Nairobi", equals " Lima"
+    assert spaced <= {inst.doc["country"] for inst in task.instances}
     for inst in task.instances:
         assert inst.arguments[0] == prompt.replace("{{country}}", inst.doc["country"])
         answer = inst.doc["answer"]
-        passed = task.process_results(inst.doc, [f" {answer}"])["pass_rate"]
-        assert passed == 1.0 or inst.doc["country"] in ("Kenya", "Peru")  # those assert exact spacing
+        assert task.process_results(inst.doc, [f" {answer}"])["pass_rate"] == 1.0
+        unspaced = task.process_results(inst.doc, [answer])["pass_rate"]
+        assert unspaced == (0.0 if inst.doc["country"] in spaced else 1.0)
         assert task.process_results(inst.doc, [" Question: no"])["pass_rate"] == 0.0
 
 
