@@ -63,6 +63,28 @@ def samples(output_dir: Path, task: str) -> list[dict]:
     return [json.loads(line) for line in files[-1].read_text().splitlines() if line.strip()]
 
 
+def logged_values(results_path: Path, task: str, metric: str = "exact_match", filter_name: str = "answer") -> dict:
+    """{document hash: the metric's value}, read straight from lm-eval's samples log beside a results file."""
+    stem = results_path.stem.removeprefix("results_")
+    rows = samples_of(results_path.parent / f"samples_{task}_{stem}.jsonl")
+    return {row["doc_hash"]: float(row[metric]) for row in rows if row["filter"] == filter_name}
+
+
+def samples_of(path: Path) -> list[dict]:
+    assert path.is_file(), f"no samples log {path}"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def paired_by_hand(baseline: dict, new: dict) -> tuple[float, tuple[float, float]]:
+    """The difference of two prompts scored on the same 3 or fewer documents ({doc: value} each), and the 95%
+    percentile bootstrap interval that follows by hand: every resample of n <= 3 pairs that repeats one pair n times
+    has probability at least (1/n)^n >= 1/27 > 2.5%, so the 2.5% and 97.5% percentiles of the resampled mean are the
+    smallest and largest per-document difference."""
+    assert baseline.keys() == new.keys() and 0 < len(new) <= 3, "the same documents, at most 3"
+    diffs = [new[d] - baseline[d] for d in sorted(new)]
+    return sum(diffs) / len(diffs), (min(diffs), max(diffs))
+
+
 class ScriptedLLM:
     """A stand-in optimizer for unit tests: `reply(messages)` decides each answer; every request is
     recorded. It offers what the methods use of OptimizerLLM: complete_many, usage and a call budget."""
