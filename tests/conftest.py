@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lm_eval.api.model import LM
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -120,32 +121,50 @@ class ScriptedLLM:
         return [m[0]["content"] for m in self.requests if containing in m[0]["content"]]
 
 
-def rule_lm(keyword: str = "magic", say: str = ""):
-    """A stand-in target for unit tests: answers right exactly when the prompt contains `keyword`
-    (every answer starting with `say`, if given); the gold answer is the document's `target` or `answer`."""
-    from lm_eval.api.model import LM
+class FakeLM(LM):
+    """The one stand-in target of the unit tests: `answer(request)` writes each reply (`request.args[0]` is the
+    prompt, `request.args[1]` its decoding settings, `request.doc` the document); every prompt and every
+    decoding setting sent is kept (`seen`, `kwargs`)."""
 
-    class RuleLM(LM):
-        def __init__(self):
-            super().__init__()
-            self.seen: list[str] = []
+    def __init__(self, answer):
+        super().__init__()
+        self.answer = answer
+        self.seen: list[str] = []
+        self.kwargs: list[dict] = []
 
-        def generate_until(self, requests, disable_tqdm=False):
-            out = []
-            for r in requests:
-                self.seen.append(r.args[0])
-                gold = r.doc.get("target", r.doc.get("answer"))
-                verdict = f" So the answer is {gold}." if keyword in r.args[0] else " I do not know."
-                out.append(f" {say}{verdict}" if say else verdict)
-            return out
+    def generate_until(self, requests, disable_tqdm=False):
+        out = []
+        for r in requests:
+            self.seen.append(r.args[0])
+            self.kwargs.append(r.args[1])
+            out.append(self.answer(r))
+        return out
 
-        def loglikelihood(self, requests, disable_tqdm=False):
-            raise NotImplementedError
+    def loglikelihood(self, requests, disable_tqdm=False):
+        raise NotImplementedError
 
-        def loglikelihood_rolling(self, requests, disable_tqdm=False):
-            raise NotImplementedError
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError
 
-    return RuleLM()
+
+def gold(request) -> str:
+    """The document's gold answer: its `target` or `answer`."""
+    return request.doc.get("target", request.doc.get("answer"))
+
+
+def rule_answer(keyword: str = "magic", say: str = ""):
+    """Right exactly when the prompt contains `keyword` (every answer starting with `say`, if given)."""
+
+    def answer(request) -> str:
+        verdict = f" So the answer is {gold(request)}." if keyword in request.args[0] else " I do not know."
+        return f" {say}{verdict}" if say else verdict
+
+    return answer
+
+
+def rule_lm(keyword: str = "magic", say: str = "") -> FakeLM:
+    """A stand-in target for unit tests: answers right exactly when the prompt contains `keyword`."""
+    return FakeLM(rule_answer(keyword, say))
 
 
 def make_bridge(lm, task="abo_object_counting_synth", include_path=(), harness=None, **metadata):

@@ -6,9 +6,8 @@ import re
 from dataclasses import asdict, replace
 
 import pytest
-from conftest import ScriptedLLM, bin_path, make_bridge, make_context, make_search, projected_rounds, rule_lm, run_cli
+from conftest import FakeLM, ScriptedLLM, bin_path, gold, make_bridge, make_context, make_search, projected_rounds, rule_lm, run_cli
 from fakeserver import FakeServer
-from lm_eval.api.model import LM
 
 from lm_eval_abo.artifact import store
 from lm_eval_abo.config import OptimizeConfig
@@ -32,28 +31,7 @@ def context(reply, method: str, seed: int = 1, **params):
 def picky_lm():
     """A stand-in target that is right when the prompt says "magic" and the gold answer is even, so a prompt's
     score differs from one set of examples to another."""
-
-    class PickyLM(LM):
-        def __init__(self):
-            super().__init__()
-            self.kwargs: list[dict] = []  # the decoding settings of every request
-
-        def generate_until(self, requests, disable_tqdm=False):
-            out = []
-            for r in requests:
-                self.kwargs.append(r.args[1])
-                gold = r.doc.get("target", r.doc.get("answer"))
-                right = "magic" in r.args[0] and int(gold) % 2 == 0
-                out.append(f" So the answer is {gold if right else -1}.")
-            return out
-
-        def loglikelihood(self, requests, disable_tqdm=False):
-            raise NotImplementedError
-
-        def loglikelihood_rolling(self, requests, disable_tqdm=False):
-            raise NotImplementedError
-
-    return PickyLM()
+    return FakeLM(lambda r: f" So the answer is {gold(r) if 'magic' in r.args[0] and int(gold(r)) % 2 == 0 else -1}.")
 
 
 def counting_reply(say: str = "Count plainly"):

@@ -8,8 +8,7 @@ from dataclasses import replace
 
 import numpy
 import pytest
-from conftest import ScriptedLLM, make_bridge, make_context, rule_lm
-from lm_eval.api.model import LM
+from conftest import FakeLM, ScriptedLLM, make_bridge, make_context, rule_lm
 from scipy.stats import fisher_exact
 
 from lm_eval_abo.artifact.prompt import Prompt
@@ -42,21 +41,10 @@ def sampler(llm: ScriptedLLM, named: str | None = None):
     return reply
 
 
-class HalfRightLM(LM):
+def half_right_lm() -> FakeLM:
     """A target that answers right exactly on the documents whose gold answer is even."""
-
-    def generate_until(self, requests, disable_tqdm=False):
-        out = []
-        for r in requests:
-            gold = str(r.doc["target"])
-            out.append(f" So the answer is {gold}." if gold.isdigit() and int(gold) % 2 == 0 else " I lost count.")
-        return out
-
-    def loglikelihood(self, requests, disable_tqdm=False):
-        raise NotImplementedError
-
-    def loglikelihood_rolling(self, requests, disable_tqdm=False):
-        raise NotImplementedError
+    return FakeLM(lambda r: f" So the answer is {r.doc['target']}." if str(r.doc["target"]).isdigit()
+                  and int(r.doc["target"]) % 2 == 0 else " I lost count.")
 
 
 def study(lm=None, task="abo_object_counting_synth", named=None, method_params=None):
@@ -153,7 +141,7 @@ def test_wrong_labels_are_never_the_true_gold_answer():
 
 
 def test_correct_answers_shown_as_errors_really_are_correct():
-    for lm in (HalfRightLM(), rule_lm()):  # some right answers of its own (then written ones), none at all
+    for lm in (half_right_lm(), rule_lm()):  # some right answers of its own (then written ones), none at all
         ctx, _, train = study(lm=lm)
         shown = sets.correct_as_errors(ctx, train.samples, 4)
         assert len(shown) == 4
