@@ -240,6 +240,20 @@ def exported_requests(artifact: Path, options: ExportOptions, harness: HarnessSe
     return task, requests(task, harness, indices, chat)
 
 
+def imported_round_trip(config: Path, tmp_path: Path, task_name: str, **prompt):
+    """A promptfoo config imported as a task, a manual artifact of it (`prompt`: its fields, the user turn),
+    exported for promptfoo's echo provider and run by the real promptfoo CLI; returns promptfoo's results,
+    the task and the requests lm-eval builds from the same export."""
+    path, _ = import_config(config, tmp_path / "tasks", task_name=task_name, n_train=1, n_dev=1)
+    artifact = store.save(store.Artifact(task=task_name, method="manual", prompt=Prompt(placement="user", **prompt)),
+                          tmp_path / "best.yaml")
+    options, harness = ExportOptions(provider="echo"), HarnessSettings(include_path=[str(path.parent)])
+    export(artifact, tmp_path / "export.yaml", options, harness)
+    found = run_promptfoo(tmp_path / "export.yaml", tmp_path / "results.json")
+    task, reqs = exported_requests(artifact, options, harness)
+    return found, task, reqs
+
+
 def requests_docs(artifact: Path, limit: int) -> list[dict]:
     return [r.doc for r in exported_requests(artifact, ExportOptions(limit=limit), HarnessSettings())[1]]
 
@@ -276,12 +290,7 @@ def test_imported_task_exports_back_with_its_assertions(tmp_path):
         "tests": [{"vars": {"q": q}, "assert": [{"type": "starts-with" if i % 2 else "not-starts-with", "value": "Repeat"}]}
                   for i, q in enumerate(questions)],
     }))
-    path, _ = import_config(config, tmp_path / "tasks", task_name="echoed", n_train=1, n_dev=1)
-    artifact = store.save(store.Artifact(task="echoed", method="manual", prompt=Prompt(placement="user")), tmp_path / "best.yaml")
-    options, harness = ExportOptions(provider="echo"), HarnessSettings(include_path=[str(path.parent)])
-    export(artifact, tmp_path / "export.yaml", options, harness)
-    found = run_promptfoo(tmp_path / "export.yaml", tmp_path / "results.json")
-    task, reqs = exported_requests(artifact, options, harness)
+    found, task, reqs = imported_round_trip(config, tmp_path, "echoed")
     assert len(found["results"]) == len(reqs) == 4 and found["stats"]["errors"] == 0
     for row in found["results"]:
         req = reqs[row["testIdx"]]
