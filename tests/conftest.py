@@ -31,6 +31,15 @@ def gemma_server():
         yield servers[0]
 
 
+@pytest.fixture(scope="module")
+def embedded_target():
+    """The embedded target loaded in this process, as `--model abo-embedded` loads it."""
+    from lm_eval_abo.embedded import models
+    from lm_eval_abo.embedded.backend import EmbeddedLM
+
+    return EmbeddedLM(model=models.DEFAULT_TARGET)
+
+
 def local_completions_args(server) -> str:
     return (
         f"model={server.model},base_url={server.base_url}/completions,"
