@@ -70,7 +70,12 @@ def results_file(output_dir: Path) -> dict:
 def samples(output_dir: Path, task: str) -> list[dict]:
     files = sorted(output_dir.rglob(f"samples_{task}_*.jsonl"))
     assert files, f"no samples for {task} under {output_dir}"
-    return [json.loads(line) for line in files[-1].read_text().splitlines() if line.strip()]
+    return samples_of(files[-1])
+
+
+def samples_of(path: Path) -> list[dict]:
+    assert path.is_file(), f"no samples log {path}"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def logged_values(results_path: Path, task: str, metric: str = "exact_match", filter_name: str = "answer") -> dict:
@@ -78,11 +83,6 @@ def logged_values(results_path: Path, task: str, metric: str = "exact_match", fi
     stem = results_path.stem.removeprefix("results_")
     rows = samples_of(results_path.parent / f"samples_{task}_{stem}.jsonl")
     return {row["doc_hash"]: float(row[metric]) for row in rows if row["filter"] == filter_name}
-
-
-def samples_of(path: Path) -> list[dict]:
-    assert path.is_file(), f"no samples log {path}"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def paired_by_hand(baseline: dict, new: dict) -> tuple[float, tuple[float, float]]:
