@@ -9,7 +9,7 @@ same winner, or one the full winner does not beat on a paired test at alpha 0.05
 
 Acceptance: whole searches of R rounds, each round proposing K candidates around the incumbent's true
 accuracy (a few better, most not); the incumbent is replaced by the dev-best under `score`, or only when
-the paired test agrees under `paired` (`selection.accept`). Reported: the true accuracy of the prompt
+the paired test agrees under `paired` (`selection.Paired`). Reported: the true accuracy of the prompt
 each rule ends with (what its test score estimates, without test noise), averaged over searches.
 
     python bench/selection.py                  # 2000 racing rounds per setting, 400 searches per setting
@@ -103,7 +103,7 @@ def acceptance(searches: int, seed: int) -> list[dict]:
             proposals = [[min(0.98, max(0.02, rng.gauss(0.0, 0.06))) for _ in range(k)] for _ in range(rounds)]
             noise = [[[rng.random() for _ in range(n)] for _ in range(k)] for _ in range(rounds)]
             first = Node([float(0.6 * d + 0.4 * rng.random() < start) for d in difficulty], start)
-            for rule in final:
+            for rule, acceptance_rule in (("score", selection.ByScore()), ("paired", selection.Paired(0.05))):
                 incumbent = first
                 for r in range(rounds):
                     pool = [incumbent]
@@ -111,7 +111,7 @@ def acceptance(searches: int, seed: int) -> list[dict]:
                         p = min(0.98, max(0.02, incumbent.truth + proposals[r][j]))
                         pool.append(Node([float(0.6 * d + 0.4 * u < p) for d, u in zip(difficulty, noise[r][j])], p))
                     ranked = sorted(pool, key=lambda node: -node.dev)
-                    incumbent = selection.accept(ranked, incumbent, rule, 0.05, True)[0]
+                    incumbent = acceptance_rule.order(ranked, incumbent, True)[0]
                 final[rule].append(incumbent.truth)
         mean = {rule: sum(v) / len(v) for rule, v in final.items()}
         rows.append({"dev": n, "candidates/round": k, "rounds": rounds, "true accuracy, score": mean["score"],

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lm_eval.api.model import LM
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +29,15 @@ def gemma_server():
 
     with serve.running(["gemma-3-270m"]) as servers:
         yield servers[0]
+
+
+@pytest.fixture(scope="module")
+def embedded_target():
+    """The embedded target loaded in this process, as `--model abo-embedded` loads it."""
+    from lm_eval_abo.embedded import models
+    from lm_eval_abo.embedded.backend import EmbeddedLM
+
+    return EmbeddedLM(model=models.DEFAULT_TARGET)
 
 
 def local_completions_args(server) -> str:
@@ -60,7 +70,29 @@ def results_file(output_dir: Path) -> dict:
 def samples(output_dir: Path, task: str) -> list[dict]:
     files = sorted(output_dir.rglob(f"samples_{task}_*.jsonl"))
     assert files, f"no samples for {task} under {output_dir}"
-    return [json.loads(line) for line in files[-1].read_text().splitlines() if line.strip()]
+    return samples_of(files[-1])
+
+
+def samples_of(path: Path) -> list[dict]:
+    assert path.is_file(), f"no samples log {path}"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def logged_values(results_path: Path, task: str, metric: str = "exact_match", filter_name: str = "answer") -> dict:
+    """{document hash: the metric's value}, read straight from lm-eval's samples log beside a results file."""
+    stem = results_path.stem.removeprefix("results_")
+    rows = samples_of(results_path.parent / f"samples_{task}_{stem}.jsonl")
+    return {row["doc_hash"]: float(row[metric]) for row in rows if row["filter"] == filter_name}
+
+
+def paired_by_hand(baseline: dict, new: dict) -> tuple[float, tuple[float, float]]:
+    """The difference of two prompts scored on the same 3 or fewer documents ({doc: value} each), and the 95%
+    percentile bootstrap interval that follows by hand: every resample of n <= 3 pairs that repeats one pair n times
+    has probability at least (1/n)^n >= 1/27 > 2.5%, so the 2.5% and 97.5% percentiles of the resampled mean are the
+    smallest and largest per-document difference."""
+    assert baseline.keys() == new.keys() and 0 < len(new) <= 3, "the same documents, at most 3"
+    diffs = [new[d] - baseline[d] for d in sorted(new)]
+    return sum(diffs) / len(diffs), (min(diffs), max(diffs))
 
 
 class ScriptedLLM:
@@ -98,32 +130,50 @@ class ScriptedLLM:
         return [m[0]["content"] for m in self.requests if containing in m[0]["content"]]
 
 
-def rule_lm(keyword: str = "magic", say: str = ""):
-    """A stand-in target for unit tests: answers right exactly when the prompt contains `keyword`
-    (every answer starting with `say`, if given); the gold answer is the document's `target` or `answer`."""
-    from lm_eval.api.model import LM
+class FakeLM(LM):
+    """The one stand-in target of the unit tests: `answer(request)` writes each reply (`request.args[0]` is the
+    prompt, `request.args[1]` its decoding settings, `request.doc` the document); every prompt and every
+    decoding setting sent is kept (`seen`, `kwargs`)."""
 
-    class RuleLM(LM):
-        def __init__(self):
-            super().__init__()
-            self.seen: list[str] = []
+    def __init__(self, answer):
+        super().__init__()
+        self.answer = answer
+        self.seen: list[str] = []
+        self.kwargs: list[dict] = []
 
-        def generate_until(self, requests, disable_tqdm=False):
-            out = []
-            for r in requests:
-                self.seen.append(r.args[0])
-                gold = r.doc.get("target", r.doc.get("answer"))
-                verdict = f" So the answer is {gold}." if keyword in r.args[0] else " I do not know."
-                out.append(f" {say}{verdict}" if say else verdict)
-            return out
+    def generate_until(self, requests, disable_tqdm=False):
+        out = []
+        for r in requests:
+            self.seen.append(r.args[0])
+            self.kwargs.append(r.args[1])
+            out.append(self.answer(r))
+        return out
 
-        def loglikelihood(self, requests, disable_tqdm=False):
-            raise NotImplementedError
+    def loglikelihood(self, requests, disable_tqdm=False):
+        raise NotImplementedError
 
-        def loglikelihood_rolling(self, requests, disable_tqdm=False):
-            raise NotImplementedError
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError
 
-    return RuleLM()
+
+def gold(request) -> str:
+    """The document's gold answer: its `target` or `answer`."""
+    return request.doc.get("target", request.doc.get("answer"))
+
+
+def rule_answer(keyword: str = "magic", say: str = ""):
+    """Right exactly when the prompt contains `keyword` (every answer starting with `say`, if given)."""
+
+    def answer(request) -> str:
+        verdict = f" So the answer is {gold(request)}." if keyword in request.args[0] else " I do not know."
+        return f" {say}{verdict}" if say else verdict
+
+    return answer
+
+
+def rule_lm(keyword: str = "magic", say: str = "") -> FakeLM:
+    """A stand-in target for unit tests: answers right exactly when the prompt contains `keyword`."""
+    return FakeLM(rule_answer(keyword, say))
 
 
 def make_bridge(lm, task="abo_object_counting_synth", include_path=(), harness=None, **metadata):

@@ -287,9 +287,10 @@ def test_rounds_0_scores_the_baseline_and_initial_candidates_then_evaluates_on_t
     assert [r["round"] for r in artifact.trace] == [0]
     assert [c["origin"] for c in artifact.trace[0]["candidates"]] == ["baseline", "initial"]
     assert artifact.scores["test"]["n"] == 3 and outcome.results.exists()
+    rounds, origins = [r["round"] for r in artifact.trace], [c["origin"] for c in artifact.trace[0]["candidates"]]
     SECTION.record("--rounds 0", "`optimize` with `--rounds 0` (rule-based target, fake optimizer server)",
-                   "valid: round 0 only (the baseline and the initial candidates are scored on dev), the best is "
-                   "saved and evaluated on test; exit 0")
+                   f"valid: rounds in the trace {rounds}, the candidates scored on dev {origins}; the best is saved "
+                   f"and evaluated on {artifact.scores['test']['n']} test examples")
 
 
 def test_splits_smaller_than_a_batch_use_the_whole_split(tmp_path):
@@ -302,4 +303,6 @@ def test_splits_smaller_than_a_batch_use_the_whole_split(tmp_path):
     SECTION.record("splits smaller than a batch", "`optimize` with `--minibatch 64 --train-limit 100 --dev-limit 50 "
                    "--test-limit 3` on splits of 3 train, 2 dev, 2 test examples "
                    "(`--metadata abo_n_train=3,abo_n_dev=2,abo_n_test=2`; rule-based target, fake optimizer server)",
-                   "valid: each split is used whole (minibatch 3, dev 2, test 2); exit 0")
+                   f"valid: each split is used whole (train {len(artifact.splits['train'])}, dev "
+                   f"{len(artifact.splits['dev'])}, test {artifact.scores['test']['n']}), rounds in the trace "
+                   f"{[r['round'] for r in artifact.trace]}")

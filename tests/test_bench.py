@@ -1,13 +1,15 @@
-"""The benchmarks in bench/ import and their stand-ins work (no timing here: bench/README.md)."""
+"""The benchmarks in bench/ parse their flags, the one that needs no model runs at a tiny size, and their
+stand-ins work (no timing here: bench/README.md)."""
 
 import importlib
+import subprocess
 import sys
 
 import pytest
 from conftest import ROOT
 
 BENCHMARKS = ["harness_overhead", "caching", "batched_scoring", "end_to_end", "method_cost", "peers", "profile_optimize", "grid",
-              "selection", "copying"]
+              "selection", "copying", "extra_buffers", "promptfoo_code_cost", "ladder"]
 
 
 @pytest.fixture(autouse=True)
@@ -18,9 +20,43 @@ def bench_on_path(monkeypatch):
         sys.modules.pop(name, None)
 
 
+def test_every_script_in_bench_is_listed():
+    scripts = {p.stem for p in (ROOT / "bench").glob("*.py")} - {"record", "fakes", "meter", "latency_server"}
+    assert scripts == set(BENCHMARKS)
+
+
 @pytest.mark.parametrize("name", BENCHMARKS)
-def test_benchmark_imports_and_has_a_main(name):
+def test_benchmark_parses_its_flags(name):
+    """`--help` builds the script's parser and exits 0 before any model loads."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--help"], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(f"usage: {name}.py [-h]")
     assert callable(importlib.import_module(name).main)
+
+
+def test_selection_benchmark_runs_at_a_tiny_size(monkeypatch, capsys):
+    """The one benchmark that needs no model, run through its main at a tiny size: every setting gets a row of
+    the figures it promises (the figures themselves are the benchmark's, not asserted here)."""
+    import record
+    import selection
+
+    saved = {}
+    monkeypatch.setattr(record, "save", lambda name, data: saved.update({name: data}))
+    monkeypatch.setattr(sys, "argv", ["selection.py", "--rounds", "6", "--searches", "2", "--seed", "7"])
+    selection.main()
+    data = saved["selection"]
+    assert (data["rounds"], data["searches"], data["seed"]) == (6, 2, 7)
+    assert [(r["candidates"], r["dev"], r["beam"]) for r in data["racing"]] == [s[:3] for s in selection.RACING_SETTINGS]
+    for row in data["racing"]:
+        assert row["requests/round full"] == row["candidates"] * row["dev"], "full selection scores every candidate on all dev"
+        assert row["requests/round racing"] < row["requests/round full"]
+        assert row["fewer requests"] == pytest.approx(row["requests/round full"] / row["requests/round racing"])
+        assert 0 <= row["same winner"] <= row["same or within noise"] <= 1
+    assert [(r["dev"], r["candidates/round"], r["rounds"]) for r in data["acceptance"]] == list(selection.ACCEPTANCE_SETTINGS)
+    for row in data["acceptance"]:
+        assert row["paired - score"] == pytest.approx(row["true accuracy, paired"] - row["true accuracy, score"])
+    assert "| candidates | dev | beam |" in capsys.readouterr().out
 
 
 def test_instant_stand_ins_drive_a_scoring_pass_and_every_reply_parses():

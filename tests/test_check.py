@@ -3,12 +3,12 @@
 import json
 
 import pytest
-from conftest import bin_path, results_file, run_cli
+from conftest import bin_path, results_file, run_cli, samples
 
 from lm_eval_abo.cli import main
 from lm_eval_abo.reports.regression import check
 
-TASK = "abo_object_counting_synth"
+TASK, NAVIGATE = "abo_object_counting_synth", "abo_navigate_synth"
 
 
 def write_results(path, scores: dict, n: int = 100, date: float = 1.0, lower_is_better=()):
@@ -72,13 +72,24 @@ def test_cli_exit_codes(tmp_path, capsys):
 @pytest.mark.slow
 def test_check_on_real_results(real_results):
     root = real_results["root"]
-    same = run_cli(bin_path("lm-eval-abo"), "check", "--results", "baseline", "--baseline", "baseline", cwd=root)
-    assert "no regression" in same.stdout and same.stdout.count("✅ ok") == 2
+    # a truly worse run of the same tasks: replies cut to one token cannot hold "the answer is X", so the task's
+    # filter reads no answer and every example scores 0; the real baseline cannot be worse than that
+    run_cli(bin_path("lm-eval-abo"), "run", "--model", "abo-embedded", "--tasks", f"{TASK},{NAVIGATE}", "--limit", "3",
+            "--gen_kwargs", "max_gen_toks=1", "--log_samples", "--output_path", str(root / "cut"), cwd=root)
+    passing = run_cli(bin_path("lm-eval-abo"), "check", "--results", "baseline", "--baseline", "cut", "--max-drop", "0",
+                      cwd=root)
+    assert "no regression" in passing.stdout and passing.stdout.count("✅ ok") == 2
+    for task in (TASK, NAVIGATE):
+        cut = samples(root / "cut", task)
+        assert len(cut) == 3 and all(row["filtered_resps"][0] == "[invalid]" and row["exact_match"] == 0 for row in cut)
+        kept = results_file(root / "baseline")["results"][task]["exact_match,answer"]
+        row = next(line for line in passing.stdout.splitlines() if line.startswith(f"| {task} |"))
+        assert f"{kept - 0.0:+.4f}" in row, "the difference from the cut run: the baseline's whole score"
 
     # the optimized run has no navigate results: that is a failure
     proc = run_cli(bin_path("lm-eval-abo"), "check", "--results", "runs", "--baseline", "baseline", "--max-drop", "0",
                    cwd=root, check=False)
-    assert proc.returncode == 1 and f"| {'abo_navigate_synth'} |" in proc.stdout and "❌ missing" in proc.stdout
+    assert proc.returncode == 1 and f"| {NAVIGATE} |" in proc.stdout and "❌ missing" in proc.stdout
     base_score = results_file(root / "baseline")["results"][TASK]["exact_match,answer"]
     new_score = results_file(root / "runs")["results"][TASK]["exact_match,answer"]
     row = next(line for line in proc.stdout.splitlines() if line.startswith(f"| {TASK} |"))

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import bin_path, rule_lm, run_cli
+from conftest import FakeLM, bin_path, rule_answer, run_cli
 from fakeserver import FakeServer
-from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from lm_eval_abo import cli
@@ -32,27 +31,17 @@ N = 40  # documents of the hand-made results
 
 
 @register_model("abo-test-rule")
-class RuleTarget(LM):
+class RuleTarget(FakeLM):
     """`rule_lm` as an lm-eval backend, so the command line loads it by name: right on every document exactly
     when the prompt holds `keyword`. Every load is recorded."""
 
     loads: list[str] = []
 
     def __init__(self, keyword="magic", say="", broken=False, **kwargs):
-        super().__init__()
         if broken:
             raise ValueError("this target does not load")
-        self.inner = rule_lm(keyword, say)
+        super().__init__(rule_answer(keyword, say))
         RuleTarget.loads.append(keyword)
-
-    def generate_until(self, requests, disable_tqdm=False):
-        return self.inner.generate_until(requests, disable_tqdm)
-
-    def loglikelihood(self, requests, disable_tqdm=False):
-        raise NotImplementedError
-
-    def loglikelihood_rolling(self, requests, disable_tqdm=False):
-        raise NotImplementedError
 
 
 # --- the statistics against hand-made results ---------------------------------------------------

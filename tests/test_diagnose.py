@@ -33,11 +33,15 @@ def test_reflection_sensitivity(tmp_path):
     real = result["reflections"]["real_a"]
     assert len(real) == 2 and real[0]["text"] != real[1]["text"], "two samples at temperature 1.0, not one text twice"
     assert all(r["temperature"] == 1.0 for r in real) and real[0]["seed"] != real[1]["seed"]
+    within = result["within_real_similarity"]
+    assert within is not None and result["reflections"]["real_b"], "both real samples were reflected on"
     for row in result["rows"][1:]:
         sim = row["similarity_to_real"]
-        assert sim is None or -1e-9 <= sim <= 1.0 + 1e-9
-        if sim is not None and result["within_real_similarity"] is not None:
-            assert row["sensitivity"] == pytest.approx(result["within_real_similarity"] - sim)
+        if sim is None:  # a set whose every reply held no <reason>: nothing to compare, and it says so
+            assert row["reflections"] == 0 and row["sensitivity"] is None and row["p_value"] is None
+        else:
+            assert -1e-9 <= sim <= 1.0 + 1e-9 and row["sensitivity"] == pytest.approx(within - sim)
+    assert any(row["similarity_to_real"] is not None for row in result["rows"][1:]), "some set was compared"
     planted = result["planted"]
     assert planted["cause"] == "off_by_one" and planted["examples_shown"] == 2
     assert all(int(e["answer"]) == int(e["target"]) - 1 for e in sets["planted_cause"])

@@ -12,32 +12,27 @@ from lm_eval_abo.infra.errors import AboError
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def target():
-    return EmbeddedLM(model=models.DEFAULT_TARGET)
-
-
-def test_generation_and_loglikelihood_agree(target):
+def test_generation_and_loglikelihood_agree(embedded_target):
     context = "The days of the week are Monday, Tuesday,"
     # without the server's default repeat penalty, generation is the argmax path loglikelihood checks
     gen_kwargs = {"until": ["\n"], "max_gen_toks": 6, "repeat_penalty": 1.0}
-    [text] = target.generate_until([Instance("generate_until", {}, (context, gen_kwargs), 0)], disable_tqdm=True)
+    [text] = embedded_target.generate_until([Instance("generate_until", {}, (context, gen_kwargs), 0)], disable_tqdm=True)
     assert text.strip(), "greedy generation produced nothing"
     requests = [Instance("loglikelihood", {}, (context, text), 0), Instance("loglikelihood", {}, (context, " Banana pancake"), 1)]
-    (greedy_lp, is_greedy), (other_lp, other_greedy) = target.loglikelihood(requests, disable_tqdm=True)
+    (greedy_lp, is_greedy), (other_lp, other_greedy) = embedded_target.loglikelihood(requests, disable_tqdm=True)
     assert is_greedy and not other_greedy, "the model's own greedy continuation must be flagged greedy"
     assert greedy_lp > other_lp and greedy_lp < 0
-    [rolling] = target.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("Hello there.",), 0)], disable_tqdm=True)
+    [rolling] = embedded_target.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("Hello there.",), 0)], disable_tqdm=True)
     assert rolling < 0
 
 
-def test_the_model_is_loaded_once_per_process(target):
-    assert EmbeddedLM(model=models.DEFAULT_TARGET).llm is target.llm
+def test_the_model_is_loaded_once_per_process(embedded_target):
+    assert EmbeddedLM(model=models.DEFAULT_TARGET).llm is embedded_target.llm
 
 
-def test_target_has_no_chat_template(target):
+def test_target_has_no_chat_template(embedded_target):
     with pytest.raises(AboError, match="no chat template"):
-        target.apply_chat_template([{"role": "user", "content": "hi"}])
+        embedded_target.apply_chat_template([{"role": "user", "content": "hi"}])
 
 
 def test_optimizer_through_litellm_in_process():

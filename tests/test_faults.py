@@ -111,11 +111,15 @@ def ask(llm):
 
 def test_a_reply_without_tags_is_asked_again_once(server, caplog):
     server.then(reply("Sure! Count every item."))
-    assert ask(client(server)) == ["Count every item."]
+    used = ask(client(server))
+    assert used == ["Count every item."]
     resent = server.requests[1].body["messages"]
-    assert [m["role"] for m in resent] == ["user", "assistant", "user"] and "<prompt>" in resent[-1]["content"]
+    roles = [m["role"] for m in resent]
+    assert roles == ["user", "assistant", "user"] and "<prompt>" in resent[-1]["content"]
+    assert resent[1]["content"] == "Sure! Count every item.", "the bad reply is shown back"
     SECTION.record("reply without the asked tags", "a normal reply without `<prompt>...</prompt>`, then a tagged one",
-                   "asked again once, showing the bad reply and a format reminder; the second reply is used")
+                   f"asked again: {server.count()} requests, the second's turns {' / '.join(roles)} (the bad reply "
+                   f"shown back, then a format reminder); the reply used: {code(used[0])}")
 
 
 def test_a_reply_untagged_twice_is_dropped_with_a_warning(server, caplog):

@@ -100,11 +100,13 @@ def test_a_rewrite_keeps_a_files_own_mode_and_replaces_it_whole(tmp_path, umask)
     os.chmod(path, 0o640)
     before = path.stat().st_ino
     write_text_atomic(path, "second\n")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and path.read_text() == "second\n"
+    mode, left = stat.S_IMODE(path.stat().st_mode), sorted(p.name for p in tmp_path.iterdir())
+    assert mode == 0o640 and path.read_text() == "second\n"
     assert path.stat().st_ino != before, "written beside and renamed over, never in place"
-    assert [p.name for p in tmp_path.iterdir()] == ["best.yaml"]
+    assert left == ["best.yaml"]
     SECTION.record("a file whose mode was changed", "`chmod 640 best.yaml`, then the run writes it again",
-                   "it stays 0640, as with `open()`; the new text arrives by a rename (a new inode), never in place")
+                   f"its mode after the rewrite: {mode:04o}, as with `open()`; the new text arrives by a rename "
+                   f"({'a new inode' if path.stat().st_ino != before else 'the same inode'}); files left: {left}")
 
 
 @pytest.mark.parametrize("umask", [0o027], indirect=True, ids=["027"])

@@ -131,7 +131,8 @@ def test_the_run_budget_maps_to_gepas_max_metric_calls(tmp_path):
 
     ctx, llm = gepa_context(tmp_path, reflecting(), proposals=2)
     state = run(ctx, rounds=1)
-    budget = max_metric_calls(ctx.params, len(DEV), 1)
+    budget = len(DEV) + 2 * (2 * 3 + len(DEV))  # the seed on dev, then 2 proposals x (a minibatch pair of 3 + dev)
+    assert budget == 24 == max_metric_calls(ctx.params, len(DEV), 1)
     spent = gepa_state(tmp_path)["total_num_evals"]
     assert budget <= spent < budget + 2 * 3 + len(DEV), "GEPA stops within one iteration of its budget"
     assert state.trace[1].notes["metric_calls"] == f"{spent} of {budget}"

@@ -3,12 +3,15 @@ target, or found in the data, reaches the target model and the meta-prompts lite
 search loop, lm-eval's own jinja rendering (plain and chat template), the artifact, lm-eval's results,
 and once through the real embedded model and the stock `lm_eval` CLI."""
 
+import http.server
 import json
 import re
+import threading
+import urllib.request
 
 import jinja2
 import pytest
-from conftest import bin_path, local_completions_args, rule_lm, run_cli, samples
+from conftest import FakeLM, bin_path, local_completions_args, rule_answer, run_cli, samples
 from fakeserver import FakeServer, reply
 from reliability import Section
 
@@ -39,7 +42,7 @@ def hostile_lm():
     """The rule-based target (right when its prompt says "magic"), writing template syntax in every
     answer and rendering chat turns with a jinja2 chat template, as Hugging Face tokenizers do."""
 
-    class ChatTarget(type(rule_lm(say=HOSTILE))):
+    class ChatTarget(FakeLM):
         tokenizer_name = "hostile-chat"
 
         def chat_template(self, chat_template=False):
@@ -49,7 +52,7 @@ def hostile_lm():
             template = jinja2.Environment().from_string(CHAT)
             return template.render(messages=chat_history, add_generation_prompt=add_generation_prompt)
 
-    return ChatTarget()
+    return ChatTarget(rule_answer(say=HOSTILE))
 
 
 def optimizer_reply(request):
@@ -122,19 +125,67 @@ def test_chat_template_path_keeps_every_part_literal():
                    "each part appears in its own turn exactly as written")
 
 
+class RecordingProxy:
+    """A pass-through in front of the embedded server on 127.0.0.1: every request body the server receives, and
+    its reply, as they crossed the wire."""
+
+    def __init__(self, server):
+        self.model, self.upstream, self.exchanges = server.model, server.base_url.rsplit("/v1", 1)[0], []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = urllib.request.Request(proxy.upstream + self.path, data=body, method="POST",
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=600) as answer:
+                    data = answer.read()
+                proxy.exchanges.append((self.path, json.loads(body), json.loads(data)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def ask(self, path: str, body: dict) -> dict:
+        request = urllib.request.Request(self.upstream + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return json.loads(answer.read())
+
+
 @pytest.mark.slow
 def test_the_real_model_receives_the_text_literally_through_the_stock_cli(gemma_server, tmp_path):
     demo = Demonstration(doc={"id": "d", "input": "I have a cat. How many animals do I have?", "target": "1"},
                          output=f"{HOSTILE} So the answer is 1.")
     prompt = Prompt(instruction=HOSTILE, demonstrations=(demo,), answer_prefix="{{ 6*111111 }}")
     store.save(store.Artifact(task=TASK, method="manual", prompt=prompt), tmp_path / "best.yaml")
-    run_cli(bin_path("lm_eval"), "--model", "local-completions", "--model_args", local_completions_args(gemma_server),
-            "--include_path", str(tasks_dir()), "--tasks", TASK, "--limit", "1", "--gen_kwargs", "max_gen_toks=8",
-            "--metadata", json.dumps({"abo_prompt": "best.yaml"}), "--output_path", "out", "--log_samples",
-            cwd=tmp_path)
-    sent = [row["arguments"]["gen_args_0"]["arg_0"] for row in samples(tmp_path / "out", TASK)]
-    assert literal(sent) and all(p.count(HOSTILE) == 2 and p.endswith("A: {{ 6*111111 }}") for p in sent)
+    proxy = RecordingProxy(gemma_server)
+    try:
+        run_cli(bin_path("lm_eval"), "--model", "local-completions", "--model_args", local_completions_args(proxy),
+                "--include_path", str(tasks_dir()), "--tasks", TASK, "--limit", "1", "--gen_kwargs", "max_gen_toks=8",
+                "--metadata", json.dumps({"abo_prompt": "best.yaml"}), "--output_path", "out", "--log_samples",
+                cwd=tmp_path)
+    finally:
+        proxy.httpd.shutdown()
+    [(path, body, answer)] = proxy.exchanges
+    received = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
+    assert path == "/v1/completions" and literal([received]) and received.count(HOSTILE) == 2
+    assert received.endswith("A: {{ 6*111111 }}")
+    assert received == samples(tmp_path / "out", TASK)[0]["arguments"]["gen_args_0"]["arg_0"], "what lm-eval logged"
+    # the model's own tokens of the text it received: the count it answered with, and they decode to the text itself
+    tokens = proxy.ask("/extras/tokenize", {"input": received, "model": proxy.model})["tokens"]
+    assert answer["usage"]["prompt_tokens"] == len(tokens)
+    decoded = proxy.ask("/extras/detokenize", {"tokens": tokens, "model": proxy.model})["text"]
+    assert decoded.endswith(received) and literal([decoded])
     SECTION.record("stock CLI, real model", "an artifact whose instruction, demonstration and answer prefix hold "
                    "template syntax, run by the stock `lm_eval` CLI on gemma-3-270m served on 127.0.0.1",
-                   "the prompt lm-eval logged (the text local-completions sent to the server) holds each part "
-                   "exactly as written")
+                   "the request body the server received holds each part exactly as written, and gemma-3-270m's "
+                   "own tokens of it (as many as the reply counted) decode to that text")

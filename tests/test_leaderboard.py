@@ -8,7 +8,7 @@ import io
 import re
 
 import pytest
-from conftest import bin_path, results_file, run_cli
+from conftest import bin_path, logged_values, paired_by_hand, results_file, run_cli
 
 from lm_eval_abo.artifact import store
 from lm_eval_abo.reports.leaderboard import PLOTS_MISSING, leaderboard
@@ -38,8 +38,11 @@ def test_leaderboard_joins_results_to_artifacts(real_results, tmp_path):
     assert ape["dev_by_round"] == ";".join(f"{r['best']['dev']:.4f}" for r in artifact.trace) and ape["dev_by_round"].count(";") == 1
     assert float(ape["score"]) == artifact.scores["test"]["value"]
     assert float(ape["baseline"]) == artifact.scores["baseline_test"]["value"], "the baseline on the same test examples"
-    assert float(ape["difference"]) == pytest.approx(artifact.scores["test_comparison"]["difference"])
-    assert float(ape["ci_low"]) <= float(ape["difference"]) <= float(ape["ci_high"])
+    run_dir = root / "runs" / COUNTING / "ape"
+    difference, interval = paired_by_hand(*(logged_values(run_dir / artifact.scores[side]["results_file"], COUNTING)
+                                            for side in ("baseline_test", "test")))
+    assert float(ape["difference"]) == pytest.approx(difference, abs=1e-4)
+    assert (float(ape["ci_low"]), float(ape["ci_high"])) == pytest.approx(interval, abs=1e-4)
     assert "vs baseline (95% CI)" in proc.stdout
     baseline = results_file(root / "baseline")
     for row in rows:

@@ -103,26 +103,44 @@ def test_a_cap_stops_at_the_last_complete_round_and_the_best_prompt_is_still_tes
     sizes = {"rounds": 3, "method_args": {"paraphrases": 3}}  # later rounds larger than round 0
     with serving() as server:
         whole = run(config(server, tmp_path / "whole", **sizes))
+        target_log, optimizer_log = ([r.usage for r in side] for side in sides(server))
     r0, r1, r2, _ = rounds = [Ledger.from_dict(r) for r in whole.trace]
     assert all(r.target.calls for r in rounds), "every round scored a new candidate"
     projection = whole.usage["projection"]
 
-    def size(usage: Usage, optimizer: bool = False) -> float:
-        return usage.cost_usd if cap == "max_cost" else 0 if optimizer else usage.tokens
+    # what each round cost, from the usage the server reported (one request at a time, in round order), priced
+    # by hand: the ledger's own totals are checked against it, not used
+    def size(usage: dict, optimizer: bool = False) -> float:
+        if cap == "max_cost":
+            price = OPTIMIZER_PRICE if optimizer else TARGET_PRICE
+            return (usage["prompt_tokens"] * price[0] + usage["completion_tokens"] * price[1]) / 1e6
+        return 0 if optimizer else usage["prompt_tokens"] + usage["completion_tokens"]
 
-    def mean(usage: Usage) -> float:
-        return size(usage) / usage.calls
+    def split(log: list[dict], counts: list[int]) -> list[list[dict]]:
+        ends = [sum(counts[: i + 1]) for i in range(len(counts))]
+        return [log[end - n:end] for n, end in zip(counts, ends)]
 
-    def spent(*ledgers: Ledger) -> float:
-        return sum(size(x.target) + size(x.optimizer, optimizer=True) for x in ledgers)
+    target = split(target_log, [r.target.calls for r in rounds])
+    optimizer = split(optimizer_log, [r.optimizer.calls for r in rounds])
+    for r, sent, asked in zip(rounds, target, optimizer):
+        assert r.target.tokens == sum(u["prompt_tokens"] + u["completion_tokens"] for u in sent)
+        assert r.optimizer.tokens == sum(u["prompt_tokens"] + u["completion_tokens"] for u in asked)
+
+    def spent(*numbers: int) -> float:
+        return sum(size(u) for i in numbers for u in target[i]) + sum(size(u, True) for i in numbers for u in optimizer[i])
+
+    def mean(*numbers: int) -> float:
+        sent = [u for i in numbers for u in target[i]]
+        return sum(size(u) for u in sent) / len(sent)
 
     # The budget's rule: a pass is sent if what was spent, the pass at the mean size of the requests so far (the
     # projection's before any) and the projected test evaluation fit the cap. So round 1 fits from `fits` on,
     # round 2's dev pass from `too_much` on; a cap between lets rounds 0 and 1 complete and stops round 2.
-    kept = size(Usage.from_dict(projection["test"]["target"]))
-    round_0 = size(r0.optimizer, optimizer=True) + r0.target.calls * size(Usage.from_dict(projection["per_request"]))
-    round_1 = spent(r0) + size(r1.optimizer, optimizer=True) + r1.target.calls * mean(r0.target)
-    round_2 = spent(r0, r1) + size(r2.optimizer, optimizer=True) + r2.target.calls * mean(r0.target.plus(r1.target))
+    kept = size(projection["test"]["target"])
+    asked = [sum(size(u, True) for u in o) for o in optimizer]
+    round_0 = asked[0] + len(target[0]) * size(projection["per_request"])
+    round_1 = spent(0) + asked[1] + len(target[1]) * mean(0)
+    round_2 = spent(0, 1) + asked[2] + len(target[2]) * mean(0, 1)
     fits, too_much = max(round_0, round_1) + kept, round_2 + kept
     assert fits < too_much
     limit = (fits + too_much) / 2 if cap == "max_cost" else int((fits + too_much) / 2)
@@ -137,7 +155,9 @@ def test_a_cap_stops_at_the_last_complete_round_and_the_best_prompt_is_still_tes
     assert [c["key"] for r in capped.trace for c in r["candidates"]] == \
         [c["key"] for r in whole.trace[:2] for c in r["candidates"]], "the same rounds as the uncapped run"
     assert capped.scores["test"]["n"] == 3 and capped.usage["test"]["calls"] > 0, "the best prompt was still tested"
-    assert spent(Ledger.from_dict(capped.usage)) <= limit, "the whole run, test included, kept to the cap"
+    capped_usage = Ledger.from_dict(capped.usage)
+    used = capped_usage.cost_usd if cap == "max_cost" else capped_usage.target.tokens
+    assert used <= limit, "the whole run, test included, kept to the cap"
 
     # a resumed run keeps what the capped one spent (the dropped round's optimizer call included)
     spent_before = Ledger.from_dict(state["ledger"])
@@ -202,10 +222,13 @@ def test_the_projection_renders_the_tasks_real_prompts_and_counts_each_methods_c
     # round 0: the baseline and 2 initial candidates on dev; later: 8 children on dev, 2 train minibatches of 3
     assert [r.target.calls for r in plan.rounds] == [(1 + 2) * n_dev] + [8 * n_dev + 2 * 3] * 2
     assert plan.test.target.calls == 2 * 5 and plan.rounds[0].target.estimated
-    # the baseline's share of round 0 is the task's own dev prompts, as the target would be sent them
+    # the baseline's share of round 0 is the task's own dev prompts, as the target would be sent them (the task's
+    # YAML: description, answer format, question, answer prefix), at 4 characters a token, rounded up
     bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4, abo_n_test=5)
-    [score] = bridge.score([bridge.default_prompt], "dev", list(range(n_dev)))
-    baseline_prompts = sum(-(-len(s.prompt) // 4) for s in score.samples)
+    sent = [("Questions that involve enumerating objects and asking the model to count them.\n\n"
+             'End your answer with "So the answer is N." where N is a number.\n\n'
+             f"Q: {doc['input']}\nA: Let's think step by step.") for doc in bridge.docs("dev")[:n_dev]]
+    baseline_prompts = sum(-(-len(text) // 4) for text in sent)
     written = 60  # an instruction, the size the paraphrase meta-prompt asks for
     assert plan.rounds[0].target.prompt_tokens == baseline_prompts + 2 * (baseline_prompts + n_dev * written)
     assert plan.rounds[0].target.completion_tokens == 3 * n_dev * 160, "every reply at the task's max_gen_toks"

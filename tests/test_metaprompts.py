@@ -1,3 +1,6 @@
+import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import jinja2
@@ -11,7 +14,15 @@ HOSTILE = "{{ 7*7 }} {% raw %} {{ ''.__class__.__mro__ }} {"
 def test_every_template_is_a_file_with_a_stable_hash():
     names = sorted(p.stem for p in Path(metaprompts.templates_dir()).glob("*.j2"))
     assert {"paraphrase", "apo_gradient", "opro", "abo_procedure", "abo_locate", "abo_revise"} <= set(names)
-    assert len(metaprompts.template_sha256("paraphrase")) == 64
+    paraphrase = metaprompts.template_sha256("paraphrase")
+    by_hand = hashlib.sha256((Path(metaprompts.templates_dir()) / "paraphrase.j2").read_bytes()).hexdigest()
+    assert paraphrase == by_hand == metaprompts.template_sha256("paraphrase"), "the file's sha256, the same twice"
+    other = subprocess.run([sys.executable, "-c", "from lm_eval_abo.infra import metaprompts; "
+                            "print(metaprompts.template_sha256('paraphrase'))"], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == paraphrase, "the same in another process (no salted hash)"
+    assert metaprompts.template_sha256("apo_gradient") != paraphrase
+    assert metaprompts.hashes(["paraphrase", "apo_gradient"]) == {
+        "apo_gradient": metaprompts.template_sha256("apo_gradient"), "paraphrase": by_hand}
 
 
 def test_untrusted_values_are_never_evaluated():

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import bin_path, results_file, run_cli
+from conftest import bin_path, logged_values, paired_by_hand, results_file, run_cli
 
 from lm_eval_abo.artifact import store
 from lm_eval_abo.infra.files import read_json
@@ -78,15 +78,16 @@ def test_abo_end_to_end(tmp_path):
         assert len(node["prompt"]["procedure"]) >= 2 and node["prompt"]["answer_prefix"] == "Step 1:"
         counts = node["notes"]["demos_verified"]
         assert 1 <= counts["kept"] == len(node["prompt"]["demonstrations"]) <= counts["tried"]
-    assert artifact.scores["test"]["n"] == 3 and 0 <= artifact.scores["test"]["value"] <= 1
-
-    # the baseline and the best prompt on the same test examples, each through lm-eval, and their comparison
+    # the baseline and the best prompt on the same test examples, each through lm-eval, and their comparison,
+    # checked against lm-eval's own per-example log
+    logged = {side: logged_values(run_dir / artifact.scores[side]["results_file"], TASK) for side in ("test", "baseline_test")}
+    for side, values in logged.items():
+        assert artifact.scores[side]["n"] == len(values) == 3
+        assert artifact.scores[side]["value"] == pytest.approx(sum(values.values()) / 3), "the mean of lm-eval's samples"
     comparison = artifact.scores["test_comparison"]
-    assert artifact.scores["baseline_test"]["n"] == 3 and comparison["n"] == 3
-    assert comparison["difference"] == pytest.approx(artifact.scores["test"]["value"] - artifact.scores["baseline_test"]["value"])
-    assert comparison["interval"][0] <= comparison["difference"] <= comparison["interval"][1]
-    for side in ("test", "baseline_test"):
-        assert (run_dir / artifact.scores[side]["results_file"]).is_file()
+    difference, interval = paired_by_hand(logged["baseline_test"], logged["test"])
+    assert comparison["n"] == 3 and comparison["difference"] == pytest.approx(difference)
+    assert comparison["interval"] == pytest.approx(list(interval))
     report = (run_dir / "report.md").read_text()
     assert comparison["verdict"] in report and "## Test" in report
 

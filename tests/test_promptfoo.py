@@ -153,11 +153,14 @@ def test_import_builds_a_task_lm_eval_loads(tmp_path):
     # lm-eval sends what promptfoo renders for the original config: prompt.txt, trimmed, vars filled
     prompt = (CAPITALS.parent / "prompt.txt").read_text().strip()
     task.build_all_requests(limit=6, rank=0, world_size=1)
+    spaced = {"Kenya", "Peru"}  # their assertions hold the leading space: starts-with " Nairobi", equals " Lima"
+    assert spaced <= {inst.doc["country"] for inst in task.instances}
     for inst in task.instances:
         assert inst.arguments[0] == prompt.replace("{{country}}", inst.doc["country"])
         answer = inst.doc["answer"]
-        passed = task.process_results(inst.doc, [f" {answer}"])["pass_rate"]
-        assert passed == 1.0 or inst.doc["country"] in ("Kenya", "Peru")  # those assert exact spacing
+        assert task.process_results(inst.doc, [f" {answer}"])["pass_rate"] == 1.0
+        unspaced = task.process_results(inst.doc, [answer])["pass_rate"]
+        assert unspaced == (0.0 if inst.doc["country"] in spaced else 1.0)
         assert task.process_results(inst.doc, [" Question: no"])["pass_rate"] == 0.0
 
 
@@ -237,6 +240,20 @@ def exported_requests(artifact: Path, options: ExportOptions, harness: HarnessSe
     return task, requests(task, harness, indices, chat)
 
 
+def imported_round_trip(config: Path, tmp_path: Path, task_name: str, **prompt):
+    """A promptfoo config imported as a task, a manual artifact of it (`prompt`: its fields, the user turn),
+    exported for promptfoo's echo provider and run by the real promptfoo CLI; returns promptfoo's results,
+    the task and the requests lm-eval builds from the same export."""
+    path, _ = import_config(config, tmp_path / "tasks", task_name=task_name, n_train=1, n_dev=1)
+    artifact = store.save(store.Artifact(task=task_name, method="manual", prompt=Prompt(placement="user", **prompt)),
+                          tmp_path / "best.yaml")
+    options, harness = ExportOptions(provider="echo"), HarnessSettings(include_path=[str(path.parent)])
+    export(artifact, tmp_path / "export.yaml", options, harness)
+    found = run_promptfoo(tmp_path / "export.yaml", tmp_path / "results.json")
+    task, reqs = exported_requests(artifact, options, harness)
+    return found, task, reqs
+
+
 def requests_docs(artifact: Path, limit: int) -> list[dict]:
     return [r.doc for r in exported_requests(artifact, ExportOptions(limit=limit), HarnessSettings())[1]]
 
@@ -273,12 +290,7 @@ def test_imported_task_exports_back_with_its_assertions(tmp_path):
         "tests": [{"vars": {"q": q}, "assert": [{"type": "starts-with" if i % 2 else "not-starts-with", "value": "Repeat"}]}
                   for i, q in enumerate(questions)],
     }))
-    path, _ = import_config(config, tmp_path / "tasks", task_name="echoed", n_train=1, n_dev=1)
-    artifact = store.save(store.Artifact(task="echoed", method="manual", prompt=Prompt(placement="user")), tmp_path / "best.yaml")
-    options, harness = ExportOptions(provider="echo"), HarnessSettings(include_path=[str(path.parent)])
-    export(artifact, tmp_path / "export.yaml", options, harness)
-    found = run_promptfoo(tmp_path / "export.yaml", tmp_path / "results.json")
-    task, reqs = exported_requests(artifact, options, harness)
+    found, task, reqs = imported_round_trip(config, tmp_path, "echoed")
     assert len(found["results"]) == len(reqs) == 4 and found["stats"]["errors"] == 0
     for row in found["results"]:
         req = reqs[row["testIdx"]]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_promptfoo import run_promptfoo, with_echo
+from test_promptfoo import imported_round_trip, run_promptfoo, with_echo
 
 from lm_eval_abo.promptfoo import assertions
 from lm_eval_abo.promptfoo.importer import import_config
@@ -313,13 +313,6 @@ def test_templates_never_leave_the_sandbox(tmp_path):
 def test_imported_config_exports_back_and_promptfoo_grades_alike(tmp_path):
     """import (Nunjucks prompt, list-valued assertions, assert-set) -> export -> promptfoo (echo): the
     exported config sends lm-eval's prompt and promptfoo grades each reply as the task's pass_rate."""
-    from test_promptfoo import exported_requests
-
-    from lm_eval_abo.artifact import store
-    from lm_eval_abo.artifact.prompt import Prompt
-    from lm_eval_abo.config import HarnessSettings
-    from lm_eval_abo.promptfoo.export import ExportOptions, export
-
     config = config_file(tmp_path, {
         "prompts": ["Be brief.\n\nSay {{ word | upper }} {% if n %}{{ n }} times{% endif %}"], "providers": ["echo"],
         "tests": [{"vars": {"word": w, "n": n},
@@ -327,13 +320,7 @@ def test_imported_config_exports_back_and_promptfoo_grades_alike(tmp_path):
                               {"type": "assert-set", "threshold": 0.5, "assert": [{"type": "icontains", "value": "{{ word }}"},
                                                                                   {"type": "regex", "value": r"\d times$"}]}]}
                   for w in ("a", "b {{ c }}", "d") for n in ("", "2")]})
-    path, _ = import_config(config, tmp_path / "tasks", task_name="back", n_train=1, n_dev=1)
-    artifact = store.save(store.Artifact(task="back", method="manual", prompt=Prompt(instruction="Be brief.", placement="user")),
-                          tmp_path / "best.yaml")
-    options, harness = ExportOptions(provider="echo"), HarnessSettings(include_path=[str(path.parent)])
-    export(artifact, tmp_path / "export.yaml", options, harness)
-    found = run_promptfoo(tmp_path / "export.yaml", tmp_path / "results.json")
-    task, reqs = exported_requests(artifact, options, harness)
+    found, task, reqs = imported_round_trip(config, tmp_path, "back", instruction="Be brief.")
     assert len(found["results"]) == len(reqs) == 4 and found["stats"]["errors"] == 0
     for row in found["results"]:
         req = reqs[row["testIdx"]]

@@ -16,7 +16,7 @@ import re
 import pytest
 import yaml
 from fakeserver import FakeServer, reply
-from test_promptfoo import run_promptfoo
+from test_promptfoo import imported_round_trip, run_promptfoo
 
 from lm_eval_abo.cost.ledger import Usage
 from lm_eval_abo.infra.errors import AboError
@@ -281,13 +281,6 @@ def test_the_grader_key_stays_out_of_the_task(tmp_path):
 def test_imported_code_and_model_graded_assertions_export_back_and_promptfoo_grades_alike(tmp_path, monkeypatch):
     """import (python, javascript, llm-rubric with the config's grader) -> export -> promptfoo (echo, the same
     grader): promptfoo's verdict on each exported test equals the task's pass_rate on the same reply."""
-    from test_promptfoo import exported_requests
-
-    from lm_eval_abo.artifact import store
-    from lm_eval_abo.artifact.prompt import Prompt
-    from lm_eval_abo.config import HarnessSettings
-    from lm_eval_abo.promptfoo.export import ExportOptions, export
-
     monkeypatch.setenv("OPENAI_API_KEY", "local-server-needs-no-key")
     with judged_server() as server:
         config = tmp_path / "promptfooconfig.yaml"
@@ -300,13 +293,7 @@ def test_imported_code_and_model_graded_assertions_export_back_and_promptfoo_gra
                                   {"type": "python", "value": "file://check.py", "threshold": 0.2},
                                   {"type": "llm-rubric", "value": "mentions the digit 3"}]}
                       for w in ("a", "bb", "ccc") for n in ("2", "3")]}))
-        path, _ = import_config(config, tmp_path / "tasks", task_name="back", n_train=1, n_dev=1)
-        artifact = store.save(store.Artifact(task="back", method="manual", prompt=Prompt(instruction="Be brief.", placement="user")),
-                              tmp_path / "best.yaml")
-        options, harness = ExportOptions(provider="echo"), HarnessSettings(include_path=[str(path.parent)])
-        export(artifact, tmp_path / "export.yaml", options, harness)
-        found = run_promptfoo(tmp_path / "export.yaml", tmp_path / "results.json")
-        task, reqs = exported_requests(artifact, options, harness)
+        found, task, reqs = imported_round_trip(config, tmp_path, "back", instruction="Be brief.")
         previous = grader.install(grader.Graders(cache_dir=None))
         try:
             assert len(found["results"]) == len(reqs) == 4 and found["stats"]["errors"] == 0

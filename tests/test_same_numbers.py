@@ -12,22 +12,15 @@ pytestmark = pytest.mark.slow
 RECORDED = json.loads((DATA / "runs.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def target():
-    from lm_eval_abo.embedded.backend import EmbeddedLM
-
-    return EmbeddedLM(model="gemma-3-270m")
-
-
 def test_every_method_has_a_recorded_run():
     assert set(RECORDED) == set(METHOD_ARGS)
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_ARGS))
-def test_a_method_repeats_its_recorded_run(method, target, tmp_path):
+def test_a_method_repeats_its_recorded_run(method, embedded_target, tmp_path):
     for cache in ("target-cache", "optimizer-cache"):
         shutil.copytree(DATA / cache, tmp_path / cache)
-    found, outcome = run(method, tmp_path, target)
+    found, outcome = run(method, tmp_path, embedded_target)
     usage = outcome.artifact_data.usage
     assert usage["optimizer"]["calls"] == usage["optimizer"]["cache_hits"], "an optimizer call the recording never made"
     assert usage["target"]["calls"] == usage["target"]["cache_hits"], "a target request the recording never made"

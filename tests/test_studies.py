@@ -1,14 +1,14 @@
 """The two studies of `lm-eval-abo diagnose` on scripted optimizer replies and rule-based targets, scored
 through the real lm-eval machinery (the same studies on the embedded models: test_diagnose.py)."""
 
+import math
 import random
 import re
 from dataclasses import replace
 
 import numpy
 import pytest
-from conftest import ScriptedLLM, make_bridge, make_context, rule_lm
-from lm_eval.api.model import LM
+from conftest import FakeLM, ScriptedLLM, make_bridge, make_context, rule_lm
 from scipy.stats import fisher_exact
 
 from lm_eval_abo.artifact.prompt import Prompt
@@ -41,21 +41,10 @@ def sampler(llm: ScriptedLLM, named: str | None = None):
     return reply
 
 
-class HalfRightLM(LM):
+def half_right_lm() -> FakeLM:
     """A target that answers right exactly on the documents whose gold answer is even."""
-
-    def generate_until(self, requests, disable_tqdm=False):
-        out = []
-        for r in requests:
-            gold = str(r.doc["target"])
-            out.append(f" So the answer is {gold}." if gold.isdigit() and int(gold) % 2 == 0 else " I lost count.")
-        return out
-
-    def loglikelihood(self, requests, disable_tqdm=False):
-        raise NotImplementedError
-
-    def loglikelihood_rolling(self, requests, disable_tqdm=False):
-        raise NotImplementedError
+    return FakeLM(lambda r: f" So the answer is {r.doc['target']}." if str(r.doc["target"]).isdigit()
+                  and int(r.doc["target"]) % 2 == 0 else " I lost count.")
 
 
 def study(lm=None, task="abo_object_counting_synth", named=None, method_params=None):
@@ -94,21 +83,39 @@ def test_the_two_real_samples_are_disjoint_and_every_set_is_compared_with_real_b
         assert 0 <= row["noise_floor"] and 0 < row["p_value"] <= 1
 
 
-def test_every_similarity_comes_from_one_vector_space_fitted_once():
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.metrics.pairwise import cosine_similarity
+def tfidf_cosines(texts: list[str]) -> list[list[float]]:
+    """TF-IDF cosine similarities from the published formula, by hand: words of 2+ word characters, lower-cased;
+    weight = count x (ln((1 + n) / (1 + document frequency)) + 1); each vector scaled to length 1."""
+    words = [re.findall(r"\b\w\w+\b", t.lower()) for t in texts]
+    df = {w: sum(w in ws for ws in words) for w in {w for ws in words for w in ws}}
+    vectors = []
+    for ws in words:
+        v = {w: ws.count(w) * (math.log((1 + len(texts)) / (1 + df[w])) + 1) for w in set(ws)}
+        length = math.sqrt(sum(x * x for x in v.values()))
+        vectors.append({w: x / length for w, x in v.items()})
+    return [[sum(x * v.get(w, 0.0) for w, x in u.items()) for v in vectors] for u in vectors]
 
+
+def test_tfidf_by_hand_on_two_small_texts():
+    # "a" is too short to count; "cat" is in both texts (idf 1), "dog" in one (idf ln(3/2) + 1)
+    idf = math.log(3 / 2) + 1
+    assert tfidf_cosines(["cat dog a", "cat"])[0][1] == pytest.approx(1 / math.sqrt(1 + idf**2))
+    assert vector_space(["cat dog a", "cat"])[0][1] == pytest.approx(1 / math.sqrt(1 + idf**2))
+
+
+def test_every_similarity_comes_from_one_vector_space_fitted_once():
     ctx, _, train = study()
     result = reflect(ctx, ctx.task.default_prompt, train.samples, OTHER_ERRORS, samples=3, k=2, temperature=1.0)
     texts = [r["text"] for name in result["reflections"] for r in result["reflections"][name]]
-    one = cosine_similarity(TfidfVectorizer().fit_transform(texts))
+    one = tfidf_cosines(texts)
     assert numpy.allclose(result["similarities"]["matrix"], one)
     order = result["similarities"]["order"]
     a = [i for i, name in enumerate(order) if name == "real_a"]
     b = [i for i, name in enumerate(order) if name == "real_b"]
+    assert len(a) == len(b) == 3
     within = sum(one[i][j] for i in a for j in b) / (len(a) * len(b))
     assert result["within_real_similarity"] == pytest.approx(within)
-    apart = cosine_similarity(TfidfVectorizer().fit_transform([texts[i] for i in a + b]))  # a space of real_a and real_b only
+    apart = tfidf_cosines([texts[i] for i in a + b])  # a space of real_a and real_b only
     apart_within = sum(apart[i][j] for i in range(len(a)) for j in range(len(a), len(a) + len(b))) / (len(a) * len(b))
     assert within != pytest.approx(apart_within), "a space fitted on fewer texts gives other similarities"
     assert vector_space([]) == [] and vector_space(["", ""]) == [[0.0, 0.0], [0.0, 0.0]]
@@ -134,7 +141,7 @@ def test_wrong_labels_are_never_the_true_gold_answer():
 
 
 def test_correct_answers_shown_as_errors_really_are_correct():
-    for lm in (HalfRightLM(), rule_lm()):  # some right answers of its own (then written ones), none at all
+    for lm in (half_right_lm(), rule_lm()):  # some right answers of its own (then written ones), none at all
         ctx, _, train = study(lm=lm)
         shown = sets.correct_as_errors(ctx, train.samples, 4)
         assert len(shown) == 4

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import bin_path, rule_lm, run_cli
+from conftest import bin_path, logged_values, paired_by_hand, rule_lm, run_cli
 from fakeserver import FakeServer, reply
 
 from lm_eval_abo.artifact import store
@@ -34,7 +34,7 @@ def scripted(request):
     if "<steps>" in text:
         return reply("<steps>1. Name the kind.\n2. Cross out the rest.</steps>")
     tag = next((t for t in ("reason", "summary", "procedure", "prompt") if f"<{t}>" in text), "prompt")
-    return reply(f"<{tag}>Count the items carefully, take {len(text) % 97}.</{tag}>")
+    return reply(f"<{tag}>Say the magic word and count the items carefully, take {len(text) % 97}.</{tag}>")
 
 
 ROWS = ["zero-shot CoT", "few-shot CoT", "demonstrations only", "best APO method", "ABO step 0", "ABO step 1",
@@ -61,7 +61,11 @@ def test_rows_name_their_origin_cost_and_difference_from_the_first(capped_table)
     assert [r["row"] for r in rows] == [name for name in ROWS if name != "ABO step 1"]
     by = {r["row"]: r for r in rows}
     assert by["zero-shot CoT"]["origin"] == "baseline" and "vs_baseline" not in by["zero-shot CoT"]
-    assert all("vs_baseline" in r and r["ci"][0] <= r["vs_baseline"] <= r["ci"][1] for r in rows[1:])
+    zero_shot = logged_values(Path(rows[0]["results"]), TASK)
+    for row in rows[1:]:  # each row against zero-shot CoT on the same 3 test documents, from lm-eval's samples logs
+        difference, interval = paired_by_hand(zero_shot, logged_values(Path(row["results"]), TASK))
+        assert row["vs_baseline"] == pytest.approx(difference) and row["ci"] == pytest.approx(list(interval))
+    assert by["best APO method"]["vs_baseline"] == 1.0, "the APO prompt says the magic word: right on all 3"
     assert all(r["target_requests"] >= r["n"] for r in rows), "every row counts its target requests, test included"
     assert by["best APO method"]["detail"].startswith(("ape (dev", "opro (dev")) and by["best APO method"]["optimizer_calls"] > 0
     assert by["demonstrations only"]["origin"] == "baseline + verified demonstrations"
