@@ -22,7 +22,7 @@ from lm_eval_abo.promptfoo.assertions import GRADING_FIELD, METRIC, base_type, e
 REPLY_TOKENS = {"llm-rubric": 60, "factuality": 80, "model-graded-factuality": 80, "model-graded-closedqa": 200,
                 "g-eval": 60, "answer-relevance": 20}
 
-MAX_STEPS = 3  # a grading request may need the replies of one before it (g-eval: steps, then the evaluation)
+MAX_STEPS = 5  # a request may need the replies before it (g-eval: steps, evaluation; answer-relevance: 3 questions, embeddings)
 _SENT: dict[str, str] = {}  # a document's key -> the prompt lm-eval sent for it, in the current pass
 
 

@@ -73,13 +73,14 @@ def requests(kind: str, assertion: dict, output: str, env, known) -> tuple[list,
     if kind != RELEVANCE:
         return [], [(assertion, text) for text in (*_expected(assertion), output)]
     messages = question_messages(assertion, output)
-    asks = [(assertion, messages, seed) for seed in range(QUESTIONS)]
-    texts = [(assertion, query(env))] if env.prompt else []
-    for seed in range(QUESTIONS):
+    asks, texts = [], []
+    for seed in range(QUESTIONS):  # promptfoo asks again only after a question came back
+        asks.append((assertion, messages, seed))
         asked, reply = known(assertion, messages, seed)
-        if asked and reply:
-            texts.append((assertion, reply))
-    return asks, texts
+        if not (asked and reply):
+            return asks, texts
+        texts.append((assertion, reply))
+    return asks, [(assertion, query(env)), *texts] if env.prompt else texts
 
 
 def check(kind: str, negated: bool, assertion: dict, output: str, env, ask, embed) -> tuple[bool, float]:
@@ -99,9 +100,11 @@ def check(kind: str, negated: bool, assertion: dict, output: str, env, ask, embe
         raise GradingError("an answer-relevance assertion needs the prompt")  # promptfoo's invariant
     threshold = 0.0 if threshold is None else float(threshold)
     messages = question_messages(assertion, output)
-    questions = [ask(assertion, messages, seed) for seed in range(QUESTIONS)]
-    if not all(questions):
-        return False, 0.0
+    questions = []
+    for seed in range(QUESTIONS):
+        questions.append(ask(assertion, messages, seed))
+        if not questions[-1]:
+            return False, 0.0
     target = embed(assertion, query(env))
     vectors = [embed(assertion, q) for q in questions]
     if target is None or any(v is None for v in vectors):

@@ -1,0 +1,167 @@
+"""promptfoo's `similar`, `answer-relevance` and `g-eval` assertions graded as the real promptfoo CLI grades
+them, with the same grader and the same embedding model.
+
+A scripted OpenAI-compatible server on 127.0.0.1 (tests/fakeserver.py) is both: its `/v1/embeddings` gives
+each text a fixed vector (the counts of its letters, so that texts alike have vectors alike), and its chat
+endpoint answers each grading request with the recorded reply of the case the request is about (a
+`[case-N:]` mark in the assertion's value or in the reply graded). promptfoo (echo provider: the reply is the
+test's `q`) grades the config; the config is imported and graded here with the same server. Both must send the
+grader the same messages and embed the same texts, and reach the same pass/fail and score, case by case.
+"""
+
+import json
+import re
+import string
+
+import pytest
+import yaml
+from fakeserver import FakeServer, embeddings, reply
+from test_promptfoo import run_promptfoo
+
+from lm_eval_abo.cost.ledger import Usage
+from lm_eval_abo.promptfoo import assertions, grader, hooks
+from lm_eval_abo.promptfoo.importer import import_config
+
+
+def letters(text: str) -> list[float]:
+    """The test's embedding: per letter a-z its count, halved, a quarter more for vowels (exact in binary)."""
+    low = text.lower()
+    return [low.count(c) / 2 + (0.25 if c in "aeiou" else 0.0) for c in string.ascii_lowercase]
+
+
+S, NS, AR, G = "similar", "not-similar", "answer-relevance", "g-eval"
+STEPS = '{"steps": ["Check the reply names a city.", "Check it is brief."]}'
+# (reply of the target, assertion, grader replies by step: "steps"/"evaluate" for g-eval, "question" for
+# answer-relevance; extra vars)
+CASES = [
+    ("Paris is the capital of France", {"type": S, "value": "The capital of France is Paris"}, {}, {}),
+    ("Paris is the capital of France", {"type": S, "value": "Paris", "threshold": 0.9}, {}, {}),
+    ("Paris", {"type": S, "value": "Rome", "threshold": 0.3}, {}, {}),
+    ("Paris", {"type": NS, "value": "Rome", "threshold": 0.5}, {}, {}),
+    ("Paris", {"type": NS, "value": "Paris"}, {}, {}),
+    ("Paris", {"type": S, "value": ["zebra quiz", "Paris!"]}, {}, {}),
+    ("Paris", {"type": S, "value": ["zebra quiz", "jukebox"]}, {}, {}),
+    ("Paris is big", {"type": "similar:dot", "value": "Paris is large", "threshold": 5}, {}, {}),
+    ("Paris is big", {"type": "similar:euclidean", "value": "Paris is large", "threshold": 1.2}, {}, {}),
+    ("Paris is big", {"type": "not-similar:euclidean", "value": "Paris is large", "threshold": 1.2}, {}, {}),
+    ("Paris is big", {"type": "similar:cosine", "value": "Paris is large", "weight": 2}, {},
+     {"more": [{"type": "contains", "value": "zzz"}], "threshold": 0.5}),
+    ("Paris is the capital of France. [case-11:]", {"type": AR, "threshold": 0.8},
+     {"question": "What is the capital of France?"}, {"query": "Which city is the capital of France?"}),
+    ("Paris is the capital of France. [case-12:]", {"type": AR}, {"question": "Where is the Eiffel tower?"}, {}),
+    ("Paris [case-13:]", {"type": AR, "threshold": 0.99}, {"question": "Name a city."}, {"query": "Name any city."}),
+    ("Paris [case-14:]", {"type": AR}, {"question": ""}, {"query": "q"}),
+    ("Paris", {"type": G, "value": "names a city"}, {"steps": STEPS, "evaluate": '{"score": 8, "reason": "a city"}'}, {}),
+    ("Paris", {"type": G, "value": "strict", "threshold": 0.9}, {"steps": STEPS, "evaluate": '{"score": 8, "reason": "r"}'}, {}),
+    ("Paris", {"type": G, "value": "fenced"}, {"steps": "```json\n" + STEPS + "\n```", "evaluate": 'So: {"score":7,"reason":"r"}'}, {}),
+    ("Paris", {"type": G, "value": "no steps"}, {"steps": "1. read it\n2. grade it", "evaluate": '{"score": 9}'}, {}),
+    ("Paris", {"type": G, "value": "empty steps"}, {"steps": '{"steps": []}', "evaluate": '{"score": 9}'}, {}),
+    ("Paris", {"type": G, "value": "text score"}, {"steps": STEPS, "evaluate": '{"score": "6", "reason": "r"}'}, {}),
+    ("Paris", {"type": G, "value": "prose"}, {"steps": STEPS, "evaluate": "I would say six."}, {}),
+    ("Paris", {"type": G, "value": ["first", "second"]}, {"steps": STEPS, "evaluate": '{"score": 10, "reason": "r"}',
+                                                          "evaluate:second": '{"score": 3, "reason": "r"}'}, {}),
+    ("Paris", {"type": "not-g-eval", "value": "negated", "threshold": 0.5}, {"steps": STEPS, "evaluate": '{"score": 6}'}, {}),
+    ("Paris", {"type": G, "value": "custom", "rubricPrompt": {
+        "steps": "STEPS for {{ criteria }}. Answer JSON.",
+        "evaluate": "EVALUATE {{ output }} against {{ criteria }} by {{ steps }} out of {{ maxScore }}; source {{ input }}"}},
+     {"steps": STEPS, "evaluate": '{"score": 5, "reason": "r"}'}, {}),
+]
+_CASE = re.compile(r"case-(\d+):")
+
+
+def script(request):
+    if request.path.endswith("/embeddings"):
+        return embeddings(request, letters)
+    text = json.dumps(request.body.get("messages"), ensure_ascii=False)
+    found = _CASE.search(text)
+    if not found:
+        return reply("unknown request")
+    replies = CASES[int(found.group(1))][2]
+    if "question" in replies:
+        return reply(replies["question"])
+    if "Source Text:" in text or "EVALUATE" in text:
+        return reply(replies.get("evaluate:second", replies["evaluate"]) if "second" in text else replies["evaluate"])
+    return reply(replies["steps"])
+
+
+def marked(i: int, assertion: dict) -> dict:
+    value = assertion.get("value")
+    if assertion["type"].endswith(G):
+        value = [f"{v} [case-{i}:]" for v in value] if isinstance(value, list) else f"{value} [case-{i}:]"
+    return {**assertion, **({"value": value} if value is not None else {})}
+
+
+def write_config(folder, server: FakeServer):
+    tests = []
+    for i, (out, assertion, _, extra) in enumerate(CASES):
+        variables = {"q": out, **({"query": extra["query"]} if "query" in extra else {})}
+        test = {"description": str(i), "vars": variables, "assert": [marked(i, assertion), *extra.get("more", [])]}
+        test.update({k: v for k, v in extra.items() if k == "threshold"})
+        tests.append(test)
+    provider = {"text": {"id": "openai:chat:grader", "config": {"apiBaseUrl": server.base_url}},
+                "embedding": {"id": "openai:embedding:letters", "config": {"apiBaseUrl": server.base_url}}}
+    config = {"prompts": ["{{ q }}"], "providers": ["echo"], "defaultTest": {"options": {"provider": provider}},
+              "tests": tests}
+    (folder / "promptfooconfig.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return folder / "promptfooconfig.yaml"
+
+
+def sent(server: FakeServer, start: int, end: int | None = None) -> tuple[list[str], list[str]]:
+    """The grading messages and the texts embedded, sorted, of requests[start:end]."""
+    chats, texts = [], []
+    for r in server.requests[start:end]:
+        if r.path.endswith("/embeddings"):
+            texts += [r.body["input"]] if isinstance(r.body["input"], str) else r.body["input"]
+        else:
+            chats.append(json.dumps(r.body["messages"], ensure_ascii=False))
+    return sorted(chats), sorted(texts)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("embedding")
+    with FakeServer(script) as server, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENAI_API_KEY", "local-server-needs-no-key")
+        config = write_config(folder, server)
+        found = run_promptfoo(config, folder / "results.json")
+        theirs = {int(r["testCase"]["description"]): (r["success"], round(r["score"], 9)) for r in found["results"]}
+        end = len(server.requests)
+        _, imported = import_config(config, folder / "tasks", task_name="embedding")
+        usage = Usage()
+        previous = grader.install(grader.Graders(usage=usage, cache_dir=None))
+        try:
+            docs = [dict(row) for row in imported.rows]
+            hooks.prepare([(doc, doc["q"], [doc["q"]]) for doc in docs], {})
+            fetched = len(server.requests)
+            ours = {}
+            for i, doc in enumerate(docs):
+                grading = json.loads(doc[assertions.GRADING_FIELD])
+                passed, score = assertions.grade(grading, doc["q"], assertions.env_of(grading, doc["q"]))
+                ours[i] = (passed, round(score, 9))
+            asked_again = len(server.requests) - fetched
+        finally:
+            grader.install(previous)
+        return theirs, ours, sent(server, 0, end), sent(server, end), usage, asked_again, server.requests[end:]
+
+
+@pytest.mark.parametrize("kind", [S, AR, G])
+def test_embedding_and_g_eval_assertions_conform_to_promptfoo(graded, kind):
+    theirs, ours = graded[0], graded[1]
+    mine = [i for i, case in enumerate(CASES) if case[1]["type"].split(":")[0].removeprefix("not-") == kind]
+    differences = [f"case {i} {CASES[i][1]}: promptfoo {theirs[i]}, here {ours[i]}" for i in mine if theirs[i] != ours[i]]
+    assert not differences, "\n".join(differences)
+    assert {theirs[i][0] for i in mine} == {True, False}
+
+
+def test_the_grader_and_the_embedding_model_are_asked_what_promptfoo_asks(graded):
+    _, _, (their_chats, their_texts), (our_chats, our_texts), usage, asked_again, ours = graded
+    embedding_calls = sum(r.path.endswith("/embeddings") for r in ours)
+    assert our_chats == their_chats, "the same grading messages, as often (answer-relevance asks three times)"
+    # the texts promptfoo embeds, each once per pass; a list's values all at once (promptfoo stops at the first that passes)
+    listed = {v for case in CASES if isinstance(case[1].get("value"), list) for v in case[1]["value"]}
+    assert set(their_texts) <= set(our_texts) <= set(their_texts) | listed
+    assert len(our_texts) == len(set(our_texts))
+    assert asked_again == 0, "the pass's requests were all fetched before grading, the second steps too"
+    assert embedding_calls <= hooks.MAX_STEPS, "a step's texts embedded in one call"
+    assert usage.calls == len(our_chats) + embedding_calls, "every call in the grader's line"
+    assert usage.prompt_tokens == sum(r.usage["prompt_tokens"] for r in ours), "the server's own usage"
