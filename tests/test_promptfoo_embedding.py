@@ -12,6 +12,7 @@ grader the same messages and embed the same texts, and reach the same pass/fail 
 import json
 import re
 import string
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,6 +20,7 @@ from fakeserver import FakeServer, embeddings, reply
 from test_promptfoo import run_promptfoo
 
 from lm_eval_abo.cost.ledger import Usage
+from lm_eval_abo.embedded import minilm
 from lm_eval_abo.promptfoo import assertions, grader, hooks
 from lm_eval_abo.promptfoo.importer import import_config
 
@@ -165,3 +167,78 @@ def test_the_grader_and_the_embedding_model_are_asked_what_promptfoo_asks(graded
     assert embedding_calls <= hooks.MAX_STEPS, "a step's texts embedded in one call"
     assert usage.calls == len(our_chats) + embedding_calls, "every call in the grader's line"
     assert usage.prompt_tokens == sum(r.usage["prompt_tokens"] for r in ours), "the server's own usage"
+
+
+# --- the offline embedding model -------------------------------------------------------------------------
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())
+
+
+def test_the_offline_embedding_model_gives_the_reference_vectors():
+    """all-MiniLM-L6-v2 in numpy equals the model run by transformers on torch (tests/data, made once)."""
+    ours = minilm.embed(REFERENCE["texts"])
+    for (vector, tokens), expected, text in zip(ours, REFERENCE["vectors"], REFERENCE["texts"]):
+        assert max(abs(a - b) for a, b in zip(vector, expected)) < 1e-6, text
+        assert 0 < tokens == minilm.count_tokens(text)
+
+
+def reference_cosine(a: str, b: str) -> float:
+    va, vb = (REFERENCE["vectors"][REFERENCE["texts"].index(t)] for t in (a, b))
+    return sum(x * y for x, y in zip(va, vb))
+
+
+def test_an_imported_similar_assertion_is_graded_by_the_offline_model_into_the_grader_line(tmp_path):
+    """A config naming no embedding provider: its `similar` assertions are embedded by the offline model; the
+    verdicts and scores are those of the reference vectors, the calls and tokens in the grader's line."""
+    expected = "A man is eating food."
+    config = tmp_path / "promptfooconfig.yaml"
+    config.write_text(yaml.safe_dump({"prompts": ["Describe: {{ q }}"], "tests": [
+        {"vars": {"q": q}, "assert": [{"type": "similar", "value": expected}]} for q in REFERENCE["texts"][1:4]]}))
+    _, imported = import_config(config, tmp_path / "tasks", task_name="alike")
+    assert any("embedding assertions (3): embedded by embedded/all-minilm-l6-v2 (offline)" in n for n in imported.notes)
+    usage = Usage()
+    previous = grader.install(grader.Graders(usage=usage, cache_dir=None))
+    try:
+        docs = imported.rows
+        hooks.prepare([(doc, f"Describe: {doc['q']}", [doc["q"]]) for doc in docs], {})
+        for doc in docs:
+            grading = json.loads(doc[assertions.GRADING_FIELD])
+            passed, score = assertions.grade(grading, doc["q"], assertions.env_of(grading))
+            cosine = reference_cosine(expected, doc["q"])
+            assert score == pytest.approx(cosine, abs=1e-6) and passed == (cosine >= 0.75)
+            assert hooks.process_results(doc, [doc["q"]])["pass_rate"] == float(passed)
+        models = grader.current().models()
+    finally:
+        grader.install(previous)
+    tokens = sum(minilm.count_tokens(t) for t in REFERENCE["texts"][:4])
+    assert usage.calls == 1 and usage.prompt_tokens == tokens and usage.completion_tokens == 0
+    assert usage.cost_known and usage.cost_usd == 0.0 and models == [grader.DEFAULT_EMBEDDER]
+
+
+def test_a_run_of_an_imported_similar_config_counts_the_offline_embedder_in_its_ledger(tmp_path):
+    """`optimize` on an imported `similar` config (target and optimizer on a scripted server, the embedding
+    model the real offline one): the embedding calls in the grader's line and its projection, at $0."""
+    from test_promptfoo_graded import judged_server
+
+    from lm_eval_abo.config import OptimizeConfig
+    from lm_eval_abo.run.optimize import optimize
+
+    config = tmp_path / "promptfooconfig.yaml"
+    config.write_text(yaml.safe_dump({"prompts": ["Count the items.\n\nQ: {{ q }}\nA:"], "tests": [
+        {"vars": {"q": f"I have {i} apples and {i % 3} pears. How many fruits?"},
+         "assert": [{"type": "similar", "value": "So the answer is 3.", "threshold": 0.95}]} for i in range(12)]}))
+    import_config(config, tmp_path / "tasks", task_name="alike", n_train=5, n_dev=3)
+    lines = []
+    with judged_server() as server:
+        settings = OptimizeConfig(
+            task="alike", include_path=[str(tmp_path / "tasks")], method="ape", model="local-completions",
+            model_args=f"model=fake,base_url={server.base_url}/completions,tokenizer_backend=None,tokenized_requests=False,"
+                       "max_retries=1", optimizer="openai/fake", optimizer_args={"api_base": server.base_url, "api_key": "x"},
+            target_price=(3.0, 15.0), optimizer_price=(1.0, 2.0), rounds=1, beam=1, method_args={"paraphrases": 1},
+            optimizer_cache=None, concurrency=1, output=str(tmp_path / "runs"), gen_kwargs={"max_gen_toks": 16})
+        artifact = optimize(settings, out=lines.append).artifact_data
+    used, projected = artifact.usage["grader"], artifact.usage["projection"]["total"]["grader"]
+    assert used["calls"] > 0 and used["prompt_tokens"] > 0 and used["completion_tokens"] == 0
+    assert used["cost_known"] and used["cost_usd"] == 0.0 and artifact.usage["grader_models"] == [grader.DEFAULT_EMBEDDER]
+    assert used["calls"] <= projected["calls"] and projected["completion_tokens"] == 0
+    assert artifact.scores["test"]["metric"] == "pass_rate,none" and any("grader " in line for line in lines[1:])
