@@ -242,3 +242,17 @@ def test_a_run_of_an_imported_similar_config_counts_the_offline_embedder_in_its_
     assert used["cost_known"] and used["cost_usd"] == 0.0 and artifact.usage["grader_models"] == [grader.DEFAULT_EMBEDDER]
     assert used["calls"] <= projected["calls"] and projected["completion_tokens"] == 0
     assert artifact.scores["test"]["metric"] == "pass_rate,none" and any("grader " in line for line in lines[1:])
+
+
+def test_the_projection_counts_every_step(tmp_path):
+    """Per document, as promptfoo asks: g-eval twice per criterion (2 criteria: 4 calls), answer-relevance three
+    questions and four embeddings (the query and each question), similar two embeddings (value and reply)."""
+    config = tmp_path / "promptfooconfig.yaml"
+    config.write_text(yaml.safe_dump({"prompts": ["Q: {{ q }}"], "tests": [
+        {"vars": {"q": str(i)}, "assert": [{"type": "g-eval", "value": ["is short", "is polite"]}, {"type": "answer-relevance"},
+                                           {"type": "similar", "value": "a number"}]} for i in range(3)]}))
+    rows = import_config(config, tmp_path / "tasks", task_name="steps")[1].rows
+    used = hooks.projected_grading(rows, 10, "openai/gpt-4o-mini", None, {})
+    assert used.calls == 3 * (4 + 3 + 4 + 2)
+    alone = hooks.projected_grading(rows[:1], 10, "openai/gpt-4o-mini", None, {})
+    assert alone.completion_tokens == 4 * hooks.REPLY_TOKENS["g-eval"] + 3 * hooks.REPLY_TOKENS["answer-relevance"]
