@@ -256,3 +256,30 @@ def test_the_projection_counts_every_step(tmp_path):
     assert used.calls == 3 * (4 + 3 + 4 + 2)
     alone = hooks.projected_grading(rows[:1], 10, "openai/gpt-4o-mini", None, {})
     assert alone.completion_tokens == 4 * hooks.REPLY_TOKENS["g-eval"] + 3 * hooks.REPLY_TOKENS["answer-relevance"]
+
+
+def test_answer_relevance_with_the_offline_model(tmp_path, monkeypatch):
+    """answer-relevance of an imported config: a scripted grader writes the question, the offline model embeds it
+    and the test's query; the score is the cosine of the reference vectors."""
+    query, question = "Which city is the capital of France?", "Paris is the capital of France."
+    monkeypatch.setenv("OPENAI_API_KEY", "local-server-needs-no-key")
+    with FakeServer(lambda request: reply(question)) as server:
+        config = tmp_path / "promptfooconfig.yaml"
+        config.write_text(yaml.safe_dump({
+            "prompts": ["Q: {{ query }}"], "defaultTest": {"options": {"provider": {"id": "openai:chat:judge",
+                                                                                   "config": {"apiBaseUrl": server.base_url}}}},
+            "tests": [{"vars": {"query": query}, "assert": [{"type": "answer-relevance", "threshold": t}]} for t in (0.5, 0.7, 0.9)]}))
+        rows = import_config(config, tmp_path / "tasks", task_name="relevant")[1].rows
+        usage = Usage()
+        previous = grader.install(grader.Graders(usage=usage, cache_dir=None))
+        try:
+            hooks.prepare([(doc, f"Q: {query}", ["Paris."]) for doc in rows], {})
+            graded = [assertions.grade(json.loads(doc[assertions.GRADING_FIELD]), "Paris.",
+                                       assertions.env_of(json.loads(doc[assertions.GRADING_FIELD]), f"Q: {query}")) for doc in rows]
+        finally:
+            grader.install(previous)
+    cosine = reference_cosine(query, question)
+    assert [score for _, score in graded] == pytest.approx([cosine] * 3, abs=1e-6)
+    assert [passed for passed, _ in graded] == [cosine >= t for t in (0.5, 0.7, 0.9)]
+    # the three tests ask the same: three questions (seeds 0, 1, 2) once per pass, then one embedding call
+    assert sorted(r.body["seed"] for r in server.requests) == [0, 1, 2] and usage.calls == 3 + 1

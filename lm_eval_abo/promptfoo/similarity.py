@@ -78,7 +78,7 @@ def requests(kind: str, assertion: dict, output: str, env, known) -> tuple[list,
         asks.append((assertion, messages, seed))
         asked, reply = known(assertion, messages, seed)
         if not (asked and reply):
-            return asks, texts
+            return asks, []  # embedded once all three questions are in: one call
         texts.append((assertion, reply))
     return asks, [(assertion, query(env)), *texts] if env.prompt else texts
 
