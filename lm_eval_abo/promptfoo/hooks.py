@@ -3,7 +3,8 @@
 `process_results` grades one document's reply (`assertions.grade`, promptfoo's pass). Before it, once per
 lm-eval pass, `prepare` (which `tasks.AboTask.apply_filters` calls, with every document, the prompt lm-eval
 sent for it and its replies) notes the prompts sent, which promptfoo's model-graded and code assertions
-see, and has the grader answer every model-graded assertion of the pass at once (`grader.Graders.fetch`).
+see, and has the grader answer every model-graded assertion of the pass at once, and the embedding model
+embed every text (`grader.Graders.fetch`), step by step where a request needs an earlier reply.
 `projected_grading` is what the run's projection expects the grader to use per document.
 """
 
