@@ -39,7 +39,7 @@ class Request:
 
 @dataclass
 class Action:
-    kind: str  # reply, status, hang, close, malformed
+    kind: str  # reply, json (a body as it is), status, hang, close, malformed
     text: str = ""
     status: int = 200
     headers: dict = field(default_factory=dict)
@@ -54,6 +54,17 @@ def status(code: int, retry_after: float | None = None, message: str = "scripted
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
     body = json.dumps({"error": {"message": message, "type": "scripted"}})
     return Action("status", text=body, status=code, headers=headers)
+
+
+def embeddings(request: Request, vector_of: Callable[[str], list[float]]) -> Action:
+    """An OpenAI `/v1/embeddings` reply: `vector_of` each input (text or a list of texts), a token a word."""
+    texts = request.body.get("input")
+    texts = [texts] if isinstance(texts, str) else list(texts or [])
+    tokens = sum(len(str(t).split()) for t in texts)
+    body = {"object": "list", "model": request.body.get("model", "fake"),
+            "data": [{"object": "embedding", "index": i, "embedding": vector_of(str(t))} for i, t in enumerate(texts)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return Action("json", text=json.dumps(body))
 
 
 def hang() -> Action:
@@ -169,6 +180,9 @@ class FakeServer:
                 elif action.kind == "close":
                     self.close_connection = True
                 elif action.kind == "malformed":
+                    self._send(200, action.text)
+                elif action.kind == "json":
+                    request.usage = json.loads(action.text).get("usage")
                     self._send(200, action.text)
                 elif action.kind == "status":
                     self._send(action.status, action.text, action.headers)

@@ -154,8 +154,8 @@ CASES = [
     Case("non-UTF-8 promptfoo config", ["import", "promptfoo", "DIR/latin1-promptfoo.yaml", "-o", "DIR/pf"],
          "not UTF-8 text", "a promptfoo config written in Latin-1"),
     Case("promptfoo file with unsupported parts", ["import", "promptfoo", "DIR/promptfooconfig.yaml", "-o", "DIR/pf"],
-         "cannot import: top-level keys scenarios; assert type 'g-eval'",
-         "a promptfoo config with a `g-eval` assertion and a `scenarios` key"),
+         "cannot import: top-level keys scenarios; assert type 'moderation'",
+         "a promptfoo config with a `moderation` assertion and a `scenarios` key"),
 ]
 SECTION = Section("bad-input", "Bad input (tests/test_bad_input.py)", [c.id for c in CASES] + [
     "unexpected internal error", "--rounds 0", "splits smaller than a batch"])
@@ -184,7 +184,7 @@ def files(tmp_path_factory):
     (d / "earlier" / TASK / "ape").mkdir(parents=True)
     (d / "earlier" / TASK / "ape" / "state.json").write_text(json.dumps({"config": resolve_run(earlier)[0].fingerprint()}))
     (d / "a-file").write_text("not a folder\n")
-    rubric = [{"type": "g-eval", "value": "is polite"}]
+    rubric = [{"type": "moderation", "value": "is polite"}]
     tests = [{"vars": {"q": f"question {i}"}, "assert": rubric} for i in range(4)]
     config = {"prompts": ["Answer: {{q}}"], "providers": ["openai:gpt-4o-mini"], "tests": tests, "scenarios": []}
     (d / "promptfooconfig.yaml").write_text(json.dumps(config))

@@ -168,19 +168,19 @@ def test_unsupported_features_are_listed_in_one_error(tmp_path, capsys):
     config = tmp_path / "promptfooconfig.yaml"
     config.write_text(yaml.safe_dump({
         "prompts": ["Q: {{q}}"], "providers": ["bedrock:anthropic.claude", "openai:chat:gpt-4o-mini"],
-        "scenarios": [], "tests": [{"vars": {"q": str(i)}, "assert": [{"type": "g-eval", "value": "ok"},
+        "scenarios": [], "tests": [{"vars": {"q": str(i)}, "assert": [{"type": "pi", "value": "ok"},
                                                                       {"type": "webhook", "value": "http://127.0.0.1:9"}]} for i in range(3)],
     }))
     with pytest.raises(AboError) as error:
         read_config(config)
     message = str(error.value)
-    for item in ("bedrock:anthropic.claude", "'g-eval'", "'webhook' (calls a web service)", "scenarios"):
+    for item in ("bedrock:anthropic.claude", "'pi'", "'webhook' (calls a web service)", "scenarios"):
         assert item in message
     from lm_eval_abo.cli import main
 
     assert main(["import", "promptfoo", str(config), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "g-eval" in err[0] and "Traceback" not in err[0]
+    assert len(err) == 1 and "'pi'" in err[0] and "Traceback" not in err[0]
 
 
 def test_import_keeps_keys_and_credentials_out(tmp_path):

@@ -199,13 +199,13 @@ def test_refusal_lists_every_problem_even_with_too_few_tests(tmp_path):
 
     config = config_file(tmp_path, {
         "prompts": ["Q: {{ q }}"], "providers": ["bedrock:anthropic.claude"], "scenarios": [],
-        "tests": [{"vars": {"q": "a"}, "assert": [{"type": "select-best", "value": "ok"}, {"type": "similar", "value": "a"},
+        "tests": [{"vars": {"q": "a"}, "assert": [{"type": "select-best", "value": "ok"}, {"type": "moderation", "value": "a"},
                                                    {"type": "ruby", "value": "true"}, {"$ref": "#/assertionTemplates/none"}]}]})
     with pytest.raises(AboError) as error:
         read_config(config)
     message = str(error.value)
     assert "\n" not in message
-    for item in ("bedrock:anthropic.claude", "'select-best' (compares the replies of several prompts", "'similar' (needs an embedding model",
+    for item in ("bedrock:anthropic.claude", "'select-best' (compares the replies of several prompts", "'moderation' (graded by a model",
                  "'ruby' (runs Ruby code)", "scenarios", "#/assertionTemplates/none", "1 test(s) after expansion"):
         assert item in message, item
 

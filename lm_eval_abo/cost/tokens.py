@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
+from lm_eval_abo.embedded import minilm
 from lm_eval_abo.embedded.models import DEFAULT_TARGET
 
 CHARS_PER_TOKEN = 4
@@ -153,3 +154,13 @@ def optimizer_tokens(model: str, messages: list[dict]) -> int:
     import litellm
 
     return litellm.token_counter(model=model, messages=messages)
+
+
+def embedding_tokens(model: str, text: str) -> int:
+    """The tokens of `text` for an embedding model: the offline model's own WordPiece tokens, else as litellm
+    counts them for `model` (OpenAI's cl100k where litellm knows no tokenizer)."""
+    if model == f"embedded/{minilm.NAME}":
+        return minilm.count_tokens(text)
+    import litellm
+
+    return litellm.token_counter(model=model, text=text)

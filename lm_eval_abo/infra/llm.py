@@ -85,10 +85,12 @@ class OptimizerLLM:
 
         litellm.suppress_debug_info = True
         if model.startswith("embedded/"):
+            from lm_eval_abo.embedded import minilm
             from lm_eval_abo.embedded.models import model_info
             from lm_eval_abo.embedded.provider import register_litellm_provider
 
-            model_info(model.split("/", 1)[1])  # unknown names fail here, with the known ones listed
+            if model.split("/", 1)[1] != minilm.NAME:
+                model_info(model.split("/", 1)[1])  # unknown names fail here, with the known ones listed
             register_litellm_provider()
             # An in-process model answers one call at a time anyway; asked in order, a run repeats
             # exactly (llama.cpp's reply shifts a little with the prompt it served before).
@@ -187,6 +189,29 @@ class OptimizerLLM:
             raise
         self._record(response)
         return response.choices[0].message.content or ""
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """The embeddings of `texts`, asked in one call (litellm's `embedding`), with the same retries, reply
+        cache, usage (prompt tokens, dollars) and caps as a completion."""
+        import litellm
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+        self._reserve()
+        kwargs = {k: v for k, v in self.args.items() if k in ("api_base", "api_key", "dimensions", "extra_headers")}
+        retrying = Retrying(retry=retry_if_exception_type(_retryable()), wait=_RetryAfterOrBackoff(self.backoff_s),
+                            stop=stop_after_attempt(self.retries + 1), reraise=True)
+        try:
+            response = retrying(litellm.embedding, model=self.model, input=list(texts), timeout=self.timeout,
+                                caching=self.cached, **kwargs)
+        except (litellm.AuthenticationError, litellm.NotFoundError, litellm.BadRequestError) as e:
+            raise AboError(f"embedding model {self.model}: {self.describe(e)}") from None
+        except Exception:
+            with self._lock:
+                self.usage.failures += 1
+            raise
+        self._record(response)
+        rows = sorted(response.data, key=lambda row: row["index"] if isinstance(row, dict) else row.index)
+        return [list(row["embedding"] if isinstance(row, dict) else row.embedding) for row in rows]
 
     def describe(self, error: Exception) -> str:
         """An error from litellm as one line, with this client's secrets masked (some servers echo

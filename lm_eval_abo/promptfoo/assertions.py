@@ -5,7 +5,8 @@ An imported task keeps each test's grading as JSON in the document field `prompt
 filled in; with code or model-graded assertions also the test's `vars`, `prompt` and `test`.
 `process_results` grades the target's reply with it as promptfoo 0.120.0 does (`runAssertions`): each
 assertion gives a pass and a score (deterministic types in `checks`, `python` and `javascript` in
-`code`, model-graded ones in `graded`); a zero-weight assertion always passes; the test score is the weighted mean; the test passes
+`code`, model-graded ones in `graded` and `geval`, embedding ones in `similarity`); a zero-weight assertion
+always passes; the test score is the weighted mean; the test passes
 when no assertion failed or, with a non-zero threshold, when the score reaches it; where promptfoo
 throws (`GradingError`) the test fails with score 0. The task's metric `pass_rate` is the mean of
 passes, i.e. promptfoo's pass rate.
@@ -18,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lm_eval_abo.infra.errors import AboError
-from lm_eval_abo.promptfoo import checks, code, graded, grader
+from lm_eval_abo.promptfoo import checks, code, geval, graded, grader, similarity
 
-SUPPORTED = (*checks.SUPPORTED, *code.CODE_TYPES, *graded.GRADED_TYPES)
-ENV_TYPES = {*code.CODE_TYPES, *graded.GRADED_TYPES}  # the types that see more than the reply
+MODEL_TYPES = (*graded.GRADED_TYPES, geval.KIND, *similarity.EMBEDDING_TYPES)  # graded by a grader or an embedder
+SUPPORTED = (*checks.SUPPORTED, *code.CODE_TYPES, *MODEL_TYPES)
+ENV_TYPES = {*code.CODE_TYPES, *MODEL_TYPES}  # the types that see more than the reply
 GRADING_FIELD = "promptfoo_grading"
 METRIC = "pass_rate"
 
@@ -76,6 +78,10 @@ def _result(assertion: dict, output: str, env: Env) -> tuple[bool, float]:
         return code.check(kind, negated, assertion, output, env.context(assertion, output))
     if kind in graded.GRADED_TYPES:
         return graded.check(kind, assertion, output, env, grader.current().ask)
+    if kind == geval.KIND:
+        return geval.check(assertion, output, env, grader.current().ask)
+    if kind in similarity.EMBEDDING_TYPES:
+        return similarity.check(kind, negated, assertion, output, env, grader.current().ask, grader.current().embed)
     return checks.check(kind, negated, assertion.get("value"), output, assertion)
 
 
@@ -109,16 +115,29 @@ def _grade(grading: dict, output: str, env: Env) -> tuple[bool, float]:
     return (score >= threshold if threshold else not failed), score
 
 
-def graded_requests(asserts: list[dict], output: str, env: Env) -> list[tuple[dict, list[dict]]]:
-    """The grader requests of a test's model-graded assertions (in assert-sets too) on one reply."""
-    found = []
+def _unknown(*_request) -> tuple[bool, None]:
+    return False, None
+
+
+def graded_requests(asserts: list[dict], output: str, env: Env, known=_unknown) -> tuple[list[tuple], list[tuple]]:
+    """The requests of a test's model-graded assertions (in assert-sets too) on one reply that can be made now:
+    (grading requests (assertion, messages, seed), texts to embed (assertion, text)). `known(assertion,
+    messages, seed)` gives (asked, reply) of this pass's grading requests: a second step (g-eval's
+    evaluation, answer-relevance's embeddings) needs the first's replies."""
+    asks, texts = [], []
     for assertion in asserts:
         kind = base_type(assertion["type"])[0]
         if assertion["type"] == "assert-set":
-            found += graded_requests(assertion.get("assert") or [], output, env)
+            more = graded_requests(assertion.get("assert") or [], output, env, known)
+            asks, texts = asks + more[0], texts + more[1]
         elif kind in graded.GRADED_TYPES and (env.prompt or kind == "llm-rubric"):
-            found.append((assertion, graded.messages(kind, assertion, output, env)))
-    return found
+            asks.append((assertion, graded.messages(kind, assertion, output, env), 0))
+        elif kind == geval.KIND and env.prompt:
+            asks += geval.requests(assertion, output, env, known)
+        elif kind in similarity.EMBEDDING_TYPES:
+            more = similarity.requests(kind, assertion, output, env, known)
+            asks, texts = asks + more[0], texts + more[1]
+    return asks, texts
 
 
 def process_results(doc: dict, results: list) -> dict:

@@ -21,8 +21,8 @@ import json
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.files import read_text, read_yaml
 from lm_eval_abo.infra.redact import is_secret_key
-from lm_eval_abo.promptfoo import checks, code, files, graded, nunjucks, providers
-from lm_eval_abo.promptfoo.assertions import GRADING_FIELD, SUPPORTED, base_type, needs_env
+from lm_eval_abo.promptfoo import checks, code, files, graded, nunjucks, providers, similarity
+from lm_eval_abo.promptfoo.assertions import GRADING_FIELD, MODEL_TYPES, SUPPORTED, base_type, needs_env
 from lm_eval_abo.promptfoo.jsregex import js_trim
 from lm_eval_abo.promptfoo.prompts import allowed
 from lm_eval_abo.promptfoo.syntax import js_str
@@ -113,16 +113,26 @@ def with_graders(asserts: list[dict], options: dict, base, problems: list[str]) 
         if assertion["type"] == "assert-set":
             out.append({**assertion, "assert": with_graders(assertion["assert"], options, base, problems)})
             continue
-        if base_type(assertion["type"])[0] not in graded.GRADED_TYPES:
+        kind = base_type(assertion["type"])[0]
+        if kind not in MODEL_TYPES:
             out.append(assertion)
             continue
         found = dict(assertion)
         provider = assertion.get("provider") or options.get("provider")
         if provider:
-            found["provider"], found["grader"] = _public(provider), providers.to_litellm(provider)
+            found["provider"] = _public(provider)
+        if provider and (kind not in similarity.EMBEDDING_TYPES or kind == similarity.RELEVANCE):
+            found["grader"] = providers.to_litellm(provider)
             if found["grader"] is None:
                 problems.append(f"grader provider {json.dumps(_public(provider), default=str)[:80]} "
                                 f"(mapped: {providers.GRADERS}; or give one at run time: --metadata abo_grader)")
+        if provider and kind in similarity.EMBEDDING_TYPES:
+            found["embedder"] = providers.to_embedder(provider)
+            if found["embedder"] is None:
+                problems.append(f"embedding provider {json.dumps(_public(provider), default=str)[:80]} "
+                                f"(mapped: {providers.EMBEDDERS}; or give one at run time: --metadata abo_embedder)")
+            elif not found["embedder"]:
+                del found["embedder"]
         prompt = assertion.get("rubricPrompt") or options.get("rubricPrompt")
         if isinstance(prompt, str) and prompt.startswith("file://"):
             try:
@@ -167,7 +177,7 @@ def _filled(asserts: list[dict], resolved: dict, where: str, base, problems: lis
         else:
             if "value" in assertion:
                 filled["value"] = _render_value(assertion["value"], resolved, f"{where} assertion", base, problems)
-            checked = graded.value_problem if kind in graded.GRADED_TYPES else checks.value_problem
+            checked = graded.value_problem if kind in MODEL_TYPES else checks.value_problem
             problem = checked(kind, filled.get("value"))
         if problem:
             problems.append(problem)

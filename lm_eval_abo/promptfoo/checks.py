@@ -20,15 +20,14 @@ DROPPED = {
     "cost": "the cost of a call is not a property of the prompt on a document",
     "latency": "the latency of a call is not a property of the prompt on a document",
 }
-_NOT_IMPORTED = "graded by a model in a way not imported; llm-rubric, model-graded-closedqa and factuality are"
+_NOT_IMPORTED = ("graded by a model in a way not imported; llm-rubric, model-graded-closedqa, factuality, g-eval, "
+                 "similar and answer-relevance are")
 REFUSED = {
-    **{kind: _NOT_IMPORTED for kind in ("g-eval", "search-rubric", "pi", "moderation", "classifier")},
-    "answer-relevance": "needs an embedding model besides the grader (the cosine similarity of embeddings)",
+    **{kind: _NOT_IMPORTED for kind in ("search-rubric", "pi", "moderation", "classifier")},
     **{kind: "needs the retrieval context of a RAG pipeline" for kind in ("context-faithfulness", "context-recall",
                                                                           "context-relevance")},
     "conversation-relevance": "grades a multi-turn conversation",
     **{kind: "compares the replies of several prompts, not one reply" for kind in ("select-best", "max-score")},
-    "similar": "needs an embedding model (cosine similarity of embeddings); it is not an exact match",
     "ruby": "runs Ruby code",
     "webhook": "calls a web service",
     "is-sql": "checked by the node-sql-parser grammar, which has no Python equivalent",

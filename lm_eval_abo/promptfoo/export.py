@@ -234,7 +234,7 @@ def _escaped_assertion(assertion: dict) -> dict:
     """An imported assertion for promptfoo, which renders assertion values with Nunjucks."""
     if assertion.get("type") == "assert-set":
         return {**assertion, "assert": [_escaped_assertion(a) for a in assertion["assert"]]}
-    assertion = {k: v for k, v in assertion.items() if k not in ("grader", "factuality")}  # the import's own keys
+    assertion = {k: v for k, v in assertion.items() if k not in ("grader", "embedder", "factuality")}  # the import's own keys
     if "value" not in assertion:
         return assertion
     value = assertion["value"]

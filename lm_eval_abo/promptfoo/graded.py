@@ -87,11 +87,15 @@ def variables(kind: str, assertion: dict, output: str, env) -> dict:
 def messages(kind: str, assertion: dict, output: str, env) -> list[dict]:
     """The chat messages promptfoo sends the grader for this assertion and reply."""
     kind = _kind(kind)
-    values = variables(kind, assertion, output, env)
-    custom = assertion.get("rubricPrompt")
+    names = TEMPLATES[kind]
+    return prompt_messages(names, ("system", "user")[: len(names)], assertion.get("rubricPrompt"),
+                           variables(kind, assertion, output, env))
+
+
+def prompt_messages(names: tuple, roles: tuple, custom, values: dict) -> list[dict]:
+    """The grading prompt as promptfoo sends it: our templates `names` (one message per role), or the config's
+    `custom` prompt (text, or chat messages as JSON), filled with `values` (printed already)."""
     if custom is None:
-        names = TEMPLATES[kind]
-        roles = ("system", "user")[: len(names)]
         return [{"role": role, "content": metaprompts.text(name, **values)} for role, name in zip(roles, names)]
     if not isinstance(custom, str):
         custom = js_json(custom)
@@ -232,6 +236,12 @@ def check(kind: str, assertion: dict, output: str, env, ask) -> tuple[bool, floa
 
 
 def value_problem(kind: str, value) -> str | None:
+    """Why promptfoo would throw on a model-graded assertion's value before grading, if it would."""
+    if kind == "answer-relevance":
+        return None
+    if kind == "g-eval" or kind.startswith("similar"):
+        texts = value if isinstance(value, list) else [value]
+        return None if texts and all(isinstance(v, str) for v in texts) else f"a {kind} assertion needs text or a list of texts as its value"
     if _kind(kind) != "llm-rubric" and not isinstance(value, str):
         return f"a {kind} assertion needs text as its value"
     if _kind(kind) == "llm-rubric" and not (value is None or isinstance(value, (str, dict, list))):

@@ -10,6 +10,11 @@ Which model grades an assertion, first found first:
 3. the run's optimizer (with its `--optimizer_args`), when `optimize` runs the task.
 `lm_eval` with neither 1 nor 2 stops with one line that says so.
 
+The embedding model of `similar` and `answer-relevance`, first found first: `--metadata abo_embedder` (a
+litellm model, with `abo_embedder_api_base`), the config's (the assertion's or test's embedding provider,
+mapped at import and kept as `embedder`), else the offline `embedded/all-minilm-l6-v2`. Its calls go through
+the same client, into the same grader line.
+
 A run installs its `Graders` (the optimizer as default, the ledger's grader line, the optimizer's cache);
 without one (a plain `lm_eval` run) a process-wide one keeps its own count and the default cache folder.
 Replies are asked for a whole lm-eval pass at once (`fetch`, concurrently, each distinct request once)
@@ -32,6 +37,8 @@ from lm_eval_abo.infra.llm import CONCURRENCY, OptimizerLLM
 
 log = logging.getLogger("lm_eval_abo")
 GRADER_KEY, API_BASE_KEY = "abo_grader", "abo_grader_api_base"
+EMBEDDER_KEY, EMBEDDER_BASE_KEY = "abo_embedder", "abo_embedder_api_base"
+DEFAULT_EMBEDDER = "embedded/all-minilm-l6-v2"
 DEFAULT_ARGS = {"max_tokens": 1024, "temperature": 0.0}  # promptfoo's grading call asks 1024 tokens at most
 
 
@@ -52,6 +59,8 @@ class Graders:
         self.cache_dir = user_cache_dir() / "optimizer" if cache_dir == "default" else cache_dir
         self._clients: dict[str, OptimizerLLM] = {}
         self._replies: dict[str, str | None] = {}
+        self._vectors: dict[str, list[float] | None] = {}
+        self.embedder_override: tuple[str, dict] | None = None
         self._lock = threading.Lock()
 
     def set_override(self, metadata: dict) -> None:
@@ -59,6 +68,9 @@ class Graders:
         model = metadata.get(GRADER_KEY)
         api_base = {"api_base": metadata[API_BASE_KEY]} if metadata.get(API_BASE_KEY) else {}
         self.override = (str(model), api_base) if model else None
+        model = metadata.get(EMBEDDER_KEY)
+        api_base = {"api_base": metadata[EMBEDDER_BASE_KEY]} if metadata.get(EMBEDDER_BASE_KEY) else {}
+        self.embedder_override = (str(model), api_base) if model else None
 
     def model_of(self, assertion: dict) -> tuple[str, dict]:
         """(litellm model, call arguments) that grades `assertion`."""
@@ -66,15 +78,19 @@ class Graders:
             return self.override
         mapped = assertion.get("grader")
         if mapped:
-            args = {k: v for k, v in mapped.items() if k not in ("model", "key_env")}
-            if mapped.get("key_env") and os.environ.get(mapped["key_env"]):
-                args["api_key"] = os.environ[mapped["key_env"]]
-            return mapped["model"], args
+            return _with_key(mapped)
         if self.default:
             return self.default
         raise AboError(f"a {assertion.get('type')} assertion needs a grader model and the config names none: run it with "
                        f"--metadata '{{\"{GRADER_KEY}\": \"<litellm model>\"}}' (or through lm-eval-abo optimize, whose "
                        "optimizer then grades)")
+
+    def embedder_of(self, assertion: dict) -> tuple[str, dict]:
+        """(litellm embedding model, call arguments) that embeds for `assertion`."""
+        if self.embedder_override:
+            return self.embedder_override
+        mapped = assertion.get("embedder")
+        return _with_key(mapped) if mapped else (DEFAULT_EMBEDDER, {})
 
     def client(self, model: str, args: dict) -> OptimizerLLM:
         key = _key(model, args)
@@ -89,28 +105,45 @@ class Graders:
         """The models that graded so far (their litellm strings, no arguments)."""
         return sorted({client.model for client in self._clients.values() if client.usage.calls})
 
-    def fetch(self, requests: list[tuple[dict, list[dict]]]) -> None:
-        """Ask every distinct (grader, messages) of a pass at once; their replies serve `ask` until the next pass."""
-        groups: dict[str, tuple[OptimizerLLM, dict[str, list[dict]]]] = {}
-        for assertion, messages in requests:
-            model, args = self.model_of(assertion)
-            client = self.client(model, args)
-            key = _request_key(client, messages)
-            groups.setdefault(_key(model, args), (client, {}))[1].setdefault(key, messages)
-        self._replies = {}
+    def new_pass(self) -> None:
+        """Forget the replies and embeddings of the previous pass."""
+        self._replies, self._vectors = {}, {}
+
+    def fetch(self, requests: list[tuple], texts: list[tuple[dict, str]] = ()) -> None:
+        """Ask every distinct grading request of a pass at once (`requests`: (assertion, messages[, seed])) and
+        embed every distinct text (`texts`: (assertion, text)), an embedding model's texts in one call; they
+        serve `ask` and `embed` until the next pass."""
+        groups: dict[str, tuple[OptimizerLLM, dict[str, tuple[list[dict], int]]]] = {}
+        for assertion, messages, *seed in requests:
+            client = self.client(*self.model_of(assertion))
+            key = _request_key(client, messages, seed[0] if seed else 0)
+            if key not in self._replies:
+                groups.setdefault(_key(client.model, client.args), (client, {}))[1].setdefault(key, (messages, seed[0] if seed else 0))
         for client, wanted in groups.values():
             keys = list(wanted)
-            replies = client.complete_many([(wanted[k], 0) for k in keys], desc="grader")
-            self._replies.update(zip(keys, replies))
+            self._replies.update(zip(keys, client.complete_many([wanted[k] for k in keys], desc="grader")))
+        embeds: dict[str, tuple[OptimizerLLM, dict[str, str]]] = {}
+        for assertion, text in texts:
+            client = self.client(*self.embedder_of(assertion))
+            key = _request_key(client, text)
+            if key not in self._vectors:
+                embeds.setdefault(_key(client.model, client.args), (client, {}))[1].setdefault(key, text)
+        for client, wanted in embeds.values():
+            self._vectors.update(zip(wanted, self._embed(client, list(wanted.values()))))
 
-    def ask(self, assertion: dict, messages: list[dict]) -> str | None:
-        """The grader's reply to one grading request (None: the call failed after its retries)."""
-        model, args = self.model_of(assertion)
-        client = self.client(model, args)
-        key = _request_key(client, messages)
+    def known(self, assertion: dict, messages: list[dict], seed: int = 0) -> tuple[bool, str | None]:
+        """(asked already, the reply) of a grading request in this pass, without asking."""
+        key = _request_key(self.client(*self.model_of(assertion)), messages, seed)
+        return key in self._replies, self._replies.get(key)
+
+    def ask(self, assertion: dict, messages: list[dict], seed: int = 0) -> str | None:
+        """The grader's reply to one grading request (None: the call failed after its retries); `seed` tells
+        apart requests asked more than once (answer-relevance asks three times)."""
+        client = self.client(*self.model_of(assertion))
+        key = _request_key(client, messages, seed)
         if key not in self._replies:
             try:
-                self._replies[key] = client.complete(messages)
+                self._replies[key] = client.complete(messages, seed=seed)
             except AboError:
                 raise
             except Exception as e:  # noqa: BLE001 (after retries: promptfoo fails the assertion when its grader errs)
@@ -119,9 +152,36 @@ class Graders:
                 self._replies[key] = None
         return self._replies[key]
 
+    def embed(self, assertion: dict, text: str) -> list[float] | None:
+        """The embedding of `text` by the assertion's embedding model (None: the call failed)."""
+        client = self.client(*self.embedder_of(assertion))
+        key = _request_key(client, text)
+        if key not in self._vectors:
+            self._vectors[key] = self._embed(client, [text])[0]
+        return self._vectors[key]
 
-def _request_key(client: OptimizerLLM, messages: list[dict]) -> str:
-    return json.dumps([client.model, sorted((k, str(v)) for k, v in client.args.items()), messages], ensure_ascii=False)
+    @staticmethod
+    def _embed(client: OptimizerLLM, texts: list[str]) -> list[list[float] | None]:
+        try:
+            return client.embed(texts)
+        except AboError:
+            raise
+        except Exception as e:  # noqa: BLE001 (after retries: promptfoo fails the assertion)
+            log.warning("an embedding call failed after %d retries; its assertions fail: %s", client.retries,
+                        client.describe(e))
+            return [None] * len(texts)
+
+
+def _request_key(client: OptimizerLLM, *request) -> str:
+    return json.dumps([client.model, sorted((k, str(v)) for k, v in client.args.items()), *request], ensure_ascii=False)
+
+
+def _with_key(mapped: dict) -> tuple[str, dict]:
+    """A model mapped at import as (litellm model, call arguments), its key read from its environment variable."""
+    args = {k: v for k, v in mapped.items() if k not in ("model", "key_env")}
+    if mapped.get("key_env") and os.environ.get(mapped["key_env"]):
+        args["api_key"] = os.environ[mapped["key_env"]]
+    return mapped["model"], args
 
 
 _CURRENT = Graders()

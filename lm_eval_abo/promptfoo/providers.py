@@ -111,6 +111,40 @@ def to_litellm(provider) -> dict | None:
     return {k: v for k, v in found.items() if v is not None}
 
 
+EMBEDDERS = "openai:embedding[s]:<model> (any apiBaseUrl), " + ", ".join(f"{k}:embedding[s]:<model>" for k in HOSTED_OPENAI)
+
+
+def to_embedder(provider) -> dict | None:
+    """A promptfoo embedding provider (an id, `{id, config}`, or `{embedding: ...}` by kind) as a litellm
+    embedding model: {"model", "api_base"?, "key_env"?}; {} where it names no embedding provider (promptfoo
+    then embeds with its default); None where it names one with no faithful litellm equivalent."""
+    if isinstance(provider, dict) and "id" not in provider:
+        if not provider.get("embedding"):
+            return {}
+        provider = provider["embedding"]
+    pid, config = (provider, {}) if isinstance(provider, str) else (
+        (provider.get("id"), provider.get("config") or {}) if isinstance(provider, dict) else (None, {}))
+    if not isinstance(pid, str):
+        return None
+    kind, _, rest = pid.partition(":")
+    mode, _, model = rest.partition(":")
+    if mode not in ("embedding", "embeddings"):
+        return {} if kind in ("openai", *HOSTED_OPENAI, "anthropic", "ollama") else None
+    base = without_credentials(str(config.get("apiBaseUrl") or config.get("apiHost") or "")).rstrip("/")
+    if base and not base.startswith("http"):
+        base = f"https://{base}/v1"
+    if kind == "openai":
+        found = {"model": f"openai/{model or 'text-embedding-3-large'}", "key_env": config.get("apiKeyEnvar")}
+    elif kind in HOSTED_OPENAI and model:
+        url, key_env = HOSTED_OPENAI[kind]
+        found = {"model": f"openai/{model}", "api_base": url, "key_env": key_env}
+    else:
+        return None
+    if base:
+        found["api_base"] = base
+    return {k: v for k, v in found.items() if v is not None}
+
+
 # provider config keys that only say how to reach the endpoint
 CONNECTION_KEYS = {"apiKey", "apiKeyEnvar", "apiBaseUrl", "apiHost", "organization", "headers", "cost", "label",
                    "timeout", "maxRetries"}

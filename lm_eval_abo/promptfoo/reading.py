@@ -21,6 +21,8 @@ from lm_eval_abo.promptfoo.assertions import GRADING_FIELD, base_type
 from lm_eval_abo.promptfoo.cases import PROMPT_FIELD, Cases
 from lm_eval_abo.promptfoo.files import deref
 from lm_eval_abo.promptfoo.graded import GRADED_TYPES
+from lm_eval_abo.promptfoo.grader import DEFAULT_EMBEDDER
+from lm_eval_abo.promptfoo.similarity import EMBEDDING_TYPES, RELEVANCE
 from lm_eval_abo.promptfoo.prompts import Prompt, allowed, chat_messages, read_prompts
 from lm_eval_abo.promptfoo.syntax import PLACEHOLDER
 
@@ -102,8 +104,17 @@ def _graded(asserts: list[dict]):
 
 def _grader_note(imp: Imported) -> None:
     """One line on who grades the model-graded assertions."""
-    found = [a for row in imp.rows for a in _graded(json.loads(row[GRADING_FIELD])["assert"])
-             if base_type(a["type"])[0] in GRADED_TYPES]
+    every = [a for row in imp.rows for a in _graded(json.loads(row[GRADING_FIELD])["assert"])]
+    embedded = [a for a in every if base_type(a["type"])[0] in EMBEDDING_TYPES]
+    if embedded:
+        models = sorted({a["embedder"]["model"] for a in embedded if a.get("embedder")})
+        who = [f"{', '.join(models)} (the config's)"] if models else []
+        if any(not a.get("embedder") for a in embedded):
+            who.append(f"{DEFAULT_EMBEDDER} (offline) where the config names no embedding provider (promptfoo's "
+                       "default is OpenAI's text-embedding-3-large)")
+        imp.notes.append(f"embedding assertions ({len(embedded)}): embedded by {'; '.join(who)}; a run's "
+                         "--metadata abo_embedder overrides")
+    found = [a for a in every if base_type(a["type"])[0] in GRADED_TYPES or base_type(a["type"])[0] in ("g-eval", RELEVANCE)]
     if not found:
         return
     mapped = sorted({a["grader"]["model"] for a in found if a.get("grader")})
