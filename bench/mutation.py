@@ -93,11 +93,16 @@ def main(argv: list[str] | None = None) -> None:
     for module in args.modules:
         with record.stopwatch() as elapsed:
             row = score(module, prepare(module, args.workdir), args.max_children)
-        rows.append({**row, "minutes": round(elapsed() / 60, 1)})
-        print(f"{module}: {row['score']}% of {row['mutants']} killed; survivors: {' '.join(row['survivors']) or '-'}",
-              flush=True)
+        rows.append({**row, "minutes": round(elapsed() / 60, 1), "load_average": record.load_average()})
+        print(f"{module}: {row['score']}% of {row['mutants']} killed; survivors: "
+              f"{' '.join(name.rpartition('.')[2] for name in row['survivors']) or '-'}", flush=True)
     print(record.table([{k: v for k, v in r.items() if k != "survivors"} for r in rows]))
-    record.save("mutation", {"rows": rows, "max_children": args.max_children})
+    saved = record.RESULTS_DIR / "mutation.json"  # the modules of earlier runs stay, each with its own load
+    earlier = json.loads(saved.read_text())["rows"] if saved.exists() else []
+    ran = {r["module"] for r in rows}
+    rows = [r for r in earlier if r["module"] not in ran] + rows
+    record.save("mutation", {"rows": sorted(rows, key=lambda r: list(MODULES).index(r["module"])),
+                             "max_children": args.max_children})
 
 
 if __name__ == "__main__":
