@@ -29,13 +29,14 @@ from pathlib import Path
 
 import record
 
-# module (under lm_eval_abo/) -> the test files that are its unit tests
+# module (under lm_eval_abo/) -> its unit tests (files, or single tests where the rest of a file runs whole searches)
 MODULES = {
     "infra/stats.py": ["tests/test_stats.py", "tests/test_headroom.py", "tests/test_stats_mutants.py"],
     "optimizers/selection.py": ["tests/test_stats.py", "tests/test_selection_mutants.py"],
     "reports/regression.py": ["tests/test_check.py", "tests/test_regression_mutants.py"],
     "cost/ledger.py": ["tests/test_ledger.py", "tests/test_search.py", "tests/test_ledger_mutants.py"],
-    "run/projection.py": ["tests/test_ledger.py", "tests/test_projection_mutants.py"],
+    "run/projection.py": ["tests/test_ledger.py::test_the_projection_renders_the_tasks_real_prompts_and_counts_each_methods_calls",
+                          "tests/test_projection_mutants.py"],
     "scoring.py": ["tests/test_scoring.py", "tests/test_scoring_mutants.py"],
     "tasks/splits.py": ["tests/test_splits.py"],
     "optimizers/copying.py": ["tests/test_copying.py"],
@@ -48,7 +49,7 @@ def prepare(module: str, workdir: Path) -> Path:
     here = workdir / module.removesuffix(".py").replace("/", "_")
     shutil.rmtree(here, ignore_errors=True)
     shutil.copytree(record.REPO, here, ignore=lambda _, names: [n for n in names if n in SKIPPED_IN_COPY])
-    tests = [t for t in MODULES[module] if (record.REPO / t).exists()]
+    tests = [t for t in MODULES[module] if (record.REPO / t.partition("::")[0]).exists()]
     others = sorted(p.name for p in here.iterdir() if p.name not in ("lm_eval_abo", "setup.cfg"))
     lines = ["[mutmut]", "source_paths = lm_eval_abo", f"only_mutate = lm_eval_abo/{module}",
              "pytest_add_cli_args_test_selection =", *(f"    {t}" for t in tests),
