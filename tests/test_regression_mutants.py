@@ -25,8 +25,8 @@ def test_the_report_of_a_regression_a_missing_and_a_new_task(tmp_path):
         "| task | metric | baseline | new | change | allowed drop | test | status |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
         "| added | exact_match,answer | - | 0.6000 ± 0.0100 (n=90) | - | - | - | 🆕 new |",
-        "| alpha | exact_match,answer | 0.5000 ± 0.0500 (n=100) | 0.3000 ± 0.0500 (n=90) | -0.2000 | 0.1386 | stderr | "
-        "❌ regression |",
+        "| alpha | exact_match,answer | 0.5000 ± 0.0500 (n=100) | 0.3000 ± 0.0500 (n=90) | -0.2000 | 0.1386 | "
+        "stderr | ❌ regression |",
         "| gone | exact_match,answer | 0.5000 (n=100) | - | - | - | - | ❌ missing in new results |",
         "",
         "Note: the number of examples differs for alpha; compare like with like.",

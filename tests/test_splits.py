@@ -79,7 +79,8 @@ def test_the_splits_of_a_config_read_from_yaml_and_of_one_missing_the_fields():
     assert splits.task_splits(read) == {"train": "train", "dev": "validation", "test": "test"}
     assert splits.task_splits({"task": "t", "validation_split": "validation"}) == {"train": None, "dev": None,
                                                                                   "test": "validation"}
-    assert splits.task_splits(SimpleNamespace(task="t", test_split="test")) == {"train": None, "dev": None, "test": "test"}
+    assert splits.task_splits(SimpleNamespace(task="t", test_split="test")) == \
+        {"train": None, "dev": None, "test": "test"}
     assert splits.task_splits(config(train="test")) == {"train": None, "dev": None, "test": "test"}, \
         "a training split that is also the evaluated one is not train"
     with pytest.raises(AboError) as err:

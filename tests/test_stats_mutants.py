@@ -81,7 +81,9 @@ def bootstrap_quantiles(diffs, level):
     return means[int(tail * len(means))], means[int((1 - tail) * len(means))]
 
 
-@pytest.mark.parametrize("diffs, level", [([0, 0, 1], 0.9), ([0, 0, 1], 0.5), ([-1, 0, 0, 1], 0.8), ([0, 1, 1, 1], 0.6)])
+@pytest.mark.parametrize("diffs, level", [
+    ([0, 0, 1], 0.9), ([0, 0, 1], 0.5), ([-1, 0, 0, 1], 0.8), ([0, 1, 1, 1], 0.6),
+])
 def test_the_bootstrap_interval_matches_the_exact_bootstrap_distribution(diffs, level):
     # the quantiles of every resample, enumerated, are the population values; 20,000 seeded draws land on them
     # where they sit far from a step of the distribution (these cases: every step is 3 standard errors away or more)
@@ -127,8 +129,10 @@ def test_a_worse_prompt_reads_worse_and_a_graded_metric_has_no_mcnemar():
     c = comparison([1.0] * 20 + [0.0] * 10, [0.0] * 12 + [1.0] * 8 + [0.0] * 10)  # 12 broken, none fixed
     lo, hi = c.interval
     assert c.significant and c.mcnemar_p == pytest.approx(2 / 2**12)
-    assert c.verdict() == f"-0.400 (95% CI {lo:+.3f} to {hi:+.3f}, McNemar p={2 / 2**12:.3g}, n=30): worse than the baseline"
-    assert c.verdict(higher_is_better=False).endswith("): better than the baseline"), "for an error rate, lower is better"
+    assert c.verdict() == \
+        f"-0.400 (95% CI {lo:+.3f} to {hi:+.3f}, McNemar p={2 / 2**12:.3g}, n=30): worse than the baseline"
+    assert c.verdict(higher_is_better=False).endswith("): better than the baseline"), \
+        "for an error rate, lower is better"
     graded = comparison([0.2] * 30, [0.7] * 30)
     lo, hi = graded.interval
     assert graded.mcnemar_p is None and (lo, hi) == (pytest.approx(0.5), pytest.approx(0.5))
