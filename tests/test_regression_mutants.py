@@ -91,3 +91,10 @@ def test_for_a_lower_is_better_metric_the_paired_test_looks_at_the_lower_end(tmp
     assert [(c.status, c.test) for c in touching.comparisons] == [("ok", "paired, n=2: 95% CI +0.0000 to +1.0000")]
     better = paired_case(tmp_path / "better", [1.0, 1.0], [0.0, 0.0], lower_is_better=True)  # interval (-1, -1)
     assert [c.status for c in better.comparisons] == ["ok"]
+
+
+def test_the_note_names_every_task_whose_counts_differ(tmp_path):
+    base = write_results(tmp_path / "base.json", {"beta": (0.5, 0.05), "alpha": (0.5, 0.05)}, n=100)
+    new = write_results(tmp_path / "new.json", {"beta": (0.5, 0.05), "alpha": (0.5, 0.05)}, n=90)
+    assert check(new, base).markdown.endswith(
+        "\n\nNote: the number of examples differs for alpha, beta; compare like with like.")
