@@ -87,3 +87,41 @@ def test_the_optimizers_replies_are_counted_at_the_size_each_meta_prompt_asks_or
     # round 0 of apo: 2 initial instructions, each reply 80 tokens (initial_instruction); a cap of 50 cuts them
     assert apo_projection().rounds[0].optimizer.completion_tokens == 2 * 80
     assert apo_projection(reply_cap=50).rounds[0].optimizer.completion_tokens == 2 * 50
+
+
+def test_a_reply_cap_also_caps_what_a_candidate_writes_into_its_prompt():
+    capped = apo_projection(reply_cap=50)
+    assert capped.per_request.prompt_tokens == round((dev_prompt_tokens() + 4 * 50) / 4)
+    assert all(r.target.estimated for r in capped.rounds), "every round's target tokens are estimated"
+    d = capped.to_dict()
+    assert [r["target"]["calls"] for r in d["rounds"]] == [r.target.calls for r in capped.rounds]
+    assert d["test"]["target"]["calls"] == 10 and d["per_request"]["calls"] == 1
+
+
+def test_a_graded_tasks_grader_is_projected_for_every_target_request(tmp_path):
+    from test_promptfoo_graded import judged_task
+
+    from lm_eval_abo.promptfoo.hooks import REPLY_TOKENS, projected_grading
+
+    cfg, method, params = resolve_run(OptimizeConfig(
+        task="judged", include_path=[judged_task(tmp_path)], method="ape", model="local-completions",
+        model_args="model=fake,tokenizer_backend=None", optimizer="openai/fake", optimizer_price=(1.0, 2.0), rounds=1,
+        beam=1, method_args={"paraphrases": 1}))
+    session = plan_session(cfg)
+    plan = project(session, method, params, prices_of(cfg), cfg.optimizer, None)
+    # one llm-rubric assertion a document: one grader call per target request, in every round and on test
+    for ledger in [*plan.rounds, plan.test]:
+        assert ledger.grader.calls == ledger.target.calls > 0
+        assert ledger.grader.completion_tokens == REPLY_TOKENS["llm-rubric"] * ledger.grader.calls
+        assert ledger.grader.cost_usd == pytest.approx(
+            (ledger.grader.prompt_tokens * 1.0 + ledger.grader.completion_tokens * 2.0) / 1e6)
+    assert plan.test.grader.calls == 2 * session.n_test, "the baseline and the best prompt on test"
+    # per target request: the grader's use on the dev documents (each reply at the task's max_gen_toks, 256
+    # where the task does not say), divided by their number
+    bridge = session.bridge
+    docs = [bridge.docs("dev")[i] for i in session.dev_indices]
+    reply = int((bridge.reference.config.generation_kwargs or {}).get("max_gen_toks", 256))
+    dev = projected_grading(docs, reply, "openai/fake", Price(1.0, 2.0, "--optimizer-price"), {})
+    per = plan.grader_per_request
+    assert (per.calls, per.prompt_tokens, per.completion_tokens) == (1, round(dev.prompt_tokens / len(docs)), 60)
+    assert plan.to_dict()["grader_per_request"]["calls"] == 1
