@@ -7,7 +7,8 @@ from conftest import make_bridge, rule_lm
 
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.cost.ledger import Caps, Ledger, Price, Usage
-from lm_eval_abo.run.projection import PerDoc, Projection, priced, project
+from lm_eval_abo.infra import metaprompts
+from lm_eval_abo.run.projection import REPLY_TOKENS, PerDoc, Projection, _variables, priced, project
 from lm_eval_abo.run.session import plan_session, prices_of, resolve_run
 
 PRICE = Price(2.0, 10.0, "test")  # US dollars per million tokens
@@ -125,3 +126,35 @@ def test_a_graded_tasks_grader_is_projected_for_every_target_request(tmp_path):
     per = plan.grader_per_request
     assert (per.calls, per.prompt_tokens, per.completion_tokens) == (1, round(dev.prompt_tokens / len(docs)), 60)
     assert plan.to_dict()["grader_per_request"]["calls"] == 1
+
+
+@pytest.fixture(scope="module")
+def bridge():
+    return make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=4, abo_n_test=5)
+
+
+SHOWS = {"examples": 2, "errors": 3, "history": 2, "trajectory": 4, "procedure": 5, "n": 2}
+
+
+@pytest.mark.parametrize("template", sorted(REPLY_TOKENS))
+def test_every_meta_prompt_the_projection_counts_renders_with_its_stand_in_values(bridge, template):
+    """The meta-prompts render with StrictUndefined: a value missing or misnamed stops the projection."""
+    messages = metaprompts.render(template, **_variables(SHOWS, bridge))
+    assert messages and all(m["content"].strip() for m in messages)
+
+
+def test_the_stand_in_values_are_the_tasks_training_examples_in_lists_as_long_as_asked(bridge):
+    values = _variables(SHOWS, bridge)
+    train = bridge.docs("train")
+    examples = [{"question": bridge.question(d), "target": bridge.gold(d)} for d in train[:3]]
+    assert values["examples"] == examples[:2]
+    assert [{k: e[k] for k in ("question", "target", "answer")} for e in values["errors"]] == \
+        [{**e, "answer": e["target"]} for e in examples]
+    assert all(e["output"].startswith(e["question"] + " ") and len(e["output"]) <= 500 for e in values["errors"])
+    assert (len(values["history"]), len(values["trajectory"]), len(values["procedure"]), len(values["analyses"])) == \
+        (2, 4, 5, 3)
+    assert values["instruction"] == (bridge.default_prompt.instruction or bridge.task_description)
+    assert (values["question"], values["target"], values["n"]) == (examples[0]["question"], examples[0]["target"], 2)
+    none = _variables({}, bridge)
+    assert (none["examples"], none["errors"], none["history"], none["n"], len(none["procedure"])) == ([], [], [], 1, 1)
+    assert none["answer_format"] == (bridge.answer_format or "End with the answer.")
