@@ -122,3 +122,15 @@ def test_the_round_record_corrects_the_mark_for_the_round_s_candidates():
         assert "magic" in state.best.prompt.instruction and best.gain_p == pytest.approx(1 / 64)
         assert best.compared == compared and best.gain_p_adjusted == pytest.approx(compared / 64)
     assert not three.trace[0].best.within_noise and four.trace[0].best.within_noise
+
+
+def test_race_alpha_is_a_flag_with_a_checked_level():
+    from lm_eval_abo.cli import build_parser
+    from lm_eval_abo.config import OptimizeConfig
+    from lm_eval_abo.infra.errors import AboError
+
+    args = build_parser().parse_args(["optimize", "--task", "t", "--selection", "racing", "--race-alpha", "0.1"])
+    assert args.race_alpha == 0.1
+    assert build_parser().parse_args(["optimize", "--task", "t"]).race_alpha == selection.RACE_ALPHA == 0.05
+    with pytest.raises(AboError, match="--race-alpha must be between 0 and 1, got 1.5"):
+        OptimizeConfig(task="t", race_alpha=1.5).resolved()
