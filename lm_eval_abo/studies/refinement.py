@@ -40,8 +40,8 @@ import re
 
 from lm_eval_abo.artifact.prompt import Prompt
 from lm_eval_abo.config import OptimizeConfig
-from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra import stats
+from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.optimizers.base import Candidate, Context, Node, Round
 from lm_eval_abo.optimizers.instructions import PARAPHRASE, paraphrases
 from lm_eval_abo.reports.markdown import fmt, table
@@ -166,7 +166,7 @@ def refine(ctx: Context, method, prompt: Prompt, dev: Score, train: Score) -> di
     node = Node(Candidate(prompt, "studied"), 0, dev.value, dev.stderr, dev.n, {s.index: s.score for s in dev.samples})
     proposal = method.propose(ctx, Round(1, [node], [node], {node.key: train.samples}))
     children = [c for c in proposal.candidates if c.key != node.key]
-    refinements = [c for c in children if c.origin != PARAPHRASE]
+    refinements = distinct([c for c in children if c.origin != PARAPHRASE], {node.key})
     if not refinements:
         raise AboError(f"{method.name} proposed no refinement (no train errors, or no usable optimizer reply)")
     known = {node.key} | {c.key for c in refinements}
