@@ -97,12 +97,14 @@ def per_example(row: dict) -> dict[str, float]:
 
 
 def versus(abo: dict, other: dict) -> dict:
-    """`other` against ABO on the same test documents (paired: interval, McNemar for 0/1 metrics)."""
+    """`other` against ABO on the same test documents (paired: interval, McNemar for 0/1 metrics, a paired
+    permutation test for graded ones)."""
     from lm_eval_abo.infra import stats
 
     a, b = per_example(abo), per_example(other)
-    c = stats.compare(a, b, {k: v >= 1 for k, v in a.items()}, {k: v >= 1 for k, v in b.items()})
+    c = stats.compare(a, b)  # per-example values of a mean metric; McNemar where they are 0/1
     return {"method": other["method"], "difference": c.difference, "ci": list(c.interval), "mcnemar_p": c.mcnemar_p,
+            "permutation_p": c.permutation_p,
             "n": c.n, "verdict": c.verdict().replace("the baseline", "ABO")}
 
 

@@ -9,7 +9,6 @@ sample logs. A split's score is the task's own aggregation of the per-example me
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ from lm_eval_abo.cost.target import CountingLM, target_calls
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.tasks import fields
 from lm_eval_abo.tasks.built import Harness, gold, physical_docs, question, quiet_lm_eval, set_up
+from lm_eval_abo.tasks.metrics import Metric
 from lm_eval_abo.tasks.splits import Splits, doc_id
 
 OUTPUT_TYPES = ("generate_until", "multiple_choice")
@@ -58,31 +58,18 @@ def _first(filtered) -> str:
     return str(filtered[0] if isinstance(filtered, (list, tuple)) else filtered)
 
 
-def primary_metric(task, choice: str | None = None) -> tuple[str, str]:
-    """(metric, filter): the one named by `choice` ("metric" or "metric,filter"), else the task's first
-    metric under its first filter (lm-eval's `metric,filter` result key)."""
-    metrics = list(task.aggregation())
-    filters = [f["name"] for f in task.config.filter_list or []] or ["none"]
-    if choice is None:
-        return metrics[0], filters[0]
-    metric, _, filter_name = choice.partition(",")
-    if metric not in metrics or (filter_name and filter_name not in filters):
-        known = ", ".join(f"{m},{f}" for f in filters for m in metrics)
-        raise AboError(f"--metric {choice!r}: task {task.config.task!r} has no such metric; choose one of {known} "
-                       "(`metric` alone takes its first filter)")
-    return metric, filter_name or filters[0]
-
-
 class Bridge:
     """One task, the target model once attached, and the settings every scoring call shares. It is the
     `TaskView` the methods see, and more: what the loop, the test evaluation and the export need."""
 
     def __init__(self, target: CountingLM | None, task, base_config: dict, splits: Splits, manager,
                  harness: Harness | None = None, default_prompt: Prompt | None = None,
-                 metric: str | None = None, answer_format: str | None = None, quiet: bool = True):
+                 metric: str | None = None, answer_format: str | None = None, quiet: bool = True,
+                 error_threshold: float | None = None):
         """`target`: the model (None: a bridge that knows the task and scores nothing until one is attached);
         `task`: the task as lm-eval builds it (the reference: its documents, filters, metrics);
-        `base_config`: its config, which candidate configs copy; `default_prompt`: the baseline."""
+        `base_config`: its config, which candidate configs copy; `default_prompt`: the baseline;
+        `metric`, `error_threshold`: which metric, and below what an example is an error (`tasks.metrics`)."""
         self.harness = harness or Harness()
         self.counter = self.model = None
         self.budget: Budget | None = None  # the run's caps, checked before each pass of the search
@@ -96,9 +83,10 @@ class Bridge:
         self.default_prompt = default_prompt or Prompt()
         self.quiet = quiet
         self.output_type = task.OUTPUT_TYPE
-        self.metric, self.filter_name = primary_metric(task, metric)
-        self.higher_is_better = bool(task.higher_is_better().get(self.metric, True))
-        self.threshold = 1.0 if self.higher_is_better else 0.0  # below it (above, for lower-is-better), an error
+        self.measure = Metric.of(task, metric, error_threshold)
+        self.metric, self.filter_name = self.measure.name, self.measure.filter_name
+        self.higher_is_better = self.measure.higher_is_better
+        self.threshold = self.measure.threshold  # below it (above, for lower-is-better), an error
         self._answer_format = answer_format
         self._docs: dict[str, list[dict]] = {}
         self._memo: dict[tuple[str, str, int], tuple[Sample, object]] = {}
@@ -179,7 +167,7 @@ class Bridge:
         results = []
         for inst, doc in zip(instances, docs):
             answer = inst.filtered_resps[self.filter_name]
-            value = self._value(self.reference.process_results(doc, [answer])[self.metric]) if metric else 0.0
+            value = self.measure.value(self.reference.process_results(doc, [answer])[self.metric]) if metric else 0.0
             results.append((_first(answer), value))
         return results
 
@@ -247,7 +235,7 @@ class Bridge:
             output = answer = str(choices[max(range(len(choices)), key=loglikelihoods.__getitem__)])
         else:
             output, answer = row["resps"][0][0], _first(row["filtered_resps"][0])
-        score = self._value(item)
+        score = self.measure.value(item)
         sample = Sample(index=index, id=doc_id(doc, self.splits[split].split, self.splits[split].indices[index]), doc=doc,
                         prompt=str(row["arguments"][0][0]), output=output, answer=answer,
                         target=self.gold(doc), score=score, correct=self.correct(score))
@@ -261,10 +249,14 @@ class Bridge:
         n = len(samples)
         if not n:
             return Score(0.0, None, 0)
-        aggregate = self.reference.aggregation()[self.metric]
+        aggregate = self.measure.aggregation
         value = float(aggregate([item for _, item in scored]))
         stderr = mean_stderr([s.score for s in samples]) if aggregate is mean and n > 1 else None
         return Score(value=value, stderr=stderr, n=n, samples=samples)
+
+    def correct(self, score: float) -> bool:
+        """Not an error: the score reaches the error threshold (`tasks.metrics`)."""
+        return self.measure.correct(score)
 
     @property
     def target_requests(self) -> int:
@@ -274,16 +266,3 @@ class Bridge:
 
     def _requests_per_doc(self, doc: dict) -> int:
         return len(self.reference.doc_to_choice(doc)) if self.output_type == "multiple_choice" else 1
-
-    def _value(self, item) -> float:
-        """A per-example metric value: the item itself, or (for corpus metrics such as BLEU, whose items
-        are pairs) the task's aggregation of that one item."""
-        if isinstance(item, (int, float)):
-            return float(item)
-        value = float(self.reference.aggregation()[self.metric]([item]))
-        return value if math.isfinite(value) else 0.0
-
-    def correct(self, score: float) -> bool:
-        """Not an error: the score reaches the error threshold."""
-        return score >= self.threshold if self.higher_is_better else score <= self.threshold
-

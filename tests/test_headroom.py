@@ -37,6 +37,7 @@ def test_a_baseline_that_never_answers_in_format():
     text = found.text()
     assert "exact_match,answer = 0.000; answers the filter could not read: 10 of 10 (100%); different answers: 1" in text
     assert "dev +0.500 (n=10, one-sided sign test, as --accept paired), test +0.200 (n=30, two-sided" in text
+    assert "errors: 10 of 10 (exact_match,answer: 0/1, an error is below 1)" in text
 
 
 def test_a_saturated_baseline_is_one_warning_naming_the_flag():

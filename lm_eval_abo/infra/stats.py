@@ -1,5 +1,6 @@
-"""Paired statistics of two prompts scored on the same examples: the difference with a paired bootstrap
-interval, the exact McNemar test for 0/1 metrics, and the examples one prompt fixed and broke; Kendall's tau
+"""Paired statistics of two prompts scored on the same examples: the difference of their aggregated scores
+with a paired bootstrap interval, the exact McNemar test for 0/1 metrics and a paired permutation test for
+graded and corpus metrics, and the examples one prompt fixed and broke; Kendall's tau
 between two scorings of the same items (rankings of models); and, for the studies, a two-sample permutation
 test and a one-sided Fisher exact test."""
 
@@ -8,23 +9,59 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 BOOTSTRAP = 10_000
+CORPUS_BOOTSTRAP = 1_000  # resamples of a metric aggregated over the corpus (BLEU): each costs a full aggregation
 LEVEL = 0.95
 
 
-def paired_interval(a: list[float], b: list[float], seed: int = 1234, iterations: int = BOOTSTRAP,
-                    level: float = LEVEL) -> tuple[float, float]:
-    """A percentile bootstrap interval of mean(b - a), resampling examples (pairs) with replacement."""
-    diffs = [y - x for x, y in zip(a, b)]
-    n = len(diffs)
+def _mean(values) -> float:
+    return sum(values) / len(values)
+
+
+def paired_interval(a: list, b: list, seed: int = 1234, iterations: int = BOOTSTRAP, level: float = LEVEL,
+                    aggregate: Callable | None = None) -> tuple[float, float]:
+    """A percentile bootstrap interval of aggregate(b) - aggregate(a), resampling examples (pairs) with
+    replacement and aggregating each resample (`aggregate`: the metric's own over its per-example items,
+    e.g. corpus BLEU; None: the mean of per-example values)."""
+    n = len(a)
     if n == 0:
         return (math.nan, math.nan)
     rng = random.Random(seed)
-    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(iterations))
+    if aggregate is None:
+        diffs = [y - x for x, y in zip(a, b)]
+        gaps = (sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(iterations))
+    else:
+        picks = ([rng.randrange(n) for _ in range(n)] for _ in range(iterations))
+        gaps = (aggregate([b[i] for i in p]) - aggregate([a[i] for i in p]) for p in picks)
+    found = sorted(gaps)
     tail = (1 - level) / 2
-    return means[int(tail * iterations)], means[min(iterations - 1, int((1 - tail) * iterations))]
+    return float(found[int(tail * iterations)]), float(found[min(iterations - 1, int((1 - tail) * iterations))])
+
+
+def paired_permutation(a: list, b: list, seed: int = 1234, iterations: int = BOOTSTRAP,
+                       aggregate: Callable | None = None) -> float:
+    """Two-sided p-value of aggregate(b) - aggregate(a) under the null that each example's two results are
+    exchangeable: every assignment of the pairs' sides when there are at most `iterations` (exact), else
+    `iterations` seeded random ones (each pair swapped with probability 1/2)."""
+    n, aggregate = len(a), aggregate or _mean
+    if n == 0:
+        return 1.0
+
+    def gap(swaps) -> float:
+        xs = [y if s else x for x, y, s in zip(a, b, swaps)]
+        ys = [x if s else y for x, y, s in zip(a, b, swaps)]
+        return abs(aggregate(ys) - aggregate(xs))
+
+    observed = gap([False] * n) - 1e-12
+    if 2**n <= iterations:
+        gaps = [gap(swaps) for swaps in itertools.product((False, True), repeat=n)]  # includes the observed
+        return sum(g >= observed for g in gaps) / len(gaps)
+    rng = random.Random(seed)
+    extreme = sum(gap([rng.random() < 0.5 for _ in range(n)]) >= observed for _ in range(iterations))
+    return (1 + extreme) / (1 + iterations)
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
@@ -43,26 +80,34 @@ def is_binary(values) -> bool:
 
 @dataclass
 class Comparison:
-    """The new prompt (b) against the baseline (a) on the same examples."""
+    """The new prompt (b) against the baseline (a) on the same examples, each side aggregated as the task
+    aggregates its metric, so `difference` is the difference of the two scores lm-eval reports."""
 
     n: int
     baseline: float
     new: float
     difference: float
-    interval: tuple[float, float]
-    mcnemar_p: float | None  # for 0/1 metrics
+    interval: tuple[float, float]  # paired bootstrap, resampling examples and re-aggregating
+    mcnemar_p: float | None  # exact McNemar, for 0/1 metrics averaged
     fixed: list[int]  # examples wrong under a, right under b
     broken: list[int]  # right under a, wrong under b
+    permutation_p: float | None = None  # paired permutation test, for graded and corpus metrics
+
+    @property
+    def p(self) -> float:
+        return self.mcnemar_p if self.mcnemar_p is not None else self.permutation_p
 
     @property
     def significant(self) -> bool:
-        """The interval excludes 0 (and, for 0/1 metrics, McNemar agrees at the same level)."""
+        """The interval excludes 0 and the paired test agrees at the same level (McNemar for 0/1 metrics, the
+        paired permutation test for the others)."""
         lo, hi = self.interval
-        return (lo > 0 or hi < 0) and (self.mcnemar_p is None or self.mcnemar_p < 1 - LEVEL)
+        return (lo > 0 or hi < 0) and (self.p is None or self.p < 1 - LEVEL)
 
     def verdict(self, higher_is_better: bool = True) -> str:
         lo, hi = self.interval
-        p = f", McNemar p={self.mcnemar_p:.3g}" if self.mcnemar_p is not None else ""
+        test = "McNemar" if self.mcnemar_p is not None else "paired permutation"
+        p = f", {test} p={self.p:.3g}" if self.p is not None else ""
         if not self.significant:
             # both tests must agree, so the line shows both: an interval clear of 0 with few changed examples
             # still reads "no difference" and the p says why
@@ -76,19 +121,29 @@ class Comparison:
         return {**asdict(self), "interval": list(self.interval), "significant": self.significant}
 
 
-def compare(a: dict[int, float], b: dict[int, float], correct_a: dict[int, bool], correct_b: dict[int, bool],
-            seed: int = 1234) -> Comparison:
-    """Prompt b against prompt a, on the examples both were scored on (per-example values and
-    correctness by example)."""
+def compare(a: dict[int, object], b: dict[int, object], correct_a: dict[int, bool] | None = None,
+            correct_b: dict[int, bool] | None = None, seed: int = 1234,
+            aggregate: Callable | None = None) -> Comparison:
+    """Prompt b against prompt a, on the examples both were scored on: per-example items (the metric's values,
+    or for a corpus metric the items its `aggregate` takes) and whether each is right, by example (None: a
+    0/1 metric's value; the examples of another metric are then neither fixed nor broken). Each side is
+    aggregated over the common examples; the bootstrap and the permutation test re-aggregate."""
     common = sorted(a.keys() & b.keys())
-    xs, ys = [a[i] for i in common], [b[i] for i in common]
-    fixed = [i for i in common if correct_b[i] and not correct_a[i]]
-    broken = [i for i in common if correct_a[i] and not correct_b[i]]
+    xs, ys = ([side[i] if aggregate else float(side[i]) for i in common] for side in (a, b))
+    binary = aggregate is None and is_binary(xs + ys)
+    if correct_a is None or correct_b is None:  # from a 0/1 metric's values; for another, none fixed or broken
+        correct_a, correct_b = ({i: v[i] == 1 for i in common} for v in (a, b)) if binary else ({}, {})
+    fixed = [i for i in common if correct_b.get(i, False) and not correct_a.get(i, True)]
+    broken = [i for i in common if correct_a.get(i, False) and not correct_b.get(i, True)]
     n = len(common)
+    whole = aggregate or _mean
+    iterations = BOOTSTRAP if aggregate is None else CORPUS_BOOTSTRAP
+    baseline, new = (float(whole(xs)), float(whole(ys))) if n else (math.nan, math.nan)
     return Comparison(
-        n=n, baseline=sum(xs) / n if n else math.nan, new=sum(ys) / n if n else math.nan,
-        difference=(sum(ys) - sum(xs)) / n if n else math.nan, interval=paired_interval(xs, ys, seed),
-        mcnemar_p=mcnemar_exact(len(broken), len(fixed)) if is_binary(xs + ys) else None, fixed=fixed, broken=broken,
+        n=n, baseline=baseline, new=new, difference=new - baseline,
+        interval=paired_interval(xs, ys, seed, iterations, aggregate=aggregate),
+        mcnemar_p=mcnemar_exact(len(broken), len(fixed)) if binary else None, fixed=fixed, broken=broken,
+        permutation_p=None if binary or not n else paired_permutation(xs, ys, seed, iterations, aggregate),
     )
 
 

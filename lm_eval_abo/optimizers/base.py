@@ -59,7 +59,8 @@ class TaskView(Protocol):
     the meta-prompts say of it. The bridge to lm-eval implements it; a unit test may fake it."""
 
     higher_is_better: bool
-    threshold: float  # the metric's value of a right answer (below it, or above for lower-is-better: an error)
+    threshold: float  # below it (above, where lower is better): an error; 0/1 metrics 1, graded ones their own
+    # default or --error-threshold (`tasks.metrics`)
     metric_key: str
     default_prompt: Prompt  # the baseline
     task_description: str

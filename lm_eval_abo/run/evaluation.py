@@ -6,12 +6,14 @@ from __future__ import annotations
 import errno
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from lm_eval_abo.artifact.prompt import Prompt
 from lm_eval_abo.cost.ledger import Usage
 from lm_eval_abo.cost.target import target_calls
+from lm_eval_abo.infra import stats
 from lm_eval_abo.infra.files import write_text_atomic
 from lm_eval_abo.infra.redact import redact_arg_string, redacting_tracker
 from lm_eval_abo.reports.results import number
@@ -25,6 +27,8 @@ class TestRun:
     results: Path  # lm-eval's results JSON
     per_doc: dict[int, float]  # position in the test split -> the metric's value
     correct: dict[int, bool]  # position in the test split -> not an error
+    items: dict[int, object]  # position in the test split -> the metric's item, as the aggregation takes it
+    aggregate: Callable | None  # the metric's aggregation (None: the mean), which `compared` re-applies
     answers: dict[int, str]  # position in the test split -> the answer the task's filter read
     unread: set[int]  # positions whose reply the task's filter could not read an answer from
     arguments: list  # what lm-eval sent the target for each test document, in order
@@ -56,7 +60,8 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
     samples = results.pop("samples")
     position = {index: i for i, index in enumerate(part.indices)}
     rows = sorted((r for r in samples[task] if r["filter"] == bridge.filter_name), key=lambda r: r["doc_id"])
-    scored = {position[r["doc_id"]]: bridge.sample(r, "test", position[r["doc_id"]])[0] for r in rows}
+    found = {position[r["doc_id"]]: bridge.sample(r, "test", position[r["doc_id"]]) for r in rows}
+    scored = {i: sample for i, (sample, _) in found.items()}
     unread = {i for i, no in zip(scored, bridge.unread(list(scored.values()))) if no}
     arguments = [list(r["arguments"]) for r in rows]
     bridge.counter.cache_hits(rows, reached)
@@ -69,6 +74,8 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
         results=_written(tracker, results_dir),
         per_doc={i: s.score for i, s in scored.items()},
         correct={i: s.correct for i, s in scored.items()},
+        items={i: item for i, (_, item) in found.items()},
+        aggregate=bridge.measure.aggregate,
         answers={i: s.answer for i, s in scored.items()},
         unread=unread,
         arguments=arguments,
@@ -76,6 +83,12 @@ def evaluate(session, prompt: Prompt, results_dir: Path, provenance: dict) -> Te
         seconds=round(time.time() - started, 1),
         table=make_table(results),
     )
+
+
+def compared(baseline: TestRun, new: TestRun, seed: int) -> stats.Comparison:
+    """`new` against `baseline` on their common test documents, each aggregated as the task aggregates its
+    metric: the difference is that of lm-eval's two reported scores (`stats.compare`)."""
+    return stats.compare(baseline.items, new.items, baseline.correct, new.correct, seed, new.aggregate)
 
 
 def answer_counts(answers: dict[int, str], unread: set[int] = frozenset()) -> dict:

@@ -25,6 +25,8 @@ class Headroom:
     dev_gain: float | None  # the smallest gain --accept paired can show on dev (one-sided), None: none
     test_gain: float | None  # the smallest gain the test comparison can show (two-sided McNemar), None: none
     binary: bool  # a 0/1 metric, for which the smallest gains are exact
+    errors: int = 0  # dev examples that miss the metric's error threshold
+    error_rule: str = ""  # what counts as an error (`tasks.metrics.Metric.describe`)
 
     @classmethod
     def of(cls, bridge, prompt, dev_indices: list[int], n_test: int, alpha: float) -> Headroom:
@@ -34,7 +36,9 @@ class Headroom:
         return cls(metric=bridge.metric_key, dev=score.value, n_dev=len(samples), unread=sum(bridge.unread(samples)),
                    distinct=len({s.answer for s in samples}), n_test=n_test, alpha=alpha,
                    dev_gain=smallest_gain(len(samples), alpha, two_sided=False), test_gain=smallest_gain(n_test, alpha),
-                   binary=all(s.score in (0.0, 1.0) for s in samples))
+                   binary=bridge.measure.mean and not bridge.measure.graded and all(s.score in (0.0, 1.0) for s in samples),
+                   errors=sum(not s.correct for s in samples),
+                   error_rule=bridge.measure.describe())
 
     def warnings(self, higher_is_better: bool = True) -> list[str]:
         """At most one line: what keeps this run from showing a gain, and the flag that changes it."""
@@ -64,5 +68,6 @@ class Headroom:
             f"{gain(self.dev_gain, self.n_dev, 'one-sided sign test, as --accept paired')}, test "
             f"{gain(self.test_gain, self.n_test, 'two-sided exact McNemar, as the verdict')}"
             + ("" if self.binary else " (for 0/1 metrics; this metric is graded)"),
+            f"  errors: {self.errors} of {self.n_dev} ({self.error_rule})",
         ]
         return "\n".join(lines + self.warnings(higher_is_better))

@@ -18,7 +18,7 @@ from lm_eval_abo.artifact import store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.cost.ledger import Budget
 from lm_eval_abo.cost.target import TargetFailed
-from lm_eval_abo.infra import metaprompts, stats
+from lm_eval_abo.infra import metaprompts
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.files import dump_json, read_json, write_text_atomic, write_texts_atomic
 from lm_eval_abo.infra.lock import FolderLock
@@ -60,8 +60,10 @@ def settings_of(config: OptimizeConfig, session: Session) -> dict:
         "method_args": config.method_args,
         "seed": config.seed, "train_limit": config.train_limit, "dev_limit": config.dev_limit,
         "test_limit": config.test_limit, "accept": config.accept, "alpha": config.alpha, "selection": config.selection,
+        "race_alpha": config.race_alpha,
         "no_copy": config.no_copy, "sampling_temperature": config.sampling_temperature, **config.harness().recorded(),
-        "metric": session.bridge.metric_key, "answer_format": session.bridge.answer_format,
+        "metric": session.bridge.metric_key, "error_threshold": config.error_threshold,
+        "errors": session.bridge.measure.describe(), "answer_format": session.bridge.answer_format,
     }
 
 
@@ -85,7 +87,7 @@ def artifact_of(config: OptimizeConfig, session: Session, result: SearchResult, 
 def search_of(config: OptimizeConfig, session: Session, method, params, run: RunFolder) -> Search:
     """The loop with the strategies the flags name."""
     ctx = session.context(params, record=run.record_call, engine_dir=run.engine)
-    dev_scoring = selection.Racing() if config.selection == "racing" else selection.FullDev()
+    dev_scoring = selection.Racing(config.race_alpha, config.seed) if config.selection == "racing" else selection.FullDev()
     acceptance = selection.Paired(config.alpha) if config.accept == "paired" else selection.ByScore()
     return Search(method, ctx, bridge=session.bridge, ledger=session.ledger, beam=config.beam,
                   minibatch=config.minibatch, stop=AnyOf((Patience(config.patience), MaxRounds(config.rounds))),
@@ -208,7 +210,7 @@ def finish(config: OptimizeConfig, session: Session, result: SearchResult, run: 
         untouched = untouched or tested
     except TargetFailed as e:
         raise AboError(f"{e} during the test evaluation; {run.saved_rounds()}") from e
-    comparison = stats.compare(untouched.per_doc, tested.per_doc, untouched.correct, tested.correct, config.seed)
+    comparison = evaluation.compared(untouched, tested, config.seed)
     test_ids = splits["test"]
     final.scores["test"] = {**tested.score, "results_file": str(tested.results.relative_to(run.dir)),
                             **evaluation.answer_counts(tested.answers, tested.unread)}

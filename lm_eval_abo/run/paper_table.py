@@ -26,7 +26,6 @@ from pathlib import Path
 from lm_eval_abo.artifact import store
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.cost.ledger import Ledger, total
-from lm_eval_abo.infra import stats
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.files import write_json, write_text_atomic
 from lm_eval_abo.infra.lock import FolderLock
@@ -76,8 +75,8 @@ class Rows:
         if self.first is None:
             self.first = test
         else:
-            c = stats.compare(self.first.per_doc, test.per_doc, self.first.correct, test.correct, seed)
-            row.update(vs_baseline=c.difference, ci=list(c.interval), mcnemar_p=c.mcnemar_p)
+            c = evaluation.compared(self.first, test, seed)
+            row.update(vs_baseline=c.difference, ci=list(c.interval), mcnemar_p=c.mcnemar_p, permutation_p=c.permutation_p)
         self.rows.append(row)
         self.out(f"{task} (seed {seed}): {name}: {test.score['value']:.3f} (n={test.score['n']})")
 

@@ -22,10 +22,11 @@ from lm_eval_abo.infra.llm import OptimizerLLM
 from lm_eval_abo.infra.redact import redact_arg_string
 from lm_eval_abo.optimizers import resolve
 from lm_eval_abo.optimizers.base import Context, Method, OptimizerCalls
-from lm_eval_abo.scoring import OUTPUT_TYPES, Bridge, primary_metric
+from lm_eval_abo.scoring import OUTPUT_TYPES, Bridge
 from lm_eval_abo.tasks import AboTask, lookup, splits
 from lm_eval_abo.tasks.built import Harness, physical_docs, quiet_lm_eval
 from lm_eval_abo.tasks.configs import load_config
+from lm_eval_abo.tasks.metrics import Metric
 
 
 @dataclass(frozen=True)
@@ -222,14 +223,15 @@ def plan_session(config: OptimizeConfig, reads_text: str | None = None) -> Sessi
         raise AboError(f"{reads_text} needs the target's generated text, and task {config.task!r} is a "
                        f"{task.OUTPUT_TYPE} task; use an APO method (ape, apo, apo-sum, promptagent, promptagent-beam, "
                        "opro)")
-    primary_metric(task, config.metric)  # a --metric the task does not have fails before any model loads
+    Metric.of(task, config.metric, config.error_threshold)  # a --metric the task lacks fails before any model loads
     default = task.abo_prompt if base.pop("class", None) else Prompt()
     own = splits.task_splits(task.config)
     sizes = {name: len(physical_docs(task, name)) for name in set(own.values()) if name is not None}
     plan = splits.plan(task.config, sizes, config.seed, config.train_limit, config.dev_limit, config.test_limit)
     target = target_of(config)
     bridge = Bridge(None, task, base, plan, manager, harness=harness_of(config, target), default_prompt=default,
-                    metric=config.metric, answer_format=config.answer_format, quiet=not config.verbose)
+                    metric=config.metric, answer_format=config.answer_format, quiet=not config.verbose,
+                    error_threshold=config.error_threshold)
     return Session(bridge, Sizes(config.rounds, config.beam, config.minibatch, config.train_limit, config.dev_limit,
                                  config.test_limit, config.candidates), config.seed, config.sampling_temperature, target,
                    quiet=not config.verbose)
@@ -311,7 +313,8 @@ def artifact_config(artifact, harness: HarnessSettings, **more) -> OptimizeConfi
     settings (and `more`, e.g. another target's model and model_args)."""
     done, recorded = artifact.settings, artifact.splits
     return OptimizeConfig(
-        task=artifact.task, seed=done.get("seed", 1234),
+        task=artifact.task, seed=done.get("seed", 1234), metric=done.get("metric"),
+        error_threshold=done.get("error_threshold"),
         **{f"{split}_limit": len(recorded[split]) if recorded.get(split) else None for split in ("train", "dev", "test")},
         **{**vars(harness.over(done)), **more},
     )

@@ -97,8 +97,8 @@ def evaluated(session, prompt, row: str, model: str, folder: Path, provenance: d
     """`prompt` (row `row`) on the session's target (column `model`) on the test documents, through lm-eval, its
     results and samples kept in `folder`."""
     test = evaluation.evaluate(session, prompt, folder, provenance)
-    return Evaluated(row, model, test.score["value"], test.score["stderr"], test.score["n"], test.per_doc, test.correct,
-                     str(test.results))
+    return Evaluated(row, model, test.score["value"], test.score["stderr"], test.score["n"], test.items, test.correct,
+                     str(test.results), test.aggregate)
 
 
 def slug(row: str) -> str:

@@ -16,6 +16,7 @@ Plain data in, plain data out (`to_dict`): the run layer evaluates, the report w
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lm_eval_abo.infra import stats
@@ -32,9 +33,10 @@ class Evaluated:
     score: float
     stderr: float | None
     n: int
-    per_doc: dict[int, float]  # position in the test split -> the metric's value
+    per_doc: dict[int, object]  # position in the test split -> the metric's item (its value, for a mean)
     correct: dict[int, bool]
     results: str = ""  # lm-eval's results JSON of this pair
+    aggregate: Callable | None = None  # the metric's aggregation of the items (None: the mean)
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ def beyond(interval) -> int:
 
 def _compared(a: Evaluated, b: Evaluated, seed: int) -> dict:
     """b against a on their common documents: the difference b - a and its interval."""
-    c = stats.compare(a.per_doc, b.per_doc, a.correct, b.correct, seed)
-    return {"difference": c.difference, "ci": list(c.interval), "mcnemar_p": c.mcnemar_p, "n": c.n,
+    c = stats.compare(a.per_doc, b.per_doc, a.correct, b.correct, seed, b.aggregate)
+    return {"difference": c.difference, "ci": list(c.interval), "mcnemar_p": c.mcnemar_p,
+            "permutation_p": c.permutation_p, "n": c.n,
             "beyond": beyond(c.interval)}
 
 

@@ -11,7 +11,7 @@ from lm_eval_abo.reports.markdown import fmt, table
 from lm_eval_abo.reports.run_report import money
 
 CELL_COLUMNS = ("task", "prompt", "model", "metric", "score", "stderr", "n", "baseline", "difference", "ci_low",
-                "ci_high", "beyond", "mcnemar_p", "results")
+                "ci_high", "beyond", "mcnemar_p", "permutation_p", "results")
 RANK_COLUMNS = ("task", "setting", "model", "prompt", "score", "rank")
 
 
