@@ -136,11 +136,15 @@ def test_a_worse_prompt_reads_worse_and_a_graded_metric_has_no_mcnemar():
     graded = comparison([0.2] * 30, [0.7] * 30)
     lo, hi = graded.interval
     assert graded.mcnemar_p is None and (lo, hi) == (pytest.approx(0.5), pytest.approx(0.5))
-    assert graded.verdict() == "+0.500 (95% CI +0.500 to +0.500, n=30): better than the baseline"
-    assert graded.verdict(higher_is_better=False) == "+0.500 (95% CI +0.500 to +0.500, n=30): worse than the baseline"
-    same = comparison([0.2] * 30, [0.2] * 30)
+    # the paired permutation test: of 10,000 random sign swaps of 30 differences of 0.5, none reaches |0.5|
+    # unless it swaps all or none (odds 2 / 2**30), so p = (1 + 0) / (1 + 10,000)
+    assert graded.permutation_p == pytest.approx(1 / 10_001)
+    assert graded.verdict() == \
+        "+0.500 (95% CI +0.500 to +0.500, paired permutation p=0.0001, n=30): better than the baseline"
+    assert graded.verdict(higher_is_better=False).endswith(", n=30): worse than the baseline")
+    same = comparison([0.2] * 30, [0.2] * 30)  # every swap is as extreme as no difference: p = 1
     assert same.verdict() == ("no difference from the baseline that the test set can show (n=30, +0.000, "
-                              "95% CI +0.000 to +0.000)")
+                              "95% CI +0.000 to +0.000, paired permutation p=1)")
 
 
 def test_a_comparison_as_a_dict_lists_its_interval_and_verdict():
@@ -152,3 +156,26 @@ def test_a_comparison_as_a_dict_lists_its_interval_and_verdict():
 
 def test_the_sign_test_with_only_ties_is_one():
     assert stats.sign_test([1.0, 0.0], [1.0, 0.0]) == 1.0
+
+
+def test_the_smallest_gain_at_a_level_the_first_changed_example_reaches():
+    # one-sided: k fixed examples give p = 0.5**k; p <= alpha decides, so alpha 0.25 needs 2 and 0.6 needs 1
+    assert stats.smallest_gain(10, alpha=0.25, two_sided=False) == 0.2
+    assert stats.smallest_gain(10, alpha=0.6, two_sided=False) == 0.1
+
+
+def test_the_permutation_test_enumerates_when_the_splits_are_exactly_the_iterations():
+    # [1, 1] against [0, 0]: of the 6 splits, 2 put both ones together (|difference| 1), 4 split them (0): p = 2/6
+    floor, p = stats.permutation_test([1.0, 1.0], [0.0, 0.0], iterations=6)
+    assert p == pytest.approx(1 / 3) and floor == 1.0
+
+
+def test_the_full_level_of_the_permutation_floor_is_the_largest_gap():
+    # [3] against [0, 1]: the splits give |3 - 0.5| = 2.5, |0 - 2| = 2 and |1 - 1.5| = 0.5
+    assert stats.permutation_test([3.0], [0.0, 1.0], level=1.0) == (2.5, pytest.approx(1 / 3))
+
+
+def test_sampled_permutations_are_seeded():
+    rng = numpy.random.default_rng(2)
+    a, b = list(rng.random(12)), list(rng.random(12) + 0.2)
+    assert stats.permutation_test(a, b, iterations=300) == stats.permutation_test(a, b, iterations=300)
