@@ -31,7 +31,8 @@ import record
 
 # module (under lm_eval_abo/) -> its unit tests (files, or single tests where the rest of a file runs whole searches)
 MODULES = {
-    "infra/stats.py": ["tests/test_stats.py", "tests/test_headroom.py", "tests/test_metrics.py", "tests/test_stats_mutants.py"],
+    "infra/stats.py": ["tests/test_stats.py", "tests/test_headroom.py", "tests/test_metrics.py",
+                       "tests/test_stats_mutants.py"],
     "optimizers/selection.py": ["tests/test_stats.py", "tests/test_racing.py", "tests/test_selection_mutants.py"],
     "reports/regression.py": ["tests/test_check.py", "tests/test_regression_mutants.py"],
     "cost/ledger.py": ["tests/test_ledger.py", "tests/test_search.py", "tests/test_ledger_mutants.py"],
