@@ -38,8 +38,8 @@ MODULES = {
     "cost/ledger.py": ["tests/test_ledger.py", "tests/test_search.py", "tests/test_ledger_mutants.py"],
     "run/projection.py": ["tests/test_ledger.py::test_the_projection_renders_the_tasks_real_prompts_and_counts_"
                           "each_methods_calls", "tests/test_projection_mutants.py"],
-    "scoring.py": ["tests/test_scoring.py", "tests/test_metrics.py::test_the_error_threshold_setting_replaces_the_default",
-                   "tests/test_scoring_mutants.py"],
+    "scoring.py": ["tests/test_scoring.py", "tests/test_scoring_mutants.py",
+                   "tests/test_metrics.py::test_the_error_threshold_setting_replaces_the_default"],
     "tasks/splits.py": ["tests/test_splits.py"],
     "optimizers/copying.py": ["tests/test_copying.py"],
 }
