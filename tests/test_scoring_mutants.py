@@ -51,3 +51,21 @@ def test_the_answer_format_is_found_on_the_tasks_filter():
     probe.default_prompt, probe._answer_format = Prompt(), None  # a baseline that does not say how to answer
     # the task's filter reads "the answer is <number>": the first phrasing tried, "So the answer is {}.", passes
     assert probe.answer_format == 'End your answer with "So the answer is <answer>.".'
+
+
+def test_a_capped_pass_is_checked_against_the_budget_for_the_requests_it_still_needs():
+    from lm_eval_abo.cost.ledger import Budget, BudgetExhausted, Caps, Ledger, Usage
+    from lm_eval_abo.cost.target import CountingLM
+
+    bridge = make_bridge(rule_lm(), abo_n_train=6, abo_n_dev=5)
+    one = Usage(calls=1, prompt_tokens=10)  # the projection's request, before any is measured
+    bridge.attach(CountingLM(rule_lm()), Budget(Ledger(), Caps(max_target_tokens=59), per_request=one))
+    prompts = [Prompt(instruction="a"), Prompt(instruction="b")]
+    with pytest.raises(BudgetExhausted, match="about 60 for the next 6 target requests"):
+        bridge.score(prompts, "dev", [0, 1, 2])  # 2 prompts x 3 documents x 10 tokens
+    assert bridge.target_requests == 0
+    bridge.score(prompts, "dev", [0, 1, 2], capped=False)  # the test evaluation is not capped
+    assert bridge.target_requests == 6
+    bridge.attach(bridge.counter, Budget(Ledger(), Caps(max_target_tokens=20), per_request=one))
+    bridge.score(prompts, "dev", [0, 1, 2, 3])  # only document 3 is new: 2 requests, 20 tokens
+    assert bridge.target_requests == 8
