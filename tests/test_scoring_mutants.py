@@ -7,8 +7,8 @@ from conftest import make_bridge, rule_lm
 from lm_eval_abo.artifact.prompt import Prompt
 
 
-@pytest.fixture(scope="module")
-def scored():
+@pytest.fixture
+def scored():  # per test: mutmut maps the functions a test calls, its fixtures' setup included, to that test
     first = make_bridge(rule_lm(), abo_n_train=6, abo_n_dev=5)
     question = first.question(first.docs("dev")[0])
     bridge = make_bridge(rule_lm(keyword=question), abo_n_train=6, abo_n_dev=5)  # right on dev document 0 only
