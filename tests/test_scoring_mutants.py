@@ -69,3 +69,33 @@ def test_a_capped_pass_is_checked_against_the_budget_for_the_requests_it_still_n
     bridge.attach(bridge.counter, Budget(Ledger(), Caps(max_target_tokens=20), per_request=one))
     bridge.score(prompts, "dev", [0, 1, 2, 3])  # only document 3 is new: 2 requests, 20 tokens
     assert bridge.target_requests == 8
+
+
+def test_a_multiple_choice_reply_is_the_option_ranked_first(tmp_path):
+    from lm_eval.api.model import LM
+    from test_any_task import write_multiple_choice_task
+
+    class PrefersBlue(LM):
+        """Ranks " blue" first whatever the question."""
+
+        def loglikelihood(self, requests, disable_tqdm=False):
+            return [(0.0 if r.args[1].strip() == "blue" else -5.0, False) for r in requests]
+
+        def generate_until(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+    folder = write_multiple_choice_task(tmp_path / "tasks")
+    bridge = make_bridge(PrefersBlue(), task="my_choice", include_path=[folder],
+                         harness={"train_limit": 4, "dev_limit": 8})
+    docs = bridge.docs("dev")
+    [score] = bridge.score([Prompt()], "dev", list(range(8)))
+    assert [s.output for s in score.samples] == ["blue"] * 8 == [s.answer for s in score.samples]
+    sky = [d["thing"] == "the sky" for d in docs]
+    assert [s.correct for s in score.samples] == sky and score.value == pytest.approx(sum(sky) / 8)
+    assert bridge.target_requests == 8 * 8, "one loglikelihood request per option"
+    assert bridge.unread(score.samples) == [False] * 8 and bridge.answer_format == ""
+    assert [s.id for s in score.samples] == [f"test:{bridge.splits.dev.indices[i]}" for i in range(8)]
+    assert [s.doc for s in score.samples] == docs
