@@ -69,8 +69,10 @@ def mutmut(here: Path, *args: str, capture: bool = False) -> str:
     return done.stdout if capture else ""
 
 
-def score(module: str, here: Path, max_children: int) -> dict:
-    mutmut(here, "run", "--max-children", str(max_children))
+def score(module: str, here: Path, max_children: int | None) -> dict:
+    """Run mutmut on the prepared copy (None: read the results of a run finished there)."""
+    if max_children is not None:
+        mutmut(here, "run", "--max-children", str(max_children))
     mutmut(here, "export-cicd-stats", capture=True)
     counts = json.loads((here / "mutants" / "mutmut-cicd-stats.json").read_text())
     survivors = [line.strip().split(":")[0] for line in mutmut(here, "results", capture=True).splitlines()
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("modules", nargs="*", default=list(MODULES), help="paths under lm_eval_abo/ (default: all)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lm-eval-abo-mutation"))
     parser.add_argument("--max-children", type=int, default=1, help="mutmut workers (default 1: the machine is shared)")
+    parser.add_argument("--collect", action="store_true", help="only read the results of runs finished in --workdir")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -95,8 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for module in args.modules:
         with record.stopwatch() as elapsed:
-            row = score(module, prepare(module, args.workdir), args.max_children)
-        rows.append({**row, "minutes": round(elapsed() / 60, 1), "load_average": record.load_average()})
+            here = args.workdir / module.removesuffix(".py").replace("/", "_")
+            row = score(module, here if args.collect else prepare(module, args.workdir),
+                        None if args.collect else args.max_children)
+        rows.append({**row, "minutes": None if args.collect else round(elapsed() / 60, 1),
+                     "load_average": record.load_average()})
         print(f"{module}: {row['score']}% of {row['mutants']} killed; survivors: "
               f"{' '.join(name.rpartition('.')[2] for name in row['survivors']) or '-'}", flush=True)
     print(record.table([{k: v for k, v in r.items() if k != "survivors"} for r in rows]))
