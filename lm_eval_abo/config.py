@@ -131,9 +131,13 @@ class OptimizeConfig(HarnessSettings):
                        commands=("optimize", "paper-table", "compare"))
     alpha: float = flag("level of the paired test of --accept paired, and of the report's within-noise marks "
                         "(default 0.05)", default=0.05, resume=True, commands=("optimize", "paper-table", "compare"))
-    selection: str = flag("how a round's candidates are scored on dev: full (each on all of it) or racing (growing "
-                          "slices; the better half goes on; the survivors get all of dev)", default="full", resume=True,
+    selection: str = flag("how a round's candidates are scored on dev: full (each on all of it) or racing (seeded "
+                          "random growing slices; a candidate behind the leader on a paired test at --race-alpha is "
+                          "dropped; the survivors get all of dev)", default="full", resume=True,
                           commands=("optimize", "paper-table", "compare"))
+    race_alpha: float = flag("level of --selection racing: a round's truly best candidate is dropped with probability at "
+                             "most this (a paired test per slice, Bonferroni over candidates and slices; default 0.05)",
+                             default=0.05, resume=True, commands=("optimize", "paper-table", "compare"))
     no_copy: int = flag("1 (the default): reject a proposed instruction or procedure that copies training content "
                         "(phrases, the examples' own objects and numbers); 0: keep it, flagged", default=1, name="--no-copy",
                         resume=True, commands=("optimize", "paper-table", "compare"))
@@ -208,8 +212,9 @@ class OptimizeConfig(HarnessSettings):
         for name, value, known in (("accept", self.accept, ACCEPT), ("selection", self.selection, SELECTION)):
             if value not in known:
                 raise AboError(f"--{name} must be one of {', '.join(known)}, got {value!r}")
-        if not 0 < self.alpha < 1:
-            raise AboError(f"--alpha must be between 0 and 1, got {self.alpha!r}")
+        for name in ("alpha", "race_alpha"):
+            if not 0 < getattr(self, name) < 1:
+                raise AboError(f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(self, name)!r}")
         return replace(self, **sizes)
 
     def fingerprint(self) -> dict:

@@ -214,7 +214,7 @@ def make_search(method, ctx, beam: int = 2, minibatch: int = 4, rounds: int = 1,
     return Search(METHODS[method] if isinstance(method, str) else method, ctx, bridge=ctx.task,
                   ledger=Ledger(ctx.calls.llm.usage, ctx.task.counter.usage), beam=beam, minibatch=minibatch,
                   stop=AnyOf((Patience(patience), MaxRounds(rounds))),
-                  dev_scoring=selection.Racing() if racing else selection.FullDev(),
+                  dev_scoring=selection.Racing(seed=ctx.seed) if racing else selection.FullDev(),
                   acceptance=selection.Paired(alpha) if paired else selection.ByScore(), alpha=alpha, no_copy=no_copy)
 
 

@@ -50,19 +50,36 @@ def test_reflection_sensitivity(tmp_path):
     assert (tmp_path / "runs" / TASK / "diagnose" / "reflection.md").exists()
 
 
-def test_refinement_fix_and_break_rates_beside_the_paraphrase_control(tmp_path):
-    proc = diagnose(tmp_path, "refinement", "--method", "apo", "--method-args", "gradients=1,paraphrases=0")
+def test_refinement_beside_resampling_around_it_and_from_the_parent(tmp_path):
+    proc = diagnose(tmp_path, "refinement", "--method", "apo", "--method-args", "gradients=1,paraphrases=1")
     result = json.loads((tmp_path / "runs" / TASK / "diagnose" / "refinement.json").read_text())
     assert result["parent"]["n"] == 3 and result["usage"]["target"]["calls"] > 0 and result["sampling_temperature"] == 1.0
-    kinds = [row["kind"] for row in result["rows"]]
-    assert "refinement" in kinds and "control" in kinds and kinds.count("control") <= kinds.count("refinement")
+    rows = {kind: [r for r in result["rows"] if r["kind"] == kind] for kind in ("refinement", "around_refinement", "from_parent")}
+    assert len(rows) == 3 and len(result["rows"]) == sum(map(len, rows.values()))
+    refinements = {r["key"] for r in rows["refinement"]}
+    assert refinements and all(r["origin"] == "edit" for r in rows["refinement"]), "APO's paraphrases are never refinements"
+    assert all(r["origin"] == "paraphrase" and r["source"] in refinements for r in rows["around_refinement"])
+    assert len({r["source"] for r in rows["around_refinement"]}) == len(rows["around_refinement"]) <= len(refinements)
+    studied = {r["source"] for r in rows["refinement"]}
+    assert len(studied) == 1 and all(r["origin"] == "paraphrase" and r["source"] in studied for r in rows["from_parent"])
+    assert len(rows["from_parent"]) <= len(refinements)
+    # gradients=1, paraphrases=1: APO also wrote a paraphrase of its edit and of the parent, left out
+    assert set(result["left_out"]) == {"paraphrases of the parent", "paraphrases of refinements"}
     errors = result["parent"]["errors"]
     for row in result["rows"]:
         assert 0 <= row["fixed"] <= errors and 0 <= row["broken"] <= 3 - errors
         assert row["net"] == pytest.approx((row["fixed"] - row["broken"]) / 3), "net change is fixes minus breaks"
         assert row["net"] == pytest.approx(row["dev"] - result["parent"]["dev"])
-        assert row["mcnemar_p"] == mcnemar_exact(row["broken"], row["fixed"])
+        assert row["vs_parent"]["difference"] == pytest.approx(row["net"]), "a 0/1 metric: the difference is the net change"
+        assert row["mcnemar_p"] == mcnemar_exact(row["broken"], row["fixed"]) == row["vs_parent"]["mcnemar_p"]
         assert 0 <= row["changed"] <= 1 and row["check"] in (None, "new terms", "step labels")
-    assert [r["origin"] for r in result["rows"] if r["kind"] == "control"] == ["paraphrase"] * kinds.count("control")
+    for row in rows["around_refinement"]:
+        source = next(r for r in rows["refinement"] if r["key"] == row["source"])
+        assert row["refinement_vs_this"]["difference"] == pytest.approx(source["dev"] - row["dev"])
+    for kind, found in result["kinds"].items():
+        members = rows[kind]
+        assert found["members"] == len(members) and found["dev"] == pytest.approx(sum(r["dev"] for r in members) / len(members))
+        if kind != "refinement":
+            assert found["refinements_vs_control"]["difference"] == pytest.approx(result["kinds"]["refinement"]["dev"] - found["dev"])
     assert {c["template"] for c in result["calls"]} >= {"apo_gradient", "apo_edit", "paraphrase"}
-    assert "| control |" in proc.stdout and "McNemar p" in proc.stdout
+    assert "| refinement |" in proc.stdout and "McNemar p" in proc.stdout and "refinements - control" in proc.stdout

@@ -64,3 +64,38 @@ def test_too_small_a_task_is_one_line_that_says_which_limit_to_lower(sizes, limi
 def test_no_evaluation_split_is_refused():
     with pytest.raises(AboError, match="neither a test_split nor a validation_split"):
         splits.plan(config(train="train", test=None), {"train": 10}, seed=1, train_limit=None, dev_limit=None, test_limit=None)
+
+
+@pytest.mark.parametrize("doc, expected", [
+    ({"id": 17}, "17"), ({"id": "q-3"}, "q-3"),  # the document's own id
+    ({"id": True}, "dev:4"), ({"id": 1.5}, "dev:4"), ({"id": None}, "dev:4"), ({"ID": "x"}, "dev:4"), ({}, "dev:4"),
+])
+def test_a_document_is_recorded_by_its_own_id_else_by_split_and_position(doc, expected):
+    assert splits.doc_id(doc, "dev", 4) == expected
+
+
+def test_the_splits_of_a_config_read_from_yaml_and_of_one_missing_the_fields():
+    read = {"task": "t", "training_split": "train", "validation_split": "validation", "test_split": "test"}
+    assert splits.task_splits(read) == {"train": "train", "dev": "validation", "test": "test"}
+    assert splits.task_splits({"task": "t", "validation_split": "validation"}) == {"train": None, "dev": None,
+                                                                                  "test": "validation"}
+    assert splits.task_splits(SimpleNamespace(task="t", test_split="test")) == \
+        {"train": None, "dev": None, "test": "test"}
+    assert splits.task_splits(config(train="test")) == {"train": None, "dev": None, "test": "test"}, \
+        "a training split that is also the evaluated one is not train"
+    with pytest.raises(AboError) as err:
+        splits.task_splits({"task": "mine", "training_split": "train"})
+    assert str(err.value) == ("task 'mine' has neither a test_split nor a validation_split, so lm-eval has no documents "
+                              "to evaluate; set test_split: <split> in its YAML to one of its dataset's splits")
+
+
+def test_carving_may_leave_the_donor_a_single_document():
+    plan = splits.plan(config(), {"test": 27}, seed=3, train_limit=16, dev_limit=10, test_limit=None)
+    assert (len(plan.train.indices), len(plan.dev.indices), len(plan.test.indices)) == (16, 10, 1)
+
+
+def test_an_empty_own_split_is_refused_by_name():
+    with pytest.raises(AboError) as err:
+        splits.plan(config(train="train", validation="validation"), {"train": 5, "validation": 0, "test": 10}, seed=1,
+                    train_limit=None, dev_limit=None, test_limit=None)
+    assert str(err.value) == "the dev split of task 't' is empty"

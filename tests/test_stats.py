@@ -106,12 +106,14 @@ def search(count: int, beam: int, dev: int, **rules):
 
 
 def test_racing_drops_the_dominated_candidates_and_scores_the_survivors_on_all_of_dev():
-    full, full_requests = search(6, beam=2, dev=12)
-    raced, race_requests = search(6, beam=2, dev=12, racing=True)
-    assert race_requests < full_requests == 7 * 12
+    # 6 candidates, slices 6, 12, 24 of 48: a plain prompt is dropped once it is behind on a one-sided sign test at
+    # 0.05 / (5 * 3) = 0.0033: not after 6 examples (p = 1/64), after 12 (p = 1/4096)
+    full, full_requests = search(6, beam=2, dev=48)
+    raced, race_requests = search(6, beam=2, dev=48, racing=True)
+    assert full_requests == 7 * 48 and race_requests == 48 + 6 * 12 + 2 * (48 - 12)
     raced_out = [n for n in raced.nodes if "raced_out" in n.candidate.notes]
-    assert raced_out and all(n.dev == 0.0 and n.dev_n < 12 for n in raced_out), "only the plain prompts lose"
-    assert all(raced.node(k).dev_n == 12 for k in raced.beam), "the beam rests on all of dev"
+    assert len(raced_out) == 4 and all(n.dev == 0.0 and n.dev_n == 12 for n in raced_out), "only the plain prompts lose"
+    assert all(raced.node(k).dev_n == 48 for k in raced.beam), "the beam rests on all of dev"
     assert raced.best.prompt.instruction == full.best.prompt.instruction and "magic" in raced.best.prompt.instruction
 
 

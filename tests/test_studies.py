@@ -14,6 +14,7 @@ from scipy.stats import fisher_exact
 from lm_eval_abo.artifact.prompt import Prompt
 from lm_eval_abo.infra import stats
 from lm_eval_abo.optimizers import METHODS
+from lm_eval_abo.optimizers.base import Candidate
 from lm_eval_abo.scoring import Sample
 from lm_eval_abo.studies import sets
 from lm_eval_abo.studies.refinement import guidance, refine, refinement_markdown
@@ -192,39 +193,82 @@ def test_permutation_floor_and_fisher_on_known_values():
     assert stats.fisher_greater(5, 6, 1, 8) == pytest.approx(fisher_exact([[5, 1], [1, 7]], alternative="greater").pvalue)
 
 
-def refinement_replies(messages):
-    text = messages[0]["content"]
-    if "<reason>" in text:
-        return "<reason>It never says the magic word.</reason>"
-    if "improved instruction" in text:
-        return "<prompt>Say the magic word, then count.</prompt>"
-    return "<prompt>Count the things in the list.</prompt>"  # the paraphrase
+def refinement_replies():
+    """A scripted optimizer for one APO round: numbered edits that say the magic word (the target then answers
+    right), paraphrases of an edit that drop it, and a planted paraphrase of the parent."""
+    edits, takes = iter(range(1, 100)), iter(range(1, 100))
+
+    def reply(messages):
+        text = messages[0]["content"]
+        if "<reason>" in text:
+            return "<reason>It never says the magic word.</reason>"
+        if "improved instruction" in text:
+            return f"<prompt>Say the magic word, then count (edit {next(edits)}).</prompt>"
+        instruction = re.search(r"Instruction: (.*)", text).group(1)
+        if "magic" in instruction:
+            edit = re.search(r"edit \d+", instruction).group(0)
+            return f"<prompt>Count, then say the word ({edit}).</prompt>"
+        return f"<prompt>Count the things in the list, take {next(takes)}.</prompt>"  # a planted paraphrase of the parent
+
+    return reply
 
 
-def test_refinement_scores_the_paraphrase_control_beside_it_with_mcnemar_p_values():
+def refined(**params):
     bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=6)
-    llm = ScriptedLLM(refinement_replies)
-    ctx = make_context(bridge, llm, "apo", sampling_temperature=1.0, gradients=1, paraphrases=0)
+    llm = ScriptedLLM(refinement_replies())
+    ctx = make_context(bridge, llm, "apo", sampling_temperature=1.0, **params)
     parent = bridge.default_prompt
     [dev] = bridge.score([parent], "dev", list(range(6)))
     [train] = bridge.score([parent], "train", list(range(4)))
-    result = refine(ctx, METHODS["apo"], parent, dev, train)
-    refinement, control = result["rows"]
-    assert (refinement["kind"], control["kind"]) == ("refinement", "control")
-    assert control["origin"] == "paraphrase" and control["prompt"]["instruction"] == "Count the things in the list."
-    assert control["prompt"]["answer_format"] == parent.answer_format, "the paraphrase keeps the rest of the parent"
-    assert (refinement["fixed"], refinement["broken"], control["fixed"], control["broken"]) == (6, 0, 0, 0)
-    assert refinement["mcnemar_p"] == stats.mcnemar_exact(0, 6) == pytest.approx(2 / 64) and control["mcnemar_p"] == 1.0
-    assert refinement["changed"] == 1.0 and control["changed"] == 0.0 and refinement["answered"] == 1.0
+    return parent, refine(ctx, METHODS["apo"], parent, dev, train)
+
+
+def test_refinement_scores_the_two_controls_beside_it_with_mcnemar_p_values():
+    parent, result = refined(gradients=1, paraphrases=0)
+    refinement, around, from_parent = result["rows"]
+    assert (refinement["kind"], around["kind"], from_parent["kind"]) == ("refinement", "around_refinement", "from_parent")
+    assert around["source"] == refinement["key"] and around["prompt"]["instruction"] == "Count, then say the word (edit 1)."
+    assert from_parent["origin"] == "paraphrase" and from_parent["prompt"]["instruction"] == "Count the things in the list, take 1."
+    assert from_parent["prompt"]["answer_format"] == parent.answer_format, "the paraphrase keeps the rest of the parent"
+    assert (refinement["fixed"], refinement["broken"], from_parent["fixed"], from_parent["broken"]) == (6, 0, 0, 0)
+    assert refinement["mcnemar_p"] == stats.mcnemar_exact(0, 6) == pytest.approx(2 / 64) and from_parent["mcnemar_p"] == 1.0
+    assert refinement["vs_parent"]["difference"] == 1.0 and refinement["vs_parent"]["interval"] == [1.0, 1.0]
+    assert around["refinement_vs_this"]["difference"] == 1.0 and around["refinement_vs_this"]["mcnemar_p"] == pytest.approx(2 / 64)
+    assert refinement["changed"] == 1.0 and from_parent["changed"] == 0.0 and refinement["answered"] == 1.0
     assert refinement["check"] == "new terms" and "magic" in refinement["guidance"]["terms"]
     assert refinement["followed"] == 0.0, "the target's replies never use the new guidance's words"
-    assert result["mean"]["refinement"]["fix_rate"] == 1.0 and result["mean"]["control"]["fix_rate"] == 0.0
+    assert result["mean"]["refinement"]["fix_rate"] == 1.0 and result["mean"]["from_parent"]["fix_rate"] == 0.0
+    # per example every refinement is right and every control wrong: 6 of 6 for the refinements, sign p = 2 / 2**6
+    for control in ("around_refinement", "from_parent"):
+        found = result["kinds"][control]["refinements_vs_control"]
+        assert found["difference"] == 1.0 and found["sign_p"] == pytest.approx(1 / 32)
     assert {(c["template"], c["temperature"]) for c in result["calls"]} == {
         ("apo_gradient", None), ("apo_edit", 1.0), ("paraphrase", 1.0)}
     assert all(isinstance(c["seed"], int) for c in result["calls"])
     markdown = refinement_markdown({**result, "task": "t", "method": "apo", "optimizer": "o", "seed": 1,
                                     "sampling_temperature": 1.0, "minibatch": [0, 1, 2, 3]})
-    assert "| refinement |" in markdown and "| control |" in markdown and "McNemar p" in markdown
+    assert "| refinement |" in markdown and "| from_parent |" in markdown and "| around_refinement |" in markdown
+    assert "McNemar p" in markdown and "## Each refinement against its paraphrase" in markdown
+
+
+def test_a_planted_paraphrase_of_the_parent_is_never_a_refinement():
+    # APO writes 2 edits, a paraphrase of each, and a paraphrase of the parent (a planted one); all 5 are kept
+    parent, result = refined(gradients=2, paraphrases=1, max_expansion_factor=8)
+    rows = {kind: [r for r in result["rows"] if r["kind"] == kind] for kind in ("refinement", "around_refinement", "from_parent")}
+    assert sorted(r["prompt"]["instruction"] for r in rows["refinement"]) == [
+        "Say the magic word, then count (edit 1).", "Say the magic word, then count (edit 2)."]
+    assert all(r["origin"] == "edit" for r in rows["refinement"])
+    assert result["left_out"] == {"paraphrases of the parent": 1, "paraphrases of refinements": 2}
+    refinements = {r["key"]: r["prompt"]["instruction"] for r in rows["refinement"]}
+    assert sorted(r["source"] for r in rows["around_refinement"]) == sorted(refinements), "one around each refinement"
+    for r in rows["around_refinement"]:
+        edit = re.search(r"edit \d", refinements[r["source"]]).group(0)
+        assert r["origin"] == "paraphrase" and r["prompt"]["instruction"] == f"Count, then say the word ({edit})."
+    assert len(rows["from_parent"]) == 2 and {r["source"] for r in rows["from_parent"]} == {Candidate(parent, "x").key}
+    # APO's own paraphrase of the parent was take 1 (left out); the control's are takes 2 and 3
+    assert [r["prompt"]["instruction"] for r in rows["from_parent"]] == [
+        "Count the things in the list, take 2.", "Count the things in the list, take 3."]
+    assert result["kinds"]["refinement"]["members"] == 2 and result["kinds"]["refinement"]["dev"] == 1.0
 
 
 def reply_sample(i: int, output: str) -> Sample:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, Proposal, first_tag
 
 INITIAL_EXAMPLES = 5
+PARAPHRASE = "paraphrase"  # the origin of a resampled candidate: an instruction reworded, no error seen
 TRAIN_SCORE = "train_score"  # the candidate note that holds a shown score (see `note_train_scores`)
 
 
@@ -34,7 +35,7 @@ def paraphrases(ctx: Context, purpose: str, sources: list[tuple[Node | Candidate
             requests.append(("paraphrase", {"instruction": ctx.rewritable(source.prompt).instruction}))
     texts = ctx.ask(purpose, requests, first_tag("prompt"), "prompt", sample=True)
     return [
-        Candidate(replace(ctx.rewritable(src.prompt), instruction=t), "paraphrase", src.key)
+        Candidate(replace(ctx.rewritable(src.prompt), instruction=t), PARAPHRASE, src.key)
         for src, t in zip(owners, texts) if t
     ]
 

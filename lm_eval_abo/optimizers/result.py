@@ -45,8 +45,9 @@ class CandidateRecord:
 
 @dataclass(frozen=True)
 class BestRecord:
-    """The best prompt after a round; a new best's paired p-value against the one it displaced, and
-    whether that gain is within noise at the run's alpha."""
+    """The best prompt after a round; a new best's paired p-value against the one it displaced, the number
+    of the round's candidates it was the highest of, that p-value corrected for it (Bonferroni), and
+    whether the gain is within noise at the run's alpha (records of older runs lack the correction)."""
 
     key: str
     dev: float
@@ -54,14 +55,19 @@ class BestRecord:
     n: int
     gain_p: float | None = None
     within_noise: bool | None = None
+    compared: int | None = None
+    gain_p_adjusted: float | None = None
 
     def to_dict(self) -> dict:
         gain = {"gain_p": self.gain_p, "within_noise": self.within_noise} if self.gain_p is not None else {}
+        if self.compared is not None:
+            gain |= {"compared": self.compared, "gain_p_adjusted": self.gain_p_adjusted}
         return {"key": self.key, "dev": self.dev, "stderr": self.stderr, "n": self.n, **gain}
 
     @classmethod
     def from_dict(cls, d: dict) -> BestRecord:
-        return cls(d["key"], d["dev"], d.get("stderr"), d.get("n", 0), d.get("gain_p"), d.get("within_noise"))
+        return cls(d["key"], d["dev"], d.get("stderr"), d.get("n", 0), d.get("gain_p"), d.get("within_noise"),
+                   d.get("compared"), d.get("gain_p_adjusted"))
 
 
 @dataclass(frozen=True)

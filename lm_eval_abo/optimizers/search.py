@@ -107,7 +107,8 @@ class Search:
         def score(group: list[Candidate], indices: list[int]):
             return self.bridge.score([c.prompt for c in group], "dev", indices, capped)
 
-        scores = self.dev_scoring.score(chosen, score, self.dev_indices, self.beam_size, self.bridge.higher_is_better)
+        scores = self.dev_scoring.score(chosen, score, self.dev_indices, self.beam_size, self.bridge.higher_is_better,
+                                        round_no)
         nodes = []
         for i, c in enumerate(chosen):
             s = scores[i]
@@ -135,7 +136,7 @@ class Search:
         used = self.ledger.minus(start.ledger)
         return RoundRecord(
             round=round_no, candidates=tuple(CandidateRecord.of(n) for n in new),
-            best=BestRecord(best.key, best.dev, best.dev_stderr, best.dev_n, **self._gain(incumbent, best)),
+            best=BestRecord(best.key, best.dev, best.dev_stderr, best.dev_n, **self._gain(incumbent, best, new)),
             mean_dev=sum(n.dev for n in new) / len(new) if new else None,
             flips=flips(incumbent, best) if incumbent else {"fixed": [], "broken": []},
             optimizer=used.optimizer, target=used.target, grader=used.grader, seconds=round(seconds, 1),
@@ -144,13 +145,16 @@ class Search:
             method_requests=self.metered.requests - start.method_requests,
         )
 
-    def _gain(self, previous: Node | None, best: Node) -> dict:
-        """A new best's dev gain over the one it displaced: its paired p-value, and whether that is within
-        noise at the run's alpha (the report marks those)."""
+    def _gain(self, previous: Node | None, best: Node, new: list[Node]) -> dict:
+        """A new best's dev gain over the one it displaced: its paired p-value, the number of the round's
+        candidates it was the highest of, and whether the gain is within noise at the run's alpha once
+        corrected for that selection (`selection.noise`; the report marks those)."""
         if previous is None or previous.key == best.key:
             return {}
         p = selection.gain_p(previous.dev_per_example, best.dev_per_example, self.bridge.higher_is_better)
-        return {"gain_p": round(p, 6), "within_noise": p > self.alpha}
+        compared = sum(n.key != previous.key for n in new)
+        adjusted, within = selection.noise(p, compared, self.alpha)
+        return {"gain_p": round(p, 6), "compared": compared, "gain_p_adjusted": round(adjusted, 6), "within_noise": within}
 
     def run(self, state: SearchState | None, checkpoint, announce, on_baseline=None) -> SearchState:
         """Rounds until `stop` says so (round 0 scores the baseline, hands its node to `on_baseline` before

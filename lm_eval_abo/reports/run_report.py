@@ -171,7 +171,13 @@ def _diff(before, after) -> str:
 
 def _noise(record: RoundRecord) -> str:
     """A new best's gain over the previous one, when a paired test cannot tell it from noise."""
-    return f", a gain within noise (paired p = {record.best.gain_p:.3g})" if record.best.within_noise else ""
+    best = record.best
+    if not best.within_noise:
+        return ""
+    if best.compared is None:
+        return f", a gain within noise (paired p = {best.gain_p:.3g})"
+    return (f", a gain within noise (paired p = {best.gain_p:.3g}; {best.gain_p_adjusted:.3g} corrected for the "
+            f"highest of {best.compared} candidates)")
 
 
 def _doc_text(doc: dict) -> str:

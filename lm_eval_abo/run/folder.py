@@ -60,7 +60,8 @@ class RunFolder:
                 return None
             raise AboError(f"{self.dir} holds an earlier run; pass --resume to continue it, or choose another --output")
         saved = read_json(self.state)
-        differs = [k for k, v in fingerprint.items() if saved["config"].get(k) != v]
+        # a setting newer than the saved run (not in its config) cannot differ from it
+        differs = [k for k, v in fingerprint.items() if k in saved["config"] and saved["config"][k] != v]
         if differs:
             raise AboError(f"--resume: the run in {self.dir} was made with other settings ({', '.join(differs)})")
         saved["state"]["stopped"] = None  # e.g. a budget stop: resuming with a larger budget continues

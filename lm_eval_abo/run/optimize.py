@@ -60,6 +60,7 @@ def settings_of(config: OptimizeConfig, session: Session) -> dict:
         "method_args": config.method_args,
         "seed": config.seed, "train_limit": config.train_limit, "dev_limit": config.dev_limit,
         "test_limit": config.test_limit, "accept": config.accept, "alpha": config.alpha, "selection": config.selection,
+        "race_alpha": config.race_alpha,
         "no_copy": config.no_copy, "sampling_temperature": config.sampling_temperature, **config.harness().recorded(),
         "metric": session.bridge.metric_key, "error_threshold": config.error_threshold,
         "errors": session.bridge.measure.describe(), "answer_format": session.bridge.answer_format,
@@ -86,7 +87,7 @@ def artifact_of(config: OptimizeConfig, session: Session, result: SearchResult, 
 def search_of(config: OptimizeConfig, session: Session, method, params, run: RunFolder) -> Search:
     """The loop with the strategies the flags name."""
     ctx = session.context(params, record=run.record_call, engine_dir=run.engine)
-    dev_scoring = selection.Racing() if config.selection == "racing" else selection.FullDev()
+    dev_scoring = selection.Racing(config.race_alpha, config.seed) if config.selection == "racing" else selection.FullDev()
     acceptance = selection.Paired(config.alpha) if config.accept == "paired" else selection.ByScore()
     return Search(method, ctx, bridge=session.bridge, ledger=session.ledger, beam=config.beam,
                   minibatch=config.minibatch, stop=AnyOf((Patience(config.patience), MaxRounds(config.rounds))),
