@@ -89,8 +89,8 @@ def test_the_paired_rule_at_alpha_decides_every_new_best(raced):
         leader = max([incumbent, *new], key=lambda n: n.dev)  # the first of the highest: the incumbent on a tie
         expected = incumbent
         if leader is not incumbent:
-            wins = sum(leader.dev_per_example[i] > incumbent.dev_per_example[i] for i in range(4))
-            losses = sum(leader.dev_per_example[i] < incumbent.dev_per_example[i] for i in range(4))
+            pairs = [(incumbent.dev_per_example[i], leader.dev_per_example[i]) for i in incumbent.dev_per_example]
+            wins, losses = sum(b > a for a, b in pairs), sum(b < a for a, b in pairs)
             p = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0
             if p <= ALPHA:
                 expected = leader
