@@ -127,33 +127,34 @@ def test_a_cap_stops_the_run_at_the_cap_with_its_rounds_saved(raced, cap):
     assert artifact.usage["test"]["calls"] > 0 and artifact.scores["test"]["n"] == 2, "the best prompt was still tested"
 
 
-# --- --resume for abo and gepa: a run stopped after round 1 resumes to the uninterrupted run's artifact -------
+# --- --resume for abo and gepa: a run stopped by a cap resumes to the uninterrupted run's artifact -----------
 
-RESUMED = {
-    "abo": dict(patience=0, method_args={"demo_attempts": 2, "max_errors": 1, "revisions": 1}),
-    "gepa": dict(method_args={"proposals": 1}),
+RESUMED = {  # abo: stopped in round 1 (its revisions undone); gepa: in round 2, so GEPA's own saved run continues
+    "abo": dict(rounds=1, patience=0, method_args={"demos": 2, "demo_attempts": 2, "max_errors": 1, "revisions": 1}),
+    "gepa": dict(rounds=2, method_args={"proposals": 1}),
 }
 
 
 @pytest.mark.parametrize("method", ["abo", "gepa"])
-def test_a_run_stopped_in_round_2_resumes_to_the_uninterrupted_artifact(tmp_path, method):
+def test_a_run_stopped_in_its_last_round_resumes_to_the_uninterrupted_artifact(tmp_path, method):
     """Both runs share the optimizer's cache and lm-eval's target cache (`--use_cache`), as the README says
     a resumed run must for its artifact to equal an uninterrupted run's."""
-    cache, settings = tmp_path / "optimizer-cache", dict(RESUMED[method], rounds=2, use_cache=str(tmp_path / "target"))
-    whole, whole_state, _, _ = run(tmp_path / "whole", method, cache, **settings)
-    assert [r["round"] for r in whole.trace] == [0, 1, 2]
-    # a cap on optimizer calls at what rounds 0 and 1 used: round 2's first call is refused
-    calls = sum(r["optimizer"]["calls"] for r in whole.trace[:2])
-    assert whole.trace[2]["optimizer"]["calls"] > 0, "round 2 asks the optimizer"
+    cache, settings = tmp_path / "optimizer-cache", dict(RESUMED[method], use_cache=str(tmp_path / "target"))
+    last = settings["rounds"]
+    whole, _, _, _ = run(tmp_path / "whole", method, cache, **settings)
+    assert [r["round"] for r in whole.trace] == list(range(last + 1))
+    # a cap on optimizer calls at what the rounds before the last used: the last round's first call is refused
+    calls = sum(r["optimizer"]["calls"] for r in whole.trace[:last])
+    assert whole.trace[last]["optimizer"]["calls"] > 0, "the last round asks the optimizer"
     stopped, state, report, _ = run(tmp_path / "runs", method, cache, **settings, max_optimizer_calls=calls)
     assert state.stopped == f"--max-optimizer-calls {calls} reached"
-    assert_saved(stopped, state, report, [0, 1])
+    assert_saved(stopped, state, report, list(range(last)))
     assert state.ledger.optimizer.calls == calls, "the cap's count, kept in state.json"
     if method == "gepa":
         assert state.method_state, "GEPA's own state is saved with the round"
 
     resumed, resumed_state, report, _ = run(tmp_path / "runs", method, cache, **settings, resume=True)
-    assert_saved(resumed, resumed_state, report, [0, 1, 2])
+    assert_saved(resumed, resumed_state, report, list(range(last + 1)))
     assert comparable(resumed) == comparable(whole)
     assert resumed.scores["test"]["value"] == whole.scores["test"]["value"]
     assert resumed.usage["optimizer"]["calls"] == whole.usage["optimizer"]["calls"], "the ledger carried over"
