@@ -135,6 +135,10 @@ RESUMED = {  # abo: stopped in round 1 (its revisions undone); gepa: in round 2,
 }
 
 
+def drop_method_requests(artifact: dict) -> dict:
+    return {**artifact, "trace": [{k: v for k, v in r.items() if k != "method_requests"} for r in artifact["trace"]]}
+
+
 @pytest.mark.parametrize("method", ["abo", "gepa"])
 def test_a_run_stopped_in_its_last_round_resumes_to_the_uninterrupted_artifact(tmp_path, method):
     """Both runs share the optimizer's cache and lm-eval's target cache (`--use_cache`), as the README says
@@ -155,7 +159,9 @@ def test_a_run_stopped_in_its_last_round_resumes_to_the_uninterrupted_artifact(t
 
     resumed, resumed_state, report, _ = run(tmp_path / "runs", method, cache, **settings, resume=True)
     assert_saved(resumed, resumed_state, report, list(range(last + 1)))
-    assert comparable(resumed) == comparable(whole)
+    # the trace but for its usage (the method's own target requests: a resumed GEPA re-sends what the stopped
+    # process had memoised, to lm-eval's cache)
+    assert drop_method_requests(comparable(resumed)) == drop_method_requests(comparable(whole))
     assert resumed.scores["test"]["value"] == whole.scores["test"]["value"]
     assert resumed.usage["optimizer"]["calls"] == whole.usage["optimizer"]["calls"], "the ledger carried over"
 
