@@ -89,7 +89,12 @@ DEMOS = [  # worked examples written by hand: count the things of the asked kind
 ]
 GOOD = Prompt(instruction="Count the things of the asked kind.",
               demonstrations=tuple(Demonstration(doc=dict(doc, id=f"d{i}"), output=out) for i, (doc, out) in enumerate(DEMOS)))
-WORSE = Prompt(instruction=GOOD.instruction, demonstrations=GOOD.demonstrations, answer_prefix="So the answer is 0.")
+# the same worked examples with the answer as a word, which the task's filter (digits) does not read: the target
+# copies the examples' form (gemma-3-270m did, with the answer prefix "So the answer is 0." it still answered)
+WORDS = {"2": "two", "3": "three"}
+WORSE = Prompt(instruction=GOOD.instruction, demonstrations=tuple(
+    Demonstration(doc=d.doc, output=d.output.replace(f"is {d.doc['target']}.", f"is {WORDS[d.doc['target']]}."))
+    for d in GOOD.demonstrations))
 
 
 @pytest.fixture(scope="module")
