@@ -264,8 +264,10 @@ class Gepa:
         trace = state.full_program_trace if state else []
         proposals = sum("new_subsample_scores" in t or "new_program_subsample_scores" in t for t in trace)
         spent = state.total_num_evals if state else 0
-        stopped = (str(reflection.halted) if reflection.halted else ctx.calls.refused()) or \
-            ("the metric-call budget" if spent >= budget else "a gepa.stop file")
+        # a budget spent ended the run, whether or not the loop's caps are reached too (a run stopped at a cap
+        # right after this round, then resumed, records the same round as one that went on)
+        stopped = str(reflection.halted) if reflection.halted else \
+            "the metric-call budget" if spent >= budget else ctx.calls.refused() or "a gepa.stop file"
         return {"metric_calls": f"{spent} of {budget}", "proposals": proposals,
                 "accepted": len(state.program_candidates) - 1 if state else 0, "stopped_by": stopped}
 
