@@ -108,10 +108,11 @@ def test_a_failed_cell_is_one_line_in_the_table_the_others_finish_and_the_exit_c
     assert failed["name"] == f"{TASK}/opro" and "\n" not in failed["error"] and "cannot write" in failed["error"]
     grid = json.loads((tmp_path / "table" / "grid.json").read_text())
     assert {c["name"]: c["status"] for c in grid["cells"]} == {
-        f"{TASK}/ape": "done", f"{TASK}/opro": "failed", f"{TASK}/abo": "done", f"{TASK}/abo-ablation": "done"}
+        f"{TASK}/ape": "done", f"{TASK}/opro": "failed", f"{TASK}/abo": "done", f"hint-never/{TASK}/abo": "done",
+        f"{TASK}/abo-ablation": "done"}
     rows = {r["row"]: r for r in table["rows"]}
     assert rows["best APO method"]["detail"].startswith("ape (dev") and "ABO step 1" in rows
-    assert "1 of 4 runs failed" in capsys.readouterr().out
+    assert "1 of 5 runs failed" in capsys.readouterr().out
 
 
 def test_executor_ray_without_ray_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):

@@ -58,26 +58,20 @@ def raced(tmp_path_factory):
     return {"root": root, "artifact": artifact, "state": state, "report": report}
 
 
-def test_racing_drops_a_candidate_after_the_first_slice_and_keeps_the_winner(raced):
+def test_racing_drops_no_candidate_its_stated_level_cannot_reject(raced):
     state, artifact = raced["state"], raced["artifact"]
-    assert artifact.settings["selection"] == "racing"
-    dropped_any = False
+    assert artifact.settings["selection"] == "racing" and artifact.settings["race_alpha"] == 0.05
+    raced_rounds = 0
     for record in state.trace:
         new = [n for n in state.nodes if n.round == record.round and n.candidate.origin != "baseline"]
         if len(new) < 2:
             continue
-        # 4 dev examples: the first slice is 3 (an eighth of 4, at least 3), then all 4; one of 2 goes on
-        out = [n for n in new if n.dev_n < 4]
-        [kept] = [n for n in new if n.dev_n == 4]
-        assert len(out) == 1 and out[0].dev_n == 3 and out[0].candidate.notes["raced_out"] == "after 3 of 4 dev examples"
-        first = sorted(out[0].dev_per_example)
-        assert len(first) == 3 and set(first) < set(kept.dev_per_example)
-        mean = lambda n: sum(n.dev_per_example[i] for i in first) / 3  # noqa: E731
-        # the better on the first slice goes on; on a tie, the one proposed first
-        assert mean(kept) > mean(out[0]) or (mean(kept) == mean(out[0]) and new.index(kept) < new.index(out[0]))
-        assert out[0].key not in state.beam and record.best.key != out[0].key
-        dropped_any = True
-    assert dropped_any, "a round had two candidates to race"
+        raced_rounds += 1
+        # 4 dev examples: a first slice of 3, then all 4. On 3 examples the one-sided sign test's smallest
+        # p-value is 1/2**3 = 0.125, above any level the race uses (0.05 / (K - 1)), so no candidate may be
+        # dropped: every one is scored on all of dev and none carries a raced-out note
+        assert all(n.dev_n == 4 and "raced_out" not in n.candidate.notes for n in new)
+    assert raced_rounds, "a round had two candidates to race"
 
 
 def test_the_paired_rule_at_alpha_decides_every_new_best(raced):
@@ -222,4 +216,5 @@ def test_an_lm_eval_builtin_task_is_found_by_its_name_and_optimized_offline(tmp_
     questions = {row["input"] for row in json.loads((bbh_dir / "object_counting.json").read_text())["examples"]}
     logged = [json.loads(line) for path in (run_dir / "results" / "best").rglob("samples_*.jsonl")
               for line in path.read_text().splitlines() if line.strip()]
-    assert len(logged) == 2 and all(row["doc"]["input"] in questions for row in logged)
+    # one row per (document, filter): the built-in task has two filters
+    assert len({row["doc_id"] for row in logged}) == 2 and all(row["doc"]["input"] in questions for row in logged)

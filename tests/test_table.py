@@ -162,4 +162,5 @@ def test_paper_table_rows_come_from_lm_eval_results(tmp_path):
     # runs, which come first, test the zero-shot baseline; few-shot CoT is a prompt only its row sends
     assert table["rows"][1]["target_tokens"] > 0
     markdown = (tmp_path / "table" / "paper_table.md").read_text()
-    assert "| ABO step 1 |" in markdown and "| target tokens | cost | optimizer cost | target cost |" in markdown
+    # the cap may stop ABO before round 1, so its last step row is step 0 or 1
+    assert re.search(r"\| ABO step [01] \|", markdown) and "| target tokens | cost | optimizer cost | target cost |" in markdown

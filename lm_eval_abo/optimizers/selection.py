@@ -56,6 +56,8 @@ def race(candidates: list, score, dev_indices: list[int], keep: int, higher_is_b
     """The race over `candidates` (see the module's doc); `score(candidates, indices)` scores them on those
     dev examples; `rng` draws the slices and breaks ties. Returns each candidate's last score (on all of dev
     for the survivors), by position."""
+    if not candidates:
+        return {}
     rng = rng or random.Random(0)
     order = rng.sample(list(dev_indices), len(dev_indices))
     tiebreak = [rng.random() for _ in candidates]
