@@ -166,52 +166,45 @@ class OptimizerLLM:
     def complete(self, messages: list[dict], seed: int = 0, **overrides) -> str:
         """One chat completion; `seed` tells apart requests that would otherwise be identical."""
         import litellm
-        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
         self._reserve()
         kwargs = {
             **self.args, **overrides, "model": self.model, "messages": messages, "seed": seed,
             "timeout": self.timeout, "num_retries": 0, "max_retries": 0, "caching": self.cached,
         }
-        retrying = Retrying(
-            retry=retry_if_exception_type(_retryable()),
-            wait=_RetryAfterOrBackoff(self.backoff_s),
-            stop=stop_after_attempt(self.retries + 1),
-            reraise=True,
-        )
-        try:
-            response = retrying(litellm.completion, **kwargs)
-        except (litellm.AuthenticationError, litellm.NotFoundError, litellm.BadRequestError) as e:
-            raise AboError(f"optimizer {self.model}: {self.describe(e)}") from None
-        except Exception:
-            with self._lock:
-                self.usage.failures += 1
-            raise
-        self._record(response)
+        response = self._call(litellm.completion, "optimizer", kwargs)
         return response.choices[0].message.content or ""
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """The embeddings of `texts`, asked in one call (litellm's `embedding`), with the same retries, reply
         cache, usage (prompt tokens, dollars) and caps as a completion."""
         import litellm
-        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
         self._reserve()
         kwargs = {k: v for k, v in self.args.items() if k in ("api_base", "api_key", "dimensions", "extra_headers")}
+        kwargs |= {"model": self.model, "input": list(texts), "timeout": self.timeout, "caching": self.cached}
+        response = self._call(litellm.embedding, "embedding model", kwargs)
+        rows = sorted(response.data, key=lambda row: row["index"] if isinstance(row, dict) else row.index)
+        return [list(row["embedding"] if isinstance(row, dict) else row.embedding) for row in rows]
+
+    def _call(self, ask, what: str, kwargs: dict):
+        """`ask(**kwargs)` with the client's retries; a request the provider refuses is one line naming
+        `what`; any other failure is counted and raised; the reply's usage is recorded."""
+        import litellm
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
         retrying = Retrying(retry=retry_if_exception_type(_retryable()), wait=_RetryAfterOrBackoff(self.backoff_s),
                             stop=stop_after_attempt(self.retries + 1), reraise=True)
         try:
-            response = retrying(litellm.embedding, model=self.model, input=list(texts), timeout=self.timeout,
-                                caching=self.cached, **kwargs)
+            response = retrying(ask, **kwargs)
         except (litellm.AuthenticationError, litellm.NotFoundError, litellm.BadRequestError) as e:
-            raise AboError(f"embedding model {self.model}: {self.describe(e)}") from None
+            raise AboError(f"{what} {self.model}: {self.describe(e)}") from None
         except Exception:
             with self._lock:
                 self.usage.failures += 1
             raise
         self._record(response)
-        rows = sorted(response.data, key=lambda row: row["index"] if isinstance(row, dict) else row.index)
-        return [list(row["embedding"] if isinstance(row, dict) else row.embedding) for row in rows]
+        return response
 
     def describe(self, error: Exception) -> str:
         """An error from litellm as one line, with this client's secrets masked (some servers echo
