@@ -78,13 +78,19 @@ def to_lm_eval(provider_id: str, config: dict) -> dict | None:
 GRADERS = "openai:chat (any apiBaseUrl), " + ", ".join(HOSTED_OPENAI) + ", anthropic[:messages], ollama:chat"
 
 
+def _id_and_config(provider) -> tuple[str | None, dict]:
+    """A promptfoo provider given as an id or as `{id, config}`: (its id, its config)."""
+    if isinstance(provider, str):
+        return provider, {}
+    return (provider.get("id"), provider.get("config") or {}) if isinstance(provider, dict) else (None, {})
+
+
 def to_litellm(provider) -> dict | None:
     """A promptfoo grading provider (an id, `{id, config}`, or `{text: ...}` by kind) as a litellm grader:
     {"model", "api_base"?, "key_env"?, "temperature"?, "max_tokens"?}, or None if there is no faithful one."""
     if isinstance(provider, dict) and "id" not in provider and provider.get("text"):
         provider = provider["text"]
-    pid, config = (provider, {}) if isinstance(provider, str) else (
-        (provider.get("id"), provider.get("config") or {}) if isinstance(provider, dict) else (None, {}))
+    pid, config = _id_and_config(provider)
     if not isinstance(pid, str):
         return None
     kind, _, rest = pid.partition(":")
@@ -122,8 +128,7 @@ def to_embedder(provider) -> dict | None:
         if not provider.get("embedding"):
             return {}
         provider = provider["embedding"]
-    pid, config = (provider, {}) if isinstance(provider, str) else (
-        (provider.get("id"), provider.get("config") or {}) if isinstance(provider, dict) else (None, {}))
+    pid, config = _id_and_config(provider)
     if not isinstance(pid, str):
         return None
     kind, _, rest = pid.partition(":")
