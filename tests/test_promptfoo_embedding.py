@@ -290,29 +290,17 @@ def test_embedded_run_of_an_imported_g_eval_and_similar_config(tmp_path):
     """The embedded models end to end (minutes): an imported config whose tests hold a g-eval and a similar
     assertion is optimized with gemma-3-270m as the target and qwen2.5-coder-0.5b as the optimizer, which, the
     config naming no grader, grades the g-eval; the offline model embeds; all of it in the grader's line."""
-    from conftest import bin_path, run_cli
+    from test_promptfoo import imported_and_optimized
 
-    from lm_eval_abo.artifact import store
-
-    config = tmp_path / "promptfooconfig.yaml"
-    config.write_text(yaml.safe_dump({"prompts": ["Answer with the capital city only.\n\nCountry: {{ country }}\nCapital:"],
-                                      "tests": [{"vars": {"country": c, "capital": k}, "assert": [
+    artifact, printed = imported_and_optimized(tmp_path, [{"vars": {"country": c, "capital": k}, "assert": [
                                           {"type": "g-eval", "value": "names the capital of {{ country }}", "threshold": 0.5},
                                           {"type": "similar", "value": "{{ capital }}", "threshold": 0.6}]}
                                                 for c, k in (("France", "Paris"), ("Japan", "Tokyo"), ("Kenya", "Nairobi"),
-                                                             ("Peru", "Lima"), ("Italy", "Rome"), ("Egypt", "Cairo"))]}))
-    run_cli(bin_path("lm-eval-abo"), "import", "promptfoo", str(config), "-o", str(tmp_path / "tasks"), "--task-name", "capitals",
-            "--n-train", "2", "--n-dev", "2", cwd=tmp_path)
-    proc = run_cli(bin_path("lm-eval-abo"), "optimize", "--include_path", str(tmp_path / "tasks"), "--task", "capitals",
-                   "--method", "ape", "--model", "abo-embedded", "--model_args", "model=gemma-3-270m",
-                   "--optimizer", "embedded/qwen2.5-coder-0.5b", "--optimizer_args", "max_tokens=160", "--rounds", "1",
-                   "--beam", "1", "--method-args", "paraphrases=1", "--gen_kwargs", "max_gen_toks=16", "--output", "runs",
-                   "--optimizer-cache", str(tmp_path / "cache"), cwd=tmp_path, timeout=3600)
-    artifact = store.load(tmp_path / "runs" / "capitals" / "ape" / "best.yaml", task="capitals")
+                                                             ("Peru", "Lima"), ("Italy", "Rome"), ("Egypt", "Cairo"))], "capitals")
     used, test = artifact.usage["grader"], artifact.scores["test"]
     assert used["calls"] > 0 and used["prompt_tokens"] > 0 and used["completion_tokens"] > 0
     assert used["cost_known"] and used["cost_usd"] == 0.0, "local models cost nothing, and say so"
     assert artifact.usage["grader_models"] == sorted(["embedded/qwen2.5-coder-0.5b", grader.DEFAULT_EMBEDDER])
     assert artifact.usage["projection"]["total"]["grader"]["calls"] >= used["calls"]
     assert test["metric"] == "pass_rate,none" and test["n"] == 2 and 0.0 <= test["value"] <= 1.0
-    assert "grader calls" in proc.stdout and "; grader " in proc.stdout
+    assert "grader calls" in printed and "; grader " in printed

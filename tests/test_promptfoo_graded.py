@@ -315,29 +315,18 @@ def test_embedded_run_of_an_imported_llm_rubric_config_with_the_grader_in_the_le
     """The embedded models end to end (minutes): an imported config whose test holds an llm-rubric assertion is
     optimized with gemma-3-270m as the target and qwen2.5-coder-0.5b as the optimizer, which, the config naming
     no grader, grades too; every grading call is in the ledger's grader line, and the console shows it."""
-    from conftest import bin_path, run_cli
+    from test_promptfoo import imported_and_optimized
 
-    from lm_eval_abo.artifact import store
-
-    config = tmp_path / "promptfooconfig.yaml"
-    config.write_text(yaml.safe_dump({"prompts": ["Answer with the capital city only.\n\nCountry: {{ country }}\nCapital:"],
-                                      "tests": [{"vars": {"country": c}, "assert": [{"type": "llm-rubric",
-                                                                                      "value": "names the capital of {{ country }}"}]}
-                                                for c in ("France", "Japan", "Kenya", "Peru", "Italy", "Egypt")]}))
-    run_cli(bin_path("lm-eval-abo"), "import", "promptfoo", str(config), "-o", str(tmp_path / "tasks"), "--task-name", "judged",
-            "--n-train", "2", "--n-dev", "2", cwd=tmp_path)
-    proc = run_cli(bin_path("lm-eval-abo"), "optimize", "--include_path", str(tmp_path / "tasks"), "--task", "judged",
-                   "--method", "ape", "--model", "abo-embedded", "--model_args", "model=gemma-3-270m",
-                   "--optimizer", "embedded/qwen2.5-coder-0.5b", "--optimizer_args", "max_tokens=160", "--rounds", "1",
-                   "--beam", "1", "--method-args", "paraphrases=1", "--gen_kwargs", "max_gen_toks=16", "--output", "runs",
-                   "--optimizer-cache", str(tmp_path / "cache"), cwd=tmp_path, timeout=3600)
-    artifact = store.load(tmp_path / "runs" / "judged" / "ape" / "best.yaml", task="judged")
+    artifact, printed = imported_and_optimized(tmp_path, [{"vars": {"country": c}, "assert": [{"type": "llm-rubric",
+                                                                 "value": "names the capital of {{ country }}"}]}
+                                                         for c in ("France", "Japan", "Kenya", "Peru", "Italy", "Egypt")],
+                                               "judged")
     grader_usage, test = artifact.usage["grader"], artifact.scores["test"]
     assert grader_usage["calls"] > 0 and grader_usage["prompt_tokens"] > 0 and grader_usage["completion_tokens"] > 0
     assert grader_usage["cost_known"] and grader_usage["cost_usd"] == 0.0, "a local grader costs nothing, and says so"
     assert artifact.usage["projection"]["total"]["grader"]["calls"] >= grader_usage["calls"]
     assert test["metric"] == "pass_rate,none" and test["n"] == 2 and 0.0 <= test["value"] <= 1.0
-    assert "grader calls" in proc.stdout and "; grader " in proc.stdout
+    assert "grader calls" in printed and "; grader " in printed
 
 
 def test_the_commands_as_a_user_types_them_grade_with_the_optimizer_into_the_ledger(tmp_path):
