@@ -15,7 +15,8 @@ The runs are the cells of one grid (`lm_eval_abo.run.grid`): `--executor local` 
 after another in this process, `--executor ray [--ray-address ADDR]` as Ray tasks; a run that fails is
 left out of the table, named in the grid's table, and the benchmark exits 3.
 
-    python bench/peers.py --apo apo     # the README's figures: 3 tasks, test n=100 (71 minutes on 2 cores)
+    python bench/peers.py --apo apo     # 3 tasks, test n=100, gemma-3-270m with the 0.5B optimizer (71 minutes)
+    python bench/peers.py --apo apo --target qwen2.5-coder-0.5b --optimizer embedded/qwen2.5-coder-1.5b  # the README pair
     python bench/peers.py --tasks abo_object_counting_synth --apo ape --rounds 1 --budget 8 --train 4 --dev 3 \\
         --test 3 --minibatch 2 --max-gen-toks 48 --method-args proposals=1,reflection_minibatch=2   # a quick check
 """
@@ -27,6 +28,9 @@ import sys
 from pathlib import Path
 
 import record
+
+from lm_eval_abo.config import DEFAULT_OPTIMIZER
+from lm_eval_abo.embedded.models import DEFAULT_TARGET
 
 TASKS = "abo_object_counting_synth,abo_navigate_synth,abo_bbh_object_counting"
 APO = "ape,apo,apo-sum,promptagent,opro"
@@ -42,7 +46,7 @@ def config_of(task: str, method: str, args):
     return OptimizeConfig(
         task=task, method=method, rounds=args.rounds, beam=args.beam, minibatch=args.minibatch, train_limit=args.train,
         dev_limit=args.dev, test_limit=args.test, patience=0, max_optimizer_calls=args.budget, seed=args.seed,
-        candidates=args.candidates,
+        candidates=args.candidates, model_args=f"model={args.target}", optimizer=args.optimizer,
         optimizer_cache=str(output / "optimizer-caches" / task / method), output=str(output), resume=args.resume,
         metadata={"abo_data_dir": str(args.bbh_dir)} if task.startswith("abo_bbh_") else {},
         gen_kwargs={"max_gen_toks": args.max_gen_toks} if args.max_gen_toks else {},
@@ -79,6 +83,7 @@ def summary(artifact, run_dir: Path) -> dict:
         "method": artifact.method, "test": test["value"], "stderr": test["stderr"], "n": test["n"],
         "vs_baseline": comparison["difference"], "ci": comparison["interval"], "mcnemar_p": comparison["mcnemar_p"],
         "baseline": scores["baseline_test"]["value"], "dev": scores["dev"]["value"],
+        "answers": answers(test), "baseline_answers": answers(scores["baseline_test"]),
         "optimizer_calls": usage["optimizer"]["calls"],
         "tokens": usage["optimizer"]["prompt_tokens"] + usage["optimizer"]["completion_tokens"],
         "search_requests": usage["target"]["calls"] - usage["test"]["calls"], "search_s": usage["seconds"],
@@ -87,6 +92,12 @@ def summary(artifact, run_dir: Path) -> dict:
                              *(f"{k.replace('_', ' ')} {v}" for k, v in notes.items() if k != "stopped_by")]),
         "results": str(run_dir / test["results_file"]), "metric": test["metric"],
     }
+
+
+def answers(score: dict) -> str:
+    """How many different answers a prompt gave on the test documents, and the share its filter could not read:
+    a format fix shows as fewer unreadable answers, a learned task as more right ones among several."""
+    return f"{score['distinct_answers']} ({score['unread'] / score['n']:.0%} unreadable)"
 
 
 def per_example(row: dict) -> dict[str, float]:
@@ -133,24 +144,25 @@ def fmt(value, digits: int = 3) -> str:
 
 def markdown(rows: list[dict], against: list[dict], args) -> str:
     lines = [
-        f"Embedded target and optimizer; per method: rounds {args.rounds}, beam {args.beam}, train {args.train}, dev "
+        f"Target {args.target}, optimizer {args.optimizer}; per method: rounds {args.rounds}, beam {args.beam}, train {args.train}, dev "
         f"{args.dev}, at most {args.budget} optimizer calls"
         f"{f', {args.candidates} candidates a round' if args.candidates else ''}, `--patience 0`, fresh optimizer cache, "
         "no target cache.",
         "",
-        "| task | method | test ± stderr (n) | vs baseline (95% CI, McNemar p) | dev | optimizer calls | tokens | "
-        "target requests (search) | search s | test s | detail |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| task | method | test ± stderr (n) | vs baseline (95% CI, McNemar p) | answers (unreadable) | dev | "
+        "optimizer calls | tokens | target requests (search) | search s | test s | detail |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     for task in tasks:
         mine = [r for r in rows if r["task"] == task]
-        lines.append(f"| {task} | baseline (the task's prompt) | {fmt(mine[0]['baseline'])} ({mine[0]['n']}) | | | | | | | | |")
+        lines.append(f"| {task} | baseline (the task's prompt) | {fmt(mine[0]['baseline'])} ({mine[0]['n']}) | | "
+                     f"{mine[0]['baseline_answers']} | | | | | | | |")
         for r in mine:
             p = f", p={r['mcnemar_p']:.3g}" if r["mcnemar_p"] is not None else ""
             lines.append(
                 f"| {task} | {r['method']} | {fmt(r['test'])} ± {fmt(r['stderr'])} ({r['n']}) | {r['vs_baseline']:+.3f} "
-                f"({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f}{p}) | {fmt(r['dev'])} | {r['optimizer_calls']} | {r['tokens']:,} | "
+                f"({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f}{p}) | {r['answers']} | {fmt(r['dev'])} | {r['optimizer_calls']} | {r['tokens']:,} | "
                 f"{r['search_requests']} | {r['search_s']:.0f} | {r['test_s']:.0f} | {r['detail'] or '-'} |"
             )
     if against:
@@ -183,6 +195,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=None,
                         help="new candidates every round asks for, the same for every method (optimize --candidates)")
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--target", default=DEFAULT_TARGET, help=f"the embedded target model (default: {DEFAULT_TARGET})")
+    parser.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, help=f"the optimizer (default: {DEFAULT_OPTIMIZER})")
     parser.add_argument("--method-args", default="", help="k=v,... given to every method that has the parameter")
     parser.add_argument("--bbh-dir", type=Path, default=BBH, help="the real BIG-Bench-Hard files (abo_bbh_* tasks)")
     parser.add_argument("--output", default=str(record.RESULTS_DIR / "peers-runs"))
@@ -194,7 +208,6 @@ def main() -> None:
     load_at_start = record.header("Peers: ABO, the best APO method and GEPA at the same optimizer-call budget")
 
     from lm_eval_abo.embedded.backend import EmbeddedLM
-    from lm_eval_abo.embedded.models import DEFAULT_TARGET
     from lm_eval_abo.run.grid import run_grid
 
     tasks = []
@@ -203,7 +216,7 @@ def main() -> None:
             print(f"{task}: skipped, no BIG-Bench-Hard file in {args.bbh_dir} (--bbh-dir)")
             continue
         tasks.append(task)
-    lm = EmbeddedLM(model=DEFAULT_TARGET) if args.executor == "local" else None  # the local cells share it
+    lm = EmbeddedLM(model=args.target) if args.executor == "local" else None  # the local cells share it
     rows, against = [], []
     with record.stopwatch() as elapsed:
         grid = run_grid([config_of(task, method, args) for task in tasks for method in methods_of(args)], args.output,

@@ -189,12 +189,12 @@ def bbh_task(folder: Path, bbh_dir: Path) -> Path:
 def test_the_stock_lm_eval_reproduces_the_runs_test_score_from_the_exported_task(gemma_server, tmp_path, bbh_dir):
     folder = bbh_task(tmp_path / "tasks", bbh_dir)
     run_cli(bin_path("lm-eval-abo"), "optimize", "--task", "my_counting", "--include_path", str(folder), "--method", "abo",
-            "--rounds", "1", "--beam", "1", "--train-limit", "4", "--dev-limit", "3", "--test-limit", "12",
+            "--rounds", "1", "--beam", "1", "--train-limit", "4", "--dev-limit", "3", "--test-limit", "6",
             "--minibatch", "2", "--gen_kwargs", "max_gen_toks=64", "--method-args", "demo_attempts=2,max_errors=1,revisions=1",
             "--optimizer-cache", str(tmp_path / "optimizer-cache"), "--output", "runs", cwd=tmp_path)
     run_dir = tmp_path / "runs" / "my_counting" / "abo"
     artifact = store.load(run_dir / "best.yaml")
-    assert artifact.carved == {"train": "test", "dev": "test"} and artifact.export["checked_documents"] == 12
+    assert artifact.carved == {"train": "test", "dev": "test"} and artifact.export["checked_documents"] == 6
 
     # where only lm-eval is installed: the stock CLI, the served model, the run directory as include path
     run_cli(bin_path("lm_eval"), "--model", "local-completions", "--model_args", local_completions_args(gemma_server),

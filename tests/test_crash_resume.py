@@ -1,7 +1,7 @@
 """Crashes in the middle of a round, then `--resume`: the real gemma-3-270m server (llama.cpp on
 127.0.0.1) killed while a round runs, and the optimize process itself SIGKILLed while it waits for the
 optimizer. No completed round is lost, no file is half-written, and the resumed run finishes.
-(test_optimize.py covers a kill between rounds.)"""
+(test_real_path.py covers a run stopped between rounds.)"""
 
 import os
 import signal

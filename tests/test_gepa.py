@@ -1,10 +1,9 @@
 """GEPA's engine (the gepa package) in the one search loop, through the one bridge to lm-eval.
 
 Fast tests: a rule-based target (right exactly when the prompt says "magic"), a scripted reflection LM,
-real lm-eval scoring and the real GEPA engine. The slow one: the real embedded models, and the stock
-`lm_eval` CLI on the exported task."""
+real lm-eval scoring and the real GEPA engine. GEPA on the real embedded models, stopped and resumed:
+test_real_path.py."""
 
-import json
 import pickle
 import sys
 from dataclasses import replace
@@ -12,18 +11,13 @@ from dataclasses import replace
 import pytest
 from conftest import (
     ScriptedLLM,
-    bin_path,
-    local_completions_args,
     make_bridge,
     make_context,
     make_search,
     projected_rounds,
     rule_lm,
-    run_cli,
-    samples,
 )
 
-from lm_eval_abo.artifact import store
 from lm_eval_abo.artifact.prompt import Demonstration, Prompt
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.optimizers.gepa import (
@@ -215,27 +209,3 @@ def test_another_runs_gepa_state_is_refused(tmp_path):
     foreign.method_state = {"prompt": Prompt(instruction="x").to_dict(), "node": "0" * 64}
     with pytest.raises(AboError, match="holds the GEPA state of another run"):
         run(gepa_context(tmp_path, reflecting())[0], rounds=1, state=foreign)
-
-
-@pytest.mark.slow
-def test_a_tiny_gepa_run_on_the_real_models_exports_a_task_the_stock_lm_eval_reproduces(gemma_server, tmp_path):
-    run_cli(bin_path("lm-eval-abo"), "optimize", "--task", "abo_object_counting_synth", "--method", "gepa",
-            "--rounds", "1", "--beam", "1", "--train-limit", "4", "--dev-limit", "3", "--test-limit", "3",
-            "--gen_kwargs", "max_gen_toks=48", "--method-args", "proposals=1,reflection_minibatch=2",
-            "--optimizer-cache", str(tmp_path / "optimizer-cache"), "--output", "runs", cwd=tmp_path)
-    run_dir = tmp_path / "runs" / "abo_object_counting_synth" / "gepa"
-    artifact = store.load(run_dir / "best.yaml")
-    notes = artifact.trace[1]["notes"]  # the artifact keeps the records as they were written
-    assert artifact.versions["gepa"] == "0.1.4" and notes["metric_calls"].endswith(f"of {3 + 1 * (2 * 2 + 3)}")
-    assert (run_dir / "gepa" / "gepa_state.bin").exists() and "proposals: " in (run_dir / "report.md").read_text()
-    assert artifact.usage["optimizer"]["calls"] >= 1 + notes["proposals"], "the reflections went through the ledger"
-
-    run_cli(bin_path("lm_eval"), "--model", "local-completions", "--model_args", local_completions_args(gemma_server),
-            "--include_path", str(run_dir), "--tasks", "abo_object_counting_synth_abo", "--output_path", str(tmp_path / "stock"),
-            "--log_samples", cwd=tmp_path)
-    results = json.loads(sorted((tmp_path / "stock").rglob("results_*.json"))[-1].read_text())
-    metric = artifact.scores["test"]["metric"]
-    assert results["results"]["abo_object_counting_synth_abo"][metric] == artifact.scores["test"]["value"]
-    stock = samples(tmp_path / "stock", "abo_object_counting_synth_abo")
-    run = samples(run_dir / "results" / "best", "abo_object_counting_synth")
-    assert [r["arguments"] for r in stock] == [r["arguments"] for r in run], "the same prompts, document for document"

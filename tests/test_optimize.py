@@ -1,11 +1,8 @@
-"""`optimize` end to end on the real embedded models (target gemma-3-270m, optimizer Qwen2.5-0.5B),
-scored by real lm-eval, with a tiny budget."""
+"""`optimize` end to end on the real embedded models (target gemma-3-270m, optimizer Qwen2.5-0.5B; ABO on the README
+main command's pair), scored by real lm-eval, with a tiny budget. (A kill between rounds and `--resume`:
+test_real_path.py and test_crash_resume.py.)"""
 
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 from conftest import bin_path, logged_values, paired_by_hand, results_file, run_cli
@@ -17,6 +14,7 @@ from lm_eval_abo.reports import results
 
 pytestmark = pytest.mark.slow
 TASK = "abo_object_counting_synth"
+README_PAIR = ["--model_args", "model=qwen2.5-coder-0.5b", "--optimizer", "embedded/qwen2.5-coder-1.5b"]
 TINY = ["--beam", "1", "--train-limit", "4", "--dev-limit", "3", "--test-limit", "3", "--minibatch", "2",
         "--gen_kwargs", "max_gen_toks=48"]
 
@@ -35,9 +33,9 @@ def comparable(artifact: store.Artifact) -> dict:
     return {"prompt": artifact.prompt.to_dict(), "scores": scores, "splits": artifact.splits, "trace": trace}
 
 
-@pytest.mark.parametrize("method", ["ape", "apo"])
-def test_optimize_end_to_end_then_the_stock_harness_runs_the_artifact(tmp_path, method):
-    proc = optimize(tmp_path, method, "--method-args", "paraphrases=1" if method == "ape" else "gradients=1,paraphrases=0")
+def test_apo_end_to_end_then_the_stock_harness_runs_the_artifact(tmp_path):
+    method = "apo"
+    proc = optimize(tmp_path, method, "--method-args", "gradients=1,paraphrases=0")
     assert "projected before any call" in proc.stdout + proc.stderr and "| round |" in proc.stdout + proc.stderr
     run_dir = tmp_path / "runs" / TASK / method
     artifact = store.load(run_dir / "best.yaml", task=TASK)
@@ -46,8 +44,7 @@ def test_optimize_end_to_end_then_the_stock_harness_runs_the_artifact(tmp_path, 
     assert artifact.usage["optimizer"]["calls"] >= 2 and artifact.usage["optimizer"]["prompt_tokens"] > 0
     assert artifact.usage["optimizer"]["cost_known"] and artifact.usage["optimizer"]["cost_usd"] == 0.0
     assert len(artifact.splits["train"]) == 4 and len(artifact.splits["dev"]) == 3 and len(artifact.splits["test"]) == 3
-    rendered = {"paraphrase"} if method == "ape" else {"apo_gradient", "apo_edit", "_errors"}  # apo here: paraphrases=0
-    assert set(artifact.templates) >= rendered and all(len(h) == 64 for h in artifact.templates.values())
+    assert set(artifact.templates) >= {"apo_gradient", "apo_edit", "_errors"}  # paraphrases=0 and all(len(h) == 64 for h in artifact.templates.values())
 
     results = results_file(run_dir / "results" / "best")
     assert artifact.scores["test"]["value"] == results["results"][TASK]["exact_match,answer"]
@@ -61,8 +58,10 @@ def test_optimize_end_to_end_then_the_stock_harness_runs_the_artifact(tmp_path, 
     assert results_file(tmp_path / "rerun")["results"][TASK]["exact_match,answer"] == artifact.scores["test"]["value"]
 
 
-def test_abo_end_to_end(tmp_path):
-    proc = optimize(tmp_path, "abo", "--patience", "0", "--method-args", "demo_attempts=2,max_errors=2,revisions=1")
+def test_abo_end_to_end_on_the_readme_pair(tmp_path):
+    """The README main command's models: target qwen2.5-coder-0.5b (completion), optimizer qwen2.5-coder-1.5b."""
+    proc = optimize(tmp_path, "abo", "--patience", "0", "--method-args", "demo_attempts=2,max_errors=2,revisions=1",
+                    *README_PAIR)
     assert "verdict: " in proc.stdout + proc.stderr
     run_dir = tmp_path / "runs" / TASK / "abo"
     artifact = store.load(run_dir / "best.yaml", task=TASK)
@@ -88,6 +87,9 @@ def test_abo_end_to_end(tmp_path):
     difference, interval = paired_by_hand(logged["baseline_test"], logged["test"])
     assert comparison["n"] == 3 and comparison["difference"] == pytest.approx(difference)
     assert comparison["interval"] == pytest.approx(list(interval))
+    base, best = logged["baseline_test"], logged["test"]
+    assert len(comparison["fixed"]) == sum(base[d] == 0 and best[d] == 1 for d in best)
+    assert len(comparison["broken"]) == sum(base[d] == 1 and best[d] == 0 for d in best)
     report = (run_dir / "report.md").read_text()
     assert comparison["verdict"] in report and "## Test" in report
 
@@ -97,33 +99,6 @@ def test_abo_end_to_end(tmp_path):
     given = {str(row["filtered_resps"][0]) for row in rows if row["filter"] == "answer"}
     assert artifact.scores["test"]["distinct_answers"] == len(given)
     assert ("one_answer" in artifact.scores["test"]) == (len(given) == 1) == ("gave one answer" in report)
-
-
-def test_kill_after_round_one_then_resume_gives_the_uninterrupted_artifact(tmp_path):
-    optimize(tmp_path, "ape", "--method-args", "paraphrases=1", rounds="2", output="whole")
-    whole = store.load(tmp_path / "whole" / TASK / "ape" / "best.yaml")
-
-    # its own optimizer cache: replies cached by the whole run would let round 2 finish before the kill
-    # (greedy decoding makes the replies the same anyway)
-    command = [bin_path("lm-eval-abo"), "optimize", "--task", TASK, "--method", "ape", "--rounds", "2", *TINY,
-               "--output", "killed", "--optimizer-cache", str(tmp_path / "killed-cache"), "--method-args", "paraphrases=1"]
-    state_file = tmp_path / "killed" / TASK / "ape" / "state.json"
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline and process.poll() is None:
-        if state_file.exists() and read_json(state_file)["state"]["round"] >= 1:
-            os.kill(process.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed after round 1"
-    assert read_json(state_file)["state"]["round"] == 1
-    assert not list(state_file.parent.glob(".*.tmp")), "no half-written file is left"
-
-    proc = optimize(tmp_path, "ape", "--method-args", "paraphrases=1", "--resume", rounds="2", output="killed", cache="killed-cache")
-    assert "resuming" in proc.stdout + proc.stderr
-    resumed = store.load(state_file.parent / "best.yaml")
-    assert comparable(resumed) == comparable(whole)
 
 
 def test_dry_run_projects_calls_without_loading_models(tmp_path):

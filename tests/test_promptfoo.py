@@ -254,23 +254,6 @@ def imported_round_trip(config: Path, tmp_path: Path, task_name: str, **prompt):
     return found, task, reqs
 
 
-def imported_and_optimized(tmp_path: Path, tests: list[dict], task_name: str):
-    """A capitals config with these promptfoo tests imported, then one round of ape on the embedded models
-    (gemma-3-270m the target, qwen2.5-coder-0.5b the optimizer and, where the config names none, the grader):
-    the run's artifact and what `optimize` printed."""
-    config = tmp_path / "promptfooconfig.yaml"
-    config.write_text(yaml.safe_dump({"prompts": ["Answer with the capital city only.\n\nCountry: {{ country }}\nCapital:"],
-                                      "tests": tests}))
-    run_cli(bin_path("lm-eval-abo"), "import", "promptfoo", str(config), "-o", str(tmp_path / "tasks"), "--task-name",
-            task_name, "--n-train", "2", "--n-dev", "2", cwd=tmp_path)
-    proc = run_cli(bin_path("lm-eval-abo"), "optimize", "--include_path", str(tmp_path / "tasks"), "--task", task_name,
-                   "--method", "ape", "--model", "abo-embedded", "--model_args", "model=gemma-3-270m",
-                   "--optimizer", "embedded/qwen2.5-coder-0.5b", "--optimizer_args", "max_tokens=160", "--rounds", "1",
-                   "--beam", "1", "--method-args", "paraphrases=1", "--gen_kwargs", "max_gen_toks=16", "--output", "runs",
-                   "--optimizer-cache", str(tmp_path / "cache"), cwd=tmp_path, timeout=3600)
-    return store.load(tmp_path / "runs" / task_name / "ape" / "best.yaml", task=task_name), proc.stdout
-
-
 def requests_docs(artifact: Path, limit: int) -> list[dict]:
     return [r.doc for r in exported_requests(artifact, ExportOptions(limit=limit), HarnessSettings())[1]]
 

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import bin_path, run_cli
 from fakeserver import FakeServer, embeddings, reply
 from test_promptfoo import run_promptfoo
 
+from lm_eval_abo.artifact import store
 from lm_eval_abo.cost.ledger import Usage
 from lm_eval_abo.embedded import minilm
 from lm_eval_abo.promptfoo import assertions, grader, hooks
@@ -285,18 +287,35 @@ def test_answer_relevance_with_the_offline_model(tmp_path, monkeypatch):
     assert sorted(r.body["seed"] for r in server.requests) == [0, 1, 2] and usage.calls == 3 + 1
 
 
-@pytest.mark.slow
-def test_embedded_run_of_an_imported_g_eval_and_similar_config(tmp_path):
-    """The embedded models end to end (minutes): an imported config whose tests hold a g-eval and a similar
-    assertion is optimized with gemma-3-270m as the target and qwen2.5-coder-0.5b as the optimizer, which, the
-    config naming no grader, grades the g-eval; the offline model embeds; all of it in the grader's line."""
-    from test_promptfoo import imported_and_optimized
+def imported_and_optimized(tmp_path: Path, tests: list[dict], task_name: str):
+    """A capitals config with these promptfoo tests imported, then one round of ape on the embedded models
+    (gemma-3-270m the target, qwen2.5-coder-0.5b the optimizer and, where the config names none, the grader):
+    the run's artifact and what `optimize` printed."""
+    config = tmp_path / "promptfooconfig.yaml"
+    config.write_text(yaml.safe_dump({"prompts": ["Answer with the capital city only.\n\nCountry: {{ country }}\nCapital:"],
+                                      "tests": tests}))
+    run_cli(bin_path("lm-eval-abo"), "import", "promptfoo", str(config), "-o", str(tmp_path / "tasks"), "--task-name",
+            task_name, "--n-train", "2", "--n-dev", "2", cwd=tmp_path)
+    proc = run_cli(bin_path("lm-eval-abo"), "optimize", "--include_path", str(tmp_path / "tasks"), "--task", task_name,
+                   "--method", "ape", "--model", "abo-embedded", "--model_args", "model=gemma-3-270m",
+                   "--optimizer", "embedded/qwen2.5-coder-0.5b", "--optimizer_args", "max_tokens=160", "--rounds", "1",
+                   "--beam", "1", "--method-args", "paraphrases=1", "--gen_kwargs", "max_gen_toks=16", "--output", "runs",
+                   "--optimizer-cache", str(tmp_path / "cache"), cwd=tmp_path, timeout=3600)
+    return store.load(tmp_path / "runs" / task_name / "ape" / "best.yaml", task=task_name), proc.stdout
 
+
+@pytest.mark.slow
+def test_embedded_run_of_an_imported_llm_rubric_g_eval_and_similar_config(tmp_path):
+    """The embedded models end to end (minutes): an imported config whose tests hold an llm-rubric, a g-eval and a
+    similar assertion is optimized with gemma-3-270m as the target and qwen2.5-coder-0.5b as the optimizer, which,
+    the config naming no grader, grades the llm-rubric and the g-eval; the offline model embeds; every grading call
+    is in the ledger's grader line, and the console shows it."""
     artifact, printed = imported_and_optimized(tmp_path, [{"vars": {"country": c, "capital": k}, "assert": [
-                                          {"type": "g-eval", "value": "names the capital of {{ country }}", "threshold": 0.5},
-                                          {"type": "similar", "value": "{{ capital }}", "threshold": 0.6}]}
-                                                for c, k in (("France", "Paris"), ("Japan", "Tokyo"), ("Kenya", "Nairobi"),
-                                                             ("Peru", "Lima"), ("Italy", "Rome"), ("Egypt", "Cairo"))], "capitals")
+        {"type": "llm-rubric", "value": "names the capital of {{ country }}"},
+        {"type": "g-eval", "value": "names the capital of {{ country }}", "threshold": 0.5},
+        {"type": "similar", "value": "{{ capital }}", "threshold": 0.6}]}
+        for c, k in (("France", "Paris"), ("Japan", "Tokyo"), ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Italy", "Rome"),
+                     ("Egypt", "Cairo"))], "capitals")
     used, test = artifact.usage["grader"], artifact.scores["test"]
     assert used["calls"] > 0 and used["prompt_tokens"] > 0 and used["completion_tokens"] > 0
     assert used["cost_known"] and used["cost_usd"] == 0.0, "local models cost nothing, and say so"

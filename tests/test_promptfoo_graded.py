@@ -310,25 +310,6 @@ def test_imported_code_and_model_graded_assertions_export_back_and_promptfoo_gra
     assert outcomes == {True, False}
 
 
-@pytest.mark.slow
-def test_embedded_run_of_an_imported_llm_rubric_config_with_the_grader_in_the_ledger(tmp_path):
-    """The embedded models end to end (minutes): an imported config whose test holds an llm-rubric assertion is
-    optimized with gemma-3-270m as the target and qwen2.5-coder-0.5b as the optimizer, which, the config naming
-    no grader, grades too; every grading call is in the ledger's grader line, and the console shows it."""
-    from test_promptfoo import imported_and_optimized
-
-    artifact, printed = imported_and_optimized(tmp_path, [{"vars": {"country": c}, "assert": [{"type": "llm-rubric",
-                                                                 "value": "names the capital of {{ country }}"}]}
-                                                         for c in ("France", "Japan", "Kenya", "Peru", "Italy", "Egypt")],
-                                               "judged")
-    grader_usage, test = artifact.usage["grader"], artifact.scores["test"]
-    assert grader_usage["calls"] > 0 and grader_usage["prompt_tokens"] > 0 and grader_usage["completion_tokens"] > 0
-    assert grader_usage["cost_known"] and grader_usage["cost_usd"] == 0.0, "a local grader costs nothing, and says so"
-    assert artifact.usage["projection"]["total"]["grader"]["calls"] >= grader_usage["calls"]
-    assert test["metric"] == "pass_rate,none" and test["n"] == 2 and 0.0 <= test["value"] <= 1.0
-    assert "grader calls" in printed and "; grader " in printed
-
-
 def test_the_commands_as_a_user_types_them_grade_with_the_optimizer_into_the_ledger(tmp_path):
     """`import promptfoo` then `optimize` in subprocesses, with the optimizer's reply cache, a local target and the
     optimizer (which grades, the config naming no grader) on a scripted server: the grader's calls in the ledger."""

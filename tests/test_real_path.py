@@ -125,7 +125,7 @@ def test_a_cap_stops_the_run_at_the_cap_with_its_rounds_saved(raced, cap):
 
 RESUMED = {  # abo: stopped in round 1 (its revisions undone); gepa: in round 2, so GEPA's own saved run continues
     "abo": dict(rounds=1, patience=0, method_args={"demos": 2, "demo_attempts": 2, "max_errors": 1, "revisions": 1}),
-    "gepa": dict(rounds=2, method_args={"proposals": 1}),
+    "gepa": dict(rounds=2, method_args={"proposals": 1, "reflection_minibatch": 2}),
 }
 
 
@@ -139,8 +139,13 @@ def test_a_run_stopped_in_its_last_round_resumes_to_the_uninterrupted_artifact(t
     a resumed run must for its artifact to equal an uninterrupted run's."""
     cache, settings = tmp_path / "optimizer-cache", dict(RESUMED[method], use_cache=str(tmp_path / "target"))
     last = settings["rounds"]
-    whole, _, _, _ = run(tmp_path / "whole", method, cache, **settings)
+    whole, _, whole_report, _ = run(tmp_path / "whole", method, cache, **settings)
     assert [r["round"] for r in whole.trace] == list(range(last + 1))
+    if method == "gepa":  # GEPA's own run: the pinned package, its budget in metric calls, its saved state
+        notes = whole.trace[1]["notes"]
+        assert whole.versions["gepa"] == "0.1.4" and notes["metric_calls"].endswith(f"of {3 + 1 * (2 * 2 + 3)}")
+        assert (tmp_path / "whole" / TASK / "gepa" / "gepa" / "gepa_state.bin").exists() and "proposals: " in whole_report
+        assert whole.usage["optimizer"]["calls"] >= 1 + notes["proposals"], "the reflections went through the ledger"
     # a cap on optimizer calls at what the rounds before the last used: the last round's first call is refused
     calls = sum(r["optimizer"]["calls"] for r in whole.trace[:last])
     assert whole.trace[last]["optimizer"]["calls"] > 0, "the last round asks the optimizer"
