@@ -5,7 +5,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from lm_eval.api.model import LM
+
+from lm_eval_abo.artifact import store
+from lm_eval_abo.optimizers.base import Proposal
+from lm_eval_abo.optimizers.instructions import InstructionMethod, initial_candidates
+from lm_eval_abo.optimizers.result import TIMINGS
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -280,3 +286,74 @@ def write_user_task(folder: Path, name: str = "my_arith", splits=("train", "vali
     }
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return folder
+
+
+def write_multiple_choice_task(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = [("grass", "green"), ("the sky", "blue"), ("snow", "white"), ("coal", "black"), ("blood", "red"),
+               ("a banana", "yellow"), ("an orange", "orange"), ("chocolate", "brown")]
+    options = ["green", "blue", "white", "black", "red", "yellow", "orange", "brown"]
+    rows = [{"thing": thing, "choices": options, "label": options.index(colour)} for thing, colour in colours * 2]
+    (folder / "choice.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "my_choice.yaml").write_text(yaml.safe_dump({
+        "task": "my_choice", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(folder / "choice.jsonl")}},
+        "output_type": "multiple_choice", "test_split": "test", "doc_to_text": "What colour is {{thing}}? Answer:",
+        "doc_to_choice": "{{choices}}", "doc_to_target": "label",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+    }))
+    return folder
+
+
+def write_results(path, scores: dict, n: int = 100, date: float = 1.0, lower_is_better=()):
+    """A results file with the keys lm-eval writes that the gate reads: {task: (value, stderr)}."""
+    data = {
+        "results": {t: {"alias": t, "exact_match,answer": v, "exact_match_stderr,answer": "N/A" if se is None else se}
+                    for t, (v, se) in scores.items()},
+        "higher_is_better": {t: {"exact_match": t not in lower_is_better} for t in scores},
+        "n-samples": {t: {"original": n, "effective": n} for t in scores},
+        "config": {"model": "local-completions", "model_args": "model=m"}, "model_name": "m", "date": date,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def write_samples(results_path, task: str, values: list[float]):
+    """lm-eval's per-sample log beside a results file: one row per document, as --log_samples writes it."""
+    stem = results_path.stem.removeprefix("results_")
+    rows = [{"doc_id": i, "doc_hash": f"h{i}", "filter": "answer", "exact_match": v} for i, v in enumerate(values)]
+    results_path.with_name(f"samples_{task}_{stem}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def comparable(artifact: store.Artifact) -> dict:
+    """An artifact without what legitimately differs between runs (times, cache hits, dates)."""
+    trace = [{k: v for k, v in r.items() if k not in (*TIMINGS, "optimizer", "target")} for r in artifact.trace]
+    scores = {k: {kk: vv for kk, vv in v.items() if kk != "results_file"} for k, v in artifact.scores.items()}
+    return {"prompt": artifact.prompt.to_dict(), "scores": scores, "splits": artifact.splits, "trace": trace}
+
+
+def plain_or_magic(messages):
+    """Initial instructions: every third one says the magic word (the target then gets everything right)."""
+    plain_or_magic.n = getattr(plain_or_magic, "n", 0) + 1
+    return f"<prompt>Say the magic word, take {plain_or_magic.n}.</prompt>" if plain_or_magic.n % 3 == 0 else \
+        f"<prompt>Count the items, take {plain_or_magic.n}.</prompt>"
+
+
+class Initial(InstructionMethod):
+    """Round 0 only: `count` LLM-written initial instructions, whatever the beam."""
+
+    name = "initial"
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def initial(self, ctx, beam):
+        return Proposal(initial_candidates(ctx, self.count))
+
+
+def search(count: int, beam: int, dev: int, **rules):
+    plain_or_magic.n = 0
+    bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=dev)
+    ctx = make_context(bridge, ScriptedLLM(plain_or_magic), dev_indices=range(dev))
+    state = make_search(Initial(count), ctx, beam=beam, rounds=0, **rules).run(None, lambda s, r: None, lambda r: None)
+    return state, bridge.target_requests

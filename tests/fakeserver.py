@@ -6,19 +6,25 @@ Each request gets an `Action`: the next one queued with `then(...)`, else the se
 delay, a connection that is accepted and never answered, a connection closed without a reply, a
 malformed body. It answers `/v1/chat/completions` (litellm `openai/<alias>` with `api_base`) and
 `/v1/completions` (lm-eval `local-completions`) with OpenAI's `usage` (counting a token a word); every
-request is recorded, with the usage its reply reported.
+request is recorded, with the usage its reply reported. Beside it: the scripted optimizer of paper-table's
+tests, and the tiny `optimize` runs (a command, a config) that target and optimize against such a server.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from conftest import bin_path
+
+from lm_eval_abo.config import OptimizeConfig
 
 
 @dataclass
@@ -218,3 +224,41 @@ def _completion(request: Request, text: str) -> dict:
     n = len(prompts) if isinstance(prompts, list) else 1
     choices = [{"index": i, "text": text, "finish_reason": "stop", "logprobs": None} for i in range(n)]
     return {**common, "object": "text_completion", "choices": choices}
+
+
+def scripted(request):
+    """Every meta-prompt answered in its own tags; worked solutions follow the steps shown and reach the
+    gold answer when it is given."""
+    text = request.text
+    if "<procedure>" in text and "Write the steps" in text:
+        return reply("<procedure>1. Find the kind asked about.\n2. Count each item of that kind.\n3. Add them up.</procedure>")
+    if "<solution>" in text:
+        gold = re.search(r"correct final answer is (\d+)", text)
+        steps = "\n".join(f"Step {i}: done." for i in range(1, len(re.findall(r"^\d+\. ", text, flags=re.M)) + 1))
+        return reply(f"<solution>{steps}\nSo the answer is {gold.group(1) if gold else 0}.</solution>")
+    if "<step>" in text:
+        return reply("<step>2</step><kind>not_followed</kind><why>Skipped.</why>")
+    if "<steps>" in text:
+        return reply("<steps>1. Name the kind.\n2. Cross out the rest.</steps>")
+    tag = next((t for t in ("reason", "summary", "procedure", "prompt") if f"<{t}>" in text), "prompt")
+    return reply(f"<{tag}>Say the magic word and count the items carefully, take {len(text) % 97}.</{tag}>")
+
+
+SIZES = ["--beam", "1", "--train-limit", "4", "--dev-limit", "2", "--test-limit", "2", "--minibatch", "2",
+         "--method-args", "paraphrases=1", "--gen_kwargs", "max_gen_toks=24", "--no-optimizer-cache"]
+
+
+def optimize_command(server, model_args: str, output: str, rounds: int, *extra: str) -> list[str]:
+    return [bin_path("lm-eval-abo"), "optimize", "--task", "abo_object_counting_synth", "--method", "ape", "--rounds", str(rounds), *SIZES,
+            "--model", "local-completions", "--model_args", model_args, "--optimizer", "openai/fake",
+            "--optimizer_args", f"api_base={server.base_url},api_key=x,retry_backoff=0.1", "--output", output, *extra]
+
+
+def cell_config(server, output, seed, method="ape", **more) -> OptimizeConfig:
+    """A tiny run against `server` as both the target (local-completions) and the optimizer; `more` over it."""
+    settings = dict(task="abo_object_counting_synth", method=method, model="local-completions", model_args=target_args(server),
+                    optimizer="openai/fake", optimizer_args={"api_base": server.base_url, "api_key": "x"},
+                    optimizer_cache=None, rounds=1, beam=1, train_limit=4, dev_limit=3, test_limit=3, minibatch=2,
+                    method_args={"paraphrases": 1} if method == "ape" else {}, seed=seed,
+                    output=str(output / f"seed-{seed}"))
+    return OptimizeConfig(**{**settings, **more})

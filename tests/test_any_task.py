@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import bin_path, local_completions_args, rule_lm, run_cli, samples, write_user_task
+from conftest import (
+    bin_path,
+    local_completions_args,
+    rule_lm,
+    run_cli,
+    samples,
+    write_multiple_choice_task,
+    write_user_task,
+)
 from fakeserver import FakeServer
 
 from lm_eval_abo.artifact import store
@@ -79,22 +87,6 @@ def test_abo_on_a_multiple_choice_task_is_one_line(tmp_path):
     config = OptimizeConfig(task="my_choice", include_path=[str(folder)], method="abo", dry_run=True, output=str(tmp_path))
     with pytest.raises(AboError, match="abo needs the target's generated text, and task 'my_choice' is a multiple_choice task"):
         optimize(config, out=lambda line: None)
-
-
-def write_multiple_choice_task(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    colours = [("grass", "green"), ("the sky", "blue"), ("snow", "white"), ("coal", "black"), ("blood", "red"),
-               ("a banana", "yellow"), ("an orange", "orange"), ("chocolate", "brown")]
-    options = ["green", "blue", "white", "black", "red", "yellow", "orange", "brown"]
-    rows = [{"thing": thing, "choices": options, "label": options.index(colour)} for thing, colour in colours * 2]
-    (folder / "choice.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "my_choice.yaml").write_text(yaml.safe_dump({
-        "task": "my_choice", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(folder / "choice.jsonl")}},
-        "output_type": "multiple_choice", "test_split": "test", "doc_to_text": "What colour is {{thing}}? Answer:",
-        "doc_to_choice": "{{choices}}", "doc_to_target": "label",
-        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-    }))
-    return folder
 
 
 # --- a run on a user's task, carved splits, the export -------------------------------------------

@@ -1,28 +1,13 @@
 """`lm-eval-abo check`, the CI gate: the decision rule on small results files, then real ones."""
 
-import json
 
 import pytest
-from conftest import bin_path, results_file, run_cli, samples
+from conftest import bin_path, results_file, run_cli, samples, write_results, write_samples
 
 from lm_eval_abo.cli import main
 from lm_eval_abo.reports.regression import check
 
 TASK, NAVIGATE = "abo_object_counting_synth", "abo_navigate_synth"
-
-
-def write_results(path, scores: dict, n: int = 100, date: float = 1.0, lower_is_better=()):
-    """A results file with the keys lm-eval writes that the gate reads: {task: (value, stderr)}."""
-    data = {
-        "results": {t: {"alias": t, "exact_match,answer": v, "exact_match_stderr,answer": "N/A" if se is None else se}
-                    for t, (v, se) in scores.items()},
-        "higher_is_better": {t: {"exact_match": t not in lower_is_better} for t in scores},
-        "n-samples": {t: {"original": n, "effective": n} for t in scores},
-        "config": {"model": "local-completions", "model_args": "model=m"}, "model_name": "m", "date": date,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-    return path
 
 
 @pytest.mark.parametrize(("base", "new", "kwargs", "regressed"), [
@@ -94,13 +79,6 @@ def test_check_on_real_results(real_results):
     new_score = results_file(root / "runs")["results"][TASK]["exact_match,answer"]
     row = next(line for line in proc.stdout.splitlines() if line.startswith(f"| {TASK} |"))
     assert f"{new_score - base_score:+.4f}" in row and ("❌ regression" in row) == (new_score < base_score)
-
-
-def write_samples(results_path, task: str, values: list[float]):
-    """lm-eval's per-sample log beside a results file: one row per document, as --log_samples writes it."""
-    stem = results_path.stem.removeprefix("results_")
-    rows = [{"doc_id": i, "doc_hash": f"h{i}", "filter": "answer", "exact_match": v} for i, v in enumerate(values)]
-    results_path.with_name(f"samples_{task}_{stem}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def test_paired_gates_on_a_significant_drop_over_the_same_examples(tmp_path):

@@ -9,10 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import bin_path, run_cli
-from fakeserver import FakeServer, target_args, target_or_optimizer
+from conftest import comparable, run_cli
+from fakeserver import FakeServer, optimize_command, target_args, target_or_optimizer
 from reliability import Section, code, normalise
-from test_optimize import comparable
 
 from lm_eval_abo.artifact import store
 from lm_eval_abo.embedded import serve
@@ -20,19 +19,11 @@ from lm_eval_abo.infra.files import read_json, read_yaml
 
 pytestmark = pytest.mark.slow
 TASK = "abo_object_counting_synth"
-SIZES = ["--beam", "1", "--train-limit", "4", "--dev-limit", "2", "--test-limit", "2", "--minibatch", "2",
-         "--method-args", "paraphrases=1", "--gen_kwargs", "max_gen_toks=24", "--no-optimizer-cache"]
 SECTION = Section("crash-resume", "Crashes and --resume (tests/test_crash_resume.py)", [
     "target server dies mid-round", "SIGKILL mid-round"])
 
 
 table = SECTION.fixture()
-
-
-def optimize_command(server, model_args: str, output: str, rounds: int, *extra: str) -> list[str]:
-    return [bin_path("lm-eval-abo"), "optimize", "--task", TASK, "--method", "ape", "--rounds", str(rounds), *SIZES,
-            "--model", "local-completions", "--model_args", model_args, "--optimizer", "openai/fake",
-            "--optimizer_args", f"api_base={server.base_url},api_key=x,retry_backoff=0.1", "--output", output, *extra]
 
 
 def assert_intact(run_dir: Path, completed_round: int) -> None:

@@ -7,26 +7,16 @@ import re
 import sys
 
 import pytest
-from fakeserver import FakeServer, target_args, target_or_optimizer
-from test_table import TASK, scripted
+from fakeserver import FakeServer, cell_config, scripted, target_args, target_or_optimizer
 
 from lm_eval_abo import cli
 from lm_eval_abo.artifact import store
-from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.cost.ledger import Caps, Ledger
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.run.grid import run_grid
 from lm_eval_abo.run.grid.shares import shares, within
 
-
-def cell_config(server, output, seed, method="ape", **more) -> OptimizeConfig:
-    """A tiny run against `server` as both the target (local-completions) and the optimizer; `more` over it."""
-    settings = dict(task=TASK, method=method, model="local-completions", model_args=target_args(server),
-                    optimizer="openai/fake", optimizer_args={"api_base": server.base_url, "api_key": "x"},
-                    optimizer_cache=None, rounds=1, beam=1, train_limit=4, dev_limit=3, test_limit=3, minibatch=2,
-                    method_args={"paraphrases": 1} if method == "ape" else {}, seed=seed,
-                    output=str(output / f"seed-{seed}"))
-    return OptimizeConfig(**{**settings, **more})
+TASK = "abo_object_counting_synth"
 
 
 def quiet(line):

@@ -16,9 +16,8 @@ import time
 
 import pytest
 from conftest import bin_path, rule_lm, run_cli
-from fakeserver import FakeServer, target_args, target_or_optimizer
+from fakeserver import FakeServer, optimize_command, target_args, target_or_optimizer
 from reliability import Section, code, normalise
-from test_crash_resume import optimize_command
 
 from lm_eval_abo import cli
 from lm_eval_abo.artifact import store

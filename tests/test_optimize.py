@@ -9,7 +9,6 @@ from conftest import bin_path, logged_values, paired_by_hand, results_file, run_
 
 from lm_eval_abo.artifact import store
 from lm_eval_abo.infra.files import read_json
-from lm_eval_abo.optimizers.result import TIMINGS
 from lm_eval_abo.reports import results
 
 pytestmark = pytest.mark.slow
@@ -24,13 +23,6 @@ def optimize(tmp_path, method, *extra, rounds="1", output="runs", cache="optimiz
         bin_path("lm-eval-abo"), "optimize", "--task", TASK, "--method", method, "--rounds", rounds, *TINY,
         "--output", output, "--optimizer-cache", str(tmp_path / cache), *extra, cwd=tmp_path, check=check,
     )
-
-
-def comparable(artifact: store.Artifact) -> dict:
-    """An artifact without what legitimately differs between runs (times, cache hits, dates)."""
-    trace = [{k: v for k, v in r.items() if k not in (*TIMINGS, "optimizer", "target")} for r in artifact.trace]
-    scores = {k: {kk: vv for kk, vv in v.items() if kk != "results_file"} for k, v in artifact.scores.items()}
-    return {"prompt": artifact.prompt.to_dict(), "scores": scores, "splits": artifact.splits, "trace": trace}
 
 
 def test_apo_end_to_end_then_the_stock_harness_runs_the_artifact(tmp_path):

@@ -4,6 +4,7 @@ test counts them)."""
 
 import pytest
 from conftest import make_bridge, rule_lm
+from promptfoo_cli import judged_task
 
 from lm_eval_abo.config import OptimizeConfig
 from lm_eval_abo.cost.ledger import Caps, Ledger, Price, Usage
@@ -100,7 +101,6 @@ def test_a_reply_cap_also_caps_what_a_candidate_writes_into_its_prompt():
 
 
 def test_a_graded_tasks_grader_is_projected_for_every_target_request(tmp_path):
-    from test_promptfoo_graded import judged_task
 
     from lm_eval_abo.promptfoo.hooks import REPLY_TOKENS, projected_grading
 

@@ -5,22 +5,20 @@ prompt) and need Node; the slow ones run the real embedded models: the round tri
 with lm-eval on the same examples, the import is optimized and evaluated by lm-eval."""
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
 from conftest import ROOT, bin_path, local_completions_args, results_file, run_cli, samples
+from promptfoo_cli import exported_requests, imported_round_trip, run_promptfoo, with_echo
 
 from lm_eval_abo.artifact import store
 from lm_eval_abo.artifact.prompt import Demonstration, Prompt
 from lm_eval_abo.config import HarnessSettings
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.promptfoo import assertions, syntax
-from lm_eval_abo.promptfoo.export import EXACT_MATCH_JS, ExportOptions, export, load_task, requests
+from lm_eval_abo.promptfoo.export import EXACT_MATCH_JS, ExportOptions, export
 from lm_eval_abo.promptfoo.importer import import_config, read_config, split_prompt
 from lm_eval_abo.tasks import tasks_dir
 
@@ -37,51 +35,6 @@ def hostile_artifact(path: Path, target: dict | None = None, **settings) -> Path
     prompt = Prompt(instruction="Count the objects. " + " ".join(HOSTILE), demonstrations=(demo,),
                     answer_format='End with "So the answer is N."')
     return store.save(store.Artifact(task=TASK, method="manual", prompt=prompt, target=target or {}, settings=settings), path)
-
-
-PROMPTFOO_VERSION = "0.120.0"
-
-
-def promptfoo_bin() -> str:
-    """The pinned promptfoo CLI, installed from the npm registry into the project's node_modules/ on first
-    use (about 2 minutes, once); the tests that need it skip only where Node is absent."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("Node.js and npm are not installed: the promptfoo CLI cannot run here")
-    package = ROOT / "node_modules" / "promptfoo"
-    installed = package / "package.json"
-    if not installed.exists() or json.loads(installed.read_text())["version"] != PROMPTFOO_VERSION:
-        # promptfoo's better-sqlite3 compiles against Node's headers, which node-gyp would download (no
-        # network here): point it at the headers the system's Node ships, unless npm is told otherwise
-        env = dict(os.environ)
-        node_prefix = Path(shutil.which("node")).resolve().parent.parent
-        if (node_prefix / "include" / "node").is_dir():
-            env.setdefault("npm_config_nodedir", str(node_prefix))
-        proc = subprocess.run(["npm", "install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund", "--prefix", str(ROOT),
-                               f"promptfoo@{PROMPTFOO_VERSION}"], capture_output=True, text=True, timeout=1200, env=env)
-        assert proc.returncode == 0, f"npm could not install promptfoo@{PROMPTFOO_VERSION}:\n{proc.stderr[-3000:]}"
-    drizzle = package / "drizzle"
-    if not drizzle.exists():  # promptfoo 0.120.0 looks for its migrations there
-        drizzle.symlink_to("dist/drizzle")
-    return str(ROOT / "node_modules" / ".bin" / "promptfoo")
-
-
-def run_promptfoo(config: Path, out: Path, *extra: str) -> dict:
-    """`promptfoo eval` offline, its state in a temporary directory; returns the results JSON."""
-    env = {**os.environ, "PROMPTFOO_DISABLE_TELEMETRY": "1", "PROMPTFOO_DISABLE_UPDATE": "1",
-           "PROMPTFOO_CONFIG_DIR": str(out.parent / "promptfoo-state"), "OPENAI_API_KEY": "local-server-needs-no-key"}
-    proc = subprocess.run([promptfoo_bin(), "eval", "-c", str(config), "-o", str(out), "--no-cache", "--no-table", *extra],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=config.parent)
-    assert out.exists(), f"promptfoo wrote no results (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(out.read_text())["results"]
-
-
-def with_echo(config: Path) -> Path:
-    """The same config with promptfoo's echo provider, whose output is the rendered prompt."""
-    data = yaml.safe_load(config.read_text())
-    data["providers"] = ["echo"]
-    echo = config.with_name("echo.yaml")
-    echo.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    return echo
 
 
 # --- escaping and translation (no model, no Node) -------------------------------------------------
@@ -233,25 +186,6 @@ def test_export_escapes_the_prompt_and_keeps_secrets_out(tmp_path):
     assert config["tags"]["abo_prompt_sha256"] == store.load(artifact).prompt.sha256()
     assert [t["vars"]["target"] for t in config["tests"]] == [str(d["target"]) for d in requests_docs(artifact, 3)]
     assert yaml.safe_load(text) == config
-
-
-def exported_requests(artifact: Path, options: ExportOptions, harness: HarnessSettings, chat: bool = False):
-    task, harness, indices = load_task(store.load(artifact), options, harness)
-    return task, requests(task, harness, indices, chat)
-
-
-def imported_round_trip(config: Path, tmp_path: Path, task_name: str, **prompt):
-    """A promptfoo config imported as a task, a manual artifact of it (`prompt`: its fields, the user turn),
-    exported for promptfoo's echo provider and run by the real promptfoo CLI; returns promptfoo's results,
-    the task and the requests lm-eval builds from the same export."""
-    path, _ = import_config(config, tmp_path / "tasks", task_name=task_name, n_train=1, n_dev=1)
-    artifact = store.save(store.Artifact(task=task_name, method="manual", prompt=Prompt(placement="user", **prompt)),
-                          tmp_path / "best.yaml")
-    options, harness = ExportOptions(provider="echo"), HarnessSettings(include_path=[str(path.parent)])
-    export(artifact, tmp_path / "export.yaml", options, harness)
-    found = run_promptfoo(tmp_path / "export.yaml", tmp_path / "results.json")
-    task, reqs = exported_requests(artifact, options, harness)
-    return found, task, reqs
 
 
 def requests_docs(artifact: Path, limit: int) -> list[dict]:

@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 import yaml
-from test_promptfoo import run_promptfoo
+from promptfoo_cli import run_promptfoo
 
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.promptfoo import assertions, node

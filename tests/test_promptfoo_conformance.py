@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_promptfoo import imported_round_trip, run_promptfoo, with_echo
+from promptfoo_cli import imported_round_trip, run_promptfoo, with_echo
 
 from lm_eval_abo.promptfoo import assertions
 from lm_eval_abo.promptfoo.importer import import_config

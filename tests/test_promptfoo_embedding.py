@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import bin_path, run_cli
 from fakeserver import FakeServer, embeddings, reply
-from test_promptfoo import run_promptfoo
+from promptfoo_cli import judged_server, run_promptfoo
 
 from lm_eval_abo.artifact import store
 from lm_eval_abo.cost.ledger import Usage
@@ -220,7 +220,6 @@ def test_an_imported_similar_assertion_is_graded_by_the_offline_model_into_the_g
 def test_a_run_of_an_imported_similar_config_counts_the_offline_embedder_in_its_ledger(tmp_path):
     """`optimize` on an imported `similar` config (target and optimizer on a scripted server, the embedding
     model the real offline one): the embedding calls in the grader's line and its projection, at $0."""
-    from test_promptfoo_graded import judged_server
 
     from lm_eval_abo.config import OptimizeConfig
     from lm_eval_abo.run.optimize import optimize

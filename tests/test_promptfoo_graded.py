@@ -16,7 +16,7 @@ import re
 import pytest
 import yaml
 from fakeserver import FakeServer, reply
-from test_promptfoo import imported_round_trip, run_promptfoo
+from promptfoo_cli import RUBRIC_SYSTEM, imported_round_trip, judged_server, judged_task, run_promptfoo
 
 from lm_eval_abo.cost.ledger import Usage
 from lm_eval_abo.infra.errors import AboError
@@ -164,32 +164,7 @@ def test_without_a_grader_lm_eval_stops_with_one_line(tmp_path):
 
 # --- a run: the grader in the ledger, the projection and the cap ----------------------------------------
 
-RUBRIC_SYSTEM = "You are grading output according to a user-specified rubric."
 PRICE = (1.0, 2.0)  # the optimizer's (and so the grader's) price, dollars per million tokens
-
-
-def judged_server() -> FakeServer:
-    """The target answers a number (lm-eval local-completions), the grader passes a reply that holds a 3,
-    the optimizer writes a new instruction per request."""
-    from fakeserver import optimizer_default, target_or_optimizer
-
-    def answer(request):
-        messages = request.body.get("messages") or [{}]
-        if str(messages[0].get("content", "")).startswith(RUBRIC_SYSTEM):
-            shown = messages[1]["content"].split("</Output>")[0]
-            return reply(json.dumps({"reason": "looked for a 3", "pass": "3" in shown, "score": float("3" in shown)}))
-        return optimizer_default(request) if request.path.endswith("/chat/completions") else target_or_optimizer(request)
-
-    return FakeServer(answer)
-
-
-def judged_task(folder) -> str:
-    config = folder / "promptfooconfig.yaml"
-    config.write_text(yaml.safe_dump({"prompts": ["Count the items.\n\nQ: {{ q }}\nA:"], "tests": [
-        {"vars": {"q": f"I have {i} apples and {i % 3} pears. How many fruits?"},
-         "assert": [{"type": "llm-rubric", "value": "the answer holds the digit 3"}]} for i in range(12)]}))
-    import_config(config, folder / "tasks", task_name="judged", n_train=5, n_dev=3)
-    return str(folder / "tasks")
 
 
 def run_judged(server: FakeServer, folder, lines: list, **changes):

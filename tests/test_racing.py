@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 
 import pytest
+from conftest import search
 from scipy.stats import binom
 
 from lm_eval_abo.optimizers import selection
@@ -113,7 +114,6 @@ def test_the_within_noise_mark_is_corrected_for_the_highest_of_many():
 
 
 def test_the_round_record_corrects_the_mark_for_the_round_s_candidates():
-    from test_stats import search
 
     three, _ = search(3, beam=2, dev=6)  # the magic prompt (6 of 6 fixed) is the highest of 3
     four, _ = search(4, beam=2, dev=6)  # ... of 4

@@ -11,9 +11,8 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import SHARED_BBH, bin_path, results_file
+from conftest import SHARED_BBH, bin_path, comparable, results_file
 from scipy.stats import binomtest
-from test_optimize import comparable
 
 from lm_eval_abo.artifact import store
 from lm_eval_abo.config import OptimizeConfig

@@ -4,7 +4,7 @@ markdown, the boundaries of --max-drop, and the paired test's interval at its ed
 import json
 
 import pytest
-from test_check import write_results, write_samples
+from conftest import write_results, write_samples
 
 from lm_eval_abo.reports.regression import check
 

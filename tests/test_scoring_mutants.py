@@ -2,7 +2,7 @@
 question right, every expected value worked out by hand."""
 
 import pytest
-from conftest import make_bridge, rule_lm
+from conftest import make_bridge, rule_lm, write_multiple_choice_task
 
 from lm_eval_abo.artifact.prompt import Prompt
 
@@ -73,7 +73,6 @@ def test_a_capped_pass_is_checked_against_the_budget_for_the_requests_it_still_n
 
 def test_a_multiple_choice_reply_is_the_option_ranked_first(tmp_path):
     from lm_eval.api.model import LM
-    from test_any_task import write_multiple_choice_task
 
     class PrefersBlue(LM):
         """Ranks " blue" first whatever the question."""

@@ -4,12 +4,10 @@ loop on a rule-based target (scored through lm-eval)."""
 import random
 
 import pytest
-from conftest import ScriptedLLM, make_bridge, make_context, make_search, rule_lm
+from conftest import search
 from scipy.stats import binomtest
 
 from lm_eval_abo.infra import stats
-from lm_eval_abo.optimizers.base import Proposal
-from lm_eval_abo.optimizers.instructions import InstructionMethod, initial_candidates
 from lm_eval_abo.optimizers.selection import slices
 from lm_eval_abo.reports.run_report import one_answer_text
 from lm_eval_abo.run.evaluation import answer_counts
@@ -76,33 +74,6 @@ def test_a_prompt_giving_one_answer_to_every_test_document_is_named():
 
 def test_race_slices_grow_to_the_whole_dev_split():
     assert slices(10) == [3, 6, 10] and slices(50) == [7, 14, 28, 50] and slices(3) == [3] and slices(2) == [2]
-
-
-def plain_or_magic(messages):
-    """Initial instructions: every third one says the magic word (the target then gets everything right)."""
-    plain_or_magic.n = getattr(plain_or_magic, "n", 0) + 1
-    return f"<prompt>Say the magic word, take {plain_or_magic.n}.</prompt>" if plain_or_magic.n % 3 == 0 else \
-        f"<prompt>Count the items, take {plain_or_magic.n}.</prompt>"
-
-
-class Initial(InstructionMethod):
-    """Round 0 only: `count` LLM-written initial instructions, whatever the beam."""
-
-    name = "initial"
-
-    def __init__(self, count: int):
-        self.count = count
-
-    def initial(self, ctx, beam):
-        return Proposal(initial_candidates(ctx, self.count))
-
-
-def search(count: int, beam: int, dev: int, **rules):
-    plain_or_magic.n = 0
-    bridge = make_bridge(rule_lm(), abo_n_train=8, abo_n_dev=dev)
-    ctx = make_context(bridge, ScriptedLLM(plain_or_magic), dev_indices=range(dev))
-    state = make_search(Initial(count), ctx, beam=beam, rounds=0, **rules).run(None, lambda s, r: None, lambda r: None)
-    return state, bridge.target_requests
 
 
 def test_racing_drops_the_dominated_candidates_and_scores_the_survivors_on_all_of_dev():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import bin_path, logged_values, paired_by_hand, rule_lm, run_cli
-from fakeserver import FakeServer, reply
+from fakeserver import FakeServer, scripted
 
 from lm_eval_abo.artifact import store
 from lm_eval_abo.config import OptimizeConfig
@@ -17,24 +17,6 @@ from lm_eval_abo.reports.paper_table import budget_text
 from lm_eval_abo.run.paper_table import paper_table, spread
 
 TASK = "abo_object_counting_synth"
-
-
-def scripted(request):
-    """Every meta-prompt answered in its own tags; worked solutions follow the steps shown and reach the
-    gold answer when it is given."""
-    text = request.text
-    if "<procedure>" in text and "Write the steps" in text:
-        return reply("<procedure>1. Find the kind asked about.\n2. Count each item of that kind.\n3. Add them up.</procedure>")
-    if "<solution>" in text:
-        gold = re.search(r"correct final answer is (\d+)", text)
-        steps = "\n".join(f"Step {i}: done." for i in range(1, len(re.findall(r"^\d+\. ", text, flags=re.M)) + 1))
-        return reply(f"<solution>{steps}\nSo the answer is {gold.group(1) if gold else 0}.</solution>")
-    if "<step>" in text:
-        return reply("<step>2</step><kind>not_followed</kind><why>Skipped.</why>")
-    if "<steps>" in text:
-        return reply("<steps>1. Name the kind.\n2. Cross out the rest.</steps>")
-    tag = next((t for t in ("reason", "summary", "procedure", "prompt") if f"<{t}>" in text), "prompt")
-    return reply(f"<{tag}>Say the magic word and count the items carefully, take {len(text) % 97}.</{tag}>")
 
 
 ROWS = ["zero-shot CoT", "few-shot CoT", "demonstrations only", "best APO method", "ABO step 0", "ABO step 1",

@@ -15,16 +15,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fakeserver import FakeServer, target_args, target_or_optimizer
+from fakeserver import FakeServer, cell_config, scripted, target_args, target_or_optimizer
 from ray_cluster import OUTSIDE, TwoNodes, loopback_only
-from test_grid import cell_config
-from test_table import TASK, scripted
 
 from lm_eval_abo.artifact import store
 from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.run.grid import run_grid
 
 pytestmark = pytest.mark.skipif(not loopback_only(), reason=OUTSIDE)
+TASK = "abo_object_counting_synth"
 
 
 @pytest.fixture
