@@ -151,3 +151,17 @@ def test_the_run_settings_reach_at_most_six_modules(tmp_path):
     assert outcome.artifact.is_file(), "the traced run finished"
     assert "lm_eval_abo.run.optimize" in reached and "lm_eval_abo.run.session" in reached
     assert len(reached) <= 6, sorted(reached)
+
+
+def test_no_test_module_imports_another():
+    """What tests share lives in helper modules (conftest.py, fakeserver.py, promptfoo_cli.py, ...): a test module
+    imported by another would run its tests' module code twice and tie the two files together."""
+    tests = Path(__file__).parent
+    test_modules = {p.stem for p in tests.rglob("test_*.py")}
+    found = []
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            found += [f"{path.relative_to(tests)}: {name}" for name in names if name.split(".")[0] in test_modules]
+    assert found == []
