@@ -5,49 +5,8 @@ and `--target-price` after it belong to it."""
 
 from __future__ import annotations
 
-import argparse
-
 from lm_eval_abo.commands.runs import SOME_FAILED, add_executor_flags, config_from
-
-TARGET_FLAGS = {
-    "--model": ("model", "BACKEND", "a target: any lm-eval model backend (repeatable: once per target)"),
-    "--model_args": ("model_args", "ARGS", "lm-eval model_args of the --model before it"),
-    "--label": ("label", "NAME", "the name of the --model before it in the tables and folders (default: its "
-                "model= or pretrained= name, else its backend)"),
-    "--target-price": ("target_price", "IN,OUT", "the price of the --model before it in US dollars per million "
-                       "tokens (default: litellm's cost map where it knows the model; local backends $0)"),
-}
-
-
-class TargetFlag(argparse.Action):
-    """`--model` starts a target; the other target flags complete the last one, each at most once."""
-
-    def __call__(self, parser, namespace, value, option=None):
-        targets = [dict(t) for t in getattr(namespace, self.dest) or []]
-        key = TARGET_FLAGS[option][0]
-        if key == "model":
-            targets.append({"model": value})
-        elif not targets:
-            parser.error(f"{option} {value}: put it after the --model it belongs to")
-        elif key in targets[-1]:
-            parser.error(f"{option} is given twice for --model {targets[-1]['model']}")
-        else:
-            targets[-1][key] = value
-        setattr(namespace, self.dest, targets)
-
-
-def add_target_flags(p) -> None:
-    for option, (_, metavar, help_text) in TARGET_FLAGS.items():
-        p.add_argument(option, dest="targets", action=TargetFlag, default=None, metavar=metavar, help=help_text)
-
-
-def targets_of(args, least: int):
-    """The checked targets of the command's target flags."""
-    from lm_eval_abo.infra.flags import parse_price
-    from lm_eval_abo.run.transfer import entrants
-
-    given = [{**t, "target_price": parse_price(t.get("target_price"), "--target-price")} for t in args.targets or []]
-    return entrants(given, least)
+from lm_eval_abo.commands.targets import add_target_flags, targets_of
 
 
 def cmd_compare(args) -> int:

@@ -47,8 +47,10 @@ def slices(n: int) -> list[int]:
     return out + [n]
 
 
-def per_example(score) -> dict[int, float]:
-    return {s.index: s.score for s in score.samples}
+def per_example(score) -> dict[int | str, float]:
+    """A score's per-example values, keyed to pair with another prompt's (`Sample.key`: the example, and the
+    model in a run with several targets)."""
+    return {s.key: s.score for s in score.samples}
 
 
 def race(candidates: list, score, dev_indices: list[int], keep: int, higher_is_better: bool,

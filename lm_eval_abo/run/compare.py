@@ -28,7 +28,8 @@ from lm_eval_abo.reports.run_report import money
 from lm_eval_abo.run.grid import run_grid
 from lm_eval_abo.run.grid.driver import executor_of
 from lm_eval_abo.run.optimize import finished, plan_run
-from lm_eval_abo.run.session import Targets, attach_target, caps_of, plan_session, prices_of, resolve_run, target_of
+from lm_eval_abo.run.targets import Targets
+from lm_eval_abo.run.session import attach_target, caps_of, plan_session, prices_of, resolve_run, target_of
 from lm_eval_abo.run.transfer import Entrant, evaluated, slug
 
 OWN, SHARED = "own best", "shared"
