@@ -130,7 +130,7 @@ class Adapter:
     def evaluate(self, batch: list[tuple[str, int]], candidate: dict[str, str], capture_traces: bool = False):
         from gepa.core.adapter import EvaluationBatch
 
-        [split] = {s for s, _ in batch}
+        [split] = {x[0] for x in batch}
         [score] = self.bridge.score([prompt_of(self.seed, candidate)], split, [x[1] for x in batch])
         by_key = {s.key: s for s in score.samples}
         samples = [by_key[pair_key(*x[1:])] for x in batch]
@@ -147,6 +147,7 @@ class Adapter:
     def record(self, sample: Sample) -> dict:
         verdict = "correct" if sample.correct else "wrong"
         return {
+            **({"Target Model": sample.model} if sample.model else {}),
             "Inputs": self.bridge.question(sample.doc),
             "Generated Outputs": sample.output,
             "Extracted Answer": sample.answer,
