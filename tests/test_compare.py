@@ -18,9 +18,11 @@ from fakeserver import FakeServer
 from lm_eval.api.registry import register_model
 
 from lm_eval_abo import cli
+from lm_eval_abo.artifact import store
 from lm_eval_abo.cost.ledger import Caps, Ledger, Usage
 from lm_eval_abo.infra import stats
 from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import read_json
 from lm_eval_abo.reports import compare as reports
 from lm_eval_abo.reports.compare.matrix import Evaluated, Setting, build, ranks
 from lm_eval_abo.run.compare import less
@@ -354,21 +356,34 @@ def test_transfer_errors_are_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_compare_two_embedded_targets(tmp_path):
     """gemma-3-270m and qwen2.5-coder-0.5b as targets, the embedded optimizer, tiny splits: every pair evaluated
-    by lm-eval on the same test documents."""
+    by lm-eval on the same test documents; the shared prompt from one run optimizing a prompt for both at once
+    (their worst dev score)."""
     run_cli(bin_path("lm-eval-abo"), "compare", "--tasks", TASK, "--method", "ape", "--method-args", "paraphrases=1",
             "--model", "abo-embedded", "--model_args", "model=gemma-3-270m",
             "--model", "abo-embedded", "--model_args", "model=qwen2.5-coder-0.5b",
             "--rounds", "1", "--beam", "1", "--train-limit", "3", "--dev-limit", "2", "--test-limit", "3",
-            "--minibatch", "2", "--gen_kwargs", "max_gen_toks=48", "--output", "cmp",
+            "--minibatch", "2", "--gen_kwargs", "max_gen_toks=48", "--output", "cmp", "--objective", "min",
             "--optimizer-cache", str(tmp_path / "optimizer-cache"), cwd=tmp_path)
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     [part] = result["tasks"]
-    assert part["matrix"]["models"] == ["gemma-3-270m", "qwen2.5-coder-0.5b"] and part["n_test"] == 3
-    assert len(part["matrix"]["cells"]) == 6 and not result["failed"]
+    models = ["gemma-3-270m", "qwen2.5-coder-0.5b"]
+    assert part["matrix"]["models"] == models and part["n_test"] == 3
+    assert len(part["matrix"]["cells"]) == 8 and not result["failed"]
     for c in part["matrix"]["cells"]:
         results = json.loads((tmp_path / c["results"]).read_text())
         assert results["results"][TASK]["exact_match,answer"] == c["score"] and c["n"] == 3
     assert [r["setting"] for r in part["matrix"]["rankings"]] == ["baseline", "own best", "shared"]
-    assert part["shared"]["row"] in part["matrix"]["rows"]
-    assert set(part["dev"]["baseline"]) == set(part["matrix"]["models"])
+    assert part["shared"]["row"] == "shared prompt" == part["matrix"]["rows"][-1]
+    shared = store.load(tmp_path / "cmp" / "shared" / TASK / "ape" / "best.yaml", task=TASK)
+    per_model = shared.scores["per_model"]
+    assert [t["label"] for t in shared.target["targets"]] == models and shared.settings["objective"] == "min"
+    assert shared.scores["dev"]["value"] == min(per_model[m]["dev"]["value"] for m in models) == part["shared"]["value"]
+    assert shared.scores["test"]["value"] == min(per_model[m]["test"]["value"] for m in models)
+    cells = {(c["prompt"], c["model"]): c for c in part["matrix"]["cells"]}
+    for m in models:  # the run's own test evaluation of the prompt and the matrix's agree, document for document
+        assert per_model[m]["test"]["value"] == cells[("shared prompt", m)]["score"]
+        assert per_model[m]["test_comparison"]["n"] == 3
+    nodes = read_json(tmp_path / "cmp" / "shared" / TASK / "ape" / "state.json")["state"]["nodes"]
+    assert sorted(nodes[0]["dev_per_example"]) == [f"{m}:{i}" for m in models for i in (0, 1)]
+    assert set(part["dev"]["baseline"]) == set(models)
     assert result["ledger"]["optimize runs"]["optimizer"]["calls"] > 0

@@ -34,9 +34,9 @@ def add(sub) -> None:
         "compare", help="models compared at their own prompts: a transfer matrix, rankings, the rank changes that "
         "hold",
         description="For each task and target, one optimize run with the same method, budget, splits, seed and "
-        "optimizer (the cells of one grid); then the baseline and every target's own best prompt evaluated on every "
-        "target by lm-eval on the same held-out test documents, and one shared prompt chosen among them on dev "
-        "(--objective). Writes compare.md, .csv, _rankings.csv, .html and .json in --output: the transfer matrix "
+        "optimizer, and one more run for all the targets at once, whose one prompt is the shared prompt (--objective) "
+        "(the cells of one grid); then the baseline, every target's own best prompt and the shared prompt evaluated on "
+        "every target by lm-eval on the same held-out test documents. Writes compare.md, .csv, _rankings.csv, .html and .json in --output: the transfer matrix "
         "(each score with its paired difference from the model's baseline and a 95% CI), the rankings at the "
         "baseline, at each model's own best and at the shared prompt with Kendall's tau, and the rank changes that "
         "hold. Targets: --model BACKEND [--model_args ARGS] [--label NAME] [--target-price IN,OUT], once "
@@ -44,8 +44,8 @@ def add(sub) -> None:
     )
     p.add_argument("--tasks", required=True, help="comma-separated tasks")
     p.add_argument("--objective", choices=("mean", "min", "none"), default="mean",
-                   help="how the shared prompt is chosen on dev among the baseline and the targets' own bests: the "
-                   "best mean over the targets (default), the best worst case (min), or none")
+                   help="the shared prompt's run optimizes one prompt for all the targets at once, maximising their "
+                   "mean dev score (default) or the worst of them (min); none: no shared prompt")
     add_target_flags(p)
     add_flags(p, "compare", method={"choices": sorted(METHODS), "help": "the method of every run (default: abo)"},
               output={"default": "compare", "help": "output directory (default: compare)"},

@@ -52,7 +52,7 @@ def add_executor_flags(p) -> None:
 
 
 def add(sub) -> None:
-    from lm_eval_abo.config import add_flags
+    from lm_eval_abo.config import DEFAULT_MODEL, DEFAULT_MODEL_ARGS, add_flags
     from lm_eval_abo.optimizers import METHODS
     from lm_eval_abo.run.paper_table import APO_METHODS
 
@@ -65,9 +65,7 @@ def add(sub) -> None:
         "[--model_args ARGS] [--label NAME] [--target-price IN,OUT], once per target): one prompt optimized for all "
         "of them under --objective, scored per target in the artifact.",
     )
-    add_flags(p, "optimize", task={"required": True}, method=methods)
-    from lm_eval_abo.config import DEFAULT_MODEL, DEFAULT_MODEL_ARGS
-
+    add_flags(p, "optimize", task={"required": True}, method=methods, objective={"choices": ("mean", "min")})
     add_target_flags(p, {"model": DEFAULT_MODEL, "model_args": DEFAULT_MODEL_ARGS})
     p.set_defaults(func=cmd_optimize)
 
