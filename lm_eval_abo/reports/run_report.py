@@ -328,6 +328,10 @@ def final_text(artifact, artifact_path, results_path, run_dir) -> str:
     if artifact.export.get("yaml"):
         lines.append(f"re-run with the stock lm_eval: lm_eval --include_path {run_dir} --tasks {artifact.export['task']} --model ...")
     lines.append(f"verdict: {scores['test_comparison']['verdict']}")
+    for label, own in scores.get("per_model", {}).items():  # several targets: each one's own
+        lines.append(f"  {label}: dev {fmt(own['dev']['value'])} (baseline {fmt(own['baseline_dev']['value'])}), test "
+                     f"{fmt(own['test']['value'])} (baseline {fmt(own['baseline_test']['value'])}): "
+                     f"{own['test_comparison']['verdict']}")
     if "one_answer" in test:
         lines.append(f"warning: {one_answer_text(test)}")
     return "\n".join(lines)

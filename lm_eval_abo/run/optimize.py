@@ -49,6 +49,10 @@ class Outcome:
 
 
 def heading_of(config: OptimizeConfig) -> run_report.Heading:
+    if config.targets:  # several: the objective over them, then each
+        model = f"the {config.objective} of {len(config.targets)}"
+        args = "; ".join(f"{label}: {m} {redact_arg_string(a)}".strip() for label, m, a, _ in config.targets)
+        return run_report.Heading(config.method, config.task, model, args, config.optimizer, config.rounds, config.beam)
     return run_report.Heading(config.method, config.task, config.model, redact_arg_string(config.model_args),
                               config.optimizer, config.rounds, config.beam)
 
