@@ -103,7 +103,8 @@ def test_the_artifact_holds_each_target_s_scores_and_the_projection_counts_every
                            rounds=1, beam=1, train_limit=4, dev_limit=4, test_limit=4, minibatch=2,
                            output=str(tmp_path / "runs"))
         a, b = rule_lm(), even_lm()
-        outcome = optimize(config, out=lambda line: None, lm={"a": a, "b": b})
+        lines = []
+        outcome = optimize(config, out=lines.append, lm={"a": a, "b": b})
     artifact = outcome.artifact_data
     scores, per = artifact.scores, artifact.scores["per_model"]
     assert artifact.target["objective"] == "min" and [t["label"] for t in artifact.target["targets"]] == ["a", "b"]
@@ -116,6 +117,9 @@ def test_the_artifact_holds_each_target_s_scores_and_the_projection_counts_every
     assert scores["baseline_test"]["value"] == min(per["a"]["baseline_test"]["value"], per["b"]["baseline_test"]["value"])
     assert scores["dev"]["value"] == min(per["a"]["dev"]["value"], per["b"]["dev"]["value"])
     assert scores["test_comparison"]["n"] == 8, "pooled over (model, document)"
+    shown = "\n".join(lines)
+    assert "target the min of 2 (a: local-completions model=a," in shown
+    assert f"  b: dev {per['b']['dev']['value']:.3f} (baseline {per['b']['baseline_dev']['value']:.3f}), test" in shown
     # the ledger counts both targets; the projection too: twice one target's
     assert artifact.usage["target"]["calls"] == len(a.seen) + len(b.seen)
     one = resolve_run(replace(config, objective=None, targets=(), model="local-completions",
