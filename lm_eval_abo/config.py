@@ -171,6 +171,12 @@ class OptimizeConfig(HarnessSettings):
     target_price: tuple[float, float] | None = flag(
         "the target's price IN,OUT in US dollars per million tokens (default: litellm's cost map where it knows the "
         "model; local backends $0)", default=None, parse=parse_price, commands=ONE_TARGET)
+    objective: str | None = flag(
+        "with several targets (--model once per target): what the search maximises over their dev scores, their "
+        "mean (default) or the worst of them (min)", default=None, resume=True, commands=("optimize",))
+    # several targets, one prompt for all (`--model` once per target): (label, model, model_args, target_price)
+    # each, the first also in model, model_args and target_price; () for a run with one target
+    targets: tuple = ()
     optimizer_price: tuple[float, float] | None = flag(
         "the optimizer's price IN,OUT in US dollars per million tokens, e.g. for a self-hosted one (default: litellm's "
         "cost map; embedded models $0)", default=None, parse=parse_price)
@@ -215,7 +221,24 @@ class OptimizeConfig(HarnessSettings):
         for name in ("alpha", "race_alpha"):
             if not 0 < getattr(self, name) < 1:
                 raise AboError(f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(self, name)!r}")
-        return replace(self, **sizes)
+        return replace(self, **sizes, **self._checked_targets())
+
+    def _checked_targets(self) -> dict:
+        """The targets and objective, checked: an objective needs two or more targets (default: mean)."""
+        if len(self.targets) < 2:
+            if self.objective is not None:
+                raise AboError(f"--objective {self.objective}: it combines the dev scores of several targets; give "
+                               "two or more (--model BACKEND --model_args ARGS, once per target)")
+            return {"targets": ()}
+        if self.objective not in (None, "mean", "min"):
+            raise AboError(f"--objective must be mean or min, got {self.objective!r}")
+        labels = [t[0] for t in self.targets]
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise AboError(f"--label {twice[0]} names two targets")
+        label, model, model_args, price = self.targets[0]
+        return {"targets": tuple(tuple(t) for t in self.targets), "objective": self.objective or "mean",
+                "model": model, "model_args": model_args, "target_price": price}
 
     def fingerprint(self) -> dict:
         """The settings a resumed run must share with the run it continues, secrets masked."""
@@ -227,6 +250,10 @@ class OptimizeConfig(HarnessSettings):
                 if f.name == "optimizer_args":  # the client's time-out and retries may change on resume
                     value = {k: v for k, v in value.items() if k not in CLIENT_ARGS}
                 found[f.name] = redacted(value) if spec.secret else value
+        if self.targets:  # several targets: each of them (a run with one keeps its fingerprint of old)
+            found["targets"] = [[label, model, redact_arg_string(args)] for label, model, args, _ in self.targets]
+        else:
+            del found["objective"]
         return found
 
     def redacted(self, name: str):

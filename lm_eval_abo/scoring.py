@@ -40,14 +40,27 @@ class Sample:
     target: str  # the gold answer
     score: float  # the task's metric for this example
     correct: bool  # not an error: the score reaches the error threshold
+    model: str = ""  # the label of the target that answered, in a run with several targets
+
+    @property
+    def key(self) -> int | str:
+        """What pairs this sample with another prompt's (`pair_key`)."""
+        return pair_key(self.index, self.model)
+
+
+def pair_key(index: int, model: str = "") -> int | str:
+    """The key that pairs per-example results across prompts: the example, and, in a run with several targets,
+    the model that answered it ("label:index")."""
+    return f"{model}:{index}" if model else index
 
 
 @dataclass
 class Score:
     value: float
     stderr: float | None
-    n: int
+    n: int  # examples scored (each by every target, in a run with several)
     samples: list[Sample] = field(default_factory=list)
+    per_model: dict[str, Score] = field(default_factory=dict)  # by target label, in a run with several targets
 
     def errors(self) -> list[Sample]:
         return [s for s in self.samples if not s.correct]
@@ -192,15 +205,10 @@ class Bridge:
         part = self.splits[split]
         physical = {part.indices[i]: i for i in indices}
         keys = [p.sha256() for p in prompts]
-        todo: dict[str, dict] = {}
-        for prompt, key in zip(prompts, keys):
-            missing = [i for i in indices if (key, split, i) not in self._memo]
-            if missing and key[:16] not in todo:
-                todo[key[:16]] = {"prompt": prompt, "key": key, "missing": missing}
+        todo = self._todo(prompts, split, indices)
         if todo:
             if capped and self.budget is not None:
-                docs = self.docs(split)
-                self.budget.target_pass(sum(self._requests_per_doc(docs[i]) for job in todo.values() for i in job["missing"]))
+                self.budget.target_pass(self.pending(prompts, split, indices))
             started = time.perf_counter()
             reached = self.counter.requests
             names = [f"{self.task}@{short}" for short in todo]
@@ -262,7 +270,28 @@ class Bridge:
     def target_requests(self) -> int:
         return self.counter.requests
 
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The labels of the targets whose samples a score holds ("": the one target of a run)."""
+        return ("",)
+
+    def pending(self, prompts: list[Prompt], split: str, indices: list[int]) -> int:
+        """The target requests scoring these prompts on these examples would make (what is not yet scored)."""
+        docs = self.docs(split)
+        todo = self._todo(prompts, split, sorted(set(indices)))
+        return sum(self._requests_per_doc(docs[i]) for job in todo.values() for i in job["missing"])
+
     # --- internals ---
+
+    def _todo(self, prompts: list[Prompt], split: str, indices: list[int]) -> dict[str, dict]:
+        """The prompts with examples not yet scored, by short key: the prompt, its key and those examples."""
+        todo: dict[str, dict] = {}
+        for prompt in prompts:
+            key = prompt.sha256()
+            missing = [i for i in indices if (key, split, i) not in self._memo]
+            if missing and key[:16] not in todo:
+                todo[key[:16]] = {"prompt": prompt, "key": key, "missing": missing}
+        return todo
 
     def _requests_per_doc(self, doc: dict) -> int:
         return len(self.reference.doc_to_choice(doc)) if self.output_type == "multiple_choice" else 1

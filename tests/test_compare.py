@@ -18,11 +18,13 @@ from fakeserver import FakeServer
 from lm_eval.api.registry import register_model
 
 from lm_eval_abo import cli
+from lm_eval_abo.artifact import store
 from lm_eval_abo.cost.ledger import Caps, Ledger, Usage
 from lm_eval_abo.infra import stats
 from lm_eval_abo.infra.errors import AboError
+from lm_eval_abo.infra.files import read_json
 from lm_eval_abo.reports import compare as reports
-from lm_eval_abo.reports.compare.matrix import Evaluated, Setting, build, ranks, shared_choice
+from lm_eval_abo.reports.compare.matrix import Evaluated, Setting, build, ranks
 from lm_eval_abo.run.compare import less
 from lm_eval_abo.run.transfer import entrants
 
@@ -112,22 +114,6 @@ def test_rankings_tau_and_only_the_rank_changes_beyond_their_intervals_count():
     assert changes == [("A", "B", 0.5, -0.2, True), ("B", "C", -0.475, 0.175, True), ("A", "C", 0.025, -0.025, False)]
     noise = matrix["changes"][2]
     assert noise["before_ci"][0] == 0.0 and noise["after_ci"][1] == 0.0  # one document each way: 0 inside both
-
-
-def test_the_shared_prompt_is_the_best_by_the_objective_over_the_targets_dev_scores():
-    dev = {"baseline": {"A": 0.5, "B": 0.2}, "best for A": {"A": 0.9, "B": 0.3}, "best for B": {"A": 0.6, "B": 0.5}}
-    # means 0.35, 0.6, 0.55; worst cases 0.2, 0.3, 0.5
-    by_mean = shared_choice(dev, "mean")
-    assert by_mean["row"] == "best for A" and by_mean["value"] == pytest.approx(0.6)
-    assert shared_choice(dev, "min")["row"] == "best for B" and shared_choice(dev, "min")["value"] == 0.5
-    # lower is better: means favour the baseline (0.35); the worst case is each row's highest (0.5, 0.9, 0.6)
-    assert shared_choice(dev, "mean", higher_is_better=False)["row"] == "baseline"
-    assert shared_choice(dev, "min", higher_is_better=False)["value"] == 0.5
-    tied = {"baseline": {"A": 1.0, "B": 0.0}, "best for B": {"A": 0.0, "B": 1.0}}
-    assert shared_choice(tied)["row"] == "baseline", "a tie goes to the earlier row"
-    only_a = {"baseline": {"A": 0.5}, "best for A": {"A": 0.9, "B": 0.0}}  # B has no baseline score: left out
-    assert shared_choice(only_a)["models"] == ["A"] and shared_choice(only_a)["row"] == "best for A"
-    assert shared_choice({}) is None
 
 
 def hand_made_result() -> dict:
@@ -230,8 +216,9 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
     with FakeServer() as server:
         assert cli.main(compare_args(server, out)) == 0
         asked = len(server.requests)
-        # the grid ran steady, then counter; the evaluations start on the loaded one: each loaded once a phase
-        assert RuleTarget.loads == ["enumerating", "Count", "enumerating"]
+        # the grid ran steady, counter, then the shared prompt's run on both (steady from the grid's loader, counter
+        # loaded by the run); the evaluations start on the loaded one (steady)
+        assert RuleTarget.loads == ["enumerating", "Count", "enumerating", "Count", "Count"]
         result = json.loads((out / "compare.json").read_text())
         [part] = result["tasks"]
         cells = {(c["prompt"], c["model"]): c for c in part["matrix"]["cells"]}
@@ -239,14 +226,19 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
         assert {k: (c["score"], c.get("difference")) for k, c in cells.items()} == {
             ("baseline", "steady"): (1.0, None), ("baseline", "counter"): (0.0, None),
             ("best for steady", "steady"): (1.0, 0.0), ("best for steady", "counter"): (0.0, 0.0),
-            ("best for counter", "steady"): (0.0, -1.0), ("best for counter", "counter"): (1.0, 1.0)}
+            ("best for counter", "steady"): (0.0, -1.0), ("best for counter", "counter"): (1.0, 1.0),
+            ("shared prompt", "steady"): (1.0, 0.0), ("shared prompt", "counter"): (0.0, 0.0)}
         assert cells[("best for counter", "steady")]["ci"] == [-1.0, -1.0] and part["n_test"] == 4
         assert "the baseline's prompt" in part["prompts"][1]["detail"]
-        # on dev every row's mean over the two targets is 0.5: the tie goes to the baseline, the shared prompt
+        # the shared prompt's run on both targets: the baseline's mean dev score is (1 + 0) / 2, and the fake
+        # optimizer's instruction (it says "Count", not "enumerating") scores (0 + 1) / 2: a tie keeps the baseline
         assert part["dev"] == {"baseline": {"steady": 1.0, "counter": 0.0},
-                               "best for steady": {"steady": 1.0, "counter": 0.0},
-                               "best for counter": {"steady": 0.0, "counter": 1.0}}
-        assert (part["shared"]["row"], part["shared"]["value"]) == ("baseline", 0.5)
+                               "shared prompt": {"steady": 1.0, "counter": 0.0}}
+        assert (part["shared"]["row"], part["shared"]["value"]) == ("shared prompt", 0.5)
+        shared = json.loads((out / "shared" / TASK / "ape" / "state.json").read_text())["state"]["nodes"]
+        assert [(n["origin"], n["dev"]) for n in shared] == [("baseline", 0.5), ("initial", 0.5), ("paraphrase", 0.5)]
+        assert sorted(shared[0]["dev_per_example"]) == ["counter:0", "counter:1", "counter:2", "steady:0", "steady:1",
+                                                        "steady:2"]
         ranked = {r["setting"]: [(o["model"], o["rank"]) for o in r["order"]] for r in part["matrix"]["rankings"]}
         assert ranked == {"baseline": [("steady", 1), ("counter", 2)], "own best": [("steady", 1), ("counter", 1)],
                           "shared": [("steady", 1), ("counter", 2)]}
@@ -259,13 +251,12 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
         artifact = out / "runs" / "counter" / TASK / "ape" / "best.yaml"
         recorded = json.loads(Path(cells[("best for counter", "steady")]["results"]).read_text())
         assert recorded["configs"][TASK]["metadata"]["abo"]["source"] == str(artifact)
-        # test: 6 pairs x 4 documents; the runs had evaluated steady's baseline (its best) and counter's baseline and
-        # best on test, so only counter's best on steady reached a target. dev: 2 distinct prompts x 2 targets x 3
-        # documents, all scored on dev by the runs (both runs' optimizer wrote the same first instruction)
+        # test: 8 pairs x 4 documents; the runs had evaluated the baseline on both targets and counter's best on
+        # counter (the shared prompt is the baseline), so only counter's best on steady reached a target
         evaluations = result["ledger"]["evaluations"]["target"]
-        assert (evaluations["calls"], evaluations["cache_hits"]) == (24 + 12, 20 + 12)
+        assert (evaluations["calls"], evaluations["cache_hits"]) == (32, 28)
         grid = json.loads((out / "grid.json").read_text())
-        assert [c["status"] for c in grid["cells"]] == ["done", "done"]
+        assert [c["status"] for c in grid["cells"]] == ["done", "done", "done"]
         assert result["ledger"]["optimize runs"] == grid["ledger"]
         assert (out / "compare.html").read_text().count("data:image/png;base64,") == 2
         assert "| best for counter | 0.000 (-1.000*, -1.000 to -1.000) | 1.000 (+1.000*, +1.000 to +1.000) |" in \
@@ -280,7 +271,7 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
         return [{k: v for k, v in c.items() if k != "results"} for c in cells]
 
     assert without_files(again["tasks"][0]["matrix"]["cells"]) == without_files(part["matrix"]["cells"])
-    assert [c["status"] for c in json.loads((out / "grid.json").read_text())["cells"]] == ["done earlier"] * 2
+    assert [c["status"] for c in json.loads((out / "grid.json").read_text())["cells"]] == ["done earlier"] * 3
     written = [p for p in out.rglob("*") if p.is_file()]
     assert not [p for p in written if SECRET.encode() in p.read_bytes()], "the API key is in no file"
     assert "`counter` (abo-test-rule keyword=Count,api_key=***)" in (out / "compare.md").read_text()
@@ -365,21 +356,34 @@ def test_transfer_errors_are_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_compare_two_embedded_targets(tmp_path):
     """gemma-3-270m and qwen2.5-coder-0.5b as targets, the embedded optimizer, tiny splits: every pair evaluated
-    by lm-eval on the same test documents."""
+    by lm-eval on the same test documents; the shared prompt from one run optimizing a prompt for both at once
+    (their worst dev score)."""
     run_cli(bin_path("lm-eval-abo"), "compare", "--tasks", TASK, "--method", "ape", "--method-args", "paraphrases=1",
             "--model", "abo-embedded", "--model_args", "model=gemma-3-270m",
             "--model", "abo-embedded", "--model_args", "model=qwen2.5-coder-0.5b",
             "--rounds", "1", "--beam", "1", "--train-limit", "3", "--dev-limit", "2", "--test-limit", "3",
-            "--minibatch", "2", "--gen_kwargs", "max_gen_toks=48", "--output", "cmp",
+            "--minibatch", "2", "--gen_kwargs", "max_gen_toks=48", "--output", "cmp", "--objective", "min",
             "--optimizer-cache", str(tmp_path / "optimizer-cache"), cwd=tmp_path)
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     [part] = result["tasks"]
-    assert part["matrix"]["models"] == ["gemma-3-270m", "qwen2.5-coder-0.5b"] and part["n_test"] == 3
-    assert len(part["matrix"]["cells"]) == 6 and not result["failed"]
+    models = ["gemma-3-270m", "qwen2.5-coder-0.5b"]
+    assert part["matrix"]["models"] == models and part["n_test"] == 3
+    assert len(part["matrix"]["cells"]) == 8 and not result["failed"]
     for c in part["matrix"]["cells"]:
         results = json.loads((tmp_path / c["results"]).read_text())
         assert results["results"][TASK]["exact_match,answer"] == c["score"] and c["n"] == 3
     assert [r["setting"] for r in part["matrix"]["rankings"]] == ["baseline", "own best", "shared"]
-    assert part["shared"]["row"] in part["matrix"]["rows"]
-    assert set(part["dev"]["baseline"]) == set(part["matrix"]["models"])
+    assert part["shared"]["row"] == "shared prompt" == part["matrix"]["rows"][-1]
+    shared = store.load(tmp_path / "cmp" / "shared" / TASK / "ape" / "best.yaml", task=TASK)
+    per_model = shared.scores["per_model"]
+    assert [t["label"] for t in shared.target["targets"]] == models and shared.settings["objective"] == "min"
+    assert shared.scores["dev"]["value"] == min(per_model[m]["dev"]["value"] for m in models) == part["shared"]["value"]
+    assert shared.scores["test"]["value"] == min(per_model[m]["test"]["value"] for m in models)
+    cells = {(c["prompt"], c["model"]): c for c in part["matrix"]["cells"]}
+    for m in models:  # the run's own test evaluation of the prompt and the matrix's agree, document for document
+        assert per_model[m]["test"]["value"] == cells[("shared prompt", m)]["score"]
+        assert per_model[m]["test_comparison"]["n"] == 3
+    nodes = read_json(tmp_path / "cmp" / "shared" / TASK / "ape" / "state.json")["state"]["nodes"]
+    assert sorted(nodes[0]["dev_per_example"]) == [f"{m}:{i}" for m in models for i in (0, 1)]
+    assert set(part["dev"]["baseline"]) == set(models)
     assert result["ledger"]["optimize runs"]["optimizer"]["calls"] > 0

@@ -24,7 +24,7 @@ LAYERS = [
     ("run", ["lm_eval_abo.run", "lm_eval_abo.studies", "lm_eval_abo.promptfoo"]),
     ("reports", ["lm_eval_abo.reports"]),
     ("methods", ["lm_eval_abo.optimizers"]),
-    ("bridge to lm-eval", ["lm_eval_abo.scoring", "lm_eval_abo.tasks"]),
+    ("bridge to lm-eval", ["lm_eval_abo.scoring", "lm_eval_abo.panel", "lm_eval_abo.tasks"]),
     ("artifact", ["lm_eval_abo.artifact"]),
     ("services", ["lm_eval_abo.config", "lm_eval_abo.infra", "lm_eval_abo.cost", "lm_eval_abo.embedded"]),
 ]

@@ -5,49 +5,8 @@ and `--target-price` after it belong to it."""
 
 from __future__ import annotations
 
-import argparse
-
 from lm_eval_abo.commands.runs import SOME_FAILED, add_executor_flags, config_from
-
-TARGET_FLAGS = {
-    "--model": ("model", "BACKEND", "a target: any lm-eval model backend (repeatable: once per target)"),
-    "--model_args": ("model_args", "ARGS", "lm-eval model_args of the --model before it"),
-    "--label": ("label", "NAME", "the name of the --model before it in the tables and folders (default: its "
-                "model= or pretrained= name, else its backend)"),
-    "--target-price": ("target_price", "IN,OUT", "the price of the --model before it in US dollars per million "
-                       "tokens (default: litellm's cost map where it knows the model; local backends $0)"),
-}
-
-
-class TargetFlag(argparse.Action):
-    """`--model` starts a target; the other target flags complete the last one, each at most once."""
-
-    def __call__(self, parser, namespace, value, option=None):
-        targets = [dict(t) for t in getattr(namespace, self.dest) or []]
-        key = TARGET_FLAGS[option][0]
-        if key == "model":
-            targets.append({"model": value})
-        elif not targets:
-            parser.error(f"{option} {value}: put it after the --model it belongs to")
-        elif key in targets[-1]:
-            parser.error(f"{option} is given twice for --model {targets[-1]['model']}")
-        else:
-            targets[-1][key] = value
-        setattr(namespace, self.dest, targets)
-
-
-def add_target_flags(p) -> None:
-    for option, (_, metavar, help_text) in TARGET_FLAGS.items():
-        p.add_argument(option, dest="targets", action=TargetFlag, default=None, metavar=metavar, help=help_text)
-
-
-def targets_of(args, least: int):
-    """The checked targets of the command's target flags."""
-    from lm_eval_abo.infra.flags import parse_price
-    from lm_eval_abo.run.transfer import entrants
-
-    given = [{**t, "target_price": parse_price(t.get("target_price"), "--target-price")} for t in args.targets or []]
-    return entrants(given, least)
+from lm_eval_abo.commands.targets import add_target_flags, targets_of
 
 
 def cmd_compare(args) -> int:
@@ -75,9 +34,9 @@ def add(sub) -> None:
         "compare", help="models compared at their own prompts: a transfer matrix, rankings, the rank changes that "
         "hold",
         description="For each task and target, one optimize run with the same method, budget, splits, seed and "
-        "optimizer (the cells of one grid); then the baseline and every target's own best prompt evaluated on every "
-        "target by lm-eval on the same held-out test documents, and one shared prompt chosen among them on dev "
-        "(--objective). Writes compare.md, .csv, _rankings.csv, .html and .json in --output: the transfer matrix "
+        "optimizer, and one more run for all the targets at once, whose one prompt is the shared prompt (--objective) "
+        "(the cells of one grid); then the baseline, every target's own best prompt and the shared prompt evaluated on "
+        "every target by lm-eval on the same held-out test documents. Writes compare.md, .csv, _rankings.csv, .html and .json in --output: the transfer matrix "
         "(each score with its paired difference from the model's baseline and a 95% CI), the rankings at the "
         "baseline, at each model's own best and at the shared prompt with Kendall's tau, and the rank changes that "
         "hold. Targets: --model BACKEND [--model_args ARGS] [--label NAME] [--target-price IN,OUT], once "
@@ -85,8 +44,8 @@ def add(sub) -> None:
     )
     p.add_argument("--tasks", required=True, help="comma-separated tasks")
     p.add_argument("--objective", choices=("mean", "min", "none"), default="mean",
-                   help="how the shared prompt is chosen on dev among the baseline and the targets' own bests: the "
-                   "best mean over the targets (default), the best worst case (min), or none")
+                   help="the shared prompt's run optimizes one prompt for all the targets at once, maximising their "
+                   "mean dev score (default) or the worst of them (min); none: no shared prompt")
     add_target_flags(p)
     add_flags(p, "compare", method={"choices": sorted(METHODS), "help": "the method of every run (default: abo)"},
               output={"default": "compare", "help": "output directory (default: compare)"},

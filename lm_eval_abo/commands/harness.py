@@ -39,7 +39,7 @@ def cmd_run(argv: list[str]) -> None:
 
     import lm_eval_abo.embedded.backend  # noqa: F401  (registers --model abo-embedded)
     from lm_eval_abo.infra.redact import redacting_tracker
-    from lm_eval_abo.run.session import missing_package
+    from lm_eval_abo.run.targets import missing_package
     from lm_eval_abo.tasks.lookup import task_paths
 
     setup_logging()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lm_eval_abo.commands.targets import add_target_flags, run_targets
+
 SOME_FAILED = 3  # the exit code of a grid whose other runs finished while some failed
 
 
@@ -13,9 +15,10 @@ def config_from(args, **fixed):
 
 
 def cmd_optimize(args) -> None:
+    from lm_eval_abo.config import DEFAULT_MODEL, DEFAULT_MODEL_ARGS
     from lm_eval_abo.run.optimize import optimize
 
-    optimize(config_from(args))
+    optimize(config_from(args, **run_targets(args, {"model": DEFAULT_MODEL, "model_args": DEFAULT_MODEL_ARGS})))
 
 
 def cmd_diagnose(args) -> None:
@@ -49,7 +52,7 @@ def add_executor_flags(p) -> None:
 
 
 def add(sub) -> None:
-    from lm_eval_abo.config import add_flags
+    from lm_eval_abo.config import DEFAULT_MODEL, DEFAULT_MODEL_ARGS, add_flags
     from lm_eval_abo.optimizers import METHODS
     from lm_eval_abo.run.paper_table import APO_METHODS
 
@@ -58,9 +61,12 @@ def add(sub) -> None:
         "optimize", help="optimize a task's prompt (APO methods or ABO), scored by lm-eval",
         description="Run a prompt-optimization method on any lm-eval task: candidates are scored by lm-eval on train/dev, "
         "the best prompt is saved as <output>/<task>/<method>/best.yaml, evaluated once on test beside the baseline, and "
-        "written as a plain lm-eval task (<task>_abo.yaml) beside it.",
+        "written as a plain lm-eval task (<task>_abo.yaml) beside it. Several targets (--model BACKEND "
+        "[--model_args ARGS] [--label NAME] [--target-price IN,OUT], once per target): one prompt optimized for all "
+        "of them under --objective, scored per target in the artifact.",
     )
-    add_flags(p, "optimize", task={"required": True}, method=methods)
+    add_flags(p, "optimize", task={"required": True}, method=methods, objective={"choices": ("mean", "min")})
+    add_target_flags(p, {"model": DEFAULT_MODEL, "model_args": DEFAULT_MODEL_ARGS})
     p.set_defaults(func=cmd_optimize)
 
     p = sub.add_parser("diagnose", help="the paper's studies: reflection sensitivity, refinement fix/break rates")

@@ -12,7 +12,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from lm_eval_abo.infra.errors import AboError
 
 RUNS = ("optimize", "diagnose", "paper-table", "compare")  # the commands that run a search or a study
-ONE_TARGET = ("optimize", "diagnose", "paper-table")  # those with one target (compare takes one --model per target)
+ONE_TARGET = ("diagnose", "paper-table")  # those with one target (optimize and compare take one --model per target)
 EVALUATES = ("transfer",)  # the commands that evaluate finished prompts through lm-eval
 # Keys of --optimizer_args that set the optimizer client rather than go to litellm (litellm's names where it
 # has one); a resumed run may change them

@@ -174,7 +174,7 @@ class Abo:
         revised = dict(zip(map(id, revising), replies))
         candidates = []
         for i, r in enumerate(repairs):
-            examples = [e.index for e, _ in r.errors]
+            examples = list(dict.fromkeys(e.index for e, _ in r.errors))  # an example several targets missed: once
             if r.demos_only:  # the same steps, shown doing this one
                 demos, counts = self.demonstrations(ctx, steps, f"{tag} demos for step {r.step}", examples)
                 notes = {"repaired_step": r.step, "kind": r.kind, "demos_verified": counts, "diagnosis": diagnosis}

@@ -42,7 +42,7 @@ class Node:
     dev: float
     dev_stderr: float | None
     dev_n: int
-    dev_per_example: dict[int, float]
+    dev_per_example: dict[int | str, float]  # by `Sample.key`: the example (and the model, with several targets)
 
     @property
     def key(self) -> str:
@@ -65,6 +65,7 @@ class TaskView(Protocol):
     default_prompt: Prompt  # the baseline
     task_description: str
     answer_format: str  # how an answer must end so the task's filter finds it ("" if unknown)
+    models: tuple[str, ...]  # the labels of the targets a score's samples come from ("": the run's one target)
 
     def docs(self, split: str) -> list[dict]: ...
 
@@ -204,7 +205,7 @@ class Context:
     def error(self, sample: Sample) -> dict:
         """A target mistake as the meta-prompts show it."""
         return {"question": self.task.question(sample.doc), "target": sample.target, "output": sample.output,
-                "answer": sample.answer}
+                "answer": sample.answer, **({"model": sample.model} if sample.model else {})}
 
 
 @dataclass(frozen=True)

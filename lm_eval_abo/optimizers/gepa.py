@@ -30,7 +30,7 @@ from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.flags import flag
 from lm_eval_abo.optimizers.base import Asks, Candidate, Context, Node, Projected, Proposal, Round, TaskView
 from lm_eval_abo.optimizers.instructions import INITIAL_EXAMPLES, initial_candidates
-from lm_eval_abo.scoring import Sample
+from lm_eval_abo.scoring import Sample, pair_key
 
 log = logging.getLogger("lm_eval_abo")
 TEMPLATE = "gepa:InstructionProposalSignature"  # GEPA's own reflection prompt, as the call records name it
@@ -91,6 +91,14 @@ def prompt_of(seed: Prompt, candidate: dict[str, str]) -> Prompt:
 # --- GEPA's adapter: the engine's one way to the task, through the bridge ---
 
 
+def instances(split: str, indices: list[int], models: tuple[str, ...] = ("",)) -> list[tuple]:
+    """GEPA's data instances of a split: (split, index), or, with several targets, (split, index, model), so
+    its Pareto front is over (model, example)."""
+    if models == ("",):
+        return [(split, i) for i in indices]
+    return [(split, i, m) for m in models for i in indices]
+
+
 @dataclass(frozen=True)
 class Trace:
     split: str
@@ -99,7 +107,8 @@ class Trace:
 
 class Adapter:
     """`gepa.GEPAAdapter` over the bridge. A data instance is a (split, index) pair of the run's train pool
-    (GEPA's trainset) or dev examples (its valset); scores are the task's metric per example, negated for
+    (GEPA's trainset) or dev examples (its valset), with the model as a third part when several targets
+    answer (`instances`); scores are the task's metric per example, negated for
     a lower-is-better metric (GEPA maximises)."""
 
     propose_new_texts = None  # GEPA's own reflection proposes the texts
@@ -121,10 +130,10 @@ class Adapter:
     def evaluate(self, batch: list[tuple[str, int]], candidate: dict[str, str], capture_traces: bool = False):
         from gepa.core.adapter import EvaluationBatch
 
-        [split] = {s for s, _ in batch}
-        [score] = self.bridge.score([prompt_of(self.seed, candidate)], split, [i for _, i in batch])
-        by_index = {s.index: s for s in score.samples}
-        samples = [by_index[i] for _, i in batch]
+        [split] = {x[0] for x in batch}
+        [score] = self.bridge.score([prompt_of(self.seed, candidate)], split, [x[1] for x in batch])
+        by_key = {s.key: s for s in score.samples}
+        samples = [by_key[pair_key(*x[1:])] for x in batch]
         return EvaluationBatch(outputs=[s.output for s in samples], scores=[self.sign * s.score for s in samples],
                                trajectories=[Trace(split, s) for s in samples] if capture_traces else None)
 
@@ -138,6 +147,7 @@ class Adapter:
     def record(self, sample: Sample) -> dict:
         verdict = "correct" if sample.correct else "wrong"
         return {
+            **({"Target Model": sample.model} if sample.model else {}),
             "Inputs": self.bridge.question(sample.doc),
             "Generated Outputs": sample.output,
             "Extracted Answer": sample.answer,
@@ -226,12 +236,13 @@ class Gepa:
             raise AboError("GEPA needs the run's dev examples (Context.dev_indices), its validation set")
         folder = ctx.engine_dir
         seed, seed_key = self._seed(ctx, round, folder)
-        n_dev = len(ctx.dev_indices)
+        models = getattr(ctx.task, "models", ("",))
+        n_dev = len(ctx.dev_indices) * len(models)
         budget = max_metric_calls(p, n_dev, round.number if folder else 1)  # without a folder, each round runs afresh
         adapter, reflection, final = Adapter(ctx.task, seed, seed_key, folder), Reflection(ctx), FinalState()
         result = gepa.optimize(
-            seed_candidate=components(seed), trainset=[("train", i) for i in ctx.train_pool],
-            valset=[("dev", i) for i in ctx.dev_indices], adapter=adapter, reflection_lm=reflection,
+            seed_candidate=components(seed), trainset=instances("train", ctx.train_pool, models),
+            valset=instances("dev", ctx.dev_indices, models), adapter=adapter, reflection_lm=reflection,
             reflection_minibatch_size=p.reflection_minibatch, use_merge=bool(p.merge),
             perfect_score=adapter.perfect, max_metric_calls=budget, stop_callbacks=reflection.stopped,
             logger=RunLog(), callbacks=[final], run_dir=str(folder) if folder else None,

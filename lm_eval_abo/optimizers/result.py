@@ -176,7 +176,7 @@ def _node_to_dict(node: Node) -> dict:
 
 def _node_from_dict(d: dict) -> Node:
     candidate = Candidate(Prompt.from_dict(d["prompt"]), d["origin"], d["parent"], d["notes"])
-    per_example = {int(k): v for k, v in d["dev_per_example"].items()}
+    per_example = {int(k) if k.isdigit() else k: v for k, v in d["dev_per_example"].items()}  # "label:index": several targets
     return Node(candidate, d["round"], d["dev"], d["dev_stderr"], d["dev_n"], per_example)
 
 

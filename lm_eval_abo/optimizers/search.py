@@ -114,7 +114,7 @@ class Search:
             s = scores[i]
             if s.n < len(self.dev_indices):
                 c.notes["raced_out"] = f"after {s.n} of {len(self.dev_indices)} dev examples"
-            nodes.append(Node(c, round_no, s.value, s.stderr, s.n, {x.index: x.score for x in s.samples}))
+            nodes.append(Node(c, round_no, s.value, s.stderr, s.n, selection.per_example(s)))
         state.nodes.extend(nodes)
         return nodes
 

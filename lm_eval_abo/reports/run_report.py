@@ -216,6 +216,13 @@ def _dropped(record: RoundRecord) -> list[str]:
     return ["Rejected before scoring:", "", *(f"- `{d.key}` ({d.origin}): {d.reason}" for d in record.dropped), ""]
 
 
+def _flipped(dev_docs: list[dict], key) -> str:
+    """A dev example a new best fixed or broke; with several targets its key is "label:index", and the model
+    is named."""
+    model, _, index = str(key).rpartition(":")
+    return (f"({model}) " if model else "") + _doc_text(dev_docs[int(index)])
+
+
 def run_report(heading: Heading, result: SearchResult, dev_docs: list[dict], metric: str, final=None,
                test_docs: list[dict] | None = None) -> str:
     """A markdown report: per round the candidates, the best prompt's diff, reflections, flips, cost; at the
@@ -225,7 +232,7 @@ def run_report(heading: Heading, result: SearchResult, dev_docs: list[dict], met
         "",
         f"- target: `{heading.model}` (`{heading.model_args}`)",
         f"- optimizer: `{heading.optimizer}`",
-        f"- metric: `{metric}` on {len(result.baseline.dev_per_example)} dev examples",
+        f"- metric: `{metric}` on {result.baseline.dev_n} dev examples",
         f"- rounds completed: {result.last_round} of {heading.rounds}" + (f" (stopped: {result.stopped})"
                                                                           if result.stopped else ""),
         "",
@@ -261,8 +268,8 @@ def run_report(heading: Heading, result: SearchResult, dev_docs: list[dict], met
             out += [
                 f"New best. Dev examples fixed: {len(flips['fixed'])}, broken: {len(flips['broken'])}.",
                 "",
-                *(f"- fixed: {_doc_text(dev_docs[i])}" for i in flips["fixed"][:SHOWN_FLIPS]),
-                *(f"- broken: {_doc_text(dev_docs[i])}" for i in flips["broken"][:SHOWN_FLIPS]),
+                *(f"- fixed: {_flipped(dev_docs, i)}" for i in flips["fixed"][:SHOWN_FLIPS]),
+                *(f"- broken: {_flipped(dev_docs, i)}" for i in flips["broken"][:SHOWN_FLIPS]),
                 "",
                 "```diff",
                 _diff(previous.prompt, best.prompt),
@@ -321,6 +328,10 @@ def final_text(artifact, artifact_path, results_path, run_dir) -> str:
     if artifact.export.get("yaml"):
         lines.append(f"re-run with the stock lm_eval: lm_eval --include_path {run_dir} --tasks {artifact.export['task']} --model ...")
     lines.append(f"verdict: {scores['test_comparison']['verdict']}")
+    for label, own in scores.get("per_model", {}).items():  # several targets: each one's own
+        lines.append(f"  {label}: dev {fmt(own['dev']['value'])} (baseline {fmt(own['baseline_dev']['value'])}), test "
+                     f"{fmt(own['test']['value'])} (baseline {fmt(own['baseline_test']['value'])}): "
+                     f"{own['test_comparison']['verdict']}")
     if "one_answer" in test:
         lines.append(f"warning: {one_answer_text(test)}")
     return "\n".join(lines)

@@ -2,12 +2,14 @@
 the same method, budget, splits, seed and optimizer: the cells of one grid (`run/grid`: `--executor local|ray`,
 one projection, the caps shared, one ledger, `--resume` skipping finished runs). Then every (prompt, model) pair
 is evaluated through lm-eval on the same held-out test documents, lm-eval's results and samples kept per pair:
-the prompts are the task's baseline and each model's own best; the shared prompt is the one of them with the
-best mean (or worst-case) dev score over the targets. Written as the transfer matrix, the rankings with
+the prompts are the task's baseline, each model's own best, and the shared prompt: one more cell of the grid, one
+`optimize` run for all the targets at once (the same method, budget, splits, seed and optimizer) under the
+objective over their dev scores (`--objective mean|min`; none: no shared prompt). Written as the transfer matrix, the rankings with
 Kendall's tau and the rank changes that hold (`reports/compare`): compare.md, .csv, _rankings.csv, .html and
 .json in `--output`.
 
-Folders: `<output>/runs/<label>/<task>/<method>/` (each run), `<output>/matrix/<task>/<row>/<label>/` (each
+Folders: `<output>/runs/<label>/<task>/<method>/` (each run), `<output>/shared/<task>/<method>/` (the shared
+prompt's run), `<output>/matrix/<task>/<row>/<label>/` (each
 pair's lm-eval results and samples), `<output>/grid.md` (the grid's cells). The target cache
 (`<output>/target-cache*` unless `--use_cache` names another) answers the pairs a run already evaluated.
 """
@@ -23,15 +25,18 @@ from lm_eval_abo.cost.ledger import Caps, Ledger, total
 from lm_eval_abo.infra.errors import AboError, one_line
 from lm_eval_abo.infra.lock import FolderLock
 from lm_eval_abo.reports import compare as reports
-from lm_eval_abo.reports.compare.matrix import BASELINE, OBJECTIVES, Setting, build, shared_choice
+from lm_eval_abo.panel import OBJECTIVES
+from lm_eval_abo.reports.compare.matrix import BASELINE, Setting, build
 from lm_eval_abo.reports.run_report import money
 from lm_eval_abo.run.grid import run_grid
 from lm_eval_abo.run.grid.driver import executor_of
 from lm_eval_abo.run.optimize import finished, plan_run
-from lm_eval_abo.run.session import Targets, attach_target, caps_of, plan_session, prices_of, resolve_run, target_of
+from lm_eval_abo.run.targets import Targets
+from lm_eval_abo.run.session import attach_target, caps_of, plan_session, prices_of, resolve_run, target_of
 from lm_eval_abo.run.transfer import Entrant, evaluated, slug
 
 OWN, SHARED = "own best", "shared"
+SHARED_ROW = "shared prompt"
 
 
 def own_row(label: str) -> str:
@@ -39,26 +44,34 @@ def own_row(label: str) -> str:
 
 
 def cell_config(config: OptimizeConfig, task: str, entrant: Entrant, folder: Path) -> OptimizeConfig:
-    return replace(config, task=task, output=str(folder / "runs" / entrant.label), **entrant.settings())
+    return replace(config, task=task, output=str(folder / "runs" / entrant.label), **entrant.settings(), objective=None,
+                   targets=())
 
 
-def projected_evaluations(configs: dict, rows: int, dev: bool, out) -> Ledger:
+def shared_config(config: OptimizeConfig, task: str, targets: list[Entrant], folder: Path, objective: str
+                  ) -> OptimizeConfig:
+    """The run of the shared prompt: one prompt optimized for every target at once under `objective`."""
+    return replace(config, task=task, output=str(folder / "shared"), **targets[0].settings(), objective=objective,
+                   targets=tuple((e.label, e.model, e.model_args, e.target_price) for e in targets))
+
+
+def projected_evaluations(configs: dict, rows: int, out, shared: int = 0) -> Ledger:
     """What the evaluations after the grid will use at most: `rows` prompts on each (target, task)'s test
-    documents (and on its dev documents where `dev`: to choose the shared prompt), at the size of the run's
-    projected candidate prompt. A run that cannot be planned (a task that is not found, a metric it lacks, a cap
+    documents, at the size of the run's projected candidate prompt (`shared`: the runs of the shared prompt, for the
+    count shown). A run that cannot be planned (a task that is not found, a metric it lacks, a cap
     without a price) stops the comparison here, in one line."""
     found = []
     for config in configs.values():
         resolved, method, params = resolve_run(config)
         session, plan = plan_run(resolved, method, params)
         per_prompt = plan.test.target.calls / 2  # the projection's test evaluation holds two prompts
-        per_doc = per_prompt / max(session.n_test, 1)
-        docs = per_prompt + (per_doc * len(session.dev_indices) if dev else 0)
-        found.append(Ledger(target=plan.per_request.scaled(docs * rows)))
+        found.append(Ledger(target=plan.per_request.scaled(per_prompt * rows)))
     projected = total(found)
     used = projected.target
-    out(f"compare: one {config.method} run per (target, task), {len(configs)} in all (the grid below), then {rows} "
-        f"prompts evaluated on {'dev and ' if dev else ''}test on each, projected at most: {used.calls:,} target "
+    also = " and one for all the targets per task" if shared else ""
+    out(f"compare: one {config.method} run per (target, task){also}, {len(configs) + shared} in all (the grid below), "
+        f"then {rows} "
+        f"prompts evaluated on test on each, projected at most: {used.calls:,} target "
         f"requests, {used.tokens:,} tokens, {money(projected.to_dict())} (kept aside from the caps)")
     return projected
 
@@ -74,8 +87,9 @@ def less(caps: Caps, reserve: Ledger) -> Caps:
     return Caps(cost, tokens, caps.max_optimizer_calls)
 
 
-def _prompts(configs: dict, targets: list[Entrant], task: str) -> list[dict]:
-    """The rows of a task: the baseline, then each target's own best (where its run finished)."""
+def _prompts(configs: dict, targets: list[Entrant], task: str, shared: OptimizeConfig | None) -> list[dict]:
+    """The rows of a task: the baseline, each target's own best, then the shared prompt (where their runs
+    finished)."""
     rows = [{"row": BASELINE, "prompt": None, "source": "the task's own prompt", "method": "baseline", "detail": ""}]
     for e in targets:
         outcome = finished(configs[(e.label, task)])
@@ -87,17 +101,36 @@ def _prompts(configs: dict, targets: list[Entrant], task: str) -> list[dict]:
         rows.append({"row": own_row(e.label), "prompt": a.prompt, "source": str(outcome.artifact), "method": a.method,
                      "detail": f"{a.method} on {e.label}: dev {a.scores['dev']['value']:.3f} (baseline "
                                f"{a.scores['baseline_dev']['value']:.3f}), test {a.scores['test']['value']:.3f}{same}"})
+    outcome = finished(shared) if shared else None
+    if outcome:
+        a = outcome.artifact_data
+        rows.append({"row": SHARED_ROW, "prompt": a.prompt, "source": str(outcome.artifact), "method": a.method,
+                     "detail": f"{a.method} on all {len(targets)} targets at once: dev {shared.objective} "
+                               f"{a.scores['dev']['value']:.3f} (baseline {a.scores['baseline_dev']['value']:.3f})",
+                     "artifact": a})
     return rows
 
 
+def shared_of(rows: list[dict], objective: str) -> dict | None:
+    """The shared prompt's dev scores as its run recorded them: the objective, and each target's, beside the
+    baseline's."""
+    [a] = [r["artifact"] for r in rows if r["row"] == SHARED_ROW] or [None]
+    if a is None:
+        return None
+    per_model = a.scores["per_model"]
+    return {"row": SHARED_ROW, "objective": objective, "value": a.scores["dev"]["value"], "models": sorted(per_model),
+            "values": {BASELINE: a.scores["baseline_dev"]["value"], SHARED_ROW: a.scores["dev"]["value"]},
+            "dev": {BASELINE: {m: s["baseline_dev"]["value"] for m, s in per_model.items()},
+                    SHARED_ROW: {m: s["dev"]["value"] for m, s in per_model.items()}}}
+
+
 def evaluate_all(configs: dict, targets: list[Entrant], tasks: list[str], loaded: Targets, folder: Path, out,
-                 objective: str | None = "mean"):
-    """Every row of each task on every target, the loaded target first (and, with an `objective`, on its dev
-    documents, to choose the shared prompt); returns the tasks' parts of the result, the evaluations' ledger and
-    what failed."""
-    rows = {task: _prompts(configs, targets, task) for task in tasks}
+                 shared: dict | None = None):
+    """Every row of each task on every target, the loaded target first (`shared`: the shared prompt's run of
+    each task, if any); returns the tasks' parts of the result, the evaluations' ledger and what failed."""
+    shared = shared or {}
+    rows = {task: _prompts(configs, targets, task, shared.get(task)) for task in tasks}
     cells = {task: [] for task in tasks}
-    dev: dict[str, dict[str, dict[str, float]]] = {task: {} for task in tasks}  # task -> row -> target -> dev score
     seen: dict[str, dict] = {}  # task -> the facts of its first session (test documents, metric)
     ledgers, failed = [], []
     current = next((e for e in targets if loaded.target == target_of(configs[(e.label, tasks[0])])), None)
@@ -112,11 +145,6 @@ def evaluate_all(configs: dict, targets: list[Entrant], tasks: list[str], loaded
                 if ids != first["ids"]:
                     raise AboError(f"its test documents of {task} differ from those of the other targets")
                 attach_target(session, loaded.get(target_of(config)), e.price())
-                if objective:  # the runs scored the baseline and their own prompts there: the cache answers those
-                    prompts = [r["prompt"] or session.default_prompt for r in rows[task]]
-                    scored = session.bridge.score(prompts, "dev", session.dev_indices, capped=False)
-                    for r, score in zip(rows[task], scored):
-                        dev[task].setdefault(r["row"], {})[e.label] = score.value
                 for r in rows[task]:
                     prompt = r["prompt"] or session.default_prompt
                     provenance = {"task": task, "method": r["method"], "source": r["source"],
@@ -142,15 +170,15 @@ def evaluate_all(configs: dict, targets: list[Entrant], tasks: list[str], loaded
         bridge = seen[task]["bridge"]
         settings = [Setting(BASELINE, {m: BASELINE for m in labels}),
                     Setting(OWN, {m: own_row(m) for m in labels if own_row(m) in present})]
-        shared = shared_choice(dev[task], objective, bridge.higher_is_better) if objective else None
-        if shared:
-            settings.append(Setting(SHARED, {m: shared["row"] for m in labels}))
+        one = shared_of(rows[task], shared[task].objective) if task in shared else None
+        if one:
+            settings.append(Setting(SHARED, {m: SHARED_ROW for m in labels}))
         matrix = build(cells[task], [r["row"] for r in rows[task]], labels, settings, bridge.higher_is_better,
                        seen[task]["seed"])
         parts.append({"task": task, "metric": bridge.metric_key, "n_test": len(seen[task]["ids"]),
                       "matrix": matrix.to_dict(),
                       "prompts": [{k: r[k] for k in ("row", "source", "detail")} for r in rows[task]],
-                      "dev": dev[task], "shared": shared,
+                      "dev": one["dev"] if one else {}, "shared": one and {k: v for k, v in one.items() if k != "dev"},
                       "failed": [f"{label}: {error}" for t, label, error in failed if t == task]})
     return parts, total(ledgers), [f"evaluations of {task} on {label}: {error}" for task, label, error in failed]
 
@@ -159,8 +187,8 @@ def compare(config: OptimizeConfig, tasks: list[str], targets: list[Entrant], ex
             ray_address: str | None = None, out=print, loaded: Targets | None = None,
             objective: str | None = "mean") -> dict:
     """Optimize `config.method` on each task for each target (one grid), evaluate every prompt on every target, and
-    write the comparison to `config.output`. `objective` ("mean", "min", None: none) chooses the shared prompt on
-    dev among the baseline and the targets' own bests. `loaded`: where targets are loaded from (default: one at a
+    write the comparison to `config.output`. `objective` ("mean", "min", None: none): the shared prompt's run, one
+    more cell of the grid, optimizes one prompt for all the targets under it. `loaded`: where targets are loaded from (default: one at a
     time). The result's "failed" lists what failed (runs and evaluations), whose rows and cells are left out."""
     if not tasks:
         raise AboError("--tasks: name at least one task")
@@ -171,16 +199,17 @@ def compare(config: OptimizeConfig, tasks: list[str], targets: list[Entrant], ex
     folder = Path(config.output)
     config = replace(config, use_cache=config.use_cache or str(folder / "target-cache"))
     configs = {(e.label, task): cell_config(config, task, e, folder) for e in targets for task in tasks}
+    shared = {task: shared_config(config, task, targets, folder, objective) for task in tasks} if objective else {}
     executor_of(executor, ray_address)  # Ray missing, or an address without it: one line before anything runs
     for e in targets:  # an unknown backend, a malformed --model_args or a cap without a price, too
         target_of(configs[(e.label, tasks[0])]).backend()
         prices_of(configs[(e.label, tasks[0])])
     loaded, started = loaded or Targets(), time.time()
     with FolderLock(folder, "compare", out):  # each run also locks its own folder
-        reserve = projected_evaluations(configs, 1 + len(targets), bool(objective), out)
-        grid = run_grid(list(configs.values()), folder, executor, ray_address, caps=less(caps_of(config), reserve),
-                        resume=config.resume, lm=loaded if executor == "local" else None, out=out)
-        parts, used, failed = evaluate_all(configs, targets, tasks, loaded, folder, out, objective)
+        reserve = projected_evaluations(configs, 1 + len(targets) + bool(objective), out, len(shared))
+        grid = run_grid([*configs.values(), *shared.values()], folder, executor, ray_address,
+                        caps=less(caps_of(config), reserve), resume=config.resume, lm=loaded if executor == "local" else None, out=out)
+        parts, used, failed = evaluate_all(configs, targets, tasks, loaded, folder, out, shared)
         failed = [f"run {r.name}: {r.error}" for r in grid.failed] + failed
         result = {
             "title": "Models compared at their own prompts", "kind": "compare", "method": config.method,
@@ -188,8 +217,8 @@ def compare(config: OptimizeConfig, tasks: list[str], targets: list[Entrant], ex
             "about": f"For each target one {config.method} run with the same optimizer ({config.optimizer}), budget, "
                      f"splits and seed ({config.seed}); then every prompt evaluated on every target by lm-eval on the "
                      "same held-out test documents. Differences are paired per document, with 95% bootstrap intervals."
-                     + (f" The shared prompt is the one of the baseline and the own bests with the best {objective} "
-                        "dev score over the targets." if objective else ""),
+                     + (f" The shared prompt is one more {config.method} run, for all the targets at once, under the "
+                        f"{objective} of their dev scores." if objective else ""),
             "tasks": parts, "failed": failed, "seconds": round(time.time() - started, 1),
             "ledger": {"optimize runs": grid.ledger.to_dict(), "evaluations": used.to_dict(),
                        "total": grid.ledger.plus(used).to_dict()},

@@ -7,7 +7,7 @@ import errno
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lm_eval_abo.artifact.prompt import Prompt
@@ -16,6 +16,7 @@ from lm_eval_abo.cost.target import target_calls
 from lm_eval_abo.infra import stats
 from lm_eval_abo.infra.files import write_text_atomic
 from lm_eval_abo.infra.redact import redact_arg_string, redacting_tracker
+from lm_eval_abo.panel import combined
 from lm_eval_abo.reports.results import number
 from lm_eval_abo.tasks import fields
 from lm_eval_abo.tasks.built import quiet_lm_eval
@@ -89,6 +90,31 @@ def compared(baseline: TestRun, new: TestRun, seed: int) -> stats.Comparison:
     """`new` against `baseline` on their common test documents, each aggregated as the task aggregates its
     metric: the difference is that of lm-eval's two reported scores (`stats.compare`)."""
     return stats.compare(baseline.items, new.items, baseline.correct, new.correct, seed, new.aggregate)
+
+
+def pooled(runs: dict[str, TestRun], objective: str, higher_is_better: bool = True) -> TestRun:
+    """One prompt's test runs on several targets (by label) as one: its score the objective over theirs (`panel`),
+    its per-document results keyed "label:position", so a comparison pairs them on (model, document)."""
+    first = next(iter(runs.values()))
+    scores = [r.score for r in runs.values()]
+    value, stderr = combined([s["value"] for s in scores], [s["stderr"] for s in scores], objective, higher_is_better)
+
+    def keyed(part: str) -> dict:
+        return {f"{label}:{i}": v for label, r in runs.items() for i, v in getattr(r, part).items()}
+
+    return replace(first, score={**first.score, "value": value, "stderr": stderr, "n": min(s["n"] for s in scores)},
+                   per_doc=keyed("per_doc"), correct=keyed("correct"), items=keyed("items"), answers=keyed("answers"),
+                   unread={f"{label}:{i}" for label, r in runs.items() for i in r.unread},
+                   arguments=[a for r in runs.values() for a in r.arguments],
+                   usage=_total([r.usage for r in runs.values()]), seconds=round(sum(r.seconds for r in runs.values()), 1),
+                   table="\n".join(f"{label}:\n{r.table}" for label, r in runs.items()))
+
+
+def _total(usages: list[Usage]) -> Usage:
+    found = usages[0]
+    for u in usages[1:]:
+        found = found.plus(u)
+    return found
 
 
 def answer_counts(answers: dict[int, str], unread: set[int] = frozenset()) -> dict:

@@ -32,7 +32,7 @@ from lm_eval_abo.run import evaluation
 from lm_eval_abo.run.export import export_plain_task, provenance_of
 from lm_eval_abo.run.folder import RunFolder
 from lm_eval_abo.run.headroom import Headroom
-from lm_eval_abo.run.projection import Projection, project
+from lm_eval_abo.run.projection import Projection, joint, project
 from lm_eval_abo.run.session import Session, attach_models, caps_of, plan_session, prices_of, resolve_run, target_of
 
 # A file the run could not write (a full disk, a folder made read-only; sqlite: lm-eval's target cache)
@@ -49,6 +49,10 @@ class Outcome:
 
 
 def heading_of(config: OptimizeConfig) -> run_report.Heading:
+    if config.targets:  # several: the objective over them, then each
+        model = f"the {config.objective} of {len(config.targets)}"
+        args = "; ".join(f"{label}: {m} {redact_arg_string(a)}".strip() for label, m, a, _ in config.targets)
+        return run_report.Heading(config.method, config.task, model, args, config.optimizer, config.rounds, config.beam)
     return run_report.Heading(config.method, config.task, config.model, redact_arg_string(config.model_args),
                               config.optimizer, config.rounds, config.beam)
 
@@ -64,7 +68,17 @@ def settings_of(config: OptimizeConfig, session: Session) -> dict:
         "no_copy": config.no_copy, "sampling_temperature": config.sampling_temperature, **config.harness().recorded(),
         "metric": session.bridge.metric_key, "error_threshold": config.error_threshold,
         "errors": session.bridge.measure.describe(), "answer_format": session.bridge.answer_format,
+        **({"objective": config.objective} if config.targets else {}),
     }
+
+
+def _targets(config: OptimizeConfig) -> dict:
+    """The targets of a run with several, and the objective over their dev scores (nothing for one target)."""
+    if not config.targets:
+        return {}
+    return {"objective": config.objective,
+            "targets": [{"label": label, "model": model, "model_args": redact_arg_string(args)}
+                        for label, model, args, _ in config.targets]}
 
 
 def artifact_of(config: OptimizeConfig, session: Session, result: SearchResult, splits: dict, started: float,
@@ -72,7 +86,7 @@ def artifact_of(config: OptimizeConfig, session: Session, result: SearchResult, 
     best, baseline, bridge = result.best, result.baseline, session.bridge
     return store.Artifact(
         task=config.task, method=config.method, prompt=best.prompt,
-        target={"model": config.model, "model_args": config.redacted("model_args")},
+        target={"model": config.model, "model_args": config.redacted("model_args"), **_targets(config)},
         optimizer={"model": config.optimizer, "args": config.redacted("optimizer_args")},
         scores={"dev": {"metric": bridge.metric_key, "value": best.dev, "stderr": best.dev_stderr, "n": best.dev_n},
                 "baseline_dev": {"metric": bridge.metric_key, "value": baseline.dev, "n": baseline.dev_n}},
@@ -98,8 +112,12 @@ def plan_run(config: OptimizeConfig, method, params) -> tuple[Session, Projectio
     """The task built and split, and the run's projection, without loading any model (`config` resolved)."""
     target_of(config).backend()  # a bad --model fails before anything is loaded
     planned = plan_session(config, config.method if method.needs_generation else None)
+    for spec in planned.specs.values():
+        spec.backend()
     cap = config.optimizer_args.get("max_tokens") or config.optimizer_args.get("max_completion_tokens")
-    return planned, project(planned, method, params, prices_of(config), config.optimizer, cap)
+    plans = {label: project(each, method, params, prices_of(config, label or None), config.optimizer, cap)
+             for label, each in planned.each()}
+    return planned, joint(plans) if planned.specs else plans[""]
 
 
 def finished(config: OptimizeConfig) -> Outcome | None:
@@ -202,23 +220,17 @@ def finish(config: OptimizeConfig, session: Session, result: SearchResult, run: 
     final = artifact_of(config, session, result, splits, started, plan)
     store.save(final, run.artifact)  # the prompt stands before the test evaluation, also after a resume
     provenance = provenance_of(final, run.artifact, session.n_test)
-    try:
-        untouched = None if best.key == baseline.key else evaluation.evaluate(  # first: the newest results are the best's
-            session, baseline.prompt, run.results / "baseline",
-            {**provenance, "method": "baseline", "source": "baseline", "prompt_sha256": baseline.prompt.sha256()})
-        tested = evaluation.evaluate(session, best.prompt, run.results / "best", provenance)
-        untouched = untouched or tested
-    except TargetFailed as e:
-        raise AboError(f"{e} during the test evaluation; {run.saved_rounds()}") from e
-    comparison = evaluation.compared(untouched, tested, config.seed)
-    test_ids = splits["test"]
-    final.scores["test"] = {**tested.score, "results_file": str(tested.results.relative_to(run.dir)),
-                            **evaluation.answer_counts(tested.answers, tested.unread)}
-    final.scores["baseline_test"] = {**untouched.score, "results_file": str(untouched.results.relative_to(run.dir)),
-                                     **evaluation.answer_counts(untouched.answers, untouched.unread)}
-    final.scores["test_comparison"] = {**comparison.to_dict(), "fixed": [test_ids[i] for i in comparison.fixed],
-                                       "broken": [test_ids[i] for i in comparison.broken],
-                                       "verdict": comparison.verdict(session.bridge.higher_is_better)}
+    tests = {label: _tested(each, result, run, run.results / label if label else run.results, provenance)
+             for label, each in session.each()}
+    untouched, tested = tests[""] if "" in tests else _pooled(tests, config.objective, session.bridge.higher_is_better)
+    final.scores.update(_test_scores(untouched, tested, splits["test"], run.dir, config.seed, session.bridge.higher_is_better))
+    if session.specs:  # each target's own, the dev scores of the baseline and the best prompt on it too
+        dev = session.bridge.score([baseline.prompt, best.prompt], "dev", session.dev_indices, capped=False)
+        final.scores["per_model"] = {
+            label: {"dev": _dev(dev[1].per_model[label], session.bridge.metric_key),
+                    "baseline_dev": _dev(dev[0].per_model[label], session.bridge.metric_key),
+                    **_test_scores(*tests[label], splits["test"], run.dir, config.seed, session.bridge.higher_is_better)}
+            for label in session.specs}
     test_usage = tested.usage if untouched is tested else tested.usage.plus(untouched.usage)
     final.usage.update(session.ledger.to_dict(), test=test_usage.to_dict())  # the target's side now holds the test too
     final.usage["test_seconds"] = round(tested.seconds + (untouched.seconds if untouched is not tested else 0), 1)
@@ -236,6 +248,52 @@ def finish(config: OptimizeConfig, session: Session, result: SearchResult, run: 
         out(f"warning: the run used more than its caps allow ({run_report.ledger_text(final.usage)}): the test "
             "evaluation cost more than projected")
     return final
+
+
+def _tested(session: Session, result: SearchResult, run: RunFolder, folder: Path, provenance: dict):
+    """The baseline and the best prompt on the session's target on the test split (the best last: the newest
+    results are its), lm-eval's results in `folder`."""
+    best, baseline = result.best, result.baseline
+    try:
+        untouched = None if best.key == baseline.key else evaluation.evaluate(
+            session, baseline.prompt, folder / "baseline",
+            {**provenance, "method": "baseline", "source": "baseline", "prompt_sha256": baseline.prompt.sha256()})
+        tested = evaluation.evaluate(session, best.prompt, folder / "best", provenance)
+    except TargetFailed as e:
+        raise AboError(f"{e} during the test evaluation; {run.saved_rounds()}") from e
+    return untouched or tested, tested
+
+
+def _pooled(tests: dict, objective: str, higher_is_better: bool):
+    """The baseline's and the best prompt's test runs on several targets, each pooled (`evaluation.pooled`)."""
+    tested = evaluation.pooled({label: t for label, (_, t) in tests.items()}, objective, higher_is_better)
+    same = all(u is t for u, t in tests.values())  # the best is the baseline
+    return tested if same else evaluation.pooled({label: u for label, (u, _) in tests.items()}, objective,
+                                                 higher_is_better), tested
+
+
+def _test_scores(untouched, tested, test_ids: list[str], run_dir: Path, seed: int, higher_is_better: bool) -> dict:
+    """The test scores of the baseline and the best prompt and their paired comparison, as the artifact keeps
+    them (pooled over several targets, a document is "label:id")."""
+    comparison = evaluation.compared(untouched, tested, seed)
+
+    def named(key) -> str:
+        label, _, i = str(key).rpartition(":")
+        return f"{label}:{test_ids[int(i)]}" if label else test_ids[int(i)]
+
+    return {
+        "test": {**tested.score, "results_file": str(tested.results.relative_to(run_dir)),
+                 **evaluation.answer_counts(tested.answers, tested.unread)},
+        "baseline_test": {**untouched.score, "results_file": str(untouched.results.relative_to(run_dir)),
+                          **evaluation.answer_counts(untouched.answers, untouched.unread)},
+        "test_comparison": {**comparison.to_dict(), "fixed": [named(i) for i in comparison.fixed],
+                            "broken": [named(i) for i in comparison.broken],
+                            "verdict": comparison.verdict(higher_is_better)},
+    }
+
+
+def _dev(score, metric: str) -> dict:
+    return {"metric": metric, "value": score.value, "stderr": score.stderr, "n": score.n}
 
 
 def _graders(result: SearchResult) -> dict:

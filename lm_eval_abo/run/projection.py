@@ -126,6 +126,23 @@ def project(session, method: Method, params, prices: Prices, optimizer: str, rep
     return Projection(rounds, test, per_request, counted, prices.shown(), grader_per_request)
 
 
+def joint(projections: dict[str, Projection]) -> Projection:
+    """The projection of a run with several targets from each target's (by label): the optimizer's use once
+    (every target is scored on the same candidates), the targets' and the grader's summed; a target request
+    at the dearest target's size and price."""
+    first, every = next(iter(projections.values())), list(projections.values())
+
+    def merged(ledgers: list[Ledger]) -> Ledger:
+        summed = total(ledgers)
+        return Ledger(ledgers[0].optimizer, summed.target, summed.grader)
+
+    rounds = [merged(list(side)) for side in zip(*(p.rounds for p in every))]
+    per_request = max((p.per_request for p in every), key=lambda u: (u.cost_usd, u.tokens))
+    prices = {**first.prices, "target": "; ".join(f"{label} {p.prices['target']}" for label, p in projections.items())}
+    return Projection(rounds, merged([p.test for p in every]), per_request, first.counted, prices,
+                      max((p.grader_per_request for p in every), key=lambda u: (u.cost_usd, u.tokens)))
+
+
 def _grading(session, optimizer: str, optimizer_price: Price | None) -> tuple[Usage, int]:
     """The grader's use on the dev documents, and how many they are (nothing when the task's metric asks no
     model)."""

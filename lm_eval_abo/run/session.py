@@ -4,10 +4,7 @@ client, and the bridge between them. Below this module nothing sees the settings
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import asdict, dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 
 from lm_eval_abo.artifact.prompt import Prompt
@@ -19,69 +16,15 @@ from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.infra.files import user_cache_dir
 from lm_eval_abo.infra.flags import parse_pairs
 from lm_eval_abo.infra.llm import OptimizerLLM
-from lm_eval_abo.infra.redact import redact_arg_string
 from lm_eval_abo.optimizers import resolve
 from lm_eval_abo.optimizers.base import Context, Method, OptimizerCalls
+from lm_eval_abo.panel import Panel
+from lm_eval_abo.run.targets import Target
 from lm_eval_abo.scoring import OUTPUT_TYPES, Bridge
 from lm_eval_abo.tasks import AboTask, lookup, splits
 from lm_eval_abo.tasks.built import Harness, physical_docs, quiet_lm_eval
 from lm_eval_abo.tasks.configs import load_config
 from lm_eval_abo.tasks.metrics import Metric
-
-
-@dataclass(frozen=True)
-class Target:
-    """The target model as lm-eval's registry names it: `--model`, `--model_args` and how it is loaded."""
-
-    model: str
-    model_args: str
-    batch_size: str | int = 1
-    device: str | None = None
-    chat: bool = False  # --apply_chat_template
-
-    @property
-    def args(self) -> dict:
-        return parse_pairs(self.model_args, "--model_args")  # a typo fails here, not inside lm-eval
-
-    def backend(self):
-        """The lm-eval model backend, checked without loading anything."""
-        import lm_eval.models  # noqa: F401  (built-in backends before the plugin's own)
-        from lm_eval.api.registry import get_model
-
-        self.args
-        if self.model == "abo-embedded":
-            import lm_eval_abo.embedded.backend  # noqa: F401  (registers the embedded backend)
-        try:
-            backend = get_model(self.model)
-        except (KeyError, ValueError):
-            raise AboError(f"unknown lm-eval model backend {self.model!r} (see lm-eval's model list)") from None
-        except ImportError as e:  # lm-eval imports a backend's packages when it is first named
-            raise missing_package(self.model, e) from None
-        if _chat_only(backend) and not self.chat:
-            raise AboError(f"--model {self.model} sends chat messages: add --apply_chat_template")
-        return backend
-
-    def load(self):
-        """The target model, loaded through lm-eval's registry."""
-        backend = self.backend()
-        try:
-            lm = backend.create_from_arg_string(self.model_args, {"batch_size": self.batch_size, "device": self.device})
-            getattr(lm, "api_key", None)  # lm-eval's API backends read their key at the first request: read it now
-            return lm
-        except AboError:
-            raise
-        except ImportError as e:
-            raise missing_package(self.model, e) from None
-        except (TypeError, ValueError, AssertionError) as e:  # lm-eval checks a backend's arguments with asserts too
-            lines = str(e).strip().splitlines() or [type(e).__name__]
-            given = f" --model_args {redact_arg_string(self.model_args)}" if self.model_args else ""
-            raise AboError(f"--model {self.model}{given}: {lines[0]}") from None
-
-    def cache(self, use_cache: str | None) -> str | None:
-        """lm-eval's cache keys requests by prompt only, so each target model gets its own file."""
-        if not use_cache:
-            return None
-        return f"{use_cache}_{hashlib.sha256(f'{self.model}|{self.model_args}'.encode()).hexdigest()[:12]}"
 
 
 def resolve_run(config: OptimizeConfig) -> tuple[OptimizeConfig, Method, object]:
@@ -97,23 +40,9 @@ def target_of(config: OptimizeConfig) -> Target:
     return Target(config.model, config.model_args, config.batch_size, config.device, config.apply_chat_template)
 
 
-def missing_package(model: str, error: ImportError) -> AboError:
-    """A backend whose Python packages are not installed, with the lm-eval extra that installs them."""
-    module = (error.name or "").split(".")[0]
-    extras = [m.group(2) for line in metadata.requires("lm_eval") or []
-              if (m := re.match(r"([A-Za-z0-9_.\-]+).*extra == \"([^\"]+)\"", line))
-              and re.sub(r"[-_.]+", "_", m.group(1)).lower() == module.lower()]
-    how = f"pip install 'lm_eval[{extras[0]}]'" if extras else f"pip install {module}" if module else "install its packages"
-    return AboError(f"--model {model} needs the Python package {module or '?'}, which is not installed: {how}")
-
-
-def _chat_only(backend) -> bool:
-    """A backend that talks to a chat endpoint (lm-eval's chat-completions family)."""
-    try:
-        from lm_eval.models.openai_completions import LocalChatCompletion
-    except ImportError:
-        return False
-    return isinstance(backend, type) and issubclass(backend, LocalChatCompletion)
+def specs_of(config: OptimizeConfig) -> dict[str, Target]:
+    """The targets of a run with several, by label ({} for a run with one: `target_of`)."""
+    return {label: replace(target_of(config), model=model, model_args=args) for label, model, args, _ in config.targets}
 
 
 @dataclass(frozen=True)
@@ -143,6 +72,15 @@ class Session:
     target: CountingLM | None = None
     llm: OptimizerLLM | None = None
     ledger: Ledger = field(default_factory=Ledger)  # both models' requests, tokens and dollars
+    specs: dict[str, Target] = field(default_factory=dict)  # several targets by label, the bridge a Panel ({}: one)
+
+    def each(self) -> list[tuple[str, Session]]:
+        """The session of each target by label ("": the run's one), sharing the task, splits and ledger."""
+        if not self.specs:
+            return [("", self)]
+        return [(label, replace(self, bridge=self.bridge.bridges[label], target_spec=spec,
+                                target=self.bridge.bridges[label].counter, specs={}))
+                for label, spec in self.specs.items()]
 
     @property
     def task_name(self) -> str:
@@ -228,24 +166,32 @@ def plan_session(config: OptimizeConfig, reads_text: str | None = None) -> Sessi
     own = splits.task_splits(task.config)
     sizes = {name: len(physical_docs(task, name)) for name in set(own.values()) if name is not None}
     plan = splits.plan(task.config, sizes, config.seed, config.train_limit, config.dev_limit, config.test_limit)
-    target = target_of(config)
-    bridge = Bridge(None, task, base, plan, manager, harness=harness_of(config, target), default_prompt=default,
-                    metric=config.metric, answer_format=config.answer_format, quiet=not config.verbose,
-                    error_threshold=config.error_threshold)
+    target, specs = target_of(config), specs_of(config)
+
+    def bridge_of(spec: Target) -> Bridge:
+        return Bridge(None, task, base, plan, manager, harness=harness_of(config, spec), default_prompt=default,
+                      metric=config.metric, answer_format=config.answer_format, quiet=not config.verbose,
+                      error_threshold=config.error_threshold)
+
+    bridge = Panel({label: bridge_of(spec) for label, spec in specs.items()}, config.objective) if specs else \
+        bridge_of(target)
     return Session(bridge, Sizes(config.rounds, config.beam, config.minibatch, config.train_limit, config.dev_limit,
                                  config.test_limit, config.candidates), config.seed, config.sampling_temperature, target,
-                   quiet=not config.verbose)
+                   quiet=not config.verbose, specs=specs)
 
 
 def caps_of(config: OptimizeConfig) -> Caps:
     return Caps(config.max_cost, config.max_target_tokens, config.max_optimizer_calls)
 
 
-def prices_of(config: OptimizeConfig) -> Prices:
-    """The run's prices, checked against its caps (--max-cost without a price fails here)."""
-    found = Prices(target_price(config.model, parse_pairs(config.model_args, "--model_args"), config.target_price),
+def prices_of(config: OptimizeConfig, label: str | None = None) -> Prices:
+    """The run's prices (with several targets, those of the target `label`, default the first), checked against
+    its caps (--max-cost without a price fails here)."""
+    model, args, given = next(((m, a, p) for name, m, a, p in config.targets if name == label),
+                              (config.model, config.model_args, config.target_price))
+    found = Prices(target_price(model, parse_pairs(args, "--model_args"), given),
                    optimizer_price(config.optimizer, config.optimizer_price))
-    return found.check(caps_of(config), config.model, config.optimizer)
+    return found.check(caps_of(config), model, config.optimizer)
 
 
 def attach_models(session: Session, config: OptimizeConfig, lm=None, budget: Budget | None = None) -> Session:
@@ -259,7 +205,10 @@ def attach_models(session: Session, config: OptimizeConfig, lm=None, budget: Bud
         budget=budget, price=Price(*config.optimizer_price, "--optimizer-price") if config.optimizer_price else None,
         concurrency=config.concurrency, usage=session.ledger.optimizer,
     )
-    attach_target(session, lm, prices.target, budget)
+    if session.specs:
+        attach_targets(session, config, lm, budget)
+    else:
+        attach_target(session, lm, prices.target, budget)
     if callable(getattr(session.bridge.reference.config.process_results, "prepare", None)):
         install_grader(session, config)
     return session
@@ -275,6 +224,20 @@ def attach_target(session: Session, lm=None, price: Price | None = None, budget:
     return session
 
 
+def attach_targets(session: Session, config: OptimizeConfig, lm=None, budget: Budget | None = None) -> Session:
+    """Every target of a run with several, each loaded (`lm`: the first's, already loaded, or loaded models by
+    label) and entering what it uses in the session's one ledger at its own price."""
+    given = lm if isinstance(lm, dict) else {next(iter(session.specs)): lm} if lm is not None else {}
+    for label, spec in session.specs.items():
+        bridge = session.bridge.bridges[label]
+        if bridge.harness.use_cache:  # lm-eval's sqlite cache does not make its folder
+            Path(bridge.harness.use_cache).parent.mkdir(parents=True, exist_ok=True)
+        loaded = given[label] if given.get(label) is not None else spec.load()
+        bridge.attach(CountingLM(loaded, session.ledger.target, prices_of(config, label).target), budget)
+    session.target = session.bridge.first.counter
+    return session
+
+
 def install_grader(session: Session, config: OptimizeConfig) -> None:
     """The run's grader for a metric that asks a model (an imported promptfoo task's model-graded assertions):
     the config's grader, a --metadata abo_grader, else the optimizer; its calls in the ledger's grader line,
@@ -286,21 +249,6 @@ def install_grader(session: Session, config: OptimizeConfig) -> None:
                              default_price=session.llm.price, concurrency=config.concurrency)
     graders.set_override(config.metadata)
     grader.install(graders)
-
-
-class Targets:
-    """Targets loaded one at a time for the runs and evaluations of several models: the same target again is
-    the loaded one; another releases it first (two large models need not fit at once)."""
-
-    def __init__(self):
-        self.target: Target | None = None
-        self.lm = None
-
-    def get(self, target: Target):
-        if target != self.target:
-            self.target = self.lm = None
-            self.lm, self.target = target.load(), target
-        return self.lm
 
 
 def open_session(config: OptimizeConfig, lm=None, reads_text: str | None = None) -> Session:

@@ -23,7 +23,8 @@ from lm_eval_abo.infra.redact import redact_arg_string
 from lm_eval_abo.reports import compare as reports
 from lm_eval_abo.reports.compare.matrix import BASELINE, Evaluated, Setting, build
 from lm_eval_abo.run import evaluation
-from lm_eval_abo.run.session import Targets, artifact_session, attach_target
+from lm_eval_abo.run.session import artifact_session, attach_target
+from lm_eval_abo.run.targets import Targets
 
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 

@@ -107,10 +107,12 @@ class PromptAgent(InstructionMethod):
         """One step per batch, writing `written` prompts each: the node's prompt scored on the batch; its errors,
         or its right answers if none."""
         [score] = ctx.task.score([node.prompt], "train", sorted({i for batch in drawn for i in batch}))
-        by_index = {s.index: s for s in score.samples}
+        by_index: dict[int, list] = {}
+        for s in score.samples:  # one sample per target that answered the example
+            by_index.setdefault(s.index, []).append(s)
         steps = []
         for b, (batch, n) in enumerate(zip(drawn, written)):
-            samples = [by_index[i] for i in batch]
+            samples = [s for i in batch for s in by_index[i]]
             errors = [s for s in samples if not s.correct]
             steps.append(Step(node, errors or samples, path, n, right=not errors,
                               notes={"mcts_parent": target, "batch": b}))

@@ -141,27 +141,3 @@ def _changes(pairs: list[dict], first: str, second: str) -> list[dict]:
         found.append({"from": first, "to": second, "a": key[0], "b": key[1], "before": x["difference"],
                       "before_ci": x["ci"], "after": y["difference"], "after_ci": y["ci"], "holds": holds})
     return sorted(found, key=lambda c: not c["holds"])  # stable: those that hold first
-
-
-OBJECTIVES = ("mean", "min")
-
-
-def shared_choice(dev: dict[str, dict[str, float]], objective: str = "mean", higher_is_better: bool = True
-                  ) -> dict | None:
-    """The one prompt for every model, chosen on dev among the rows of `dev` (row -> model -> dev score): the
-    best by `objective` over the models every row was scored on, "mean" (their mean) or "min" (the worst
-    model's score: its highest where lower is better); a tie goes to the earlier row. None without scores."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    models = set.intersection(*(set(scores) for scores in dev.values())) if dev else set()
-    if not models:
-        return None
-    sign = 1 if higher_is_better else -1
-
-    def value(row: str) -> float:
-        scores = [dev[row][m] for m in models]
-        return sum(scores) / len(scores) if objective == "mean" else sign * min(sign * s for s in scores)
-
-    best = max(dev, key=lambda row: sign * value(row))  # max keeps the first of equals
-    return {"row": best, "objective": objective, "value": value(best), "models": sorted(models),
-            "values": {row: value(row) for row in dev}}

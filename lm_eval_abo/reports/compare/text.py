@@ -83,12 +83,13 @@ def shared_text(part: dict) -> str:
     if not shared:
         return ""
     what = "mean" if shared["objective"] == "mean" else "worst (min)"
-    return (f"The shared prompt, chosen on dev among these prompts by the {what} dev score over "
-            f"{len(shared['models'])} targets: `{shared['row']}` ({fmt(shared['value'])}).")
+    return (f"The shared prompt, `{shared['row']}`, optimized for all {len(shared['models'])} targets at once by one run "
+            f"under the {what} of their dev scores: {fmt(shared['value'])} on dev.")
 
 
 def dev_rows(part: dict) -> tuple[list[str], list[list[str]]]:
-    """Each prompt's dev score on each target, and the objective over them."""
+    """The baseline's and the shared prompt's dev scores on each target, as the shared prompt's run recorded them,
+    and the objective over them."""
     shared, models = part["shared"], part["matrix"]["models"]
     body = [[row, *(fmt(scores.get(m)) for m in models), fmt(shared["values"].get(row))]
             for row, scores in part["dev"].items()]

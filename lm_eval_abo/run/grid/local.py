@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from lm_eval_abo.infra.errors import one_line
 from lm_eval_abo.run.grid.cells import FAILED, report_of, run_cell
-from lm_eval_abo.run.session import Targets, target_of
+from lm_eval_abo.run.session import target_of
+from lm_eval_abo.run.targets import Targets
 
 
 class Local:
