@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from lm_eval_abo.artifact.prompt import Prompt
 from lm_eval_abo.cost.ledger import Budget
 from lm_eval_abo.cost.target import CountingLM, target_calls
-from lm_eval_abo.infra.errors import AboError
 from lm_eval_abo.tasks import fields
 from lm_eval_abo.tasks.built import Harness, gold, physical_docs, question, quiet_lm_eval, set_up
 from lm_eval_abo.tasks.metrics import Metric
