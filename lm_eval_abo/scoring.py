@@ -207,7 +207,7 @@ class Bridge:
         todo = self._todo(prompts, split, indices)
         if todo:
             if capped and self.budget is not None:
-                self.budget.target_pass(self.pending(prompts, split, indices))
+                self.budget.target_pass(self._requests(todo, split))
             started = time.perf_counter()
             reached = self.counter.requests
             names = [f"{self.task}@{short}" for short in todo]
@@ -276,9 +276,7 @@ class Bridge:
 
     def pending(self, prompts: list[Prompt], split: str, indices: list[int]) -> int:
         """The target requests scoring these prompts on these examples would make (what is not yet scored)."""
-        docs = self.docs(split)
-        todo = self._todo(prompts, split, sorted(set(indices)))
-        return sum(self._requests_per_doc(docs[i]) for job in todo.values() for i in job["missing"])
+        return self._requests(self._todo(prompts, split, sorted(set(indices))), split)
 
     # --- internals ---
 
@@ -291,6 +289,11 @@ class Bridge:
             if missing and key[:16] not in todo:
                 todo[key[:16]] = {"prompt": prompt, "key": key, "missing": missing}
         return todo
+
+    def _requests(self, todo: dict[str, dict], split: str) -> int:
+        """The target requests of the examples `_todo` found missing."""
+        docs = self.docs(split)
+        return sum(self._requests_per_doc(docs[i]) for job in todo.values() for i in job["missing"])
 
     def _requests_per_doc(self, doc: dict) -> int:
         return len(self.reference.doc_to_choice(doc)) if self.output_type == "multiple_choice" else 1

@@ -18,6 +18,10 @@ class Per:
     index: int
     score: float
 
+    @property
+    def key(self) -> int:  # a one-target Sample's
+        return self.index
+
 
 @dataclass
 class Scored:

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lm_eval_abo.infra import stats
-from lm_eval_abo.scoring import pair_key
 
 # A race's first slice: an eighth of dev, at least 3 examples (bench/selection.py measures what racing saves
 # and how often it drops the truly best candidate).
@@ -49,9 +48,9 @@ def slices(n: int) -> list[int]:
 
 
 def per_example(score) -> dict[int | str, float]:
-    """A score's per-example values, keyed to pair with another prompt's (`scoring.pair_key`: the example, and
-    the model in a run with several targets; what reads only an index and a score is one target's)."""
-    return {pair_key(s.index, getattr(s, "model", "")): s.score for s in score.samples}
+    """A score's per-example values, keyed to pair with another prompt's (`Sample.key`: the example, and the
+    model in a run with several targets)."""
+    return {s.key: s.score for s in score.samples}
 
 
 def race(candidates: list, score, dev_indices: list[int], keep: int, higher_is_better: bool,

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import reduce
 from pathlib import Path
 
 from lm_eval_abo.artifact.prompt import Prompt
@@ -106,15 +107,8 @@ def pooled(runs: dict[str, TestRun], objective: str, higher_is_better: bool = Tr
                    per_doc=keyed("per_doc"), correct=keyed("correct"), items=keyed("items"), answers=keyed("answers"),
                    unread={f"{label}:{i}" for label, r in runs.items() for i in r.unread},
                    arguments=[a for r in runs.values() for a in r.arguments],
-                   usage=_total([r.usage for r in runs.values()]), seconds=round(sum(r.seconds for r in runs.values()), 1),
+                   usage=reduce(Usage.plus, [r.usage for r in runs.values()]), seconds=round(sum(r.seconds for r in runs.values()), 1),
                    table="\n".join(f"{label}:\n{r.table}" for label, r in runs.items()))
-
-
-def _total(usages: list[Usage]) -> Usage:
-    found = usages[0]
-    for u in usages[1:]:
-        found = found.plus(u)
-    return found
 
 
 def answer_counts(answers: dict[int, str], unread: set[int] = frozenset()) -> dict:
