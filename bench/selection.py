@@ -46,6 +46,10 @@ class Per:
     index: int
     score: float
 
+    @property
+    def key(self) -> int:  # a one-target Sample's
+        return self.index
+
 
 def simulate_round(rng: random.Random, k: int, n: int, level: float, spread: float) -> tuple[list[float], list[list[float]]]:
     """(true accuracies, per-candidate 0/1 outcomes on n examples): candidate accuracy ~ level + N(0, spread),
