@@ -72,10 +72,7 @@ def run_targets(args, defaults: dict) -> dict:
     if len(given) < 2:
         one = {**defaults, **(given[0] if given else {})}
         one.pop("label", None)
-        one["model"] = one.get("model") or defaults["model"]
         return {**one, "target_price": parse_price(one.get("target_price"), "--target-price")}
-    for g in given:
-        g["model"] = g.get("model") or defaults["model"]
     found = targets_of(argparse.Namespace(targets=given), 2)
     first = found[0]
     return {"model": first.model, "model_args": first.model_args, "target_price": first.target_price,
