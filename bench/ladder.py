@@ -73,8 +73,8 @@ def cell(label: str, task: str, args) -> dict:
         "pair": label, "task": task, "baseline": base["value"], "best": best["value"], "n": best["n"],
         "gain": comparison["difference"], "ci": "{:+.3f}..{:+.3f}".format(*comparison["interval"]),
         "p": comparison["mcnemar_p"], "fixed": len(comparison["fixed"]), "broken": len(comparison["broken"]),
-        "baseline answers": f"{base.get('distinct_answers')} ({base.get('unread')} unread)",
-        "best answers": f"{best.get('distinct_answers')} ({best.get('unread')} unread)",
+        "baseline answers": record.answers(base),
+        "best answers": record.answers(best),
         "minutes": float(seconds_file.read_text()) / 60,
     }
 

@@ -83,7 +83,7 @@ def summary(artifact, run_dir: Path) -> dict:
         "method": artifact.method, "test": test["value"], "stderr": test["stderr"], "n": test["n"],
         "vs_baseline": comparison["difference"], "ci": comparison["interval"], "mcnemar_p": comparison["mcnemar_p"],
         "baseline": scores["baseline_test"]["value"], "dev": scores["dev"]["value"],
-        "answers": answers(test), "baseline_answers": answers(scores["baseline_test"]),
+        "answers": record.answers(test), "baseline_answers": record.answers(scores["baseline_test"]),
         "optimizer_calls": usage["optimizer"]["calls"],
         "tokens": usage["optimizer"]["prompt_tokens"] + usage["optimizer"]["completion_tokens"],
         "search_requests": usage["target"]["calls"] - usage["test"]["calls"], "search_s": usage["seconds"],
@@ -92,12 +92,6 @@ def summary(artifact, run_dir: Path) -> dict:
                              *(f"{k.replace('_', ' ')} {v}" for k, v in notes.items() if k != "stopped_by")]),
         "results": str(run_dir / test["results_file"]), "metric": test["metric"],
     }
-
-
-def answers(score: dict) -> str:
-    """How many different answers a prompt gave on the test documents, and the share its filter could not read:
-    a format fix shows as fewer unreadable answers, a learned task as more right ones among several."""
-    return f"{score['distinct_answers']} ({score['unread'] / score['n']:.0%} unreadable)"
 
 
 def per_example(row: dict) -> dict[str, float]:

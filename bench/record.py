@@ -91,6 +91,12 @@ def save(name: str, data: dict) -> Path:
     return path
 
 
+def answers(score: dict) -> str:
+    """How many different answers a prompt gave on the test documents, and the share its filter could not read:
+    a format fix shows as fewer unreadable answers, a learned task as more right ones among several."""
+    return f"{score['distinct_answers']} ({score['unread'] / score['n']:.0%} unreadable)"
+
+
 def add_size_flags(parser, rounds: int, test: int, rounds_help: str | None = None) -> None:
     """The search's sizes every method-running benchmark takes, with the project's small defaults."""
     parser.add_argument("--rounds", type=int, default=rounds, help=rounds_help)
