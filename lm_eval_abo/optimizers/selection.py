@@ -14,7 +14,8 @@ way. A dropped candidate keeps its partial score and never enters the beam.
 
 When a new prompt displaces the incumbent best: when it scores higher on dev (`score`), or only when it
 is better on a paired test over the same dev examples (`paired`: the one-sided exact sign test, which is
-McNemar's for 0/1 metrics, at level `alpha`).
+McNemar's for 0/1 metrics, at level `alpha`; uncorrected for the leader being the highest of the pool, which
+the within-noise mark below accounts for).
 
 Whether a new best's dev gain is within noise (`noise`): the new best is the highest of the round's m
 candidates, so its paired p-value is Bonferroni-corrected, `min(1, m * p)`, before it meets `alpha`.
