@@ -286,6 +286,19 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
         ("baseline", "abo-test-rule"): (1.0, None), ("baseline", "talker"): (0.0, None),
         ("ape prompt", "abo-test-rule"): (0.0, -1.0), ("ape prompt", "talker"): (1.0, 1.0)}
 
+    # the shared prompt, made for both targets at once, moved the same way; it is the baseline's prompt (above)
+    shared = out / "shared" / TASK / "ape" / "best.yaml"
+    assert cli.main(["transfer", str(shared), "--model", "abo-test-rule", "--model_args", "keyword=enumerating",
+                     "--model", "abo-test-rule", "--model_args", "keyword=Count,say=Well.", "--label", "talker",
+                     "-o", str(tmp_path / "moved-shared")]) == 0
+    moved = json.loads((tmp_path / "moved-shared" / "transfer.json").read_text())
+    assert "(optimized for steady, counter (mean of their scores))" in moved["about"]
+    assert moved["tasks"][0]["prompts"][1]["detail"] == "dev 0.500 (baseline dev 0.500) on steady, counter (mean of " \
+                                                         "their scores)"
+    assert {(c["prompt"], c["model"]): (c["score"], c.get("difference")) for c in moved["tasks"][0]["matrix"]["cells"]} \
+        == {("baseline", "abo-test-rule"): (1.0, None), ("baseline", "talker"): (0.0, None),
+            ("ape prompt", "abo-test-rule"): (1.0, 0.0), ("ape prompt", "talker"): (0.0, 0.0)}
+
 
 def test_a_target_that_does_not_load_fails_its_run_and_cells_alone_and_the_exit_code_says_so(tmp_path, capsys):
     with FakeServer() as server:

@@ -146,11 +146,10 @@ def transfer(artifact_path: str | Path, targets: list[Entrant], harness: Harness
         matrix = build(cells, [BASELINE, row], labels, [Setting(BASELINE, {m: BASELINE for m in labels}),
                                                         Setting(row, {m: row for m in labels})],
                        bridge.higher_is_better, sessions[0][1].seed)
-        made_for = " ".join(str(artifact.target[k]) for k in ("model", "model_args") if artifact.target.get(k)) or "?"
         result = {
             "title": f"Transfer of {path}", "kind": "transfer", "artifact": str(path),
             "targets": [e.shown() for e in targets],
-            "about": f"The {artifact.method} prompt of {path} (optimized for {made_for}) and the task's baseline "
+            "about": f"The {artifact.method} prompt of {path} (optimized for {made_for(artifact)}) and the task's baseline "
                      "on each target, through lm-eval, on the held-out test documents of the run that made it; "
                      "differences are paired per document with 95% bootstrap intervals.",
             "tasks": [{"task": artifact.task, "metric": bridge.metric_key, "n_test": n_test, "matrix": matrix.to_dict(),
@@ -166,9 +165,18 @@ def transfer(artifact_path: str | Path, targets: list[Entrant], harness: Harness
     return result
 
 
+def made_for(artifact) -> str:
+    """The target or targets the artifact's prompt was optimized for: several by their labels and the objective
+    over them."""
+    several = artifact.target.get("targets")
+    if several:
+        return f"{', '.join(t['label'] for t in several)} ({artifact.target.get('objective', 'mean')} of their scores)"
+    return " ".join(str(artifact.target[k]) for k in ("model", "model_args") if artifact.target.get(k)) or "?"
+
+
 def _dev(artifact) -> str:
     dev, base = artifact.scores.get("dev"), artifact.scores.get("baseline_dev")
     if not dev:
         return ""
     return f"dev {dev['value']:.3f}" + (f" (baseline dev {base['value']:.3f})" if base else "") + \
-        f" on {artifact.target.get('model', '?')}"
+        f" on {made_for(artifact)}"
