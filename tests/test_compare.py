@@ -230,6 +230,7 @@ def test_compare_end_to_end_on_two_rule_based_targets(tmp_path, capsys):
             ("shared prompt", "steady"): (1.0, 0.0), ("shared prompt", "counter"): (0.0, 0.0)}
         assert cells[("best for counter", "steady")]["ci"] == [-1.0, -1.0] and part["n_test"] == 4
         assert "the baseline's prompt" in part["prompts"][1]["detail"]
+        assert part["prompts"][3]["detail"].endswith("(the same prompt as best for steady)")
         # the shared prompt's run on both targets: the baseline's mean dev score is (1 + 0) / 2, and the fake
         # optimizer's instruction (it says "Count", not "enumerating") scores (0 + 1) / 2: a tie keeps the baseline
         assert part["dev"] == {"baseline": {"steady": 1.0, "counter": 0.0},

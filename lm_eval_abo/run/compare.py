@@ -108,6 +108,18 @@ def _prompts(configs: dict, targets: list[Entrant], task: str, shared: OptimizeC
                      "detail": f"{a.method} on all {len(targets)} targets at once: dev {shared.objective} "
                                f"{a.scores['dev']['value']:.3f} (baseline {a.scores['baseline_dev']['value']:.3f})",
                      "artifact": a})
+    return _same_as_earlier(rows)
+
+
+def _same_as_earlier(rows: list[dict]) -> list[dict]:
+    """Marks a row whose prompt is an earlier optimized row's (by sha256), so that equal scores read as one
+    prompt found twice, not as two prompts that agree."""
+    seen = {}
+    for r in rows[1:]:
+        sha = r["prompt"].sha256()
+        if sha in seen:
+            r["detail"] += f" (the same prompt as {seen[sha]})"
+        seen.setdefault(sha, r["row"])
     return rows
 
 
