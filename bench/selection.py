@@ -43,12 +43,10 @@ class Scored:
 
 @dataclass
 class Per:
-    index: int
-    score: float
+    """What the race reads of a sample: its pairing key (a one-target Sample's: the example) and its score."""
 
-    @property
-    def key(self) -> int:  # a one-target Sample's
-        return self.index
+    key: int
+    score: float
 
 
 def simulate_round(rng: random.Random, k: int, n: int, level: float, spread: float) -> tuple[list[float], list[list[float]]]:

@@ -15,12 +15,10 @@ from lm_eval_abo.optimizers import selection
 
 @dataclass
 class Per:
-    index: int
-    score: float
+    """What the race reads of a sample: its pairing key (a one-target Sample's: the example) and its score."""
 
-    @property
-    def key(self) -> int:  # a one-target Sample's
-        return self.index
+    key: int
+    score: float
 
 
 @dataclass
