@@ -51,6 +51,10 @@ def test_resume_skips_finished_cells_and_a_grid_without_it_refuses_an_earlier_ru
         assert len(server.requests) == before, "no finished cell asks anything again"
     assert [r.status for r in again.reports] == ["done earlier"] * 2
     assert again.ledger == first.ledger
+    usages = [store.load(tmp_path / f"seed-{s}" / TASK / "ape" / "best.yaml").usage for s in (1, 2)]
+    recorded = [round(u["seconds"] + u["test_seconds"], 1) for u in usages]
+    assert [r.seconds for r in again.reports] == recorded and all(s > 0 for s in recorded), \
+        "a cell done earlier reports the seconds its run recorded, not 0"
 
 
 def test_the_grid_caps_are_shared_by_projection_and_hold_for_the_grid(tmp_path):

@@ -61,20 +61,22 @@ class CellReport:
                 "test": self.test, "seconds": self.seconds, "host": self.host, "ledger": self.ledger}
 
 
-def report_of(cell: Cell, status: str, error: str | None = None, seconds: float = 0.0) -> CellReport:
-    """A cell's report as its folder records it: the finished artifact, else the last saved round."""
+def report_of(cell: Cell, status: str, error: str | None = None, seconds: float | None = None) -> CellReport:
+    """A cell's report as its folder records it: the finished artifact, else the last saved round.
+    `seconds`: the wall time it took here; none (a cell done earlier) takes its artifact's search and test."""
     outcome = finished(cell.config)
     host = socket.gethostname()
     if outcome is not None and error is None:
-        scores = outcome.artifact_data.scores
-        ledger = Ledger.from_dict(outcome.artifact_data.usage).to_dict()
-        return CellReport(cell.name, status, ledger, outcome.result.last_round, dev=scores["dev"]["value"],
-                          test=scores["test"]["value"], seconds=round(seconds, 1), host=host)
+        scores, usage = outcome.artifact_data.scores, outcome.artifact_data.usage
+        recorded = usage.get("seconds", 0.0) + usage.get("test_seconds", 0.0)
+        return CellReport(cell.name, status, Ledger.from_dict(usage).to_dict(), outcome.result.last_round,
+                          dev=scores["dev"]["value"], test=scores["test"]["value"],
+                          seconds=round(recorded if seconds is None else seconds, 1), host=host)
     state = cell.folder.state
     saved = read_json(state)["state"] if state.exists() else None
     ledger = Ledger.from_dict(saved["ledger"]) if saved else Ledger()
     return CellReport(cell.name, status, ledger.to_dict(), saved["round"] if saved else -1, error=error,
-                      seconds=round(seconds, 1), host=host)
+                      seconds=round(seconds or 0.0, 1), host=host)
 
 
 def run_cell(cell: Cell, lm=None, out=None) -> CellReport:
