@@ -38,6 +38,9 @@ def test_a_baseline_that_never_answers_in_format():
     assert "exact_match,answer = 0.000; answers the filter could not read: 10 of 10 (100%); different answers: 1" in text
     assert "dev +0.500 (n=10, one-sided sign test, as --accept paired), test +0.200 (n=30, two-sided" in text
     assert "errors: 10 of 10 (exact_match,answer: 0/1, an error is below 1)" in text
+    # the ten dev golds are 4 3 4 4 5 6 5 4 2 4: "4" five times
+    assert (found.commonest, found.commonest_count) == ("4", 5)
+    assert "the commonest gold answer on dev, '4', is 5 of 10: giving it every time would score 0.500" in text
 
 
 def test_a_saturated_baseline_is_one_warning_naming_the_flag():

@@ -1,11 +1,13 @@
 """What the baseline leaves to gain, before the first optimizer call: its dev score, the share of its
 dev answers the task's filter could not read (format failures), how many different answers it gives,
-and the smallest gain the dev and test sizes can show. A saturated baseline, or splits too small to show
+what giving the commonest gold answer every time would score, and the smallest gain the dev and test
+sizes can show. A saturated baseline, or splits too small to show
 any gain there is room for, is a warning line naming the flag to change, so no budget is spent on a run
 that cannot show anything."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from lm_eval_abo.infra.stats import smallest_gain
@@ -27,18 +29,21 @@ class Headroom:
     binary: bool  # a 0/1 metric, for which the smallest gains are exact
     errors: int = 0  # dev examples that miss the metric's error threshold
     error_rule: str = ""  # what counts as an error (`tasks.metrics.Metric.describe`)
+    commonest: str = ""  # the commonest gold answer on dev: a prompt that always gives it is a floor to beat
+    commonest_count: int = 0  # dev examples whose gold answer it is
 
     @classmethod
     def of(cls, bridge, prompt, dev_indices: list[int], n_test: int, alpha: float) -> Headroom:
         """The baseline's headroom, from its dev samples (scored once per run: no new target requests)."""
         [score] = bridge.score([prompt], "dev", dev_indices, capped=False)
         samples = score.samples
+        [(commonest, count)] = Counter(s.target for s in samples).most_common(1) or [("", 0)]
         return cls(metric=bridge.metric_key, dev=score.value, n_dev=len(samples), unread=sum(bridge.unread(samples)),
                    distinct=len({s.answer for s in samples}), n_test=n_test, alpha=alpha,
                    dev_gain=smallest_gain(len(samples), alpha, two_sided=False), test_gain=smallest_gain(n_test, alpha),
                    binary=bridge.measure.mean and not bridge.measure.graded and all(s.score in (0.0, 1.0) for s in samples),
                    errors=sum(not s.correct for s in samples),
-                   error_rule=bridge.measure.describe())
+                   error_rule=bridge.measure.describe(), commonest=commonest, commonest_count=count)
 
     def warnings(self, higher_is_better: bool = True) -> list[str]:
         """At most one line: what keeps this run from showing a gain, and the flag that changes it."""
@@ -70,4 +75,7 @@ class Headroom:
             + ("" if self.binary else " (for 0/1 metrics; this metric is graded)"),
             f"  errors: {self.errors} of {self.n_dev} ({self.error_rule})",
         ]
+        if self.binary and self.commonest_count:  # exact-match-like: one answer every time scores its share
+            lines.append(f"  the commonest gold answer on dev, {self.commonest!r}, is {self.commonest_count} of {self.n_dev}: "
+                         f"giving it every time would score {self.commonest_count / self.n_dev:.3f}")
         return "\n".join(lines + self.warnings(higher_is_better))
