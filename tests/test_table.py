@@ -56,6 +56,10 @@ def test_rows_name_their_origin_cost_and_difference_from_the_first(capped_table)
     artifacts = {r["row"]: (tmp_path / TASK / "paper-table" / f"{r['row']}.yaml") for r in rows}
     assert all(path.is_file() for path in artifacts.values())
     assert "demonstrations: []" in artifacts["ABO without demonstrations"].read_text()
+    # without the magic word the rule target says "I do not know.", which the task's filter cannot read
+    assert by["zero-shot CoT"]["answers"]["unread"] == 3 and by["best APO method"]["answers"]["unread"] == 0
+    markdown = (tmp_path / "paper_table.md").read_text()
+    assert "| answers |" in markdown and "3 unreadable |" in markdown
 
 
 def test_every_method_row_keeps_to_one_budget(capped_table):

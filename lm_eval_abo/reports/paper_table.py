@@ -1,12 +1,12 @@
 """The paper-table as people read it: one row per prompt with its test score, its paired difference from
-zero-shot CoT and what made it; and, over several seeds, each row's spread."""
+zero-shot CoT, its different and unreadable answers (a format fix is not a learned task) and what made it; and, over several seeds, each row's spread."""
 
 from __future__ import annotations
 
 import statistics
 
 from lm_eval_abo.reports.markdown import fmt, table
-from lm_eval_abo.reports.run_report import money, tokens_text
+from lm_eval_abo.reports.run_report import answers_text, money, tokens_text
 
 
 def spread(rows: list[dict]) -> list[dict]:
@@ -48,10 +48,10 @@ def budget_text(b: dict) -> str:
 
 
 def table_markdown(result: dict) -> str:
-    header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI)", "prompt from",
+    header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI)", "answers", "prompt from",
               "optimizer calls", "optimizer tokens", "target requests", "target tokens", "cost", "optimizer cost",
               "target cost", "seconds", "detail"]
-    body = [[r["task"], r["seed"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], _versus(r), r["origin"],
+    body = [[r["task"], r["seed"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], _versus(r), answers_text(r.get("answers", {})), r["origin"],
              r["optimizer_calls"], f"{r['tokens']:,}", r["target_requests"], tokens_text(r["usage"]["target"]),
              money(r["usage"]), money(r["usage"]["optimizer"]), money(r["usage"]["target"]), r["seconds"], r["detail"]]
             for r in result["rows"]]

@@ -36,6 +36,7 @@ from lm_eval_abo.infra.files import write_json, write_text_atomic
 from lm_eval_abo.infra.lock import FolderLock
 from lm_eval_abo.optimizers import resolve
 from lm_eval_abo.reports.paper_table import budget_text, spread, table_markdown
+from lm_eval_abo.reports.run_report import answers_text
 from lm_eval_abo.run import evaluation
 from lm_eval_abo.run.grid import run_grid
 from lm_eval_abo.run.grid.shares import shares
@@ -106,7 +107,7 @@ class Rows:
         row = {
             "task": task, "seed": seed, "row": name, "origin": origin, "detail": detail,
             "metric": test.score["metric"], "value": test.score["value"], "stderr": test.score["stderr"],
-            "n": test.score["n"], "optimizer_calls": used.optimizer.calls, "tokens": used.optimizer.tokens,
+            "n": test.score["n"], "answers": evaluation.answer_counts(test.answers, test.unread), "optimizer_calls": used.optimizer.calls, "tokens": used.optimizer.tokens,
             "target_requests": used.target.calls, "target_tokens": used.target.tokens,
             "target_tokens_estimated": used.target.estimated, "cost_usd": used.cost_usd, "cost_known": used.cost_known,
             "optimizer_cost_usd": used.optimizer.cost_usd, "target_cost_usd": used.target.cost_usd,
@@ -121,7 +122,8 @@ class Rows:
             c = evaluation.compared(self.first, test, seed)
             row.update(vs_baseline=c.difference, ci=list(c.interval), mcnemar_p=c.mcnemar_p, permutation_p=c.permutation_p)
         self.rows.append(row)
-        self.out(f"{task} (seed {seed}): {name}: {test.score['value']:.3f} (n={test.score['n']})")
+        self.out(f"{task} (seed {seed}): {name}: {test.score['value']:.3f} (n={test.score['n']}; "
+                 f"{answers_text(row['answers'])})")
 
 
 def run_rows(run) -> tuple[Ledger, float]:
