@@ -21,7 +21,8 @@ def spread(rows: list[dict]) -> list[dict]:
 def _versus(r: dict) -> str:
     if "vs_baseline" not in r:
         return "-"
-    return f"{r['vs_baseline']:+.3f} ({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f})"
+    p = f", p={r['mcnemar_p']:.3g}" if r.get("mcnemar_p") is not None else ""
+    return f"{r['vs_baseline']:+.3f} ({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f}{p})"
 
 
 CAPS = {"max_optimizer_calls": "{:,} optimizer calls", "max_target_tokens": "{:,} target tokens", "max_cost": "${:g}"}
@@ -48,7 +49,7 @@ def budget_text(b: dict) -> str:
 
 
 def table_markdown(result: dict) -> str:
-    header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI)", "answers", "prompt from",
+    header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI, McNemar p)", "answers", "prompt from",
               "optimizer calls", "optimizer tokens", "target requests", "target tokens", "cost", "optimizer cost",
               "target cost", "seconds", "detail"]
     body = [[r["task"], r["seed"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], _versus(r), answers_text(r.get("answers", {})), r["origin"],
@@ -58,7 +59,7 @@ def table_markdown(result: dict) -> str:
     lines = [
         f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`. {budget_text(result['budget'])} Each prompt "
         "evaluated once by lm-eval on the same test examples and compared with the zero-shot CoT prompt example by "
-        "example (paired bootstrap).",
+        "example (paired bootstrap interval, exact McNemar p).",
         "", *table(header, body, left=3),
     ]
     if result["spread"]:
