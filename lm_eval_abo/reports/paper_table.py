@@ -1,5 +1,6 @@
 """The paper-table as people read it: one row per prompt with its test score, its paired difference from
-zero-shot CoT, its different and unreadable answers (a format fix is not a learned task) and what made it; and, over several seeds, each row's spread."""
+zero-shot CoT, its different and unreadable answers (a format fix is not a learned task) and what made it;
+and, over several seeds, each row's spread."""
 
 from __future__ import annotations
 
@@ -49,12 +50,13 @@ def budget_text(b: dict) -> str:
 
 
 def table_markdown(result: dict) -> str:
-    header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI, McNemar p)", "answers", "prompt from",
-              "optimizer calls", "optimizer tokens", "target requests", "target tokens", "cost", "optimizer cost",
-              "target cost", "seconds", "detail"]
-    body = [[r["task"], r["seed"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], _versus(r), answers_text(r.get("answers", {})), r["origin"],
-             r["optimizer_calls"], f"{r['tokens']:,}", r["target_requests"], tokens_text(r["usage"]["target"]),
-             money(r["usage"]), money(r["usage"]["optimizer"]), money(r["usage"]["target"]), r["seconds"], r["detail"]]
+    header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI, McNemar p)", "answers",
+              "prompt from", "optimizer calls", "optimizer tokens", "target requests", "target tokens", "cost",
+              "optimizer cost", "target cost", "seconds", "detail"]
+    body = [[r["task"], r["seed"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], _versus(r),
+             answers_text(r.get("answers", {})), r["origin"], r["optimizer_calls"], f"{r['tokens']:,}",
+             r["target_requests"], tokens_text(r["usage"]["target"]), money(r["usage"]), money(r["usage"]["optimizer"]),
+             money(r["usage"]["target"]), r["seconds"], r["detail"]]
             for r in result["rows"]]
     lines = [
         f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`. {budget_text(result['budget'])} Each prompt "

@@ -1,9 +1,8 @@
 """What the baseline leaves to gain, before the first optimizer call: its dev score, the share of its
 dev answers the task's filter could not read (format failures), how many different answers it gives,
 what giving the commonest gold answer every time would score, and the smallest gain the dev and test
-sizes can show. A saturated baseline, or splits too small to show
-any gain there is room for, is a warning line naming the flag to change, so no budget is spent on a run
-that cannot show anything."""
+sizes can show. A saturated baseline, or splits too small to show any gain there is room for, is a
+warning line naming the flag to change, so no budget is spent on a run that cannot show anything."""
 
 from __future__ import annotations
 
@@ -76,6 +75,6 @@ class Headroom:
             f"  errors: {self.errors} of {self.n_dev} ({self.error_rule})",
         ]
         if self.binary and self.commonest_count:  # exact-match-like: one answer every time scores its share
-            lines.append(f"  the commonest gold answer on dev, {self.commonest!r}, is {self.commonest_count} of {self.n_dev}: "
-                         f"giving it every time would score {self.commonest_count / self.n_dev:.3f}")
+            lines.append(f"  the commonest gold answer on dev, {self.commonest!r}, is {self.commonest_count} of "
+                         f"{self.n_dev}: giving it every time would score {self.commonest_count / self.n_dev:.3f}")
         return "\n".join(lines + self.warnings(higher_is_better))

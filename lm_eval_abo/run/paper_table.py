@@ -107,7 +107,8 @@ class Rows:
         row = {
             "task": task, "seed": seed, "row": name, "origin": origin, "detail": detail,
             "metric": test.score["metric"], "value": test.score["value"], "stderr": test.score["stderr"],
-            "n": test.score["n"], "answers": evaluation.answer_counts(test.answers, test.unread), "optimizer_calls": used.optimizer.calls, "tokens": used.optimizer.tokens,
+            "n": test.score["n"], "answers": evaluation.answer_counts(test.answers, test.unread),
+            "optimizer_calls": used.optimizer.calls, "tokens": used.optimizer.tokens,
             "target_requests": used.target.calls, "target_tokens": used.target.tokens,
             "target_tokens_estimated": used.target.estimated, "cost_usd": used.cost_usd, "cost_known": used.cost_known,
             "optimizer_cost_usd": used.optimizer.cost_usd, "target_cost_usd": used.target.cost_usd,
