@@ -22,8 +22,10 @@ def spread(rows: list[dict]) -> list[dict]:
 def _versus(r: dict) -> str:
     if "vs_baseline" not in r:
         return "-"
-    p = f", p={r['mcnemar_p']:.3g}" if r.get("mcnemar_p") is not None else ""
-    return f"{r['vs_baseline']:+.3f} ({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f}{p})"
+    # the paired test `stats.Comparison.p` uses: exact McNemar for 0/1 metrics, else the permutation test
+    test_p = r.get("mcnemar_p") if r.get("mcnemar_p") is not None else r.get("permutation_p")
+    shown = f", p={test_p:.3g}" if test_p is not None else ""
+    return f"{r['vs_baseline']:+.3f} ({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f}{shown})"
 
 
 CAPS = {"max_optimizer_calls": "{:,} optimizer calls", "max_target_tokens": "{:,} target tokens", "max_cost": "${:g}"}
@@ -50,7 +52,7 @@ def budget_text(b: dict) -> str:
 
 
 def table_markdown(result: dict) -> str:
-    header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI, McNemar p)", "answers",
+    header = ["task", "seed", "prompt", "score", "± stderr", "n", "vs zero-shot CoT (95% CI, p)", "answers",
               "prompt from", "optimizer calls", "optimizer tokens", "target requests", "target tokens", "cost",
               "optimizer cost", "target cost", "seconds", "detail"]
     body = [[r["task"], r["seed"], r["row"], fmt(r["value"]), fmt(r["stderr"]), r["n"], _versus(r),
@@ -61,7 +63,8 @@ def table_markdown(result: dict) -> str:
     lines = [
         f"Target `{result['target']['model']}`, optimizer `{result['optimizer']}`. {budget_text(result['budget'])} Each prompt "
         "evaluated once by lm-eval on the same test examples and compared with the zero-shot CoT prompt example by "
-        "example (paired bootstrap interval, exact McNemar p).",
+        "example (paired bootstrap interval; p: exact McNemar for 0/1 metrics, else a paired permutation "
+        "test).",
         "", *table(header, body, left=3),
     ]
     if result["spread"]:
